@@ -1,0 +1,77 @@
+"""The Dramatiq broker on Redis, its middleware, the queues, and the retry policy of every actor.
+
+Importing this module sets the global broker; every actor module imports it first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
+
+import settings
+from actors.middleware import DbConnection
+from db.database import init_db
+from gateways.telegram import TelegramPermanent
+
+# Queues, one per pipeline stage; the Procfile groups them into worker process types.
+UPDATES = "updates"  # Telegram updates in, routed
+FUNNEL = "funnel"  # /start welcome and later funnel steps
+MAINTENANCE = "maintenance"  # clock-driven housekeeping
+QUEUES = (UPDATES, FUNNEL, MAINTENANCE)
+
+
+def retry_when(max_retries: int) -> Callable[[int, BaseException], bool]:
+    """Rate-limit and flood waits (dramatiq.Retry with a delay) always come back; permanent
+    errors never do; anything else is retried with backoff up to `max_retries` times."""
+
+    def decide(retries: int, exc: BaseException) -> bool:
+        if isinstance(exc, dramatiq.Retry):
+            return True
+        if isinstance(exc, TelegramPermanent):
+            return False
+        return retries < max_retries
+
+    return decide
+
+
+def redis_client(url: str | None = None) -> redis.Redis:
+    return redis.Redis.from_url(
+        url or settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+    )
+
+
+def make_broker(url: str | None = None) -> RedisBroker:
+    broker = RedisBroker(
+        client=redis_client(url),
+        heartbeat_timeout=settings.WORKER_HEARTBEAT_TIMEOUT_MS,
+        maintenance_chance=settings.BROKER_MAINTENANCE_CHANCE,
+        middleware=[
+            AgeLimit(),
+            TimeLimit(),
+            ShutdownNotifications(),
+            Callbacks(),
+            Pipelines(),
+            Retries(),
+            CurrentMessage(),
+            DbConnection(),
+        ],
+    )
+    for queue in QUEUES:
+        broker.declare_queue(queue)
+    return broker
+
+
+broker = make_broker()
+dramatiq.set_broker(broker)
+init_db()

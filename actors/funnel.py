@@ -1,0 +1,179 @@
+"""The welcome funnel: what a lead receives after /start, sent exactly once per /start update."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlparse
+
+import dramatiq
+import redis
+
+from actors import runtime
+from actors.broker import FUNNEL, retry_when
+from actors.outbox import Outcome, Send, deliver
+from actors.throttle import Throttle
+from db.catalog import BotConfig
+from db.database import utcnow
+from db.models import Lead
+from gateways.telegram import TelegramGateway
+
+log = logging.getLogger(__name__)
+
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+FILE_IDS = "grimbots:tg:file_id:{bot_id}"
+
+
+def telegram_length(text: str) -> int:
+    """Telegram counts message length in UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """Split on paragraph, line or word boundaries into parts Telegram accepts."""
+    parts: list[str] = []
+    rest = text.strip()
+    while telegram_length(rest) > limit:
+        # the longest prefix within the limit, then back off to a natural boundary
+        cut = limit
+        while telegram_length(rest[:cut]) > limit:
+            cut -= 1
+        window = rest[:cut]
+        for sep in ("\n\n", "\n", " "):
+            at = window.rfind(sep)
+            if at > cut // 2:
+                cut = at
+                break
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest:
+        parts.append(rest)
+    return parts
+
+
+def offer_keyboard(bot: BotConfig) -> dict[str, Any] | None:
+    if not bot.offers:
+        return None
+    rows = [[{"text": offer.label, "callback_data": f"buy:{offer.id}"}] for offer in bot.offers]
+    return {"inline_keyboard": rows}
+
+
+def media_method(url: str) -> tuple[str, str]:
+    """(Bot API method, its media parameter) for a media URL: .mp4 is a video, anything else a photo."""
+    if urlparse(url).path.lower().endswith(".mp4"):
+        return "sendVideo", "video"
+    return "sendPhoto", "photo"
+
+
+def file_id_of(result: Any) -> str | None:
+    """The reusable file_id in a sendPhoto/sendVideo result (the largest photo size)."""
+    if not isinstance(result, dict):
+        return None
+    if isinstance(result.get("video"), dict):
+        return result["video"].get("file_id")
+    photos = result.get("photo")
+    if isinstance(photos, list) and photos and isinstance(photos[-1], dict):
+        return photos[-1].get("file_id")
+    return None
+
+
+def plan_welcome(bot: BotConfig, chat_id: int, key: str, cached_file_id: str | None,
+                 remember_file_id: Any = None) -> list[Send]:  # fmt: skip
+    """The welcome as an ordered list of sends: media (by file_id once Telegram gave us one),
+    text (in its own messages when too long for a caption), one inline button per offer on the last."""
+    keyboard = offer_keyboard(bot)
+    text = bot.welcome_text.strip()
+    sends: list[Send] = []
+    if bot.welcome_media_url:
+        method, field = media_method(bot.welcome_media_url)
+        params: dict[str, Any] = {"chat_id": chat_id, field: cached_file_id or bot.welcome_media_url}
+        captioned = bool(text) and telegram_length(text) <= CAPTION_LIMIT
+        if captioned:
+            params["caption"] = text
+        if keyboard and (captioned or not text):
+            params["reply_markup"] = keyboard
+        fallback = {**params, field: bot.welcome_media_url} if cached_file_id else None
+        sends.append(Send(f"{key}:media", method, params, fallback=fallback, on_sent=remember_file_id))
+        if captioned or not text:
+            return sends
+    parts = split_text(text)
+    for i, part in enumerate(parts):
+        params = {"chat_id": chat_id, "text": part, "link_preview_options": {"is_disabled": True}}
+        if keyboard and i == len(parts) - 1:
+            params["reply_markup"] = keyboard
+        sends.append(Send(f"{key}:text:{i}", "sendMessage", params))
+    return sends
+
+
+def send_welcome(bot: BotConfig, lead: Lead, update_id: int, telegram: TelegramGateway, throttle: Throttle,
+                 cache: redis.Redis) -> Outcome | None:  # fmt: skip
+    """Send the welcome for one /start update; safe to call again for the same update."""
+    if not lead.reachable:
+        log.info("welcome skipped: lead unreachable bot=%s lead=%s", bot.id, lead.id)
+        return None
+    cache_key = FILE_IDS.format(bot_id=bot.id)
+    cached = None
+    if bot.welcome_media_url:
+        raw = cache.hget(cache_key, bot.welcome_media_url)
+        cached = raw.decode() if isinstance(raw, bytes) else raw
+
+    def remember(result: Any) -> None:
+        file_id = file_id_of(result)
+        if file_id and bot.welcome_media_url:
+            cache.hset(cache_key, bot.welcome_media_url, file_id)
+
+    sends = plan_welcome(bot, lead.chat_id, f"welcome:{bot.id}:{update_id}", cached, remember)
+    outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, sends)
+    if outcome.blocked:
+        mark_unreachable(lead.id)
+    if outcome.sent:
+        log.info("welcome sent bot=%s lead=%s update=%s parts=%d", bot.id, lead.id, update_id, len(outcome.sent))
+    return outcome
+
+
+def mark_unreachable(lead_id: int) -> None:
+    Lead.update(reachable=False, unreachable_since=utcnow()).where((Lead.id == lead_id) & Lead.reachable).execute()
+
+
+@dramatiq.actor(
+    actor_name="funnel.welcome",
+    queue_name=FUNNEL,
+    max_retries=8,
+    min_backoff=1_000,
+    max_backoff=300_000,
+    retry_when=retry_when(8),
+    time_limit=60_000,
+    max_age=6 * 3600 * 1000,  # a welcome hours late is noise
+)
+def welcome(bot_id: str, lead_id: int, update_id: int) -> None:
+    bot = runtime.bot_config(bot_id)
+    lead = Lead.get_or_none(Lead.id == lead_id)
+    if bot is None or lead is None:
+        log.warning("welcome dropped: bot or lead gone bot=%s lead=%s", bot_id, lead_id)
+        return
+    send_welcome(bot, lead, update_id, runtime.telegram(), runtime.throttle(), runtime.cache())
+
+
+def answer_callback(bot: BotConfig, chat_id: int, callback_id: str, telegram: TelegramGateway,
+                    throttle: Throttle) -> Outcome:  # fmt: skip
+    """Stop the client's spinner; buying is the payments stage's (later) work."""
+    send = Send(f"callback:{bot.id}:{callback_id}", "answerCallbackQuery", {"callback_query_id": callback_id},
+                throttled=False)  # fmt: skip
+    return deliver(telegram, throttle, bot.token, bot.id, chat_id, [send])
+
+
+@dramatiq.actor(
+    actor_name="funnel.callback",
+    queue_name=FUNNEL,
+    max_retries=3,
+    min_backoff=500,
+    retry_when=retry_when(3),
+    time_limit=30_000,
+    max_age=5 * 60 * 1000,  # Telegram stops waiting for an answer long before this
+)
+def callback(bot_id: str, chat_id: int, callback_id: str) -> None:
+    bot = runtime.bot_config(bot_id)
+    if bot is None:
+        return
+    answer_callback(bot, chat_id, callback_id, runtime.telegram(), runtime.throttle())

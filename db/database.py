@@ -1,0 +1,83 @@
+"""The database proxy, initialised once from DATABASE_URL, and the transaction helpers around it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from peewee import Database, DatabaseProxy, PostgresqlDatabase, SqliteDatabase
+from playhouse.pool import PooledPostgresqlDatabase
+
+db = DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",  # durable across process crashes; WAL keeps commits cheap
+    "foreign_keys": 1,
+    "busy_timeout": 10_000,
+    "cache_size": -16_000,
+}
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC: every timestamp column holds UTC, on SQLite and PostgreSQL alike."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def make_database(url: str, *, pooled: bool = True) -> Database:
+    """A peewee database for a `sqlite:///path` or `postgresql://user:pass@host:port/db` URL."""
+    parsed = urlparse(url)
+    scheme = parsed.scheme.split("+")[0]
+    if scheme == "sqlite":
+        # sqlite:///relative/path or sqlite:////absolute/path, as in peewee's db_url.
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        path = path.split("?", 1)[0]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return SqliteDatabase(path or ":memory:", pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+    if scheme in ("postgres", "postgresql"):
+        params = {
+            "host": parsed.hostname or "127.0.0.1",
+            "port": parsed.port or 5432,
+            "user": unquote(parsed.username) if parsed.username else None,
+            "password": unquote(parsed.password) if parsed.password else None,
+            "connect_timeout": 5,
+        }
+        name = parsed.path.lstrip("/")
+        params = {k: v for k, v in params.items() if v is not None}
+        if pooled:
+            return PooledPostgresqlDatabase(name, max_connections=64, stale_timeout=300, timeout=10, **params)
+        return PostgresqlDatabase(name, **params)
+    raise ValueError(f"DATABASE_URL: unsupported scheme {parsed.scheme!r} (use sqlite:/// or postgresql://)")
+
+
+def init_db(url: str | None = None) -> Database:
+    """Point the proxy at the configured database; safe to call more than once with the same URL."""
+    import settings
+
+    url = url or settings.DATABASE_URL
+    if db.obj is not None and getattr(db.obj, "_grimbots_url", None) == url:
+        return db.obj  # type: ignore[no-any-return]
+    database = make_database(url)
+    database._grimbots_url = url  # type: ignore[attr-defined]
+    db.initialize(database)
+    return database
+
+
+def is_sqlite() -> bool:
+    return isinstance(db.obj, SqliteDatabase)
+
+
+@contextmanager
+def transaction() -> Iterator[None]:
+    """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE), so two
+    writers queue on busy_timeout instead of failing when one upgrades a read lock."""
+    if is_sqlite() and not db.in_transaction():
+        with db.atomic("IMMEDIATE"):
+            yield
+    else:
+        with db.atomic():
+            yield

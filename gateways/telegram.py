@@ -1,0 +1,110 @@
+"""Gateway to the Telegram Bot API: `{TELEGRAM_API_BASE}/bot{token}/{method}`, JSON in and out.
+
+Errors, translated at this boundary:
+
+    TelegramError
+    ├── TelegramTransient        retry with backoff: network errors, timeouts, 5xx
+    │   ├── TelegramRetryAfter   429: wait `retry_after` seconds, then send again (not a failure)
+    │   └── TelegramMaybeSent    the request left but no answer came: Telegram may have acted on it
+    └── TelegramPermanent        never retried: 400 (description kept), 401, 404, ...
+        └── TelegramBlocked      403: the user blocked the bot, or it was kicked from the chat
+
+No message carries the token: it is part of the URL, so httpx's own errors are not re-raised
+with their text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class TelegramError(Exception):
+    def __init__(self, method: str, description: str, *, status: int | None = None) -> None:
+        super().__init__(f"{method}: {description}")
+        self.method = method
+        self.description = description
+        self.status = status
+
+
+class TelegramTransient(TelegramError):
+    pass
+
+
+class TelegramRetryAfter(TelegramTransient):
+    def __init__(self, method: str, description: str, retry_after: float) -> None:
+        super().__init__(method, description, status=429)
+        self.retry_after = retry_after
+
+
+class TelegramMaybeSent(TelegramTransient):
+    pass
+
+
+class TelegramPermanent(TelegramError):
+    pass
+
+
+class TelegramBlocked(TelegramPermanent):
+    pass
+
+
+def default_client(timeout: float = 10.0) -> httpx.Client:
+    """One pooled client per process; every timeout explicit."""
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout), pool=min(5.0, timeout)),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30),
+        headers={"User-Agent": "grimbots/1"},
+    )
+
+
+class TelegramGateway:
+    def __init__(self, client: httpx.Client, base_url: str) -> None:
+        self.client = client
+        self.base_url = base_url.rstrip("/")
+
+    def call(self, token: str, method: str, params: dict[str, Any]) -> Any:
+        """POST one Bot API method; returns its `result` or raises a TelegramError."""
+        url = f"{self.base_url}/bot{token}/{method}"
+        try:
+            response = self.client.post(url, json=params)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # The request never reached Telegram.
+            raise TelegramTransient(method, f"connection failed ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise TelegramMaybeSent(method, f"no answer ({type(exc).__name__})") from None
+        return self._result(method, response)
+
+    @staticmethod
+    def _result(method: str, response: httpx.Response) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            if response.status_code >= 500 or response.status_code == 429:
+                raise TelegramTransient(method, f"HTTP {response.status_code}", status=response.status_code)
+            raise TelegramPermanent(method, f"HTTP {response.status_code} without a JSON body",
+                                    status=response.status_code)  # fmt: skip
+        if body.get("ok") is True and response.status_code < 400:
+            return body.get("result")
+        code = int(body.get("error_code") or response.status_code)
+        description = str(body.get("description") or f"HTTP {code}")[:500]
+        if code == 429:
+            parameters = body.get("parameters") or {}
+            retry_after = parameters.get("retry_after") if isinstance(parameters, dict) else None
+            try:
+                seconds = float(retry_after) if retry_after is not None else 1.0
+            except (TypeError, ValueError):
+                seconds = 1.0
+            raise TelegramRetryAfter(method, description, max(seconds, 0.0))
+        if code >= 500:
+            raise TelegramTransient(method, description, status=code)
+        if code == 403:
+            raise TelegramBlocked(method, description, status=code)
+        raise TelegramPermanent(method, description, status=code)
+
+    def set_webhook(self, token: str, url: str, secret_token: str, allowed_updates: list[str]) -> Any:
+        return self.call(token, "setWebhook", {
+            "url": url, "secret_token": secret_token, "allowed_updates": allowed_updates, "max_connections": 100,
+        })  # fmt: skip

@@ -1,0 +1,3 @@
+from ops.cli import cli
+
+cli(prog_name="python -m ops")

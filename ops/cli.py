@@ -1,0 +1,137 @@
+"""`python -m ops`: the operator's commands (CONTRACT §1)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+import settings
+
+
+def _database():  # type: ignore[no-untyped-def]
+    from db.database import init_db
+
+    return init_db()
+
+
+def _migrate_quietly() -> list[str]:
+    from db.migrate import migrate
+
+    return migrate(_database())
+
+
+@click.group(help="Operate the GrimBots platform. Run from the repository root with the venv's python.")
+def cli() -> None:
+    pass
+
+
+@cli.command(help="Bring the database schema up to date. Safe to run twice.")
+def migrate() -> None:
+    applied = _migrate_quietly()
+    if applied:
+        for name in applied:
+            click.echo(f"applied {name}")
+    else:
+        click.echo("schema is up to date")
+
+
+@cli.command(help="Create or update gateways, bots and offers from a TOML file. Validates the whole file first; "
+             "nothing is written when any key is wrong. Idempotent.")  # fmt: skip
+@click.argument("file", type=click.Path(path_type=Path))
+def apply(file: Path) -> None:
+    from db.models import Gateway
+    from ops import config
+
+    database = _database()
+    _migrate_quietly()
+    with database.connection_context():
+        known = {g.id for g in Gateway.select(Gateway.id)}
+        try:
+            parsed = config.load(file, known)
+        except config.ConfigError as exc:
+            raise click.ClickException(f"{file}: {exc}") from None
+        changes = config.apply(parsed)
+    for line in changes:
+        click.echo(line)
+    if not changes:
+        click.echo("nothing changed")
+
+
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+
+
+@cli.command("set-webhooks", help="Call Telegram setWebhook for every bot: PUBLIC_BASE_URL/webhook/telegram/{bot id}, "
+             "the bot's secret token, and the update types the platform handles.")  # fmt: skip
+def set_webhooks() -> None:
+    from db.catalog import load_bots
+    from gateways.telegram import TelegramError, TelegramGateway, default_client
+
+    database = _database()
+    with database.connection_context():
+        bots = load_bots()
+    telegram = TelegramGateway(default_client(settings.TELEGRAM_TIMEOUT_SECONDS), settings.TELEGRAM_API_BASE)
+    failures = 0
+    for bot in sorted(bots.values(), key=lambda b: b.id):
+        url = f"{settings.PUBLIC_BASE_URL}/webhook/telegram/{bot.id}"
+        try:
+            telegram.set_webhook(bot.token, url, bot.webhook_secret, ALLOWED_UPDATES)
+        except TelegramError as exc:
+            failures += 1
+            click.echo(f"bot {bot.id}: failed: {exc}", err=True)
+            continue
+        click.echo(f"bot {bot.id}: webhook set to {url}")
+    if not bots:
+        click.echo("no bots configured")
+    if failures:
+        sys.exit(1)
+
+
+def _broker_client():  # type: ignore[no-untyped-def]
+    from actors.broker import redis_client
+
+    return redis_client()
+
+
+@cli.command(help="Per queue: ready, in-flight, delayed and dead-lettered messages, and the oldest ready message's age.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def queues(as_json: bool) -> None:
+    from actors.broker import QUEUES
+    from ops.queues import queue_stats
+
+    client = _broker_client()
+    stats = [queue_stats(client, q) for q in QUEUES]
+    if as_json:
+        click.echo(json.dumps([s.as_dict() for s in stats], indent=2))
+        return
+    click.echo(f"{'queue':<14}{'ready':>8}{'in-flight':>11}{'delayed':>9}{'dead':>7}  oldest ready")
+    for s in stats:
+        age = "-" if s.oldest_ready_age_seconds is None else f"{s.oldest_ready_age_seconds:.1f}s"
+        click.echo(f"{s.queue:<14}{s.ready:>8}{s.in_flight:>11}{s.delayed:>9}{s.dead:>7}  {age}")
+
+
+@cli.command("retry-dead", help="Move dead-lettered messages back to their queue (all queues unless --queue).")
+@click.option("--queue", "queue_name", help="Only this queue.")
+def retry_dead_command(queue_name: str | None) -> None:
+    from actors.broker import QUEUES
+    from ops.queues import retry_dead
+
+    if queue_name is not None and queue_name not in QUEUES:
+        raise click.ClickException(f"--queue: unknown queue {queue_name!r} (one of {', '.join(QUEUES)})")
+    client = _broker_client()
+    for q in [queue_name] if queue_name else list(QUEUES):
+        click.echo(f"{q}: moved {retry_dead(client, q)} message(s) back")
+
+
+@cli.command(help="Benchmarks: `edge` (ack throughput and latency vs bare Starlette, /start → welcome latency).")
+@click.argument("what", type=click.Choice(["edge"]))
+@click.option("--seconds", default=10.0, show_default=True, help="Duration of each measured run.")
+@click.option("--concurrency", default=64, show_default=True, help="Open connections for the ack benchmark.")
+@click.option("--rate", default=200, show_default=True, help="Updates per second for the welcome benchmark.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("var/bench"), show_default=True)
+def bench(what: str, seconds: float, concurrency: int, rate: int, out: Path) -> None:
+    from ops import bench as benchmarks
+
+    benchmarks.run(seconds=seconds, concurrency=concurrency, rate=rate, out=out)

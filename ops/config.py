@@ -1,0 +1,310 @@
+"""The configuration file of `python -m ops apply` (CONTRACT §3): validated whole, then upserted in
+one transaction. Unknown keys are errors; every error names the key it is about."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from db.database import transaction, utcnow
+from db.models import Bot, ConfigState, Gateway, Offer
+
+SLUG = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+BOT_TOKEN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{1,128}$")
+TELEGRAM_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{3,63}$")
+PRICE = re.compile(r"^\d{1,10}(\.\d{1,2})?$")
+URL = re.compile(r"^https?://\S+$")
+
+GATEWAY_KINDS: dict[str, dict[str, bool]] = {
+    # kind → its own keys (True = required), besides id, kind, webhook_secret
+    "sandbox": {"pix_key": True, "merchant_name": True, "merchant_city": True},
+    "mercadopago": {"access_token": True, "merchant_name": False, "merchant_city": False},
+    "pushinpay": {"api_token": True, "merchant_name": False, "merchant_city": False},
+    "woovi": {"app_id": True, "public_key": False, "merchant_name": False, "merchant_city": False},
+}
+GATEWAY_LIMITS = {"merchant_name": 25, "merchant_city": 15}
+BOT_KEYS = {
+    "id", "token", "username", "webhook_secret", "gateway", "pixel_id", "pixel_access_token",
+    "pixel_test_event_code", "welcome", "offers",
+}  # fmt: skip
+WELCOME_KEYS = {"text", "media_url"}
+OFFER_KEYS = {"id", "label", "price", "delivery_text", "delivery_link", "delivery_chat_id"}
+
+
+class ConfigError(ValueError):
+    """A bad configuration file; `key` is the dotted path of the offending key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class GatewaySpec:
+    id: str
+    kind: str
+    webhook_secret: str
+    settings: dict[str, str]
+
+
+@dataclass(frozen=True)
+class OfferSpec:
+    slug: str
+    label: str
+    price: Decimal
+    delivery_text: str
+    delivery_link: str | None
+    delivery_chat_id: int | None
+
+
+@dataclass(frozen=True)
+class BotSpec:
+    id: str
+    token: str
+    username: str
+    webhook_secret: str
+    gateway: str | None
+    pixel_id: str | None
+    pixel_access_token: str | None
+    pixel_test_event_code: str | None
+    welcome_text: str
+    welcome_media_url: str | None
+    offers: tuple[OfferSpec, ...]
+
+
+@dataclass
+class ConfigFile:
+    gateways: list[GatewaySpec] = field(default_factory=list)
+    bots: list[BotSpec] = field(default_factory=list)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _table(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(key, "must be a table")
+    return value
+
+
+def _tables(value: Any, key: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(key, f"must be an array of tables ([[{key}]])")
+    return value
+
+
+def _no_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    for name in table:
+        if name not in allowed:
+            raise ConfigError(f"{where}.{name}" if where else name, "unknown key")
+
+
+def _str(table: dict[str, Any], name: str, where: str, *, required: bool = True,
+         pattern: re.Pattern[str] | None = None, max_len: int | None = None, what: str = "") -> str | None:  # fmt: skip
+    key = f"{where}.{name}"
+    if name not in table or table[name] == "" and not required:
+        if required:
+            raise ConfigError(key, "is required")
+        return None
+    value = table[name]
+    if not isinstance(value, str):
+        raise ConfigError(key, "must be a string")
+    if required and not value.strip():
+        raise ConfigError(key, "must not be empty")
+    if max_len is not None and len(value) > max_len:
+        raise ConfigError(key, f"must be at most {max_len} characters")
+    if pattern is not None and not pattern.match(value):
+        raise ConfigError(key, f"must be {what or pattern.pattern}")
+    return value
+
+
+def _req(table: dict[str, Any], name: str, where: str, **kw: Any) -> str:
+    value = _str(table, name, where, required=True, **kw)
+    assert value is not None
+    return value
+
+
+def _price(table: dict[str, Any], where: str) -> Decimal:
+    key = f"{where}.price"
+    if "price" not in table:
+        raise ConfigError(key, "is required")
+    raw = table["price"]
+    if isinstance(raw, bool) or isinstance(raw, float):
+        raise ConfigError(key, 'must be a decimal string such as "19.90" (floats lose cents)')
+    text = str(raw).strip() if isinstance(raw, (str, int)) else None
+    if text is None or not PRICE.match(text):
+        raise ConfigError(key, 'must be a decimal string such as "19.90"')
+    try:
+        price = Decimal(text).quantize(Decimal("0.01"))
+    except InvalidOperation:
+        raise ConfigError(key, 'must be a decimal string such as "19.90"') from None
+    if price <= 0:
+        raise ConfigError(key, "must be greater than zero")
+    return price
+
+
+def _gateway(table: dict[str, Any], where: str) -> GatewaySpec:
+    kind = _req(table, "kind", where)
+    if kind not in GATEWAY_KINDS:
+        raise ConfigError(f"{where}.kind", f"must be one of {', '.join(GATEWAY_KINDS)}")
+    own = GATEWAY_KINDS[kind]
+    _no_unknown(table, {"id", "kind", "webhook_secret", *own}, where)
+    settings: dict[str, str] = {}
+    for name, required in own.items():
+        value = _str(table, name, where, required=required, max_len=GATEWAY_LIMITS.get(name))
+        if value is not None:
+            settings[name] = value
+    return GatewaySpec(
+        id=_req(table, "id", where, pattern=SLUG, what="1–64 characters of A-Za-z0-9_-"),
+        kind=kind,
+        webhook_secret=_req(table, "webhook_secret", where),
+        settings=settings,
+    )
+
+
+def _offer(table: dict[str, Any], where: str) -> OfferSpec:
+    _no_unknown(table, OFFER_KEYS, where)
+    link = _str(table, "delivery_link", where, required=False, pattern=URL, what="an http(s) URL")
+    chat = table.get("delivery_chat_id")
+    if chat is not None and (isinstance(chat, bool) or not isinstance(chat, int)):
+        raise ConfigError(f"{where}.delivery_chat_id", "must be an integer chat id such as -100123")
+    if link is None and chat is None:
+        raise ConfigError(f"{where}.delivery_link", "is required (or delivery_chat_id)")
+    if link is not None and chat is not None:
+        raise ConfigError(f"{where}.delivery_chat_id", "give delivery_link or delivery_chat_id, not both")
+    return OfferSpec(
+        slug=_req(table, "id", where, pattern=SLUG, what="1–64 characters of A-Za-z0-9_-"),
+        label=_req(table, "label", where, max_len=128),
+        price=_price(table, where),
+        delivery_text=_str(table, "delivery_text", where, required=False, max_len=3000) or "",
+        delivery_link=link,
+        delivery_chat_id=chat,
+    )
+
+
+def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
+    _no_unknown(table, BOT_KEYS, where)
+    welcome = _table(table.get("welcome", {}), f"{where}.welcome")
+    _no_unknown(welcome, WELCOME_KEYS, f"{where}.welcome")
+    text = _str(welcome, "text", f"{where}.welcome", required=False) or ""
+    media = _str(welcome, "media_url", f"{where}.welcome", required=False, pattern=URL, what="an http(s) URL")
+    if not text.strip() and media is None:
+        raise ConfigError(f"{where}.welcome.text", "is required (or welcome.media_url)")
+    offers = [_offer(o, f"{where}.offers[{i}]") for i, o in enumerate(_tables(table.get("offers", []), f"{where}.offers"))]
+    seen: set[str] = set()
+    for i, offer in enumerate(offers):
+        if offer.slug in seen:
+            raise ConfigError(f"{where}.offers[{i}].id", f"duplicate offer id {offer.slug!r}")
+        seen.add(offer.slug)
+    gateway = _str(table, "gateway", where, required=False)
+    if gateway is not None and gateway not in gateway_ids:
+        raise ConfigError(f"{where}.gateway", f"no gateway {gateway!r} in this file or the database")
+    if offers and gateway is None:
+        raise ConfigError(f"{where}.gateway", "is required for a bot with offers")
+    return BotSpec(
+        id=_req(table, "id", where, pattern=SLUG, what="1–64 characters of A-Za-z0-9_-"),
+        token=_req(table, "token", where, pattern=BOT_TOKEN, what="a Telegram bot token (digits:characters)"),
+        username=_req(table, "username", where, pattern=USERNAME, what="a Telegram username").lstrip("@"),
+        webhook_secret=_req(table, "webhook_secret", where, pattern=TELEGRAM_SECRET,
+                            what="1–256 characters of A-Za-z0-9_- (Telegram's secret_token)"),  # fmt: skip
+        gateway=gateway,
+        pixel_id=_str(table, "pixel_id", where, required=False, pattern=re.compile(r"^\d{1,32}$"), what="digits"),
+        pixel_access_token=_str(table, "pixel_access_token", where, required=False),
+        pixel_test_event_code=_str(table, "pixel_test_event_code", where, required=False, max_len=64),
+        welcome_text=text,
+        welcome_media_url=media,
+        offers=tuple(offers),
+    )
+
+
+def parse(data: dict[str, Any], known_gateways: set[str]) -> ConfigFile:
+    """Validate a decoded TOML document. `known_gateways`: gateway ids already in the database."""
+    _no_unknown(data, {"gateways", "bots"}, "")
+    config = ConfigFile()
+    for i, table in enumerate(_tables(data.get("gateways", []), "gateways")):
+        spec = _gateway(table, f"gateways[{i}]")
+        if any(g.id == spec.id for g in config.gateways):
+            raise ConfigError(f"gateways[{i}].id", f"duplicate gateway id {spec.id!r}")
+        config.gateways.append(spec)
+    gateway_ids = known_gateways | {g.id for g in config.gateways}
+    for i, table in enumerate(_tables(data.get("bots", []), "bots")):
+        spec = _bot(table, f"bots[{i}]", gateway_ids)
+        if any(b.id == spec.id for b in config.bots):
+            raise ConfigError(f"bots[{i}].id", f"duplicate bot id {spec.id!r}")
+        config.bots.append(spec)
+    return config
+
+
+def load(path: Path, known_gateways: set[str]) -> ConfigFile:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read file ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    return parse(data, known_gateways)
+
+
+# --- apply -----------------------------------------------------------------------------------
+
+
+def _changed(row: Any, values: dict[str, Any]) -> bool:
+    return any(getattr(row, name) != value for name, value in values.items())
+
+
+def _upsert(model: Any, where: Any, values: dict[str, Any], create: dict[str, Any]) -> str:
+    row = model.get_or_none(where)
+    if row is None:
+        model.create(**create, **values)
+        return "created"
+    if not _changed(row, values):
+        return "unchanged"
+    model.update(**values, updated_at=utcnow()).where(where).execute()
+    return "updated"
+
+
+def apply(config: ConfigFile) -> list[str]:
+    """Upsert everything in one transaction. Returns one line per change; none when nothing changed."""
+    changes: list[str] = []
+    with transaction():
+        for g in config.gateways:
+            values = {"kind": g.kind, "webhook_secret": g.webhook_secret, "settings": g.settings}
+            outcome = _upsert(Gateway, Gateway.id == g.id, values, {"id": g.id})
+            if outcome != "unchanged":
+                changes.append(f"{outcome} gateway {g.id}")
+        for b in config.bots:
+            values = {
+                "token": b.token, "username": b.username, "webhook_secret": b.webhook_secret,
+                "gateway_id": b.gateway, "pixel_id": b.pixel_id, "pixel_access_token": b.pixel_access_token,
+                "pixel_test_event_code": b.pixel_test_event_code, "welcome_text": b.welcome_text,
+                "welcome_media_url": b.welcome_media_url,
+            }  # fmt: skip
+            outcome = _upsert(Bot, Bot.id == b.id, values, {"id": b.id})
+            if outcome != "unchanged":
+                changes.append(f"{outcome} bot {b.id}")
+            for position, o in enumerate(b.offers):
+                values = {
+                    "label": o.label, "price": o.price, "delivery_text": o.delivery_text,
+                    "delivery_link": o.delivery_link, "delivery_chat_id": o.delivery_chat_id,
+                    "position": position, "active": True,
+                }  # fmt: skip
+                where = (Offer.bot == b.id) & (Offer.slug == o.slug)
+                outcome = _upsert(Offer, where, values, {"bot": b.id, "slug": o.slug})
+                if outcome != "unchanged":
+                    changes.append(f"{outcome} offer {b.id}/{o.slug}")
+            kept = [o.slug for o in b.offers]
+            stale = Offer.select().where((Offer.bot == b.id) & Offer.active & Offer.slug.not_in(kept or [""]))
+            for offer in stale:
+                # Deactivated, not deleted: charges and deliveries keep pointing at it.
+                Offer.update(active=False, updated_at=utcnow()).where(Offer.id == offer.id).execute()
+                changes.append(f"deactivated offer {b.id}/{offer.slug}")
+        if changes:
+            ConfigState.update(version=ConfigState.version + 1, updated_at=utcnow()).where(ConfigState.id == 1).execute()
+    return changes

@@ -1,0 +1,118 @@
+"""A fake Telegram Bot API server on 127.0.0.1, for end-to-end tests, benchmarks and local demos.
+
+    python -m ops.fakes.telegram --port 8081     # then TELEGRAM_API_BASE=http://127.0.0.1:8081
+
+It answers every method the platform calls the way Telegram does, records each call (with the
+time it arrived), and can be told to answer slowly or with errors:
+    GET  /_calls?since=N    the calls recorded from index N on
+    POST /_config           {"delay": seconds, "errors": {"sendMessage": [429, 500]}}  (errors are used up in order)
+    POST /_reset            forget calls and config"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+class FakeTelegram:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.delay = 0.0
+        self.errors: dict[str, list[int]] = {}
+        self._ids = itertools.count(1)
+
+    def result(self, method: str, params: dict[str, Any]) -> Any:
+        message_id = next(self._ids)
+        chat = {"id": params.get("chat_id"), "type": "private"}
+        if method == "sendPhoto":
+            return {"message_id": message_id, "chat": chat, "date": int(time.time()),
+                    "photo": [{"file_id": f"photo-small-{message_id}"}, {"file_id": f"photo-{message_id}"}]}  # fmt: skip
+        if method == "sendVideo":
+            return {"message_id": message_id, "chat": chat, "date": int(time.time()), "video": {"file_id": f"video-{message_id}"}}
+        if method.startswith("send") or method == "copyMessage":
+            return {"message_id": message_id, "chat": chat, "date": int(time.time()), "text": params.get("text")}
+        if method == "createChatInviteLink":
+            return {"invite_link": f"https://t.me/+fake{message_id}", "member_limit": params.get("member_limit")}
+        if method == "getMe":
+            return {"id": 1, "is_bot": True, "username": "fake_bot"}
+        return True
+
+    def error(self, method: str) -> JSONResponse | None:
+        queued = self.errors.get(method)
+        if not queued:
+            return None
+        code = queued.pop(0)
+        descriptions = {
+            400: "Bad Request: wrong file identifier/HTTP URL specified",
+            403: "Forbidden: bot was blocked by the user",
+            429: "Too Many Requests: retry after 1",
+            500: "Internal Server Error",
+        }
+        body: dict[str, Any] = {"ok": False, "error_code": code, "description": descriptions.get(code, "error")}
+        if code == 429:
+            body["parameters"] = {"retry_after": 1}
+        return JSONResponse(body, status_code=code)
+
+
+def create_app(fake: FakeTelegram | None = None) -> Starlette:
+    fake = fake or FakeTelegram()
+
+    async def bot_method(request: Request) -> Response:
+        token, method = request.path_params["token"], request.path_params["method"]
+        raw = await request.body()
+        params = json.loads(raw) if raw else dict(request.query_params)
+        fake.calls.append({"token": token, "method": method, "params": params, "at": time.time()})
+        if fake.delay:
+            await asyncio.sleep(fake.delay)
+        failure = fake.error(method)
+        if failure is not None:
+            return failure
+        return JSONResponse({"ok": True, "result": fake.result(method, params)})
+
+    async def calls(request: Request) -> Response:
+        since = int(request.query_params.get("since", "0"))
+        return JSONResponse(fake.calls[since:])
+
+    async def configure(request: Request) -> Response:
+        body = await request.json()
+        fake.delay = float(body.get("delay", fake.delay))
+        if "errors" in body:
+            fake.errors = {k: list(v) for k, v in body["errors"].items()}
+        return JSONResponse({"ok": True})
+
+    async def reset(request: Request) -> Response:
+        fake.reset()
+        return JSONResponse({"ok": True})
+
+    return Starlette(routes=[
+        Route("/bot{token}/{method}", bot_method, methods=["POST", "GET"]),
+        Route("/_calls", calls, methods=["GET"]),
+        Route("/_config", configure, methods=["POST"]),
+        Route("/_reset", reset, methods=["POST"]),
+    ])  # fmt: skip
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    args = parser.parse_args()
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

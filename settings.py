@@ -1,0 +1,82 @@
+"""Every setting of the platform, read once from the environment (CONTRACT §2)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VAR_DIR = Path(os.environ.get("GRIMBOTS_VAR_DIR", ROOT / "var"))
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"setting {name} must be an integer, got {raw!r}") from None
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else the one generated into var/secret_key."""
+    value = os.environ.get("SECRET_KEY", "").strip()
+    if value:
+        return value
+    path = VAR_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    candidate = secrets.token_urlsafe(48)
+    # O_EXCL: when several processes start at once, exactly one key wins and all read it.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(candidate + "\n")
+    return candidate
+
+
+DATABASE_URL = _env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'grimbots.sqlite3'}")
+REDIS_URL = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
+PUBLIC_BASE_URL = _env("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+EDGE_HOST = _env("EDGE_HOST", "127.0.0.1")
+EDGE_PORT = _env_int("EDGE_PORT", 8000)
+TELEGRAM_API_BASE = _env("TELEGRAM_API_BASE", "https://api.telegram.org").rstrip("/")
+META_GRAPH_BASE = _env("META_GRAPH_BASE", "https://graph.facebook.com").rstrip("/")
+META_API_VERSION = _env("META_API_VERSION", "v21.0")
+MERCADOPAGO_API_BASE = _env("MERCADOPAGO_API_BASE", "https://api.mercadopago.com").rstrip("/")
+PUSHINPAY_API_BASE = _env("PUSHINPAY_API_BASE", "https://api.pushinpay.com.br").rstrip("/")
+WOOVI_API_BASE = _env("WOOVI_API_BASE", "https://api.woovi.com").rstrip("/")
+EDGE_MAX_BODY_BYTES = _env_int("EDGE_MAX_BODY_BYTES", 1_048_576)
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "").strip() or None
+SENTRY_ENVIRONMENT = _env("SENTRY_ENVIRONMENT", "production")
+
+# Extensions beyond the contract (documented in the README).
+LOG_FORMAT = _env("LOG_FORMAT", "text")  # text (key=value) | json
+LOG_LEVEL = _env("LOG_LEVEL", "INFO")
+# How long without a heartbeat before a worker's unacked messages go back to their queue.
+WORKER_HEARTBEAT_TIMEOUT_MS = _env_int("WORKER_HEARTBEAT_TIMEOUT_MS", 20_000)
+# Chance (per million broker commands) that a command also runs queue maintenance.
+BROKER_MAINTENANCE_CHANCE = _env_int("BROKER_MAINTENANCE_CHANCE", 20_000)
+# How often running processes look for configuration applied by `ops apply`.
+CONFIG_POLL_SECONDS = float(_env("CONFIG_POLL_SECONDS", "1.0"))
+# Telegram outbound limits, shared by every worker through Redis.
+TELEGRAM_BOT_RATE = _env_int("TELEGRAM_BOT_RATE", 30)  # messages per second per bot
+TELEGRAM_CHAT_RATE = _env_int("TELEGRAM_CHAT_RATE", 1)  # messages per second per chat
+TELEGRAM_CHAT_BURST = _env_int("TELEGRAM_CHAT_BURST", 3)  # a welcome's parts go out together
+TELEGRAM_TIMEOUT_SECONDS = float(_env("TELEGRAM_TIMEOUT_SECONDS", "10"))
+# Processed-update records older than this are pruned by the clock (Telegram keeps updates 24 h).
+PROCESSED_UPDATE_RETENTION_HOURS = _env_int("PROCESSED_UPDATE_RETENTION_HOURS", 72)
+
+SECRET_KEY = _secret_key()

@@ -1,0 +1,115 @@
+"""Logging and Sentry for every process: one line per event, and nothing secret leaves.
+
+Bot tokens travel inside Telegram URLs (`/bot<token>/`), gateway keys in headers, buyers' data
+in bodies; all of it is scrubbed before a log line is written or a Sentry event is sent."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from typing import Any
+
+import settings
+
+# A Telegram bot token anywhere in a string (URL, exception text, breadcrumb).
+TOKEN_RE = re.compile(r"\b\d{5,20}:[A-Za-z0-9_-]{30,}\b")
+BOT_PATH_RE = re.compile(r"/bot[^/\s]+/")
+SECRET_HEADERS = {
+    "authorization", "cookie", "set-cookie", "x-telegram-bot-api-secret-token", "x-sandbox-signature",
+    "x-signature", "x-pushinpay-token", "x-webhook-signature", "apikey", "x-api-key",
+}  # fmt: skip
+REDACTED = "[redacted]"
+
+
+def scrub_text(text: str) -> str:
+    return TOKEN_RE.sub(REDACTED, BOT_PATH_RE.sub(f"/bot{REDACTED}/", text))
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    if depth > 12:
+        return value
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            lowered = str(key).lower()
+            if lowered in SECRET_HEADERS or any(w in lowered for w in ("token", "secret", "password", "signature")):
+                out[key] = REDACTED
+            else:
+                out[key] = _scrub(item, depth + 1)
+        return out
+    if isinstance(value, list):
+        return [_scrub(item, depth + 1) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_scrub(item, depth + 1) for item in value)
+    return value
+
+
+def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sentry before_send: drop request bodies, cookies and query strings; redact secret headers,
+    tokens in any string, and local variables whose names say they hold secrets."""
+    request = event.get("request")
+    if isinstance(request, dict):
+        request.pop("data", None)
+        request.pop("cookies", None)
+        if "query_string" in request:
+            request["query_string"] = REDACTED
+    event.pop("user", None)
+    return _scrub(event)  # type: ignore[no-any-return]
+
+
+def scrub_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+    return _scrub(crumb)  # type: ignore[no-any-return]
+
+
+def init_sentry(dsn: str | None = None, *, transport: Any = None) -> bool:
+    dsn = dsn or settings.SENTRY_DSN
+    if not dsn:
+        return False
+    import sentry_sdk
+    from sentry_sdk.integrations.dramatiq import DramatiqIntegration
+    from sentry_sdk.integrations.starlette import StarletteIntegration
+
+    sentry_sdk.init(
+        dsn=dsn,
+        environment=settings.SENTRY_ENVIRONMENT,
+        send_default_pii=False,
+        max_request_body_size="never",
+        include_local_variables=False,
+        before_send=scrub_event,
+        before_send_transaction=scrub_event,
+        before_breadcrumb=scrub_breadcrumb,
+        integrations=[StarletteIntegration(), DramatiqIntegration()],
+        traces_sample_rate=0.0,
+        transport=transport,
+    )
+    return True
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} {record.levelname.lower()} {record.name} {record.getMessage()}"
+        if record.exc_info:
+            line += f" exc={record.exc_info[0].__name__ if record.exc_info[0] else ''}"
+        return scrub_text(line)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": record.created, "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info and record.exc_info[0]:
+            doc["exc"] = record.exc_info[0].__name__
+        return scrub_text(json.dumps(doc, ensure_ascii=False))
+
+
+def setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if settings.LOG_FORMAT == "json" else _TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.LOG_LEVEL.upper())
+    for noisy in ("httpx", "httpcore", "peewee", "dramatiq.worker.ConsumerThread"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

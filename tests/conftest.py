@@ -1,0 +1,153 @@
+"""Fixtures over the real Redis and the real database that ops/test starts (REDIS_URL, DATABASE_URL).
+
+Outside services are faked only at the HTTP boundary: httpx.MockTransport here, a local fake
+server for the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+if not os.environ.get("REDIS_URL") or not os.environ.get("DATABASE_URL"):
+    pytest.exit("run the suite with ops/test: it starts Redis and the databases and sets REDIS_URL/DATABASE_URL", 2)
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+
+import redis  # noqa: E402
+
+from actors.broker import broker  # noqa: E402  (sets the global broker and initialises the database)
+from actors.throttle import Throttle  # noqa: E402
+from db.catalog import BotConfig, load_bots  # noqa: E402
+from db.database import db, is_sqlite  # noqa: E402
+from db.migrate import migrate  # noqa: E402
+from db.models import MODELS, ConfigState  # noqa: E402
+from gateways.telegram import TelegramGateway  # noqa: E402
+from ops import config  # noqa: E402
+
+TELEGRAM_BASE = "https://telegram.test"
+
+DEMO_CONFIG = {
+    "gateways": [{"id": "main", "kind": "sandbox", "webhook_secret": "whsec-1", "pix_key": "pix@example.com",
+                  "merchant_name": "GRIMBOTS DEMO", "merchant_city": "SAO PAULO"}],
+    "bots": [{
+        "id": "demo", "token": "123456:TEST", "username": "demo_bot", "webhook_secret": "tg-secret-1",
+        "gateway": "main",
+        "welcome": {"text": "Olá! Escolha seu plano:", "media_url": "https://example.com/welcome.jpg"},
+        "offers": [
+            {"id": "vip", "label": "VIP mensal – R$ 19,90", "price": "19.90",
+             "delivery_text": "Pagamento confirmado! Seu acesso:", "delivery_link": "https://t.me/+AbCdEf"},
+            {"id": "anual", "label": "VIP anual", "price": "149.90", "delivery_chat_id": -100123},
+        ],
+    }],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _schema() -> None:
+    migrate(db.obj)
+
+
+@pytest.fixture(autouse=True)
+def clean_state() -> Iterator[None]:
+    """Every test starts from empty tables and an empty Redis database."""
+    broker.client.flushdb()
+    db.connect(reuse_if_open=True)
+    tables = [m for m in MODELS if m is not ConfigState]
+    if is_sqlite():
+        with db.atomic():
+            for model in reversed(tables):
+                model.delete().execute()
+    else:
+        names = ", ".join(f'"{m._meta.table_name}"' for m in tables)
+        db.execute_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    ConfigState.update(version=0).execute()
+    yield
+    if not db.is_closed():
+        db.close()
+
+
+@pytest.fixture
+def redis_client() -> redis.Redis:
+    return broker.client
+
+
+@pytest.fixture
+def throttle(redis_client: redis.Redis) -> Throttle:
+    return Throttle(redis_client)
+
+
+def apply_config(data: dict[str, Any]) -> list[str]:
+    known = {row[0] for row in db.execute_sql("SELECT id FROM gateway").fetchall()}
+    return config.apply(config.parse(data, known))
+
+
+@pytest.fixture
+def demo_bot() -> BotConfig:
+    apply_config(json.loads(json.dumps(DEMO_CONFIG)))
+    return load_bots()["demo"]
+
+
+class FakeTelegramTransport:
+    """The Bot API at the HTTP boundary: records calls, answers like Telegram, fails on request."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.replies: dict[str, list[httpx.Response | Exception]] = {}
+        self.message_ids = iter(range(1, 1_000_000))
+
+    def queue(self, method: str, *replies: httpx.Response | Exception) -> None:
+        self.replies.setdefault(method, []).extend(replies)
+
+    def methods(self) -> list[str]:
+        return [m for m, _ in self.calls]
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        method = request.url.path.rsplit("/", 1)[1]
+        params = json.loads(request.content or b"{}")
+        self.calls.append((method, params))
+        queued = self.replies.get(method)
+        if queued:
+            reply = queued.pop(0)
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+        result: Any = True
+        if method.startswith("send"):
+            result = {"message_id": next(self.message_ids), "chat": {"id": params.get("chat_id")}}
+            if method == "sendPhoto":
+                result["photo"] = [{"file_id": "small"}, {"file_id": "PHOTO-FILE-ID"}]
+            if method == "sendVideo":
+                result["video"] = {"file_id": "VIDEO-FILE-ID"}
+        return httpx.Response(200, json={"ok": True, "result": result})
+
+
+def telegram_error(code: int, description: str, retry_after: int | None = None) -> httpx.Response:
+    body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+    if retry_after is not None:
+        body["parameters"] = {"retry_after": retry_after}
+    return httpx.Response(code, json=body)
+
+
+@pytest.fixture
+def fake_telegram() -> FakeTelegramTransport:
+    return FakeTelegramTransport()
+
+
+@pytest.fixture
+def telegram(fake_telegram: FakeTelegramTransport) -> TelegramGateway:
+    return TelegramGateway(httpx.Client(transport=httpx.MockTransport(fake_telegram)), TELEGRAM_BASE)
+
+
+@pytest.fixture
+def tmp_config(tmp_path: Path) -> Callable[[str], Path]:
+    def write(text: str) -> Path:
+        path = tmp_path / "config.toml"
+        path.write_text(text)
+        return path
+
+    return write
