@@ -5,6 +5,7 @@
 It answers every method the platform calls the way Telegram does, records each call (with the
 time it arrived), and can be told to answer slowly or with errors:
     GET  /_calls?since=N    the calls recorded from index N on
+    GET  /_stats            how many calls so far, and how many are being held by the delay now
     POST /_config           {"delay": seconds, "errors": {"sendMessage": [429, 500]}}  (errors are used up in order)
     POST /_reset            forget calls and config"""
 
@@ -31,6 +32,7 @@ class FakeTelegram:
         self.calls: list[dict[str, Any]] = []
         self.delay = 0.0
         self.errors: dict[str, list[int]] = {}
+        self.in_flight = 0
         self._ids = itertools.count(1)
 
     def result(self, method: str, params: dict[str, Any]) -> Any:
@@ -75,7 +77,11 @@ def create_app(fake: FakeTelegram | None = None) -> Starlette:
         params = json.loads(raw) if raw else dict(request.query_params)
         fake.calls.append({"token": token, "method": method, "params": params, "at": time.time()})
         if fake.delay:
-            await asyncio.sleep(fake.delay)
+            fake.in_flight += 1
+            try:
+                await asyncio.sleep(fake.delay)
+            finally:
+                fake.in_flight -= 1
         failure = fake.error(method)
         if failure is not None:
             return failure
@@ -84,6 +90,9 @@ def create_app(fake: FakeTelegram | None = None) -> Starlette:
     async def calls(request: Request) -> Response:
         since = int(request.query_params.get("since", "0"))
         return JSONResponse(fake.calls[since:])
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse({"calls": len(fake.calls), "in_flight": fake.in_flight})
 
     async def configure(request: Request) -> Response:
         body = await request.json()
@@ -99,6 +108,7 @@ def create_app(fake: FakeTelegram | None = None) -> Starlette:
     return Starlette(routes=[
         Route("/bot{token}/{method}", bot_method, methods=["POST", "GET"]),
         Route("/_calls", calls, methods=["GET"]),
+        Route("/_stats", stats, methods=["GET"]),
         Route("/_config", configure, methods=["POST"]),
         Route("/_reset", reset, methods=["POST"]),
     ])  # fmt: skip

@@ -1,0 +1,101 @@
+"""Real processes for end-to-end tests: the fake Telegram server, the edge (uvicorn) and a
+Dramatiq worker, each started the way the Procfile starts them, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except (httpx.HTTPError, OSError):
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Process:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.log = self.log_path.open("ab")
+        # Own session: killing the group takes the worker's forked children too.
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no shutdown hooks, no requeue, as a crash would."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.kill()
+        self.log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+class Platform:
+    """Spawns processes with one environment; stops them all on close."""
+
+    def __init__(self, log_dir: Path, **env: str) -> None:
+        self.log_dir = log_dir
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self.processes: list[Process] = []
+
+    def spawn(self, name: str, args: list[str]) -> Process:
+        process = Process(name, args, self.env, self.log_dir)
+        self.processes.append(process)
+        return process
+
+    def fake_telegram(self, port: int) -> Process:
+        process = self.spawn("fake-telegram", [sys.executable, "-m", "ops.fakes.telegram", "--port", str(port)])
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_calls").status_code == 200, 20, "fake telegram")
+        return process
+
+    def edge(self, port: int) -> Process:
+        process = self.spawn("edge", [str(BIN / "uvicorn"), "edge.asgi:app", "--host", "127.0.0.1", "--port", str(port),
+                                      "--no-access-log", "--loop", "uvloop", "--http", "httptools"])  # fmt: skip
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200, 30, "edge ready")
+        return process
+
+    def worker(self, name: str = "worker", threads: int = 4) -> Process:
+        return self.spawn(name, [str(BIN / "dramatiq"), "actors.workers", "--queues", "updates", "funnel",
+                                 "--processes", "1", "--threads", str(threads)])  # fmt: skip
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
