@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,35 +19,13 @@ from starlette.routing import Route
 
 import settings
 import telemetry
-from actors import updates
 from db.catalog import Catalog
 from db.database import db, init_db
-from edge.enqueue import BatchEnqueuer, EnqueueError
+from edge.enqueue import BatchEnqueuer
 from edge.metrics import MetricsMiddleware, metrics_endpoint
+from edge.webhooks import Edge, WebhookEndpoint
 
 log = logging.getLogger(__name__)
-
-EMPTY_OK = Response(status_code=200)
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it passes `limit` bytes: never read whole when too large."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
 
 def error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"error": detail}, status_code=status)
@@ -61,7 +37,7 @@ class EdgeState:
     def __init__(self, redis_url: str, poll_seconds: float) -> None:
         self.catalog = Catalog(poll_seconds=poll_seconds)
         self.secrets: dict[str, bytes] = {}
-        self.redis = aioredis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=0.5)
+        self.redis = aioredis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self.enqueuer = BatchEnqueuer(self.redis)
         self.poll_seconds = poll_seconds
 
@@ -85,37 +61,6 @@ class EdgeState:
 
 def state(request: Request) -> EdgeState:
     return request.app.state.edge  # type: ignore[no-any-return]
-
-
-async def telegram_webhook(request: Request) -> Response:
-    edge = state(request)
-    bot_id = request.path_params["bot_id"]
-    if not edge.catalog.loaded:
-        return error(503, "configuration not loaded yet")
-    secret = edge.secrets.get(bot_id)
-    if secret is None:
-        return error(404, "unknown bot")
-    given = request.headers.get("x-telegram-bot-api-secret-token")
-    if given is None or not hmac.compare_digest(given.encode(), secret):
-        return error(401, "bad or missing secret token")
-    try:
-        body = await read_body(request, settings.EDGE_MAX_BODY_BYTES)
-    except BodyTooLarge:
-        return error(413, f"body over {settings.EDGE_MAX_BODY_BYTES} bytes")
-    try:
-        update = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return error(400, "body is not JSON")
-    if not isinstance(update, dict):
-        return error(400, "body is not a JSON object")
-    update_id = update.get("update_id")
-    if not isinstance(update_id, int) or isinstance(update_id, bool):
-        return error(400, "update_id must be an integer")
-    try:
-        await edge.enqueuer.enqueue(updates.route.message(bot_id, update))
-    except EnqueueError:
-        return error(503, "queue unavailable")
-    return EMPTY_OK
 
 
 async def health(request: Request) -> Response:
@@ -152,7 +97,7 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
     return error(405, "method not allowed")
 
 
-def create_app(*, redis_url: str | None = None, poll_seconds: float | None = None) -> Starlette:
+def create_app(*, redis_url: str | None = None, poll_seconds: float | None = None) -> Edge:
     telemetry.init_sentry()
 
     @contextlib.asynccontextmanager
@@ -176,14 +121,15 @@ def create_app(*, redis_url: str | None = None, poll_seconds: float | None = Non
             await edge.redis.aclose()
 
     routes = [
-        Route("/webhook/telegram/{bot_id}", telegram_webhook, methods=["POST"]),
+        Route("/webhook/telegram/{bot_id}", WebhookEndpoint(), methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(MetricsMiddleware)],
         exception_handlers={404: not_found, 405: method_not_allowed},
         lifespan=lifespan,
     )
+    return Edge(app)

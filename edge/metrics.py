@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.requests import Request
@@ -16,6 +17,18 @@ LATENCY = Histogram(
     ["route"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+
+
+_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+
+def observe(route: str, status: int, seconds: float) -> None:
+    """Count one request; label children are cached (label lookup costs more than the increment)."""
+    child = _children.get((route, status))
+    if child is None:
+        child = _children[(route, status)] = (REQUESTS.labels(route, str(status)), LATENCY.labels(route))
+    child[0].inc()
+    child[1].observe(seconds)
 
 
 class MetricsMiddleware:
@@ -41,9 +54,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            REQUESTS.labels(template, str(status)).inc()
-            LATENCY.labels(template).observe(time.perf_counter() - started)
+            observe(getattr(route, "path", None) or "unmatched", status, time.perf_counter() - started)
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -19,22 +19,23 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# Create .venv and install the pinned requirements; skipped when nothing changed since last time.
+# Create .venv and install the pinned requirements; a file unchanged since its last install is skipped.
 setup_venv() {
-  local stamp="$VENV/.requirements-stamp" want
-  want="$(cat "$@" | sha256sum | cut -d' ' -f1)"
+  local f stamp want
   if [ ! -x "$PY" ]; then
     log "creating $VENV"
     python3 -m venv "$VENV"
-  fi
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "installing Python packages"
     "$PY" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-    local args=()
-    for f in "$@"; do args+=(-r "$f"); done
-    "$PY" -m pip install -q --disable-pip-version-check "${args[@]}"
-    echo "$want" >"$stamp"
   fi
+  for f in "$@"; do
+    stamp="$VENV/.installed-$(basename "$f")"
+    want="$(sha256sum "$f" | cut -d' ' -f1)"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+      log "installing Python packages from $f"
+      "$PY" -m pip install -q --disable-pip-version-check -r "$f"
+      echo "$want" >"$stamp"
+    fi
+  done
 }
 
 ensure_redis_server() {

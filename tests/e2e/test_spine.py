@@ -14,7 +14,7 @@ import pytest
 
 from db.catalog import BotConfig
 from db.models import ProcessedUpdate
-from tests.e2e.harness import Platform, free_port, wait_until
+from ops.procs import Platform, free_port, wait_until
 
 SECRET = {"X-Telegram-Bot-Api-Secret-Token": "tg-secret-1"}
 

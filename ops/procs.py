@@ -1,5 +1,5 @@
-"""Real processes for end-to-end tests: the fake Telegram server, the edge (uvicorn) and a
-Dramatiq worker, each started the way the Procfile starts them, on 127.0.0.1."""
+"""Real processes for end-to-end tests and benchmarks: the fake Telegram server, the edge (uvicorn)
+and Dramatiq workers, each started the way the Procfile starts them, on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
@@ -92,9 +92,9 @@ class Platform:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200, 30, "edge ready")
         return process
 
-    def worker(self, name: str = "worker", threads: int = 4) -> Process:
+    def worker(self, name: str = "worker", threads: int = 4, processes: int = 1) -> Process:
         return self.spawn(name, [str(BIN / "dramatiq"), "actors.workers", "--queues", "updates", "funnel",
-                                 "--processes", "1", "--threads", str(threads)])  # fmt: skip
+                                 "--processes", str(processes), "--threads", str(threads)])  # fmt: skip
 
     def close(self) -> None:
         for process in reversed(self.processes):

@@ -1,0 +1,245 @@
+"""`python -m ops bench edge`: how fast the edge acks Telegram updates, beside a bare Starlette
+endpoint on the same machine (the framework's ceiling), and how long /start takes to become a
+welcome at a fixed rate against a local fake Telegram. Uses REDIS_URL and DATABASE_URL as given
+(ops/bench starts throwaway ones). Results go to --out as JSON and Markdown, with the machine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ops.procs import BIN, ROOT, Platform, free_port, wait_until
+
+BOTS = 20  # 200 updates/s over 20 bots stays under Telegram's 30 messages/s per bot
+SECRET = "bench-secret"
+
+WRK_SCRIPT = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = '{"update_id":' .. counter .. ',"message":{"message_id":1,"date":0,"text":"/start",' ..
+    '"from":{"id":7,"is_bot":false,"first_name":"B"},"chat":{"id":7,"type":"private"}}}'
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json",
+    ["X-Telegram-Bot-Api-Secret-Token"] = "%s"}, body)
+end
+""" % SECRET
+
+BARE_APP = '''
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+async def webhook(request: Request) -> Response:
+    await request.body()
+    return Response(status_code=200)
+
+
+app = Starlette(routes=[Route("/webhook/telegram/{bot_id}", webhook, methods=["POST"])])
+'''
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = None
+    try:
+        kib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))  # type: ignore[union-attr]
+        mem_gib = round(kib / 1024 / 1024, 1)
+    except (OSError, AttributeError):
+        pass
+    redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip()
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": mem_gib, "python": platform.python_version(),
+            "kernel": platform.release(), "redis": redis_version.split(" sha=")[0],
+            "database": os.environ.get("DATABASE_URL", "").split(":", 1)[0]}  # fmt: skip
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, seconds: float, concurrency: int, script: Path) -> dict[str, Any]:
+    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{int(seconds)}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    latency = {m.group(1): _ms(m.group(2)) for m in re.finditer(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M)}
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "requests_per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": latency.get("50"), "p99_ms": latency.get("99"),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1) if errors else None,
+    }  # fmt: skip
+
+
+def bench_config(bots: int) -> dict[str, Any]:
+    return {"bots": [{"id": f"bench-{i}", "token": f"{900000 + i}:BENCH", "username": f"bench_{i}_bot",
+                      "webhook_secret": SECRET, "welcome": {"text": "Olá! Escolha seu plano:"}}
+                     for i in range(bots)]}  # fmt: skip
+
+
+def apply_bench_config() -> None:
+    from db.database import init_db
+    from db.migrate import migrate
+    from db.models import Gateway
+    from ops import config
+
+    database = init_db()
+    migrate(database)
+    with database.connection_context():
+        known = {g.id for g in Gateway.select(Gateway.id)}
+        config.apply(config.parse(bench_config(BOTS), known))
+
+
+def start_update(update_id: int, chat_id: int) -> dict[str, Any]:
+    return {"update_id": update_id, "message": {"message_id": 1, "date": int(time.time()), "text": "/start",
+            "from": {"id": chat_id, "is_bot": False, "first_name": "Bench"}, "chat": {"id": chat_id, "type": "private"}}}  # fmt: skip
+
+
+async def _drive(edge: str, rate: int, seconds: float, first_id: int) -> tuple[dict[int, float], list[float], int]:
+    """Post /start updates at a fixed rate (open loop); returns post times by chat, ack latencies, failures."""
+    sent: dict[int, float] = {}
+    acks: list[float] = []
+    failures = 0
+    total = int(rate * seconds)
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256), timeout=10) as client:
+
+        async def post(i: int) -> None:
+            nonlocal failures
+            chat = first_id + i
+            url = f"{edge}/webhook/telegram/bench-{i % BOTS}"
+            started = time.time()
+            sent[chat] = started
+            response = await client.post(url, json=start_update(first_id + i, chat),
+                                         headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})  # fmt: skip
+            acks.append((time.time() - started) * 1000)
+            if response.status_code != 200:
+                failures += 1
+
+        t0 = time.monotonic()
+        tasks = []
+        for i in range(total):
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(post(i)))
+        await asyncio.gather(*tasks)
+    return sent, acks, failures
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+
+def welcome_latency(env: Platform, edge: str, telegram: str, rate: int, seconds: float) -> dict[str, Any]:
+    def welcomes() -> dict[int, float]:
+        calls = httpx.get(f"{telegram}/_calls", timeout=30).json()
+        return {c["params"]["chat_id"]: c["at"] for c in calls if c["method"] == "sendMessage"}
+
+    # Warm-up: connections, caches, code paths; not measured.
+    asyncio.run(_drive(edge, 50, 2, 10_000_000))
+    wait_until(lambda: len(welcomes()) >= 100, 60, "warm-up welcomes")
+    httpx.post(f"{telegram}/_reset")
+
+    sent, acks, failures = asyncio.run(_drive(edge, rate, seconds, 20_000_000))
+    try:
+        wait_until(lambda: len(welcomes()) >= len(sent), 60, "every welcome", interval=0.5)
+    except AssertionError:
+        pass
+    seen = welcomes()
+    latencies = [(seen[chat] - at) * 1000 for chat, at in sent.items() if chat in seen]
+    return {
+        "rate_per_second": rate, "seconds": seconds, "updates": len(sent), "edge_failures": failures,
+        "welcomes": len(latencies), "missing": len(sent) - len(latencies),
+        "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99),
+        "max_ms": round(max(latencies), 2) if latencies else None,
+        "mean_ms": round(statistics.fmean(latencies), 2) if latencies else None,
+        "ack_p50_ms": percentile(acks, 0.50), "ack_p99_ms": percentile(acks, 0.99),
+    }  # fmt: skip
+
+
+def run(*, seconds: float, concurrency: int, rate: int, out: Path, processes: int = 2, threads: int = 8) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian package wrk; ops/bench installs it)")
+    apply_bench_config()
+    work = Path(tempfile.mkdtemp(prefix="grimbots-bench-"))
+    script = work / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    (work / "bare_app.py").write_text(BARE_APP)
+    results: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "concurrency": concurrency}  # fmt: skip
+    telegram_port, edge_port, bare_port = free_port(), free_port(), free_port()
+    env = Platform(work, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", LOG_LEVEL="WARNING")
+    try:
+        bare = env.spawn("bare", [str(BIN / "uvicorn"), "bare_app:app", "--app-dir", str(work), "--host", "127.0.0.1",
+                                  "--port", str(bare_port), "--no-access-log", "--loop", "uvloop", "--http", "httptools"])  # fmt: skip
+        wait_until(lambda: httpx.post(f"http://127.0.0.1:{bare_port}/webhook/telegram/x").status_code == 200, 20, "bare")
+        wrk(f"http://127.0.0.1:{bare_port}/webhook/telegram/bench-0", 2, concurrency, script)  # warm-up
+        results["ack_bare_starlette"] = wrk(f"http://127.0.0.1:{bare_port}/webhook/telegram/bench-0", seconds, concurrency, script)
+        bare.stop()
+
+        env.edge(edge_port)
+        edge = f"http://127.0.0.1:{edge_port}"
+        wrk(f"{edge}/webhook/telegram/bench-0", 2, concurrency, script)  # warm-up
+        results["ack_edge"] = wrk(f"{edge}/webhook/telegram/bench-0", seconds, concurrency, script)
+        results["ack_ratio"] = round(results["ack_edge"]["requests_per_second"]
+                                     / results["ack_bare_starlette"]["requests_per_second"], 3)  # fmt: skip
+        _flush_queues()
+
+        env.fake_telegram(telegram_port)
+        env.worker("workers", threads=threads, processes=processes)
+        results["welcome"] = welcome_latency(env, edge, f"http://127.0.0.1:{telegram_port}", rate, seconds)
+        results["welcome"]["worker_processes"], results["welcome"]["worker_threads"] = processes, threads
+    finally:
+        env.close()
+        _flush_queues()
+        shutil.rmtree(work, ignore_errors=True)
+    write(results, out)
+    return results
+
+
+def _flush_queues() -> None:
+    from actors.broker import broker
+
+    broker.flush_all()
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = results["when"].replace(":", "")
+    (out / f"edge-{stamp}.json").write_text(json.dumps(results, indent=2))
+    m, bare, edge, w = results["machine"], results["ack_bare_starlette"], results["ack_edge"], results["welcome"]
+    text = f"""machine: {m['cpus']} × {m['cpu']}, {m['memory_gib']} GiB, Python {m['python']}, {m['redis']}, database {m['database']}
+| measure | value |
+|---|---|
+| bare Starlette acks/s (c={results['concurrency']}) | {bare['requests_per_second']:.0f} (p50 {bare['p50_ms']} ms, p99 {bare['p99_ms']} ms) |
+| edge acks/s (c={results['concurrency']}) | {edge['requests_per_second']:.0f} (p50 {edge['p50_ms']} ms, p99 {edge['p99_ms']} ms, non-2xx {edge['non_2xx']}) |
+| edge / bare | {results['ack_ratio']} |
+| /start → welcome at {w['rate_per_second']}/s for {w['seconds']} s | p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, max {w['max_ms']} ms ({w['welcomes']}/{w['updates']} welcomes, {w['worker_processes']}×{w['worker_threads']} worker threads) |
+| edge ack during that run | p50 {w['ack_p50_ms']} ms, p99 {w['ack_p99_ms']} ms |
+"""
+    (out / f"edge-{stamp}.md").write_text(text)
+    print(text)
