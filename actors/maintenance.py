@@ -19,13 +19,14 @@ BATCH = 5_000
 
 
 def prune_processed_updates(older_than: dt.datetime) -> int:
-    """Delete done update records older than the cutoff, in batches (no long lock on a big table)."""
+    """Delete update records older than the cutoff, in batches (no long lock on a big table). Telegram
+    stops repeating an update after 24 h, so past that its record has done its job."""
     total = 0
     while True:
         ids = [
             row.id
             for row in ProcessedUpdate.select(ProcessedUpdate.id)
-            .where((ProcessedUpdate.received_at < older_than) & ProcessedUpdate.done_at.is_null(False))
+            .where(ProcessedUpdate.received_at < older_than)
             .limit(BATCH)
         ]
         if not ids:

@@ -62,29 +62,38 @@ class Outcome:
     failed: str | None = None  # a permanent error's description
 
 
-def _row(bot_id: str, chat_id: int, send: Send) -> OutboundMessage:
-    OutboundMessage.insert(key=send.key, bot_id=bot_id, chat_id=chat_id, method=send.method).on_conflict_ignore().execute()
-    return OutboundMessage.get(OutboundMessage.key == send.key)
+def _existing(key: str) -> OutboundMessage | None:
+    return OutboundMessage.get_or_none(OutboundMessage.key == key)
 
 
-def _claim(row: OutboundMessage, states: Sequence[str]) -> bool:
-    now = utcnow()
+def _insert_claimed(bot_id: str, chat_id: int, send: Send) -> bool:
+    """The first attempt creates the row already claimed: one commit instead of two."""
+    return bool(
+        OutboundMessage.insert(key=send.key, bot_id=bot_id, chat_id=chat_id, method=send.method, state="sending",
+                               attempts=1, claimed_at=utcnow())  # fmt: skip
+        .on_conflict_ignore()
+        .as_rowcount()
+        .execute()
+    )
+
+
+def _claim(key: str, states: Sequence[str]) -> bool:
     won = (
-        OutboundMessage.update(state="sending", attempts=OutboundMessage.attempts + 1, claimed_at=now)
-        .where((OutboundMessage.id == row.id) & OutboundMessage.state.in_(list(states)))
+        OutboundMessage.update(state="sending", attempts=OutboundMessage.attempts + 1, claimed_at=utcnow())
+        .where((OutboundMessage.key == key) & OutboundMessage.state.in_(list(states)))
         .execute()
     )
     return bool(won)
 
 
-def _finish(row: OutboundMessage, state: str, *, message_id: int | None = None, error: str | None = None) -> None:
+def _finish(key: str, state: str, *, message_id: int | None = None, error: str | None = None) -> None:
     OutboundMessage.update(state=state, telegram_message_id=message_id, error=error, finished_at=utcnow()).where(
-        OutboundMessage.id == row.id
+        OutboundMessage.key == key
     ).execute()
 
 
-def _release(row: OutboundMessage) -> None:
-    OutboundMessage.update(state="pending").where((OutboundMessage.id == row.id) & (OutboundMessage.state == "sending")).execute()
+def _release(key: str) -> None:
+    OutboundMessage.update(state="pending").where((OutboundMessage.key == key) & (OutboundMessage.state == "sending")).execute()
 
 
 def _resolve_stale(row: OutboundMessage, send: Send) -> bool:
@@ -92,9 +101,28 @@ def _resolve_stale(row: OutboundMessage, send: Send) -> bool:
     if row.claimed_at is None or (utcnow() - row.claimed_at).total_seconds() < STALE_CLAIM_SECONDS:
         return False  # another worker may still be on it
     if send.if_unknown == "resend":
-        return _claim(row, ["sending"])
-    _finish(row, "unknown", error="worker stopped while the request was in flight")
+        return _claim(send.key, ["sending"])
+    _finish(send.key, "unknown", error="worker stopped while the request was in flight")
     return False
+
+
+def _take(bot_id: str, chat_id: int, send: Send, throttle: Throttle, outcome: Outcome) -> bool | None:
+    """Claim the send for this worker: True = send it now, False = skip it, None = stop here.
+    The common case, a first attempt, costs one statement: the insert that claims it."""
+    if send.throttled:  # wait for a slot before claiming, so a long wait holds no claim
+        throttle.acquire(bot_id, chat_id)
+    if _insert_claimed(bot_id, chat_id, send):
+        return True
+    row = _existing(send.key)
+    assert row is not None
+    if row.state == "pending":
+        return _claim(send.key, ["pending"])
+    if row.state == "sending":
+        return _resolve_stale(row, send)
+    if row.state == "failed":
+        outcome.failed = row.error
+        return None
+    return False  # sent, or unknown
 
 
 def deliver(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str, chat_id: int,
@@ -103,23 +131,13 @@ def deliver(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: s
     caller's retry machinery; permanent failures are recorded and end the sequence."""
     outcome = Outcome()
     for send in sends:
-        row = _row(bot_id, chat_id, send)
-        if row.state in ("sent", "unknown"):
-            outcome.skipped.append(send.key)
-            continue
-        if row.state == "failed":
-            outcome.failed = row.error
+        taken = _take(bot_id, chat_id, send, throttle, outcome)
+        if taken is None:
             return outcome
-        if send.throttled:
-            throttle.acquire(bot_id, chat_id)
-        if row.state == "sending":
-            if not _resolve_stale(row, send):
-                outcome.skipped.append(send.key)
-                continue
-        elif not _claim(row, ["pending"]):
+        if not taken:
             outcome.skipped.append(send.key)
             continue
-        result = _call(telegram, throttle, token, bot_id, row, send)
+        result = _call(telegram, throttle, token, bot_id, chat_id, send)
         if isinstance(result, Outcome):
             outcome.blocked, outcome.failed = result.blocked, result.failed
             return outcome
@@ -132,7 +150,7 @@ def deliver(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: s
     return outcome
 
 
-def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str, row: OutboundMessage,
+def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str, chat_id: int,
           send: Send) -> Any:  # fmt: skip
     params = send.params
     for attempt in range(2):
@@ -143,32 +161,32 @@ def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str
             if exc.retry_after <= MAX_INLINE_FLOOD_WAIT and attempt == 0:
                 time.sleep(exc.retry_after)
                 if send.throttled:
-                    throttle.acquire(bot_id, row.chat_id)
+                    throttle.acquire(bot_id, chat_id)
                 continue
-            _release(row)
+            _release(send.key)
             raise dramatiq.Retry(f"{send.method}: flood wait {exc.retry_after}s", delay=int(exc.retry_after * 1000) + 50) from None
         except TelegramMaybeSent as exc:
             if send.if_unknown == "skip":
-                _finish(row, "unknown", error=exc.description)
+                _finish(send.key, "unknown", error=exc.description)
                 log.warning("telegram send state unknown key=%s method=%s", send.key, send.method)
                 return _UNKNOWN
-            _release(row)
+            _release(send.key)
             raise
         except TelegramTransient:
-            _release(row)
+            _release(send.key)
             raise
         except TelegramBlocked as exc:
-            _finish(row, "failed", error=exc.description)
+            _finish(send.key, "failed", error=exc.description)
             return Outcome(blocked=True, failed=exc.description)
         except TelegramPermanent as exc:
             if send.fallback is not None and params is send.params:
                 params = send.fallback
                 continue
-            _finish(row, "failed", error=exc.description)
+            _finish(send.key, "failed", error=exc.description)
             log.warning("telegram send rejected key=%s method=%s error=%s", send.key, send.method, exc.description)
             return Outcome(failed=exc.description)
         message_id = result.get("message_id") if isinstance(result, dict) else None
-        _finish(row, "sent", message_id=message_id)
+        _finish(send.key, "sent", message_id=message_id)
         return result
-    _release(row)
+    _release(send.key)
     raise dramatiq.Retry(f"{send.method}: flood wait", delay=1000)

@@ -88,47 +88,78 @@ def upsert_lead(bot_id: str, user: dict[str, Any], chat_id: int, *, payload: str
     if reachable is not None:
         update[Lead.reachable] = EXCLUDED.reachable
         update[Lead.unreachable_since] = EXCLUDED.unreachable_since
-    Lead.insert(values).on_conflict(conflict_target=[Lead.bot, Lead.telegram_user_id], update=update).execute()
-    return int(
-        Lead.select(Lead.id).where((Lead.bot == bot_id) & (Lead.telegram_user_id == int(user["id"]))).scalar()
-    )
+    query = Lead.insert(values).on_conflict(conflict_target=[Lead.bot, Lead.telegram_user_id], update=update)
+    return int(query.returning(Lead.id).execute()[0].id)
 
 
-def _handle(bot: BotConfig, update_id: int, kind: str, update: dict[str, Any]) -> int | None:
-    """The update's database writes and follow-up messages, inside one unit of work."""
+def _sender(kind: str, update: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
+    """(the Telegram user an update is from, the private chat it concerns), for kinds with a lead."""
     if kind in ("start", "message"):
-        message = update["message"]
-        payload = start_payload(message.get("text") or "") if kind == "start" else None
-        lead_id = upsert_lead(bot.id, message["from"], int(message["chat"]["id"]), payload=payload,
-                              reachable=True)  # fmt: skip
-        if kind == "start":
-            enqueue(funnel.welcome.message(bot.id, lead_id, update_id))
-        return lead_id
+        return update["message"]["from"], int(update["message"]["chat"]["id"])
     if kind == "callback":
         query = update["callback_query"]
-        chat_id = int(((query.get("message") or {}).get("chat") or {}).get("id") or query["from"]["id"])
-        lead_id = upsert_lead(bot.id, query["from"], chat_id, reachable=None)
-        enqueue(funnel.callback.message(bot.id, chat_id, str(query["id"])))
-        return lead_id
+        return query["from"], _callback_chat(query)
     if kind in ("block", "unblock"):
-        member = update["my_chat_member"]
-        return upsert_lead(bot.id, member["from"], int(member["chat"]["id"]), reachable=kind == "unblock")
+        return update["my_chat_member"]["from"], int(update["my_chat_member"]["chat"]["id"])
     return None
 
 
+def _record(bot: BotConfig, kind: str, update: dict[str, Any]) -> int | None:
+    """The update's database writes; returns the lead it concerns."""
+    sender = _sender(kind, update)
+    if sender is None:
+        return None
+    user, chat_id = sender
+    if kind == "start":
+        payload = start_payload(update["message"].get("text") or "")
+        return upsert_lead(bot.id, user, chat_id, payload=payload, reachable=True)
+    if kind == "message":
+        return upsert_lead(bot.id, user, chat_id, reachable=True)
+    if kind == "callback":
+        return upsert_lead(bot.id, user, chat_id, reachable=None)
+    return upsert_lead(bot.id, user, chat_id, reachable=kind == "unblock")
+
+
+def _known_lead(bot: BotConfig, kind: str, update: dict[str, Any]) -> int | None:
+    sender = _sender(kind, update)
+    if sender is None:
+        return None
+    lead_id = Lead.select(Lead.id).where((Lead.bot == bot.id) & (Lead.telegram_user_id == int(sender[0]["id"]))).scalar()
+    return int(lead_id) if lead_id is not None else None
+
+
+def _callback_chat(query: dict[str, Any]) -> int:
+    return int(((query.get("message") or {}).get("chat") or {}).get("id") or query["from"]["id"])
+
+
+def _follow_ups(bot: BotConfig, kind: str, update_id: int, lead_id: int | None, update: dict[str, Any]) -> None:
+    """Enqueue the next stages. Each is idempotent per update, so enqueueing again is harmless."""
+    if kind == "start" and lead_id is not None:
+        enqueue(funnel.welcome.message(bot.id, lead_id, update_id))
+    elif kind == "callback":
+        query = update["callback_query"]
+        enqueue(funnel.callback.message(bot.id, _callback_chat(query), str(query["id"])))
+
+
 def route_update(bot: BotConfig, update: dict[str, Any]) -> Routed:
-    """Take one update in, once. The row is marked done only after the follow-up messages were
-    enqueued, so a worker that dies in between leaves it to the redelivered message."""
+    """Take one update in, once: its database writes happen the first time only, in the same
+    transaction as its (bot, update_id) record. Its follow-up messages go out after that commits,
+    and again whenever the update comes back (a worker that died between commit and enqueue
+    leaves exactly that to the redelivered message); the stages they start are idempotent."""
     update_id = int(update["update_id"])
     kind = classify(update)
-    ProcessedUpdate.insert(bot_id=bot.id, update_id=update_id, kind=kind).on_conflict_ignore().execute()
-    record = ProcessedUpdate.get((ProcessedUpdate.bot_id == bot.id) & (ProcessedUpdate.update_id == update_id))
-    if record.done_at is not None:
-        log.info("update duplicate bot=%s update=%s", bot.id, update_id)
-        return Routed("duplicate")
     with unit_of_work():
-        lead_id = _handle(bot, update_id, kind, update)
-    ProcessedUpdate.update(done_at=utcnow()).where(ProcessedUpdate.id == record.id).execute()
+        new = (
+            ProcessedUpdate.insert(bot_id=bot.id, update_id=update_id, kind=kind)
+            .on_conflict_ignore()
+            .as_rowcount()
+            .execute()
+        )
+        lead_id = _record(bot, kind, update) if new else _known_lead(bot, kind, update)
+        _follow_ups(bot, kind, update_id, lead_id, update)
+    if not new:
+        log.info("update duplicate bot=%s update=%s", bot.id, update_id)
+        return Routed("duplicate", lead_id)
     log.info("update routed bot=%s update=%s kind=%s", bot.id, update_id, kind)
     return Routed(kind, lead_id)
 

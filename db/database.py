@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from peewee import Database, DatabaseProxy, PostgresqlDatabase, SqliteDatabase
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 db = DatabaseProxy()
 
@@ -37,7 +37,12 @@ def make_database(url: str, *, pooled: bool = True) -> Database:
         path = path.split("?", 1)[0]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return SqliteDatabase(path or ":memory:", pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+        if pooled and path and path != ":memory:":
+            # Closing a connection gives it back: reopening one per message costs more than the
+            # message, and in WAL mode the last connection to close also checkpoints the log.
+            return PooledSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, returning_clause=True,
+                                        max_connections=64, stale_timeout=600, timeout=10)  # fmt: skip
+        return SqliteDatabase(path or ":memory:", pragmas=SQLITE_PRAGMAS, check_same_thread=False, returning_clause=True)
     if scheme in ("postgres", "postgresql"):
         params = {
             "host": parsed.hostname or "127.0.0.1",

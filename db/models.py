@@ -94,7 +94,6 @@ class ProcessedUpdate(BaseModel):
     update_id = BigIntegerField()
     kind = CharField(max_length=32)
     received_at = DateTimeField(default=utcnow)
-    done_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "processed_update"

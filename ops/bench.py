@@ -129,11 +129,16 @@ async def _drive(edge: str, rate: int, seconds: float, first_id: int) -> tuple[d
             chat = first_id + i
             url = f"{edge}/webhook/telegram/bench-{i % BOTS}"
             started = time.time()
-            sent[chat] = started
-            response = await client.post(url, json=start_update(first_id + i, chat),
-                                         headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})  # fmt: skip
+            try:
+                response = await client.post(url, json=start_update(first_id + i, chat),
+                                             headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})  # fmt: skip
+            except httpx.HTTPError:
+                failures += 1
+                return
             acks.append((time.time() - started) * 1000)
-            if response.status_code != 200:
+            if response.status_code == 200:
+                sent[chat] = started
+            else:
                 failures += 1
 
         t0 = time.monotonic()

@@ -93,7 +93,7 @@ class Platform:
         return process
 
     def worker(self, name: str = "worker", threads: int = 4, processes: int = 1) -> Process:
-        return self.spawn(name, [str(BIN / "dramatiq"), "actors.workers", "--queues", "updates", "funnel",
+        return self.spawn(name, [sys.executable, "-m", "ops.worker", "--queues", "updates", "funnel",
                                  "--processes", str(processes), "--threads", str(threads)])  # fmt: skip
 
     def close(self) -> None:

@@ -84,7 +84,6 @@ def up(migrator, db):
         update_id = BigIntegerField()
         kind = CharField(max_length=32)
         received_at = DateTimeField()
-        done_at = DateTimeField(null=True)
 
         class Meta:
             table_name = "processed_update"
