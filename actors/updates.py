@@ -1,5 +1,5 @@
 """Update routing: every Telegram update the edge accepted is recorded once under (bot, update_id)
-and routed — /start to the welcome funnel, button presses to their handler, blocks and unblocks
+and routed: /start to the welcome funnel, button presses to their handler, blocks and unblocks
 to the lead's reachability."""
 
 from __future__ import annotations
@@ -10,14 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
+import redis
 from peewee import EXCLUDED, fn
 
 from actors import funnel, runtime
 from actors.broker import UPDATES, retry_when
-from actors.enqueue import enqueue, unit_of_work
+from actors.throttle import Throttle
 from db.catalog import BotConfig
-from db.database import utcnow
+from db.database import transaction, utcnow
 from db.models import Lead, ProcessedUpdate
+from gateways.telegram import TelegramGateway, TelegramTransient
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +29,10 @@ PAYLOAD = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 @dataclass(frozen=True)
 class Routed:
-    kind: str  # start | message | callback | block | unblock | other | duplicate
+    kind: str  # start | message | callback | block | unblock | other
+    update_id: int
     lead_id: int | None = None
+    repeated: bool = False  # seen before: nothing was written this time
 
 
 def classify(update: dict[str, Any]) -> str:
@@ -132,23 +136,13 @@ def _callback_chat(query: dict[str, Any]) -> int:
     return int(((query.get("message") or {}).get("chat") or {}).get("id") or query["from"]["id"])
 
 
-def _follow_ups(bot: BotConfig, kind: str, update_id: int, lead_id: int | None, update: dict[str, Any]) -> None:
-    """Enqueue the next stages. Each is idempotent per update, so enqueueing again is harmless."""
-    if kind == "start" and lead_id is not None:
-        enqueue(funnel.welcome.message(bot.id, lead_id, update_id))
-    elif kind == "callback":
-        query = update["callback_query"]
-        enqueue(funnel.callback.message(bot.id, _callback_chat(query), str(query["id"])))
-
-
 def route_update(bot: BotConfig, update: dict[str, Any]) -> Routed:
-    """Take one update in, once: its database writes happen the first time only, in the same
-    transaction as its (bot, update_id) record. Its follow-up messages go out after that commits,
-    and again whenever the update comes back (a worker that died between commit and enqueue
-    leaves exactly that to the redelivered message); the stages they start are idempotent."""
+    """Take one update in: its database writes happen the first time only, in the same
+    transaction as its (bot, update_id) record. A repeat (Telegram's, or our own redelivery after a
+    worker died) writes nothing and is routed again: the stages it reaches are idempotent per update."""
     update_id = int(update["update_id"])
     kind = classify(update)
-    with unit_of_work():
+    with transaction():
         new = (
             ProcessedUpdate.insert(bot_id=bot.id, update_id=update_id, kind=kind)
             .on_conflict_ignore()
@@ -156,12 +150,35 @@ def route_update(bot: BotConfig, update: dict[str, Any]) -> Routed:
             .execute()
         )
         lead_id = _record(bot, kind, update) if new else _known_lead(bot, kind, update)
-        _follow_ups(bot, kind, update_id, lead_id, update)
-    if not new:
-        log.info("update duplicate bot=%s update=%s", bot.id, update_id)
-        return Routed("duplicate", lead_id)
-    log.info("update routed bot=%s update=%s kind=%s", bot.id, update_id, kind)
-    return Routed(kind, lead_id)
+    if new:
+        log.info("update routed bot=%s update=%s kind=%s", bot.id, update_id, kind)
+    else:
+        log.info("update repeated bot=%s update=%s kind=%s", bot.id, update_id, kind)
+    return Routed(kind, update_id, lead_id, repeated=not new)
+
+
+def follow_up(bot: BotConfig, routed: Routed, update: dict[str, Any], telegram: TelegramGateway,
+              throttle: Throttle, cache: redis.Redis) -> None:  # fmt: skip
+    """Run the next stage right here: a second queue hop would add a fetch, an ack and a poll
+    interval to every welcome. When the stage cannot finish now (a flood wait, Telegram down), it
+    is handed to its own actor, which retries it on its own schedule."""
+    if routed.kind == "start" and routed.lead_id is not None:
+        lead = Lead.get_or_none(Lead.id == routed.lead_id)
+        if lead is None:
+            return
+        try:
+            funnel.send_welcome(bot, lead, routed.update_id, telegram, throttle, cache)
+        except (dramatiq.Retry, TelegramTransient) as exc:
+            delay = exc.delay if isinstance(exc, dramatiq.Retry) else None
+            log.info("welcome handed to funnel.welcome bot=%s lead=%s reason=%s", bot.id, lead.id, type(exc).__name__)
+            funnel.welcome.send_with_options(args=(bot.id, lead.id, routed.update_id), delay=delay)
+    elif routed.kind == "callback":
+        query = update["callback_query"]
+        chat_id, callback_id = _callback_chat(query), str(query["id"])
+        try:
+            funnel.answer_callback(bot, chat_id, callback_id, telegram, throttle)
+        except (dramatiq.Retry, TelegramTransient):
+            funnel.callback.send(bot.id, chat_id, callback_id)
 
 
 @dramatiq.actor(
@@ -171,7 +188,7 @@ def route_update(bot: BotConfig, update: dict[str, Any]) -> Routed:
     min_backoff=500,
     max_backoff=120_000,
     retry_when=retry_when(10),
-    time_limit=30_000,
+    time_limit=60_000,
     max_age=24 * 3600 * 1000,  # Telegram itself gives up on an update after 24 h
 )
 def route(bot_id: str, update: dict[str, Any]) -> None:
@@ -179,4 +196,5 @@ def route(bot_id: str, update: dict[str, Any]) -> None:
     if bot is None:
         log.warning("update dropped: unknown bot bot=%s", bot_id)
         return
-    route_update(bot, update)
+    routed = route_update(bot, update)
+    follow_up(bot, routed, update, runtime.telegram(), runtime.throttle(), runtime.cache())

@@ -116,39 +116,75 @@ def start_update(update_id: int, chat_id: int) -> dict[str, Any]:
             "from": {"id": chat_id, "is_bot": False, "first_name": "Bench"}, "chat": {"id": chat_id, "type": "private"}}}  # fmt: skip
 
 
-async def _drive(edge: str, rate: int, seconds: float, first_id: int) -> tuple[dict[int, float], list[float], int]:
-    """Post /start updates at a fixed rate (open loop); returns post times by chat, ack latencies, failures."""
+class LoadConnection:
+    """One keep-alive HTTP/1.1 connection speaking just enough HTTP to post and read a status: a
+    load generator must cost far less CPU than what it loads, and httpx costs about as much as
+    the edge does per request."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body)  # fmt: skip
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        if length:
+            await self.reader.readexactly(length)
+        return int(status_line.split()[1])
+
+
+async def _drive(edge: str, rate: int, seconds: float, first_id: int,
+                 connections: int = 32) -> tuple[dict[int, float], list[float], int]:  # fmt: skip
+    """Post /start updates at a fixed rate (open loop) over a few keep-alive connections; returns
+    post times by chat, ack latencies, failures."""
     sent: dict[int, float] = {}
     acks: list[float] = []
     failures = 0
     total = int(rate * seconds)
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256), timeout=10) as client:
+    host, port = edge.split("//", 1)[1].split(":")
+    idle: asyncio.Queue[LoadConnection] = asyncio.Queue()
+    for _ in range(connections):
+        idle.put_nowait(LoadConnection(host, int(port)))
 
-        async def post(i: int) -> None:
-            nonlocal failures
-            chat = first_id + i
-            url = f"{edge}/webhook/telegram/bench-{i % BOTS}"
-            started = time.time()
-            try:
-                response = await client.post(url, json=start_update(first_id + i, chat),
-                                             headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})  # fmt: skip
-            except httpx.HTTPError:
-                failures += 1
-                return
-            acks.append((time.time() - started) * 1000)
-            if response.status_code == 200:
-                sent[chat] = started
-            else:
-                failures += 1
+    async def post(i: int) -> None:
+        nonlocal failures
+        chat = first_id + i
+        body = json.dumps(start_update(first_id + i, chat)).encode()
+        conn = await idle.get()
+        started = time.time()
+        try:
+            status = await conn.post(f"/webhook/telegram/bench-{i % BOTS}", body, {"X-Telegram-Bot-Api-Secret-Token": SECRET})
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+            conn.writer = None
+            failures += 1
+            return
+        finally:
+            idle.put_nowait(conn)
+        acks.append((time.time() - started) * 1000)
+        if status == 200:
+            sent[chat] = started
+        else:
+            failures += 1
 
-        t0 = time.monotonic()
-        tasks = []
-        for i in range(total):
-            delay = t0 + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(post(i)))
-        await asyncio.gather(*tasks)
+    t0 = time.monotonic()
+    tasks = []
+    for i in range(total):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(post(i)))
+    await asyncio.gather(*tasks)
     return sent, acks, failures
 
 
@@ -165,11 +201,12 @@ def welcome_latency(env: Platform, edge: str, telegram: str, rate: int, seconds:
         return {c["params"]["chat_id"]: c["at"] for c in calls if c["method"] == "sendMessage"}
 
     # Warm-up: connections, caches, code paths; not measured.
-    asyncio.run(_drive(edge, 50, 2, 10_000_000))
+    base = int(time.time()) * 100_000  # fresh update ids and chats on every run, even on a reused database
+    asyncio.run(_drive(edge, 50, 2, base))
     wait_until(lambda: len(welcomes()) >= 100, 60, "warm-up welcomes")
     httpx.post(f"{telegram}/_reset")
 
-    sent, acks, failures = asyncio.run(_drive(edge, rate, seconds, 20_000_000))
+    sent, acks, failures = asyncio.run(_drive(edge, rate, seconds, base + 50_000))
     try:
         wait_until(lambda: len(welcomes()) >= len(sent), 60, "every welcome", interval=0.5)
     except AssertionError:

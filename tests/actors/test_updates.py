@@ -1,11 +1,15 @@
 from typing import Any
 
+import redis
 from dramatiq import Message
 
 from actors import updates
 from actors.broker import broker
+from actors.throttle import Throttle
 from db.catalog import BotConfig
-from db.models import Lead, ProcessedUpdate
+from db.models import Lead, OutboundMessage, ProcessedUpdate
+from gateways.telegram import TelegramGateway
+from tests.conftest import FakeTelegramTransport, telegram_error
 
 
 def start_update(update_id: int, user_id: int = 42, text: str = "/start") -> dict[str, Any]:
@@ -16,22 +20,19 @@ def start_update(update_id: int, user_id: int = 42, text: str = "/start") -> dic
 
 def queued(queue: str) -> list[Message[Any]]:
     client = broker.client
-    return [Message.decode(client.hget(f"dramatiq:{queue}.msgs", mid)) for mid in client.lrange(f"dramatiq:{queue}", 0, -1)]
+    return [Message.decode(data) for data in client.hvals(f"dramatiq:{queue}.msgs")]
 
 
-def test_start_upserts_lead_and_enqueues_one_welcome(demo_bot: BotConfig) -> None:
+def test_start_upserts_lead_once(demo_bot: BotConfig) -> None:
     routed = updates.route_update(demo_bot, start_update(10, text="/start ad_123"))
-    assert routed.kind == "start"
+    assert (routed.kind, routed.update_id, routed.repeated) == ("start", 10, False)
     lead = Lead.get_by_id(routed.lead_id)
     assert (lead.telegram_user_id, lead.first_name, lead.username, lead.language_code) == (42, "Bia", "bia", "pt-br")
     assert lead.start_payload == "ad_123" and lead.reachable
-    welcome = queued("funnel")
-    assert [(m.actor_name, m.args) for m in welcome] == [("funnel.welcome", ("demo", lead.id, 10))]
 
-    # Delivered again: no second lead write, and the welcome it enqueues again is keyed to the
-    # same update (the funnel sends it once; see test_funnel).
-    assert updates.route_update(demo_bot, start_update(10)).kind == "duplicate"
-    assert [m.args for m in queued("funnel")] == [("demo", lead.id, 10)] * 2
+    again = updates.route_update(demo_bot, start_update(10, text="/start other"))
+    assert (again.kind, again.lead_id, again.repeated) == ("start", lead.id, True)
+    assert Lead.get_by_id(lead.id).start_payload == "ad_123"  # a repeat writes nothing
     assert ProcessedUpdate.select().count() == 1
 
 
@@ -57,37 +58,48 @@ def test_block_and_unblock(demo_bot: BotConfig) -> None:
     assert Lead.get_by_id(lead_id).reachable
 
 
-def test_callback_is_answered_and_other_messages_touch_the_lead(demo_bot: BotConfig) -> None:
-    callback = {"update_id": 5, "callback_query": {"id": "cbq-1", "from": {"id": 42, "first_name": "Bia"},
-                "data": "buy:1", "message": {"message_id": 3, "chat": {"id": 42, "type": "private"}}}}  # fmt: skip
-    assert updates.route_update(demo_bot, callback).kind == "callback"
-    assert [(m.actor_name, m.args) for m in queued("funnel")] == [("funnel.callback", ("demo", 42, "cbq-1"))]
+def test_other_kinds(demo_bot: BotConfig) -> None:
     plain = start_update(6, text="quanto custa?")
     assert updates.route_update(demo_bot, plain).kind == "message"
     group = start_update(7)
     group["message"]["chat"]["type"] = "group"
     assert updates.route_update(demo_bot, group).kind == "other"
-    assert len(queued("funnel")) == 1
+    assert updates.route_update(demo_bot, {"update_id": 8, "edited_message": {}}).kind == "other"
 
 
-def test_failed_enqueue_is_made_good_by_the_redelivered_update(demo_bot: BotConfig) -> None:
-    # Simulate Redis refusing the follow-up message at the broker boundary (a real network failure).
-    import redis
+def follow(bot: BotConfig, update: dict[str, Any], telegram: TelegramGateway, throttle: Throttle,
+           cache: redis.Redis) -> None:  # fmt: skip
+    updates.follow_up(bot, updates.route_update(bot, update), update, telegram, throttle, cache)
 
-    original = broker.client.connection_pool
-    broker.client.connection_pool = redis.ConnectionPool.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
-    try:
-        try:
-            updates.route_update(demo_bot, start_update(9))
-        except redis.ConnectionError:
-            pass
-        else:
-            raise AssertionError("expected the enqueue to fail")
-    finally:
-        broker.client.connection_pool = original
-    # The lead and the update record committed; the welcome did not go out. The redelivered
-    # update finds its record and enqueues the (idempotent) welcome again.
-    assert queued("funnel") == []
-    routed = updates.route_update(demo_bot, start_update(9))
-    assert routed.kind == "duplicate" and routed.lead_id is not None
-    assert [m.args for m in queued("funnel")] == [("demo", routed.lead_id, 9)]
+
+def test_welcome_follows_start_once_however_often_the_update_comes(demo_bot: BotConfig, telegram: TelegramGateway,
+        fake_telegram: FakeTelegramTransport, throttle: Throttle, redis_client: redis.Redis) -> None:  # fmt: skip
+    for _ in range(3):  # Telegram repeats it, or a worker died after recording it
+        follow(demo_bot, start_update(20), telegram, throttle, redis_client)
+    assert fake_telegram.methods() == ["sendPhoto"]
+    assert fake_telegram.calls[0][1]["chat_id"] == 42
+
+
+def test_callback_is_answered(demo_bot: BotConfig, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport,
+                              throttle: Throttle, redis_client: redis.Redis) -> None:  # fmt: skip
+    callback = {"update_id": 5, "callback_query": {"id": "cbq-1", "from": {"id": 42, "first_name": "Bia"},
+                "data": "buy:1", "message": {"message_id": 3, "chat": {"id": 42, "type": "private"}}}}  # fmt: skip
+    follow(demo_bot, callback, telegram, throttle, redis_client)
+    follow(demo_bot, callback, telegram, throttle, redis_client)
+    assert fake_telegram.calls == [("answerCallbackQuery", {"callback_query_id": "cbq-1"})]
+
+
+def test_welcome_that_cannot_go_now_is_handed_to_the_funnel_actor(demo_bot: BotConfig, telegram: TelegramGateway,
+        fake_telegram: FakeTelegramTransport, throttle: Throttle, redis_client: redis.Redis) -> None:  # fmt: skip
+    fake_telegram.queue("sendPhoto", telegram_error(429, "Too Many Requests: retry after 30", retry_after=30))
+    follow(demo_bot, start_update(30), telegram, throttle, redis_client)
+    [handed] = queued("funnel.DQ")  # delayed by Telegram's retry_after
+    lead = Lead.get()
+    assert (handed.actor_name, handed.args) == ("funnel.welcome", ("demo", lead.id, 30))
+    assert handed.options["eta"] >= 29_000 + handed.message_timestamp
+    assert OutboundMessage.get().state == "pending"
+
+    redis_client.flushdb()  # the bot's flood pause is over
+    fake_telegram.queue("sendPhoto", telegram_error(502, "Bad Gateway"))
+    follow(demo_bot, start_update(31), telegram, throttle, redis_client)
+    assert [m.args for m in queued("funnel")] == [("demo", lead.id, 31)]
