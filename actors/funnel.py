@@ -78,8 +78,9 @@ def file_id_of(result: Any) -> str | None:
     return None
 
 
-def plan_welcome(bot: BotConfig, chat_id: int, key: str, cached_file_id: str | None,
-                 remember_file_id: Any = None) -> list[Send]:  # fmt: skip
+def plan_welcome(
+    bot: BotConfig, chat_id: int, key: str, cached_file_id: str | None, remember_file_id: Any = None
+) -> list[Send]:
     """The welcome as an ordered list of sends: media (by file_id once Telegram gave us one),
     text (in its own messages when too long for a caption), one inline button per offer on the last."""
     keyboard = offer_keyboard(bot)
@@ -106,8 +107,9 @@ def plan_welcome(bot: BotConfig, chat_id: int, key: str, cached_file_id: str | N
     return sends
 
 
-def send_welcome(bot: BotConfig, lead: Lead, update_id: int, telegram: TelegramGateway, throttle: Throttle,
-                 cache: redis.Redis) -> Outcome | None:  # fmt: skip
+def send_welcome(
+    bot: BotConfig, lead: Lead, update_id: int, telegram: TelegramGateway, throttle: Throttle, cache: redis.Redis
+) -> Outcome | None:
     """Send the welcome for one /start update; safe to call again for the same update."""
     if not lead.reachable:
         log.info("welcome skipped: lead unreachable bot=%s lead=%s", bot.id, lead.id)
@@ -155,11 +157,13 @@ def welcome(bot_id: str, lead_id: int, update_id: int) -> None:
     send_welcome(bot, lead, update_id, runtime.telegram(), runtime.throttle(), runtime.cache())
 
 
-def answer_callback(bot: BotConfig, chat_id: int, callback_id: str, telegram: TelegramGateway,
-                    throttle: Throttle) -> Outcome:  # fmt: skip
+def answer_callback(
+    bot: BotConfig, chat_id: int, callback_id: str, telegram: TelegramGateway, throttle: Throttle
+) -> Outcome:
     """Stop the client's spinner; buying is the payments stage's (later) work."""
-    send = Send(f"callback:{bot.id}:{callback_id}", "answerCallbackQuery", {"callback_query_id": callback_id},
-                throttled=False)  # fmt: skip
+    send = Send(
+        f"callback:{bot.id}:{callback_id}", "answerCallbackQuery", {"callback_query_id": callback_id}, throttled=False
+    )
     return deliver(telegram, throttle, bot.token, bot.id, chat_id, [send])
 
 

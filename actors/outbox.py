@@ -69,8 +69,15 @@ def _existing(key: str) -> OutboundMessage | None:
 def _insert_claimed(bot_id: str, chat_id: int, send: Send) -> bool:
     """The first attempt creates the row already claimed: one commit instead of two."""
     return bool(
-        OutboundMessage.insert(key=send.key, bot_id=bot_id, chat_id=chat_id, method=send.method, state="sending",
-                               attempts=1, claimed_at=utcnow())  # fmt: skip
+        OutboundMessage.insert(
+            key=send.key,
+            bot_id=bot_id,
+            chat_id=chat_id,
+            method=send.method,
+            state="sending",
+            attempts=1,
+            claimed_at=utcnow(),
+        )
         .on_conflict_ignore()
         .as_rowcount()
         .execute()
@@ -93,7 +100,9 @@ def _finish(key: str, state: str, *, message_id: int | None = None, error: str |
 
 
 def _release(key: str) -> None:
-    OutboundMessage.update(state="pending").where((OutboundMessage.key == key) & (OutboundMessage.state == "sending")).execute()
+    OutboundMessage.update(state="pending").where(
+        (OutboundMessage.key == key) & (OutboundMessage.state == "sending")
+    ).execute()
 
 
 def _resolve_stale(row: OutboundMessage, send: Send) -> bool:
@@ -125,8 +134,9 @@ def _take(bot_id: str, chat_id: int, send: Send, throttle: Throttle, outcome: Ou
     return False  # sent, or unknown
 
 
-def deliver(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str, chat_id: int,
-            sends: Sequence[Send]) -> Outcome:  # fmt: skip
+def deliver(
+    telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str, chat_id: int, sends: Sequence[Send]
+) -> Outcome:
     """Make each send at most once, in order. Raises dramatiq.Retry / TelegramTransient for the
     caller's retry machinery; permanent failures are recorded and end the sequence."""
     outcome = Outcome()
@@ -150,8 +160,7 @@ def deliver(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: s
     return outcome
 
 
-def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str, chat_id: int,
-          send: Send) -> Any:  # fmt: skip
+def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str, chat_id: int, send: Send) -> Any:
     params = send.params
     for attempt in range(2):
         try:
@@ -164,7 +173,9 @@ def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str
                     throttle.acquire(bot_id, chat_id)
                 continue
             _release(send.key)
-            raise dramatiq.Retry(f"{send.method}: flood wait {exc.retry_after}s", delay=int(exc.retry_after * 1000) + 50) from None
+            raise dramatiq.Retry(
+                f"{send.method}: flood wait {exc.retry_after}s", delay=int(exc.retry_after * 1000) + 50
+            ) from None
         except TelegramMaybeSent as exc:
             if send.if_unknown == "skip":
                 _finish(send.key, "unknown", error=exc.description)

@@ -50,8 +50,16 @@ return until_ms
 
 
 class Throttle:
-    def __init__(self, client: redis.Redis, *, bot_rate: int = 30, chat_rate: int = 1, chat_burst: int = 3,
-                 max_sleep_ms: int = 2000, prefix: str = "grimbots:tg") -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        bot_rate: int = 30,
+        chat_rate: int = 1,
+        chat_burst: int = 3,
+        max_sleep_ms: int = 2000,
+        prefix: str = "grimbots:tg",
+    ) -> None:
         self.client = client
         self.bot_rate, self.chat_rate, self.chat_burst = bot_rate, chat_rate, chat_burst
         self.max_sleep_ms = max_sleep_ms

@@ -62,8 +62,9 @@ def start_payload(text: str) -> str | None:
     return payload if payload and PAYLOAD.match(payload) else None
 
 
-def upsert_lead(bot_id: str, user: dict[str, Any], chat_id: int, *, payload: str | None = None,
-                reachable: bool | None = True) -> int:  # fmt: skip
+def upsert_lead(
+    bot_id: str, user: dict[str, Any], chat_id: int, *, payload: str | None = None, reachable: bool | None = True
+) -> int:
     """Insert or refresh the lead; first_seen_at stays, the rest follows the latest update."""
     now = utcnow()
     values = {
@@ -128,7 +129,9 @@ def _known_lead(bot: BotConfig, kind: str, update: dict[str, Any]) -> int | None
     sender = _sender(kind, update)
     if sender is None:
         return None
-    lead_id = Lead.select(Lead.id).where((Lead.bot == bot.id) & (Lead.telegram_user_id == int(sender[0]["id"]))).scalar()
+    lead_id = (
+        Lead.select(Lead.id).where((Lead.bot == bot.id) & (Lead.telegram_user_id == int(sender[0]["id"]))).scalar()
+    )
     return int(lead_id) if lead_id is not None else None
 
 
@@ -157,8 +160,14 @@ def route_update(bot: BotConfig, update: dict[str, Any]) -> Routed:
     return Routed(kind, update_id, lead_id, repeated=not new)
 
 
-def follow_up(bot: BotConfig, routed: Routed, update: dict[str, Any], telegram: TelegramGateway,
-              throttle: Throttle, cache: redis.Redis) -> None:  # fmt: skip
+def follow_up(
+    bot: BotConfig,
+    routed: Routed,
+    update: dict[str, Any],
+    telegram: TelegramGateway,
+    throttle: Throttle,
+    cache: redis.Redis,
+) -> None:
     """Run the next stage right here: a second queue hop would add a fetch, an ack and a poll
     interval to every welcome. When the stage cannot finish now (a flood wait, Telegram down), it
     is handed to its own actor, which retries it on its own schedule."""

@@ -46,16 +46,23 @@ def load_bots() -> dict[str, BotConfig]:
     offers: dict[str, list[OfferConfig]] = {}
     query = Offer.select().where(Offer.active).order_by(Offer.bot, Offer.position, Offer.id)
     for o in query:
-        offers.setdefault(o.bot_id, []).append(
+        offers.setdefault(o.bot_id, []).append(  # type: ignore[attr-defined]  # peewee's FK id accessor
             OfferConfig(o.id, o.slug, o.label, o.price, o.delivery_text, o.delivery_link, o.delivery_chat_id)
         )
     return {
         b.id: BotConfig(
-            id=b.id, token=b.token, username=b.username, webhook_secret=b.webhook_secret,
-            gateway_id=b.gateway_id, pixel_id=b.pixel_id, pixel_access_token=b.pixel_access_token,
-            pixel_test_event_code=b.pixel_test_event_code, welcome_text=b.welcome_text,
-            welcome_media_url=b.welcome_media_url, offers=tuple(offers.get(b.id, ())),
-        )  # fmt: skip
+            id=b.id,
+            token=b.token,
+            username=b.username,
+            webhook_secret=b.webhook_secret,
+            gateway_id=b.gateway_id,  # type: ignore[attr-defined]
+            pixel_id=b.pixel_id,
+            pixel_access_token=b.pixel_access_token,
+            pixel_test_event_code=b.pixel_test_event_code,
+            welcome_text=b.welcome_text,
+            welcome_media_url=b.welcome_media_url,
+            offers=tuple(offers.get(b.id, ())),
+        )
         for b in Bot.select()
     }
 

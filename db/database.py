@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from peewee import Database, DatabaseProxy, PostgresqlDatabase, SqliteDatabase
@@ -40,11 +41,20 @@ def make_database(url: str, *, pooled: bool = True) -> Database:
         if pooled and path and path != ":memory:":
             # Closing a connection gives it back: reopening one per message costs more than the
             # message, and in WAL mode the last connection to close also checkpoints the log.
-            return PooledSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, returning_clause=True,
-                                        max_connections=64, stale_timeout=600, timeout=10)  # fmt: skip
-        return SqliteDatabase(path or ":memory:", pragmas=SQLITE_PRAGMAS, check_same_thread=False, returning_clause=True)
+            return PooledSqliteDatabase(
+                path,
+                pragmas=SQLITE_PRAGMAS,
+                check_same_thread=False,
+                returning_clause=True,
+                max_connections=64,
+                stale_timeout=600,
+                timeout=10,
+            )
+        return SqliteDatabase(
+            path or ":memory:", pragmas=SQLITE_PRAGMAS, check_same_thread=False, returning_clause=True
+        )
     if scheme in ("postgres", "postgresql"):
-        params = {
+        params: dict[str, Any] = {
             "host": parsed.hostname or "127.0.0.1",
             "port": parsed.port or 5432,
             "user": unquote(parsed.username) if parsed.username else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from peewee import (
+    AutoField,
     BigIntegerField,
     BooleanField,
     CharField,
@@ -51,6 +52,7 @@ class Bot(BaseModel):
 
 
 class Offer(BaseModel):
+    id = AutoField()
     bot = ForeignKeyField(Bot, on_delete="CASCADE", column_name="bot_id")
     slug = CharField(max_length=64)
     label = CharField(max_length=128)
@@ -70,6 +72,7 @@ class Offer(BaseModel):
 class Lead(BaseModel):
     """A Telegram user as seen by one bot."""
 
+    id = AutoField()
     bot = ForeignKeyField(Bot, on_delete="CASCADE", column_name="bot_id")
     telegram_user_id = BigIntegerField()
     chat_id = BigIntegerField()
@@ -90,6 +93,7 @@ class Lead(BaseModel):
 class ProcessedUpdate(BaseModel):
     """One row per Telegram update taken in: the (bot, update_id) key is what makes repeats no-ops."""
 
+    id = AutoField()
     bot_id = CharField(max_length=64)
     update_id = BigIntegerField()
     kind = CharField(max_length=32)
@@ -106,6 +110,7 @@ class OutboundMessage(BaseModel):
     States: pending → sending → sent | failed | unknown (the call may or may not have reached
     Telegram: a worker died or the answer timed out after the request left)."""
 
+    id = AutoField()
     key = CharField(max_length=191, unique=True)
     bot_id = CharField(max_length=64)
     chat_id = BigIntegerField()
@@ -127,6 +132,7 @@ class ConfigState(BaseModel):
     """A single row whose version `ops apply` bumps in the same transaction as the change it makes;
     running processes poll it to reload their cached configuration."""
 
+    id = AutoField()
     version = IntegerField(default=0)
     updated_at = DateTimeField(default=utcnow)
 

@@ -27,6 +27,7 @@ from edge.webhooks import Edge, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 
+
 def error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"error": detail}, status_code=status)
 

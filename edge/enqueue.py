@@ -45,8 +45,9 @@ def message_bytes(actor: dramatiq.Actor[Any, Any], leading_args: tuple[str, ...]
 
 
 class BatchEnqueuer:
-    def __init__(self, client: aioredis.Redis, *, namespace: str = "dramatiq", max_batch: int = 1000,
-                 timeout: float = 0.5) -> None:  # fmt: skip
+    def __init__(
+        self, client: aioredis.Redis, *, namespace: str = "dramatiq", max_batch: int = 1000, timeout: float = 0.5
+    ) -> None:
         self.client = client
         self.namespace = namespace
         self.max_batch = max_batch

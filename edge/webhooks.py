@@ -7,12 +7,11 @@ else (and anything unusual on this path) goes to the Starlette app."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import hmac
 import json
 import logging
 import time
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send

@@ -84,8 +84,9 @@ class TelegramGateway:
         if not isinstance(body, dict):
             if response.status_code >= 500 or response.status_code == 429:
                 raise TelegramTransient(method, f"HTTP {response.status_code}", status=response.status_code)
-            raise TelegramPermanent(method, f"HTTP {response.status_code} without a JSON body",
-                                    status=response.status_code)  # fmt: skip
+            raise TelegramPermanent(
+                method, f"HTTP {response.status_code} without a JSON body", status=response.status_code
+            )
         if body.get("ok") is True and response.status_code < 400:
             return body.get("result")
         code = int(body.get("error_code") or response.status_code)
@@ -105,6 +106,13 @@ class TelegramGateway:
         raise TelegramPermanent(method, description, status=code)
 
     def set_webhook(self, token: str, url: str, secret_token: str, allowed_updates: list[str]) -> Any:
-        return self.call(token, "setWebhook", {
-            "url": url, "secret_token": secret_token, "allowed_updates": allowed_updates, "max_connections": 100,
-        })  # fmt: skip
+        return self.call(
+            token,
+            "setWebhook",
+            {
+                "url": url,
+                "secret_token": secret_token,
+                "allowed_updates": allowed_updates,
+                "max_connections": 100,
+            },
+        )

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from ops.procs import BIN, ROOT, Platform, free_port, wait_until
+from ops.procs import BIN, Platform, free_port, wait_until
 
 BOTS = 20  # 200 updates/s over 20 bots stays under Telegram's 30 messages/s per bot
 SECRET = "bench-secret"
@@ -32,11 +32,11 @@ request = function()
   local body = '{"update_id":' .. counter .. ',"message":{"message_id":1,"date":0,"text":"/start",' ..
     '"from":{"id":7,"is_bot":false,"first_name":"B"},"chat":{"id":7,"type":"private"}}}'
   return wrk.format("POST", nil, {["Content-Type"] = "application/json",
-    ["X-Telegram-Bot-Api-Secret-Token"] = "%s"}, body)
+    ["X-Telegram-Bot-Api-Secret-Token"] = "SECRET"}, body)
 end
-""" % SECRET
+""".replace("SECRET", SECRET)
 
-BARE_APP = '''
+BARE_APP = """
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -49,7 +49,7 @@ async def webhook(request: Request) -> Response:
 
 
 app = Starlette(routes=[Route("/webhook/telegram/{bot_id}", webhook, methods=["POST"])])
-'''
+"""
 
 
 def machine() -> dict[str, Any]:
@@ -68,9 +68,15 @@ def machine() -> dict[str, Any]:
     except (OSError, AttributeError):
         pass
     redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip()
-    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": mem_gib, "python": platform.python_version(),
-            "kernel": platform.release(), "redis": redis_version.split(" sha=")[0],
-            "database": os.environ.get("DATABASE_URL", "").split(":", 1)[0]}  # fmt: skip
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": mem_gib,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "redis": redis_version.split(" sha=")[0],
+        "database": os.environ.get("DATABASE_URL", "").split(":", 1)[0],
+    }
 
 
 def _ms(text: str) -> float:
@@ -79,23 +85,37 @@ def _ms(text: str) -> float:
 
 
 def wrk(url: str, seconds: float, concurrency: int, script: Path) -> dict[str, Any]:
-    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{int(seconds)}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{int(seconds)}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     latency = {m.group(1): _ms(m.group(2)) for m in re.finditer(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M)}
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {
         "requests_per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": latency.get("50"), "p99_ms": latency.get("99"),
+        "p50_ms": latency.get("50"),
+        "p99_ms": latency.get("99"),
         "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
         "socket_errors": errors.group(1) if errors else None,
-    }  # fmt: skip
+    }
 
 
 def bench_config(bots: int) -> dict[str, Any]:
-    return {"bots": [{"id": f"bench-{i}", "token": f"{900000 + i}:BENCH", "username": f"bench_{i}_bot",
-                      "webhook_secret": SECRET, "welcome": {"text": "Olá! Escolha seu plano:"}}
-                     for i in range(bots)]}  # fmt: skip
+    return {
+        "bots": [
+            {
+                "id": f"bench-{i}",
+                "token": f"{900000 + i}:BENCH",
+                "username": f"bench_{i}_bot",
+                "webhook_secret": SECRET,
+                "welcome": {"text": "Olá! Escolha seu plano:"},
+            }
+            for i in range(bots)
+        ]
+    }
 
 
 def apply_bench_config() -> None:
@@ -112,8 +132,16 @@ def apply_bench_config() -> None:
 
 
 def start_update(update_id: int, chat_id: int) -> dict[str, Any]:
-    return {"update_id": update_id, "message": {"message_id": 1, "date": int(time.time()), "text": "/start",
-            "from": {"id": chat_id, "is_bot": False, "first_name": "Bench"}, "chat": {"id": chat_id, "type": "private"}}}  # fmt: skip
+    return {
+        "update_id": update_id,
+        "message": {
+            "message_id": 1,
+            "date": int(time.time()),
+            "text": "/start",
+            "from": {"id": chat_id, "is_bot": False, "first_name": "Bench"},
+            "chat": {"id": chat_id, "type": "private"},
+        },
+    }
 
 
 class LoadConnection:
@@ -131,8 +159,11 @@ class LoadConnection:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                          f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body)  # fmt: skip
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
+            + body
+        )
         status_line = await self.reader.readline()
         length = 0
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
@@ -144,8 +175,9 @@ class LoadConnection:
         return int(status_line.split()[1])
 
 
-async def _drive(edge: str, rate: int, seconds: float, first_id: int,
-                 connections: int = 32) -> tuple[dict[int, float], list[float], int]:  # fmt: skip
+async def _drive(
+    edge: str, rate: int, seconds: float, first_id: int, connections: int = 32
+) -> tuple[dict[int, float], list[float], int]:
     """Post /start updates at a fixed rate (open loop) over a few keep-alive connections; returns
     post times by chat, ack latencies, failures."""
     sent: dict[int, float] = {}
@@ -164,7 +196,9 @@ async def _drive(edge: str, rate: int, seconds: float, first_id: int,
         conn = await idle.get()
         started = time.time()
         try:
-            status = await conn.post(f"/webhook/telegram/bench-{i % BOTS}", body, {"X-Telegram-Bot-Api-Secret-Token": SECRET})
+            status = await conn.post(
+                f"/webhook/telegram/bench-{i % BOTS}", body, {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+            )
         except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
             conn.writer = None
             failures += 1
@@ -214,16 +248,24 @@ def welcome_latency(env: Platform, edge: str, telegram: str, rate: int, seconds:
     seen = welcomes()
     latencies = [(seen[chat] - at) * 1000 for chat, at in sent.items() if chat in seen]
     return {
-        "rate_per_second": rate, "seconds": seconds, "updates": len(sent), "edge_failures": failures,
-        "welcomes": len(latencies), "missing": len(sent) - len(latencies),
-        "p50_ms": percentile(latencies, 0.50), "p99_ms": percentile(latencies, 0.99),
+        "rate_per_second": rate,
+        "seconds": seconds,
+        "updates": len(sent),
+        "edge_failures": failures,
+        "welcomes": len(latencies),
+        "missing": len(sent) - len(latencies),
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
         "max_ms": round(max(latencies), 2) if latencies else None,
         "mean_ms": round(statistics.fmean(latencies), 2) if latencies else None,
-        "ack_p50_ms": percentile(acks, 0.50), "ack_p99_ms": percentile(acks, 0.99),
-    }  # fmt: skip
+        "ack_p50_ms": percentile(acks, 0.50),
+        "ack_p99_ms": percentile(acks, 0.99),
+    }
 
 
-def run(*, seconds: float, concurrency: int, rate: int, out: Path, processes: int = 2, threads: int = 8) -> dict[str, Any]:
+def run(
+    *, seconds: float, concurrency: int, rate: int, out: Path, processes: int = 2, threads: int = 4
+) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian package wrk; ops/bench installs it)")
     apply_bench_config()
@@ -231,24 +273,48 @@ def run(*, seconds: float, concurrency: int, rate: int, out: Path, processes: in
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
     (work / "bare_app.py").write_text(BARE_APP)
-    results: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                               "concurrency": concurrency}  # fmt: skip
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "concurrency": concurrency,
+    }
     telegram_port, edge_port, bare_port = free_port(), free_port(), free_port()
     env = Platform(work, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", LOG_LEVEL="WARNING")
     try:
-        bare = env.spawn("bare", [str(BIN / "uvicorn"), "bare_app:app", "--app-dir", str(work), "--host", "127.0.0.1",
-                                  "--port", str(bare_port), "--no-access-log", "--loop", "uvloop", "--http", "httptools"])  # fmt: skip
-        wait_until(lambda: httpx.post(f"http://127.0.0.1:{bare_port}/webhook/telegram/x").status_code == 200, 20, "bare")
+        bare = env.spawn(
+            "bare",
+            [
+                str(BIN / "uvicorn"),
+                "bare_app:app",
+                "--app-dir",
+                str(work),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(bare_port),
+                "--no-access-log",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+            ],
+        )
+        wait_until(
+            lambda: httpx.post(f"http://127.0.0.1:{bare_port}/webhook/telegram/x").status_code == 200, 20, "bare"
+        )
         wrk(f"http://127.0.0.1:{bare_port}/webhook/telegram/bench-0", 2, concurrency, script)  # warm-up
-        results["ack_bare_starlette"] = wrk(f"http://127.0.0.1:{bare_port}/webhook/telegram/bench-0", seconds, concurrency, script)
+        results["ack_bare_starlette"] = wrk(
+            f"http://127.0.0.1:{bare_port}/webhook/telegram/bench-0", seconds, concurrency, script
+        )
         bare.stop()
 
         env.edge(edge_port)
         edge = f"http://127.0.0.1:{edge_port}"
         wrk(f"{edge}/webhook/telegram/bench-0", 2, concurrency, script)  # warm-up
         results["ack_edge"] = wrk(f"{edge}/webhook/telegram/bench-0", seconds, concurrency, script)
-        results["ack_ratio"] = round(results["ack_edge"]["requests_per_second"]
-                                     / results["ack_bare_starlette"]["requests_per_second"], 3)  # fmt: skip
+        results["ack_ratio"] = round(
+            results["ack_edge"]["requests_per_second"] / results["ack_bare_starlette"]["requests_per_second"], 3
+        )
         _flush_queues()
 
         env.fake_telegram(telegram_port)
@@ -274,14 +340,28 @@ def write(results: dict[str, Any], out: Path) -> None:
     stamp = results["when"].replace(":", "")
     (out / f"edge-{stamp}.json").write_text(json.dumps(results, indent=2))
     m, bare, edge, w = results["machine"], results["ack_bare_starlette"], results["ack_edge"], results["welcome"]
-    text = f"""machine: {m['cpus']} × {m['cpu']}, {m['memory_gib']} GiB, Python {m['python']}, {m['redis']}, database {m['database']}
-| measure | value |
-|---|---|
-| bare Starlette acks/s (c={results['concurrency']}) | {bare['requests_per_second']:.0f} (p50 {bare['p50_ms']} ms, p99 {bare['p99_ms']} ms) |
-| edge acks/s (c={results['concurrency']}) | {edge['requests_per_second']:.0f} (p50 {edge['p50_ms']} ms, p99 {edge['p99_ms']} ms, non-2xx {edge['non_2xx']}) |
-| edge / bare | {results['ack_ratio']} |
-| /start → welcome at {w['rate_per_second']}/s for {w['seconds']} s | p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, max {w['max_ms']} ms ({w['welcomes']}/{w['updates']} welcomes, {w['worker_processes']}×{w['worker_threads']} worker threads) |
-| edge ack during that run | p50 {w['ack_p50_ms']} ms, p99 {w['ack_p99_ms']} ms |
-"""
+    c = results["concurrency"]
+    rows = [
+        ("machine", f"{m['cpus']} × {m['cpu']}, {m['memory_gib']} GiB, Python {m['python']}, {m['redis']}"),
+        ("database", m["database"]),
+        (
+            f"bare Starlette acks/s (c={c})",
+            f"{bare['requests_per_second']:.0f} (p50 {bare['p50_ms']} ms, p99 {bare['p99_ms']} ms)",
+        ),
+        (
+            f"edge acks/s (c={c})",
+            f"{edge['requests_per_second']:.0f} (p50 {edge['p50_ms']} ms, p99 {edge['p99_ms']} ms, "
+            f"non-2xx {edge['non_2xx']})",
+        ),
+        ("edge / bare", str(results["ack_ratio"])),
+        (
+            f"/start → welcome at {w['rate_per_second']}/s for {w['seconds']} s",
+            f"p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, max {w['max_ms']} ms "
+            f"({w['welcomes']}/{w['updates']} welcomes, {w['worker_processes']} worker processes × "
+            f"{w['worker_threads']} threads)",
+        ),
+        ("edge ack during that run", f"p50 {w['ack_p50_ms']} ms, p99 {w['ack_p99_ms']} ms"),
+    ]
+    text = "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
     (out / f"edge-{stamp}.md").write_text(text)
     print(text)

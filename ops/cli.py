@@ -38,8 +38,10 @@ def migrate() -> None:
         click.echo("schema is up to date")
 
 
-@cli.command(help="Create or update gateways, bots and offers from a TOML file. Validates the whole file first; "
-             "nothing is written when any key is wrong. Idempotent.")  # fmt: skip
+@cli.command(
+    help="Create or update gateways, bots and offers from a TOML file. Validates the whole file first; "
+    "nothing is written when any key is wrong. Idempotent."
+)
 @click.argument("file", type=click.Path(path_type=Path))
 def apply(file: Path) -> None:
     from db.models import Gateway
@@ -63,8 +65,11 @@ def apply(file: Path) -> None:
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 
 
-@cli.command("set-webhooks", help="Call Telegram setWebhook for every bot: PUBLIC_BASE_URL/webhook/telegram/{bot id}, "
-             "the bot's secret token, and the update types the platform handles.")  # fmt: skip
+@cli.command(
+    "set-webhooks",
+    help="Call Telegram setWebhook for every bot: PUBLIC_BASE_URL/webhook/telegram/{bot id}, "
+    "the bot's secret token, and the update types the platform handles.",
+)
 def set_webhooks() -> None:
     from db.catalog import load_bots
     from gateways.telegram import TelegramError, TelegramGateway, default_client
@@ -95,7 +100,9 @@ def _broker_client():  # type: ignore[no-untyped-def]
     return redis_client()
 
 
-@cli.command(help="Per queue: ready, in-flight, delayed and dead-lettered messages, and the oldest ready message's age.")
+@cli.command(
+    help="Per queue: ready, in-flight, delayed and dead-lettered messages, and the oldest ready message's age."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def queues(as_json: bool) -> None:
     from actors.broker import QUEUES
@@ -130,8 +137,10 @@ def retry_dead_command(queue_name: str | None) -> None:
 @click.option("--seconds", default=10.0, show_default=True, help="Duration of each measured run.")
 @click.option("--concurrency", default=64, show_default=True, help="Open connections for the ack benchmark.")
 @click.option("--rate", default=200, show_default=True, help="Updates per second for the welcome benchmark.")
+@click.option("--processes", default=2, show_default=True, help="Worker processes for the welcome benchmark.")
+@click.option("--threads", default=4, show_default=True, help="Threads per worker process.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("var/bench"), show_default=True)
-def bench(what: str, seconds: float, concurrency: int, rate: int, out: Path) -> None:
+def bench(what: str, seconds: float, concurrency: int, rate: int, processes: int, threads: int, out: Path) -> None:
     from ops import bench as benchmarks
 
-    benchmarks.run(seconds=seconds, concurrency=concurrency, rate=rate, out=out)
+    benchmarks.run(seconds=seconds, concurrency=concurrency, rate=rate, out=out, processes=processes, threads=threads)

@@ -18,8 +18,15 @@ log = logging.getLogger(__name__)
 
 def build_scheduler() -> BlockingScheduler:
     scheduler = BlockingScheduler(timezone="UTC")
-    scheduler.add_job(maintenance.prune.send, "interval", minutes=30, id="prune", coalesce=True, max_instances=1,
-                      next_run_time=datetime.now(UTC))  # fmt: skip
+    scheduler.add_job(
+        maintenance.prune.send,
+        "interval",
+        minutes=30,
+        id="prune",
+        coalesce=True,
+        max_instances=1,
+        next_run_time=datetime.now(UTC),
+    )
     return scheduler
 
 

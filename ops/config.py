@@ -29,9 +29,17 @@ GATEWAY_KINDS: dict[str, dict[str, bool]] = {
 }
 GATEWAY_LIMITS = {"merchant_name": 25, "merchant_city": 15}
 BOT_KEYS = {
-    "id", "token", "username", "webhook_secret", "gateway", "pixel_id", "pixel_access_token",
-    "pixel_test_event_code", "welcome", "offers",
-}  # fmt: skip
+    "id",
+    "token",
+    "username",
+    "webhook_secret",
+    "gateway",
+    "pixel_id",
+    "pixel_access_token",
+    "pixel_test_event_code",
+    "welcome",
+    "offers",
+}
 WELCOME_KEYS = {"text", "media_url"}
 OFFER_KEYS = {"id", "label", "price", "delivery_text", "delivery_link", "delivery_chat_id"}
 
@@ -104,10 +112,18 @@ def _no_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
             raise ConfigError(f"{where}.{name}" if where else name, "unknown key")
 
 
-def _str(table: dict[str, Any], name: str, where: str, *, required: bool = True,
-         pattern: re.Pattern[str] | None = None, max_len: int | None = None, what: str = "") -> str | None:  # fmt: skip
+def _str(
+    table: dict[str, Any],
+    name: str,
+    where: str,
+    *,
+    required: bool = True,
+    pattern: re.Pattern[str] | None = None,
+    max_len: int | None = None,
+    what: str = "",
+) -> str | None:
     key = f"{where}.{name}"
-    if name not in table or table[name] == "" and not required:
+    if name not in table or (table[name] == "" and not required):
         if required:
             raise ConfigError(key, "is required")
         return None
@@ -195,7 +211,9 @@ def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
     media = _str(welcome, "media_url", f"{where}.welcome", required=False, pattern=URL, what="an http(s) URL")
     if not text.strip() and media is None:
         raise ConfigError(f"{where}.welcome.text", "is required (or welcome.media_url)")
-    offers = [_offer(o, f"{where}.offers[{i}]") for i, o in enumerate(_tables(table.get("offers", []), f"{where}.offers"))]
+    offers = [
+        _offer(o, f"{where}.offers[{i}]") for i, o in enumerate(_tables(table.get("offers", []), f"{where}.offers"))
+    ]
     seen: set[str] = set()
     for i, offer in enumerate(offers):
         if offer.slug in seen:
@@ -210,8 +228,13 @@ def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
         id=_req(table, "id", where, pattern=SLUG, what="1–64 characters of A-Za-z0-9_-"),
         token=_req(table, "token", where, pattern=BOT_TOKEN, what="a Telegram bot token (digits:characters)"),
         username=_req(table, "username", where, pattern=USERNAME, what="a Telegram username").lstrip("@"),
-        webhook_secret=_req(table, "webhook_secret", where, pattern=TELEGRAM_SECRET,
-                            what="1–256 characters of A-Za-z0-9_- (Telegram's secret_token)"),  # fmt: skip
+        webhook_secret=_req(
+            table,
+            "webhook_secret",
+            where,
+            pattern=TELEGRAM_SECRET,
+            what="1–256 characters of A-Za-z0-9_- (Telegram's secret_token)",
+        ),
         gateway=gateway,
         pixel_id=_str(table, "pixel_id", where, required=False, pattern=re.compile(r"^\d{1,32}$"), what="digits"),
         pixel_access_token=_str(table, "pixel_access_token", where, required=False),
@@ -227,16 +250,16 @@ def parse(data: dict[str, Any], known_gateways: set[str]) -> ConfigFile:
     _no_unknown(data, {"gateways", "bots"}, "")
     config = ConfigFile()
     for i, table in enumerate(_tables(data.get("gateways", []), "gateways")):
-        spec = _gateway(table, f"gateways[{i}]")
-        if any(g.id == spec.id for g in config.gateways):
-            raise ConfigError(f"gateways[{i}].id", f"duplicate gateway id {spec.id!r}")
-        config.gateways.append(spec)
+        gateway = _gateway(table, f"gateways[{i}]")
+        if any(g.id == gateway.id for g in config.gateways):
+            raise ConfigError(f"gateways[{i}].id", f"duplicate gateway id {gateway.id!r}")
+        config.gateways.append(gateway)
     gateway_ids = known_gateways | {g.id for g in config.gateways}
     for i, table in enumerate(_tables(data.get("bots", []), "bots")):
-        spec = _bot(table, f"bots[{i}]", gateway_ids)
-        if any(b.id == spec.id for b in config.bots):
-            raise ConfigError(f"bots[{i}].id", f"duplicate bot id {spec.id!r}")
-        config.bots.append(spec)
+        bot = _bot(table, f"bots[{i}]", gateway_ids)
+        if any(b.id == bot.id for b in config.bots):
+            raise ConfigError(f"bots[{i}].id", f"duplicate bot id {bot.id!r}")
+        config.bots.append(bot)
     return config
 
 
@@ -275,26 +298,35 @@ def apply(config: ConfigFile) -> list[str]:
     changes: list[str] = []
     with transaction():
         for g in config.gateways:
-            values = {"kind": g.kind, "webhook_secret": g.webhook_secret, "settings": g.settings}
+            values: dict[str, Any] = {"kind": g.kind, "webhook_secret": g.webhook_secret, "settings": g.settings}
             outcome = _upsert(Gateway, Gateway.id == g.id, values, {"id": g.id})
             if outcome != "unchanged":
                 changes.append(f"{outcome} gateway {g.id}")
         for b in config.bots:
             values = {
-                "token": b.token, "username": b.username, "webhook_secret": b.webhook_secret,
-                "gateway_id": b.gateway, "pixel_id": b.pixel_id, "pixel_access_token": b.pixel_access_token,
-                "pixel_test_event_code": b.pixel_test_event_code, "welcome_text": b.welcome_text,
+                "token": b.token,
+                "username": b.username,
+                "webhook_secret": b.webhook_secret,
+                "gateway_id": b.gateway,
+                "pixel_id": b.pixel_id,
+                "pixel_access_token": b.pixel_access_token,
+                "pixel_test_event_code": b.pixel_test_event_code,
+                "welcome_text": b.welcome_text,
                 "welcome_media_url": b.welcome_media_url,
-            }  # fmt: skip
+            }
             outcome = _upsert(Bot, Bot.id == b.id, values, {"id": b.id})
             if outcome != "unchanged":
                 changes.append(f"{outcome} bot {b.id}")
             for position, o in enumerate(b.offers):
                 values = {
-                    "label": o.label, "price": o.price, "delivery_text": o.delivery_text,
-                    "delivery_link": o.delivery_link, "delivery_chat_id": o.delivery_chat_id,
-                    "position": position, "active": True,
-                }  # fmt: skip
+                    "label": o.label,
+                    "price": o.price,
+                    "delivery_text": o.delivery_text,
+                    "delivery_link": o.delivery_link,
+                    "delivery_chat_id": o.delivery_chat_id,
+                    "position": position,
+                    "active": True,
+                }
                 where = (Offer.bot == b.id) & (Offer.slug == o.slug)
                 outcome = _upsert(Offer, where, values, {"bot": b.id, "slug": o.slug})
                 if outcome != "unchanged":
@@ -306,5 +338,7 @@ def apply(config: ConfigFile) -> list[str]:
                 Offer.update(active=False, updated_at=utcnow()).where(Offer.id == offer.id).execute()
                 changes.append(f"deactivated offer {b.id}/{offer.slug}")
         if changes:
-            ConfigState.update(version=ConfigState.version + 1, updated_at=utcnow()).where(ConfigState.id == 1).execute()
+            ConfigState.update(version=ConfigState.version + 1, updated_at=utcnow()).where(
+                ConfigState.id == 1
+            ).execute()
     return changes

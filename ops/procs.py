@@ -44,8 +44,9 @@ class Process:
         self.log_path = log_dir / f"{name}.log"
         self.log = self.log_path.open("ab")
         # Own session: killing the group takes the worker's forked children too.
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no shutdown hooks, no requeue, as a crash would."""
@@ -87,14 +88,41 @@ class Platform:
         return process
 
     def edge(self, port: int) -> Process:
-        process = self.spawn("edge", [str(BIN / "uvicorn"), "edge.asgi:app", "--host", "127.0.0.1", "--port", str(port),
-                                      "--no-access-log", "--loop", "uvloop", "--http", "httptools"])  # fmt: skip
+        process = self.spawn(
+            "edge",
+            [
+                str(BIN / "uvicorn"),
+                "edge.asgi:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+            ],
+        )
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200, 30, "edge ready")
         return process
 
     def worker(self, name: str = "worker", threads: int = 4, processes: int = 1) -> Process:
-        return self.spawn(name, [sys.executable, "-m", "ops.worker", "--queues", "updates", "funnel",
-                                 "--processes", str(processes), "--threads", str(threads)])  # fmt: skip
+        return self.spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "ops.worker",
+                "--queues",
+                "updates",
+                "funnel",
+                "--processes",
+                str(processes),
+                "--threads",
+                str(threads),
+            ],
+        )
 
     def close(self) -> None:
         for process in reversed(self.processes):

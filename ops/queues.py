@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
-import redis
 from dramatiq import Message
 
 NAMESPACE = "dramatiq"
@@ -29,7 +29,7 @@ def _key(queue: str, suffix: str = "") -> str:
     return f"{NAMESPACE}:{queue}{suffix}"
 
 
-def queue_stats(client: redis.Redis, queue: str) -> QueueStats:
+def queue_stats(client: Any, queue: str) -> QueueStats:
     pipe = client.pipeline(transaction=False)
     pipe.llen(_key(queue))
     pipe.hlen(_key(queue, ".msgs"))
@@ -45,7 +45,7 @@ def queue_stats(client: redis.Redis, queue: str) -> QueueStats:
     return QueueStats(queue, ready, max(0, stored - ready), delayed, dead, age)
 
 
-def retry_dead(client: redis.Redis, queue: str) -> int:
+def retry_dead(client: Any, queue: str) -> int:
     """Move every dead-lettered message of `queue` back onto it, with its retry count reset."""
     moved = 0
     for redis_id in client.zrange(_key(queue, ".XQ"), 0, -1):

@@ -18,33 +18,51 @@ if not os.environ.get("REDIS_URL") or not os.environ.get("DATABASE_URL"):
     pytest.exit("run the suite with ops/test: it starts Redis and the databases and sets REDIS_URL/DATABASE_URL", 2)
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 
-import redis  # noqa: E402
+import redis
 
-from actors.broker import broker  # noqa: E402  (sets the global broker and initialises the database)
-from actors.throttle import Throttle  # noqa: E402
-from db.catalog import BotConfig, load_bots  # noqa: E402
-from db.database import db, is_sqlite  # noqa: E402
-from db.migrate import migrate  # noqa: E402
-from db.models import MODELS, ConfigState  # noqa: E402
-from gateways.telegram import TelegramGateway  # noqa: E402
-from ops import config  # noqa: E402
+from actors.broker import broker
+from actors.throttle import Throttle
+from db.catalog import BotConfig, load_bots
+from db.database import db, is_sqlite
+from db.migrate import migrate
+from db.models import MODELS, ConfigState
+from gateways.telegram import TelegramGateway
+from ops import config
 
 TELEGRAM_BASE = "https://telegram.test"
 
 DEMO_CONFIG = {
-    "gateways": [{"id": "main", "kind": "sandbox", "webhook_secret": "whsec-1", "pix_key": "pix@example.com",
-                  "merchant_name": "GRIMBOTS DEMO", "merchant_city": "SAO PAULO"}],
-    "bots": [{
-        "id": "demo", "token": "123456:TEST", "username": "demo_bot", "webhook_secret": "tg-secret-1",
-        "gateway": "main",
-        "welcome": {"text": "Olá! Escolha seu plano:", "media_url": "https://example.com/welcome.jpg"},
-        "offers": [
-            {"id": "vip", "label": "VIP mensal – R$ 19,90", "price": "19.90",
-             "delivery_text": "Pagamento confirmado! Seu acesso:", "delivery_link": "https://t.me/+AbCdEf"},
-            {"id": "anual", "label": "VIP anual", "price": "149.90", "delivery_chat_id": -100123},
-        ],
-    }],
-}  # fmt: skip
+    "gateways": [
+        {
+            "id": "main",
+            "kind": "sandbox",
+            "webhook_secret": "whsec-1",
+            "pix_key": "pix@example.com",
+            "merchant_name": "GRIMBOTS DEMO",
+            "merchant_city": "SAO PAULO",
+        }
+    ],
+    "bots": [
+        {
+            "id": "demo",
+            "token": "123456:TEST",
+            "username": "demo_bot",
+            "webhook_secret": "tg-secret-1",
+            "gateway": "main",
+            "welcome": {"text": "Olá! Escolha seu plano:", "media_url": "https://example.com/welcome.jpg"},
+            "offers": [
+                {
+                    "id": "vip",
+                    "label": "VIP mensal – R$ 19,90",
+                    "price": "19.90",
+                    "delivery_text": "Pagamento confirmado! Seu acesso:",
+                    "delivery_link": "https://t.me/+AbCdEf",
+                },
+                {"id": "anual", "label": "VIP anual", "price": "149.90", "delivery_chat_id": -100123},
+            ],
+        }
+    ],
+}
 
 
 @pytest.fixture(scope="session", autouse=True)

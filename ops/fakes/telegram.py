@@ -39,10 +39,19 @@ class FakeTelegram:
         message_id = next(self._ids)
         chat = {"id": params.get("chat_id"), "type": "private"}
         if method == "sendPhoto":
-            return {"message_id": message_id, "chat": chat, "date": int(time.time()),
-                    "photo": [{"file_id": f"photo-small-{message_id}"}, {"file_id": f"photo-{message_id}"}]}  # fmt: skip
+            return {
+                "message_id": message_id,
+                "chat": chat,
+                "date": int(time.time()),
+                "photo": [{"file_id": f"photo-small-{message_id}"}, {"file_id": f"photo-{message_id}"}],
+            }
         if method == "sendVideo":
-            return {"message_id": message_id, "chat": chat, "date": int(time.time()), "video": {"file_id": f"video-{message_id}"}}
+            return {
+                "message_id": message_id,
+                "chat": chat,
+                "date": int(time.time()),
+                "video": {"file_id": f"video-{message_id}"},
+            }
         if method.startswith("send") or method == "copyMessage":
             return {"message_id": message_id, "chat": chat, "date": int(time.time()), "text": params.get("text")}
         if method == "createChatInviteLink":
@@ -105,13 +114,15 @@ def create_app(fake: FakeTelegram | None = None) -> Starlette:
         fake.reset()
         return JSONResponse({"ok": True})
 
-    return Starlette(routes=[
-        Route("/bot{token}/{method}", bot_method, methods=["POST", "GET"]),
-        Route("/_calls", calls, methods=["GET"]),
-        Route("/_stats", stats, methods=["GET"]),
-        Route("/_config", configure, methods=["POST"]),
-        Route("/_reset", reset, methods=["POST"]),
-    ])  # fmt: skip
+    return Starlette(
+        routes=[
+            Route("/bot{token}/{method}", bot_method, methods=["POST", "GET"]),
+            Route("/_calls", calls, methods=["GET"]),
+            Route("/_stats", stats, methods=["GET"]),
+            Route("/_config", configure, methods=["POST"]),
+            Route("/_reset", reset, methods=["POST"]),
+        ]
+    )
 
 
 def main() -> None:

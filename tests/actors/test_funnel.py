@@ -59,8 +59,13 @@ def test_text_only_welcome(demo_bot: BotConfig) -> None:
     assert [s.method for s in sends] == ["sendMessage"] and "reply_markup" in sends[0].params
 
 
-def test_send_welcome_once_per_update_and_reuses_file_id(demo_bot: BotConfig, telegram: TelegramGateway,
-        fake_telegram: FakeTelegramTransport, throttle: Throttle, redis_client: redis.Redis) -> None:  # fmt: skip
+def test_send_welcome_once_per_update_and_reuses_file_id(
+    demo_bot: BotConfig,
+    telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+    redis_client: redis.Redis,
+) -> None:
     ana = lead(demo_bot)
     funnel.send_welcome(demo_bot, ana, 1, telegram, throttle, redis_client)
     funnel.send_welcome(demo_bot, ana, 1, telegram, throttle, redis_client)  # the same update again
@@ -71,8 +76,13 @@ def test_send_welcome_once_per_update_and_reuses_file_id(demo_bot: BotConfig, te
     assert OutboundMessage.select().where(OutboundMessage.state == "sent").count() == 2
 
 
-def test_stale_file_id_falls_back_to_url(demo_bot: BotConfig, telegram: TelegramGateway,
-        fake_telegram: FakeTelegramTransport, throttle: Throttle, redis_client: redis.Redis) -> None:  # fmt: skip
+def test_stale_file_id_falls_back_to_url(
+    demo_bot: BotConfig,
+    telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+    redis_client: redis.Redis,
+) -> None:
     redis_client.hset(funnel.FILE_IDS.format(bot_id="demo"), "https://example.com/welcome.jpg", "OLD")
     fake_telegram.queue("sendPhoto", telegram_error(400, "Bad Request: wrong file identifier/HTTP URL specified"))
     outcome = funnel.send_welcome(demo_bot, lead(demo_bot), 1, telegram, throttle, redis_client)
@@ -80,8 +90,13 @@ def test_stale_file_id_falls_back_to_url(demo_bot: BotConfig, telegram: Telegram
     assert [c[1]["photo"] for c in fake_telegram.calls] == ["OLD", "https://example.com/welcome.jpg"]
 
 
-def test_429_waits_retry_after_then_sends(demo_bot: BotConfig, telegram: TelegramGateway,
-        fake_telegram: FakeTelegramTransport, throttle: Throttle, redis_client: redis.Redis) -> None:  # fmt: skip
+def test_429_waits_retry_after_then_sends(
+    demo_bot: BotConfig,
+    telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+    redis_client: redis.Redis,
+) -> None:
     fake_telegram.queue("sendPhoto", telegram_error(429, "Too Many Requests: retry after 1", retry_after=1))
     outcome = funnel.send_welcome(demo_bot, lead(demo_bot), 1, telegram, throttle, redis_client)
     assert outcome is not None and len(outcome.sent) == 1
@@ -89,8 +104,13 @@ def test_429_waits_retry_after_then_sends(demo_bot: BotConfig, telegram: Telegra
     assert OutboundMessage.get().state == "sent"
 
 
-def test_long_flood_wait_goes_back_to_the_queue(demo_bot: BotConfig, telegram: TelegramGateway,
-        fake_telegram: FakeTelegramTransport, throttle: Throttle, redis_client: redis.Redis) -> None:  # fmt: skip
+def test_long_flood_wait_goes_back_to_the_queue(
+    demo_bot: BotConfig,
+    telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+    redis_client: redis.Redis,
+) -> None:
     import dramatiq
 
     fake_telegram.queue("sendPhoto", telegram_error(429, "Too Many Requests: retry after 40", retry_after=40))
@@ -100,8 +120,13 @@ def test_long_flood_wait_goes_back_to_the_queue(demo_bot: BotConfig, telegram: T
     assert OutboundMessage.get().state == "pending"  # released: the retry will send it
 
 
-def test_blocked_user_is_marked_unreachable_and_gets_nothing_more(demo_bot: BotConfig, telegram: TelegramGateway,
-        fake_telegram: FakeTelegramTransport, throttle: Throttle, redis_client: redis.Redis) -> None:  # fmt: skip
+def test_blocked_user_is_marked_unreachable_and_gets_nothing_more(
+    demo_bot: BotConfig,
+    telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+    redis_client: redis.Redis,
+) -> None:
     fake_telegram.queue("sendPhoto", telegram_error(403, "Forbidden: bot was blocked by the user"))
     ana = lead(demo_bot)
     outcome = funnel.send_welcome(demo_bot, ana, 1, telegram, throttle, redis_client)
@@ -112,8 +137,13 @@ def test_blocked_user_is_marked_unreachable_and_gets_nothing_more(demo_bot: BotC
     assert fake_telegram.methods() == ["sendPhoto"]
 
 
-def test_bad_request_is_recorded_not_retried(demo_bot: BotConfig, telegram: TelegramGateway,
-        fake_telegram: FakeTelegramTransport, throttle: Throttle, redis_client: redis.Redis) -> None:  # fmt: skip
+def test_bad_request_is_recorded_not_retried(
+    demo_bot: BotConfig,
+    telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+    redis_client: redis.Redis,
+) -> None:
     bot = dataclasses.replace(demo_bot, welcome_media_url=None)
     fake_telegram.queue("sendMessage", telegram_error(400, "Bad Request: chat not found"))
     outcome = funnel.send_welcome(bot, lead(bot), 1, telegram, throttle, redis_client)
@@ -124,8 +154,13 @@ def test_bad_request_is_recorded_not_retried(demo_bot: BotConfig, telegram: Tele
     assert len(fake_telegram.calls) == 1
 
 
-def test_transient_error_releases_the_send_for_a_retry(demo_bot: BotConfig, telegram: TelegramGateway,
-        fake_telegram: FakeTelegramTransport, throttle: Throttle, redis_client: redis.Redis) -> None:  # fmt: skip
+def test_transient_error_releases_the_send_for_a_retry(
+    demo_bot: BotConfig,
+    telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+    redis_client: redis.Redis,
+) -> None:
     fake_telegram.queue("sendPhoto", telegram_error(502, "Bad Gateway"))
     with pytest.raises(TelegramTransient):
         funnel.send_welcome(demo_bot, lead(demo_bot), 1, telegram, throttle, redis_client)
@@ -134,16 +169,22 @@ def test_transient_error_releases_the_send_for_a_retry(demo_bot: BotConfig, tele
     assert OutboundMessage.get().state == "sent" and len(fake_telegram.calls) == 2
 
 
-def test_lost_answer_is_not_resent_for_a_welcome(demo_bot: BotConfig, telegram: TelegramGateway,
-        fake_telegram: FakeTelegramTransport, throttle: Throttle, redis_client: redis.Redis) -> None:  # fmt: skip
+def test_lost_answer_is_not_resent_for_a_welcome(
+    demo_bot: BotConfig,
+    telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+    redis_client: redis.Redis,
+) -> None:
     fake_telegram.queue("sendPhoto", httpx.ReadTimeout("no answer"))
     funnel.send_welcome(demo_bot, lead(demo_bot), 1, telegram, throttle, redis_client)
     funnel.send_welcome(demo_bot, lead(demo_bot), 1, telegram, throttle, redis_client)
     assert OutboundMessage.get().state == "unknown" and len(fake_telegram.calls) == 1
 
 
-def test_resend_policy_sends_again_after_lost_answer(telegram: TelegramGateway,
-        fake_telegram: FakeTelegramTransport, throttle: Throttle) -> None:  # fmt: skip
+def test_resend_policy_sends_again_after_lost_answer(
+    telegram: TelegramGateway, fake_telegram: FakeTelegramTransport, throttle: Throttle
+) -> None:
     fake_telegram.queue("sendMessage", httpx.ReadTimeout("no answer"))
     send = Send("k1", "sendMessage", {"chat_id": 1, "text": "acesso"}, if_unknown="resend")
     with pytest.raises(TelegramTransient):

@@ -14,8 +14,10 @@ from tests.conftest import FakeTelegramTransport, telegram_error
 
 def start_update(update_id: int, user_id: int = 42, text: str = "/start") -> dict[str, Any]:
     user = {"id": user_id, "is_bot": False, "first_name": "Bia", "username": "bia", "language_code": "pt-br"}
-    return {"update_id": update_id, "message": {"message_id": 1, "from": user, "date": 0, "text": text,
-                                                "chat": {"id": user_id, "type": "private"}}}  # fmt: skip
+    return {
+        "update_id": update_id,
+        "message": {"message_id": 1, "from": user, "date": 0, "text": text, "chat": {"id": user_id, "type": "private"}},
+    }
 
 
 def queued(queue: str) -> list[Message[Any]]:
@@ -48,9 +50,16 @@ def test_block_and_unblock(demo_bot: BotConfig) -> None:
     lead_id = updates.route_update(demo_bot, start_update(1)).lead_id
 
     def member(update_id: int, status: str) -> dict[str, Any]:
-        return {"update_id": update_id, "my_chat_member": {
-            "chat": {"id": 42, "type": "private"}, "from": {"id": 42, "first_name": "Bia"}, "date": 0,
-            "old_chat_member": {"status": "member"}, "new_chat_member": {"status": status}}}  # fmt: skip
+        return {
+            "update_id": update_id,
+            "my_chat_member": {
+                "chat": {"id": 42, "type": "private"},
+                "from": {"id": 42, "first_name": "Bia"},
+                "date": 0,
+                "old_chat_member": {"status": "member"},
+                "new_chat_member": {"status": status},
+            },
+        }
 
     assert updates.route_update(demo_bot, member(2, "kicked")).kind == "block"
     assert not Lead.get_by_id(lead_id).reachable
@@ -67,30 +76,53 @@ def test_other_kinds(demo_bot: BotConfig) -> None:
     assert updates.route_update(demo_bot, {"update_id": 8, "edited_message": {}}).kind == "other"
 
 
-def follow(bot: BotConfig, update: dict[str, Any], telegram: TelegramGateway, throttle: Throttle,
-           cache: redis.Redis) -> None:  # fmt: skip
+def follow(
+    bot: BotConfig, update: dict[str, Any], telegram: TelegramGateway, throttle: Throttle, cache: redis.Redis
+) -> None:
     updates.follow_up(bot, updates.route_update(bot, update), update, telegram, throttle, cache)
 
 
-def test_welcome_follows_start_once_however_often_the_update_comes(demo_bot: BotConfig, telegram: TelegramGateway,
-        fake_telegram: FakeTelegramTransport, throttle: Throttle, redis_client: redis.Redis) -> None:  # fmt: skip
+def test_welcome_follows_start_once_however_often_the_update_comes(
+    demo_bot: BotConfig,
+    telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+    redis_client: redis.Redis,
+) -> None:
     for _ in range(3):  # Telegram repeats it, or a worker died after recording it
         follow(demo_bot, start_update(20), telegram, throttle, redis_client)
     assert fake_telegram.methods() == ["sendPhoto"]
     assert fake_telegram.calls[0][1]["chat_id"] == 42
 
 
-def test_callback_is_answered(demo_bot: BotConfig, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport,
-                              throttle: Throttle, redis_client: redis.Redis) -> None:  # fmt: skip
-    callback = {"update_id": 5, "callback_query": {"id": "cbq-1", "from": {"id": 42, "first_name": "Bia"},
-                "data": "buy:1", "message": {"message_id": 3, "chat": {"id": 42, "type": "private"}}}}  # fmt: skip
+def test_callback_is_answered(
+    demo_bot: BotConfig,
+    telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+    redis_client: redis.Redis,
+) -> None:
+    callback = {
+        "update_id": 5,
+        "callback_query": {
+            "id": "cbq-1",
+            "from": {"id": 42, "first_name": "Bia"},
+            "data": "buy:1",
+            "message": {"message_id": 3, "chat": {"id": 42, "type": "private"}},
+        },
+    }
     follow(demo_bot, callback, telegram, throttle, redis_client)
     follow(demo_bot, callback, telegram, throttle, redis_client)
     assert fake_telegram.calls == [("answerCallbackQuery", {"callback_query_id": "cbq-1"})]
 
 
-def test_welcome_that_cannot_go_now_is_handed_to_the_funnel_actor(demo_bot: BotConfig, telegram: TelegramGateway,
-        fake_telegram: FakeTelegramTransport, throttle: Throttle, redis_client: redis.Redis) -> None:  # fmt: skip
+def test_welcome_that_cannot_go_now_is_handed_to_the_funnel_actor(
+    demo_bot: BotConfig,
+    telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+    redis_client: redis.Redis,
+) -> None:
     fake_telegram.queue("sendPhoto", telegram_error(429, "Too Many Requests: retry after 30", retry_after=30))
     follow(demo_bot, start_update(30), telegram, throttle, redis_client)
     [handed] = queued("funnel.DQ")  # delayed by Telegram's retry_after

@@ -32,10 +32,16 @@ class Env:
         return Counter(c["params"]["chat_id"] for c in self.calls() if c["method"] == "sendPhoto")
 
     def post_start(self, update_id: int, user_id: int) -> httpx.Response:
-        update = {"update_id": update_id, "message": {
-            "message_id": update_id, "date": int(time.time()), "text": "/start",
-            "from": {"id": user_id, "is_bot": False, "first_name": f"User {user_id}"},
-            "chat": {"id": user_id, "type": "private"}}}  # fmt: skip
+        update = {
+            "update_id": update_id,
+            "message": {
+                "message_id": update_id,
+                "date": int(time.time()),
+                "text": "/start",
+                "from": {"id": user_id, "is_bot": False, "first_name": f"User {user_id}"},
+                "chat": {"id": user_id, "type": "private"},
+            },
+        }
         return httpx.post(f"{self.edge}/webhook/telegram/demo", json=update, headers=SECRET)
 
 

@@ -37,8 +37,9 @@ def test_update_is_enqueued_then_acked(client: TestClient) -> None:
     assert message.options["redis_message_id"]
 
 
-@pytest.mark.parametrize("headers", [{}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"},
-                                     {"X-Telegram-Bot-Api-Secret-Token": "tg-secret-1x"}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}, {"X-Telegram-Bot-Api-Secret-Token": "tg-secret-1x"}]
+)
 def test_bad_or_missing_secret_is_401_and_nothing_enqueued(client: TestClient, headers: dict[str, str]) -> None:
     assert client.post(URL, json={"update_id": 1}, headers=headers).status_code == 401
     assert queued_updates() == []
@@ -48,8 +49,18 @@ def test_unknown_bot_is_404(client: TestClient) -> None:
     assert client.post("/webhook/telegram/nope", json={"update_id": 1}, headers=GOOD).status_code == 404
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"update_id": "12"}', b'{"message": {}}',
-                                  b'{"update_id": true}', b'{"update_id": 1.5}', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"update_id": "12"}',
+        b'{"message": {}}',
+        b'{"update_id": true}',
+        b'{"update_id": 1.5}',
+        b"\xff\xfe",
+    ],
+)
 def test_bad_body_is_400(client: TestClient, body: bytes) -> None:
     assert client.post(URL, content=body, headers=GOOD).status_code == 400
     assert queued_updates() == []
@@ -91,8 +102,19 @@ def test_health_ready_metrics_and_unknown_routes(client: TestClient) -> None:
 def test_bot_applied_while_running_is_served_within_seconds(client: TestClient) -> None:
     headers = {"X-Telegram-Bot-Api-Secret-Token": "s2"}
     assert client.post("/webhook/telegram/second", json={"update_id": 1}, headers=headers).status_code == 404
-    apply_config({"bots": [{"id": "second", "token": "9:X", "username": "second_bot", "webhook_secret": "s2",
-                            "welcome": {"text": "oi"}}]})  # fmt: skip
+    apply_config(
+        {
+            "bots": [
+                {
+                    "id": "second",
+                    "token": "9:X",
+                    "username": "second_bot",
+                    "webhook_secret": "s2",
+                    "welcome": {"text": "oi"},
+                }
+            ]
+        }
+    )
     deadline = time.monotonic() + 5
     status = 404
     while time.monotonic() < deadline and status != 200:

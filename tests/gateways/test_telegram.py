@@ -32,9 +32,16 @@ def test_call_posts_json_to_token_url_and_returns_result(fake_telegram: FakeTele
     ("reply", "error", "check"),
     [
         (telegram_error(429, "Too Many Requests: retry after 7", 7), TelegramRetryAfter, lambda e: e.retry_after == 7),
-        (telegram_error(403, "Forbidden: bot was blocked by the user"), TelegramBlocked, lambda e: "blocked" in e.description),
-        (telegram_error(400, "Bad Request: chat not found"), TelegramPermanent,
-         lambda e: e.description == "Bad Request: chat not found"),
+        (
+            telegram_error(403, "Forbidden: bot was blocked by the user"),
+            TelegramBlocked,
+            lambda e: "blocked" in e.description,
+        ),
+        (
+            telegram_error(400, "Bad Request: chat not found"),
+            TelegramPermanent,
+            lambda e: e.description == "Bad Request: chat not found",
+        ),
         (telegram_error(502, "Bad Gateway"), TelegramTransient, lambda e: e.status == 502),
         (httpx.Response(500, text="<html>oops</html>"), TelegramTransient, lambda e: e.status == 500),
         (httpx.ConnectError("refused"), TelegramTransient, lambda e: not isinstance(e, TelegramMaybeSent)),

@@ -43,7 +43,7 @@ def test_credentials_are_encrypted_at_rest() -> None:
 def test_changed_value_is_updated_and_removed_offer_deactivated(tmp_config: Callable[[str], Path]) -> None:
     run_apply(EXAMPLE)
     text = EXAMPLE.read_text().replace('price = "19.90"', 'price = "24.90"')
-    text = text[: text.index("[[bots.offers]]\nid = \"vip-anual\"")]
+    text = text[: text.index('[[bots.offers]]\nid = "vip-anual"')]
     code, out = run_apply(tmp_config(text))
     assert code == 0, out
     assert "updated offer demo/vip" in out and "deactivated offer demo/vip-anual" in out
@@ -60,10 +60,15 @@ def test_changed_value_is_updated_and_removed_offer_deactivated(tmp_config: Call
         (lambda t: t.replace('price = "19.90"', 'price = "0"'), "bots[0].offers[0].price"),
         (lambda t: t.replace('gateway = "main"', 'gateway = "nope"'), "bots[0].gateway"),
         (lambda t: t.replace('kind = "sandbox"', 'kind = "paypal"'), "gateways[0].kind"),
-        (lambda t: t.replace('webhook_secret = "tg-secret-1"', 'webhook_secret = "bad secret!"'), "bots[0].webhook_secret"),
+        (
+            lambda t: t.replace('webhook_secret = "tg-secret-1"', 'webhook_secret = "bad secret!"'),
+            "bots[0].webhook_secret",
+        ),
         (lambda t: t.replace('token = "123456:TEST"', 'token = "nope"'), "bots[0].token"),
-        (lambda t: t.replace('merchant_city = "SAO PAULO"', 'merchant_city = "SAO PAULO DO NORTE E SUL"'),
-         "gateways[0].merchant_city"),
+        (
+            lambda t: t.replace('merchant_city = "SAO PAULO"', 'merchant_city = "SAO PAULO DO NORTE E SUL"'),
+            "gateways[0].merchant_city",
+        ),
         (lambda t: t.replace('delivery_link = "https://t.me/+AbCdEf"', ""), "bots[0].offers[0].delivery_link"),
         (lambda t: t + "\n[extra]\nx = 1\n", "extra"),
     ],
@@ -81,10 +86,12 @@ def test_invalid_toml_is_a_clear_error(tmp_config: Callable[[str], Path]) -> Non
 
 
 def test_error_in_second_bot_leaves_first_unwritten() -> None:
-    data = {"bots": [
-        {"id": "a", "token": "1:A", "username": "a_bot_x", "webhook_secret": "s", "welcome": {"text": "hi"}},
-        {"id": "b", "token": "2:B", "username": "b_bot_x", "webhook_secret": "s", "welcome": {}},
-    ]}  # fmt: skip
+    data = {
+        "bots": [
+            {"id": "a", "token": "1:A", "username": "a_bot_x", "webhook_secret": "s", "welcome": {"text": "hi"}},
+            {"id": "b", "token": "2:B", "username": "b_bot_x", "webhook_secret": "s", "welcome": {}},
+        ]
+    }
     with pytest.raises(config.ConfigError) as exc:
         config.parse(data, set())
     assert exc.value.key == "bots[1].welcome.text"
