@@ -84,7 +84,6 @@ def init_sentry(dsn: str | None = None, *, transport: Any = None) -> bool:
     sentry_sdk.init(
         dsn=dsn,
         environment=settings.SENTRY_ENVIRONMENT,
-        send_default_pii=False,
         max_request_body_size="never",
         include_local_variables=False,
         before_send=scrub_event,

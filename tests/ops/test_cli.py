@@ -1,0 +1,94 @@
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import httpx
+from click.testing import CliRunner
+from dramatiq import Worker
+
+from actors import updates
+from actors.broker import broker
+from db.catalog import BotConfig
+from db.models import ProcessedUpdate
+from ops.cli import cli
+from ops.procs import ROOT, Platform, free_port
+
+
+def queues_json() -> dict[str, dict[str, Any]]:
+    result = CliRunner().invoke(cli, ["queues", "--json"])
+    assert result.exit_code == 0, result.output
+    return {row["queue"]: row for row in json.loads(result.output)}
+
+
+def dead_letter(message: dramatiq.Message[Any]) -> None:
+    """Fail a message the way a worker does once its retries are spent."""
+    broker.enqueue(message)
+    consumer = broker.consume(message.queue_name, prefetch=1, timeout=100)
+    proxy = next(m for m in consumer if m is not None)
+    proxy.fail()
+    consumer.nack(proxy)
+    consumer.close()
+
+
+def test_queues_counts_ready_and_dead_and_retry_dead_brings_them_back(demo_bot: BotConfig) -> None:
+    update = {"update_id": 77, "message": {"message_id": 1, "date": 0, "text": "oi",
+              "from": {"id": 5, "first_name": "Rui"}, "chat": {"id": 5, "type": "private"}}}  # fmt: skip
+    dead_letter(updates.route.message("demo", update))
+    broker.enqueue(updates.route.message("demo", {**update, "update_id": 78}))
+    stats = queues_json()["updates"]
+    assert (stats["ready"], stats["dead"]) == (1, 1)
+    assert stats["oldest_ready_age_seconds"] is not None and stats["oldest_ready_age_seconds"] < 60
+
+    result = CliRunner().invoke(cli, ["retry-dead", "--queue", "updates"])
+    assert result.exit_code == 0 and "updates: moved 1 message(s) back" in result.output
+    stats = queues_json()["updates"]
+    assert (stats["ready"], stats["dead"]) == (2, 0)
+
+    worker = Worker(broker, worker_threads=1, queues={"updates"})
+    worker.start()
+    try:
+        broker.join("updates", timeout=10_000)
+    finally:
+        worker.stop()
+    assert {p.update_id for p in ProcessedUpdate.select()} == {77, 78}
+
+
+def test_retry_dead_rejects_unknown_queue() -> None:
+    result = CliRunner().invoke(cli, ["retry-dead", "--queue", "nope"])
+    assert result.exit_code == 1 and "--queue: unknown queue 'nope'" in result.output
+
+
+def test_help_explains_every_command() -> None:
+    out = CliRunner().invoke(cli, ["--help"]).output
+    for command in ("apply", "migrate", "set-webhooks", "queues", "retry-dead", "bench"):
+        assert command in out
+
+
+def test_set_webhooks_calls_telegram_for_every_bot(demo_bot: BotConfig, tmp_path: Path) -> None:
+    port = free_port()
+    platform = Platform(tmp_path)
+    try:
+        platform.fake_telegram(port)
+        env = {**os.environ, "TELEGRAM_API_BASE": f"http://127.0.0.1:{port}",
+               "PUBLIC_BASE_URL": "https://bots.example.com"}  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "ops", "set-webhooks"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "bot demo: webhook set to https://bots.example.com/webhook/telegram/demo" in done.stdout
+        assert "123456:TEST" not in done.stdout + done.stderr
+        deadline = time.monotonic() + 5
+        calls: list[dict[str, Any]] = []
+        while not calls and time.monotonic() < deadline:
+            calls = httpx.get(f"http://127.0.0.1:{port}/_calls").json()
+        [call] = calls
+        assert call["token"] == "123456:TEST" and call["method"] == "setWebhook"
+        assert call["params"]["url"] == "https://bots.example.com/webhook/telegram/demo"
+        assert call["params"]["secret_token"] == "tg-secret-1"
+        assert set(call["params"]["allowed_updates"]) == {"message", "callback_query", "my_chat_member"}
+    finally:
+        platform.close()
