@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -28,18 +29,23 @@ class EnqueueError(Exception):
     """Redis did not take the message (down, slow, or refused): the caller answers 503."""
 
 
+@functools.cache
+def _head(queue_name: str, actor_name: str) -> str:
+    if not isinstance(dramatiq.get_encoder(), JSONEncoder):
+        raise RuntimeError("the edge writes messages as JSON: keep dramatiq's JSONEncoder")
+    return f'{{"queue_name":{json.dumps(queue_name)},"actor_name":{json.dumps(actor_name)},"args":['
+
+
 def message_bytes(actor: dramatiq.Actor[Any, Any], leading_args: tuple[str, ...], raw_json: str) -> tuple[str, bytes]:
     """(redis id, bytes) of the message `actor.message(*leading_args, json.loads(raw_json))` as
     dramatiq's JSONEncoder writes it, without decoding and re-encoding the payload. `raw_json`
     must already be known to be valid JSON."""
-    if not isinstance(dramatiq.get_encoder(), JSONEncoder):
-        raise RuntimeError("the edge writes messages as JSON: keep dramatiq's JSONEncoder")
     message_id = str(uuid.uuid4())  # also the redis id: a retry gets a new one from the broker
     lead = "".join(json.dumps(arg) + "," for arg in leading_args)
     data = (
-        f'{{"queue_name":{json.dumps(actor.queue_name)},"actor_name":{json.dumps(actor.actor_name)},'
-        f'"args":[{lead}{raw_json}],"kwargs":{{}},"options":{{"redis_message_id":"{message_id}"}},'
-        f'"message_id":"{message_id}","message_timestamp":{int(time.time() * 1000)}}}'
+        f'{_head(actor.queue_name, actor.actor_name)}{lead}{raw_json}],"kwargs":{{}},'
+        f'"options":{{"redis_message_id":"{message_id}"}},"message_id":"{message_id}",'
+        f'"message_timestamp":{int(time.time() * 1000)}}}'
     )
     return message_id, data.encode()
 

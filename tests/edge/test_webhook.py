@@ -121,3 +121,18 @@ def test_bot_applied_while_running_is_served_within_seconds(client: TestClient) 
         time.sleep(0.05)
         status = client.post("/webhook/telegram/second", json={"update_id": 1}, headers=headers).status_code
     assert status == 200
+
+
+def test_spliced_message_is_what_dramatiq_would_encode() -> None:
+    from actors import updates
+    from edge.enqueue import message_bytes
+
+    update = {"update_id": 9, "message": {"text": 'Olá \u2028 "quoted" 😀', "chat": {"id": -1}}}
+    raw = json.dumps(update, ensure_ascii=False, indent=1)
+    redis_id, data = message_bytes(updates.route, ("demo",), raw)
+    ours = Message.decode(data)
+    theirs = updates.route.message("demo", update)
+    assert (ours.queue_name, ours.actor_name, ours.args, ours.kwargs) == (
+        theirs.queue_name, theirs.actor_name, theirs.args, theirs.kwargs)  # fmt: skip
+    assert ours.message_id == redis_id == ours.options["redis_message_id"]
+    assert abs(ours.message_timestamp - theirs.message_timestamp) < 5_000
