@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -107,12 +108,25 @@ def plan_welcome(
     return sends
 
 
+@dataclass(frozen=True)
+class Recipient:
+    """Who a funnel message goes to: what the send needs of a lead, without loading it again."""
+
+    lead_id: int
+    chat_id: int
+    reachable: bool
+
+    @classmethod
+    def of(cls, lead: Lead) -> Recipient:
+        return cls(lead.id, lead.chat_id, lead.reachable)
+
+
 def send_welcome(
-    bot: BotConfig, lead: Lead, update_id: int, telegram: TelegramGateway, throttle: Throttle, cache: redis.Redis
+    bot: BotConfig, lead: Recipient, update_id: int, telegram: TelegramGateway, throttle: Throttle, cache: redis.Redis
 ) -> Outcome | None:
     """Send the welcome for one /start update; safe to call again for the same update."""
     if not lead.reachable:
-        log.info("welcome skipped: lead unreachable bot=%s lead=%s", bot.id, lead.id)
+        log.info("welcome skipped: lead unreachable bot=%s lead=%s", bot.id, lead.lead_id)
         return None
     cache_key = FILE_IDS.format(bot_id=bot.id)
     cached = None
@@ -128,9 +142,9 @@ def send_welcome(
     sends = plan_welcome(bot, lead.chat_id, f"welcome:{bot.id}:{update_id}", cached, remember)
     outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, sends)
     if outcome.blocked:
-        mark_unreachable(lead.id)
+        mark_unreachable(lead.lead_id)
     if outcome.sent:
-        log.info("welcome sent bot=%s lead=%s update=%s parts=%d", bot.id, lead.id, update_id, len(outcome.sent))
+        log.info("welcome sent bot=%s lead=%s update=%s parts=%d", bot.id, lead.lead_id, update_id, len(outcome.sent))
     return outcome
 
 
@@ -154,7 +168,7 @@ def welcome(bot_id: str, lead_id: int, update_id: int) -> None:
     if bot is None or lead is None:
         log.warning("welcome dropped: bot or lead gone bot=%s lead=%s", bot_id, lead_id)
         return
-    send_welcome(bot, lead, update_id, runtime.telegram(), runtime.throttle(), runtime.cache())
+    send_welcome(bot, Recipient.of(lead), update_id, runtime.telegram(), runtime.throttle(), runtime.cache())
 
 
 def answer_callback(

@@ -31,8 +31,12 @@ PAYLOAD = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 class Routed:
     kind: str  # start | message | callback | block | unblock | other
     update_id: int
-    lead_id: int | None = None
+    lead: funnel.Recipient | None = None
     repeated: bool = False  # seen before: nothing was written this time
+
+    @property
+    def lead_id(self) -> int | None:
+        return self.lead.lead_id if self.lead is not None else None
 
 
 def classify(update: dict[str, Any]) -> str:
@@ -64,7 +68,7 @@ def start_payload(text: str) -> str | None:
 
 def upsert_lead(
     bot_id: str, user: dict[str, Any], chat_id: int, *, payload: str | None = None, reachable: bool | None = True
-) -> int:
+) -> funnel.Recipient:
     """Insert or refresh the lead; first_seen_at stays, the rest follows the latest update."""
     now = utcnow()
     values = {
@@ -94,7 +98,8 @@ def upsert_lead(
         update[Lead.reachable] = EXCLUDED.reachable
         update[Lead.unreachable_since] = EXCLUDED.unreachable_since
     query = Lead.insert(values).on_conflict(conflict_target=[Lead.bot, Lead.telegram_user_id], update=update)
-    return int(query.returning(Lead.id).execute()[0].id)
+    row = query.returning(Lead.id, Lead.chat_id, Lead.reachable).execute()[0]
+    return funnel.Recipient(row.id, row.chat_id, row.reachable)
 
 
 def _sender(kind: str, update: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
@@ -109,7 +114,7 @@ def _sender(kind: str, update: dict[str, Any]) -> tuple[dict[str, Any], int] | N
     return None
 
 
-def _record(bot: BotConfig, kind: str, update: dict[str, Any]) -> int | None:
+def _record(bot: BotConfig, kind: str, update: dict[str, Any]) -> funnel.Recipient | None:
     """The update's database writes; returns the lead it concerns."""
     sender = _sender(kind, update)
     if sender is None:
@@ -125,14 +130,12 @@ def _record(bot: BotConfig, kind: str, update: dict[str, Any]) -> int | None:
     return upsert_lead(bot.id, user, chat_id, reachable=kind == "unblock")
 
 
-def _known_lead(bot: BotConfig, kind: str, update: dict[str, Any]) -> int | None:
+def _known_lead(bot: BotConfig, kind: str, update: dict[str, Any]) -> funnel.Recipient | None:
     sender = _sender(kind, update)
     if sender is None:
         return None
-    lead_id = (
-        Lead.select(Lead.id).where((Lead.bot == bot.id) & (Lead.telegram_user_id == int(sender[0]["id"]))).scalar()
-    )
-    return int(lead_id) if lead_id is not None else None
+    lead = Lead.get_or_none((Lead.bot == bot.id) & (Lead.telegram_user_id == int(sender[0]["id"])))
+    return funnel.Recipient.of(lead) if lead is not None else None
 
 
 def _callback_chat(query: dict[str, Any]) -> int:
@@ -152,12 +155,12 @@ def route_update(bot: BotConfig, update: dict[str, Any]) -> Routed:
             .as_rowcount()
             .execute()
         )
-        lead_id = _record(bot, kind, update) if new else _known_lead(bot, kind, update)
+        lead = _record(bot, kind, update) if new else _known_lead(bot, kind, update)
     if new:
         log.info("update routed bot=%s update=%s kind=%s", bot.id, update_id, kind)
     else:
         log.info("update repeated bot=%s update=%s kind=%s", bot.id, update_id, kind)
-    return Routed(kind, update_id, lead_id, repeated=not new)
+    return Routed(kind, update_id, lead, repeated=not new)
 
 
 def follow_up(
@@ -171,16 +174,15 @@ def follow_up(
     """Run the next stage right here: a second queue hop would add a fetch, an ack and a poll
     interval to every welcome. When the stage cannot finish now (a flood wait, Telegram down), it
     is handed to its own actor, which retries it on its own schedule."""
-    if routed.kind == "start" and routed.lead_id is not None:
-        lead = Lead.get_or_none(Lead.id == routed.lead_id)
-        if lead is None:
-            return
+    lead = routed.lead
+    if routed.kind == "start" and lead is not None:
         try:
             funnel.send_welcome(bot, lead, routed.update_id, telegram, throttle, cache)
         except (dramatiq.Retry, TelegramTransient) as exc:
             delay = exc.delay if isinstance(exc, dramatiq.Retry) else None
-            log.info("welcome handed to funnel.welcome bot=%s lead=%s reason=%s", bot.id, lead.id, type(exc).__name__)
-            funnel.welcome.send_with_options(args=(bot.id, lead.id, routed.update_id), delay=delay)
+            reason = type(exc).__name__
+            log.info("welcome handed to funnel.welcome bot=%s lead=%s reason=%s", bot.id, lead.lead_id, reason)
+            funnel.welcome.send_with_options(args=(bot.id, lead.lead_id, routed.update_id), delay=delay)
     elif routed.kind == "callback":
         query = update["callback_query"]
         chat_id, callback_id = _callback_chat(query), str(query["id"])

@@ -16,8 +16,8 @@ from tests.conftest import FakeTelegramTransport, telegram_error
 USER = {"id": 777, "first_name": "Ana", "language_code": "pt-br"}
 
 
-def lead(bot: BotConfig) -> Lead:
-    return Lead.get_by_id(upsert_lead(bot.id, USER, 777))
+def lead(bot: BotConfig) -> funnel.Recipient:
+    return upsert_lead(bot.id, USER, 777)
 
 
 def test_welcome_is_photo_with_caption_and_one_button_per_offer(demo_bot: BotConfig) -> None:
@@ -131,9 +131,9 @@ def test_blocked_user_is_marked_unreachable_and_gets_nothing_more(
     ana = lead(demo_bot)
     outcome = funnel.send_welcome(demo_bot, ana, 1, telegram, throttle, redis_client)
     assert outcome is not None and outcome.blocked
-    ana = Lead.get_by_id(ana.id)
-    assert not ana.reachable and ana.unreachable_since is not None
-    assert funnel.send_welcome(demo_bot, ana, 2, telegram, throttle, redis_client) is None
+    row = Lead.get_by_id(ana.lead_id)
+    assert not row.reachable and row.unreachable_since is not None
+    assert funnel.send_welcome(demo_bot, funnel.Recipient.of(row), 2, telegram, throttle, redis_client) is None
     assert fake_telegram.methods() == ["sendPhoto"]
 
 
