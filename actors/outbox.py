@@ -21,6 +21,7 @@ from typing import Any, Literal
 import dramatiq
 
 from actors.throttle import Throttle
+from db import hot
 from db.database import utcnow
 from db.models import OutboundMessage
 from gateways.telegram import (
@@ -68,20 +69,7 @@ def _existing(key: str) -> OutboundMessage | None:
 
 def _insert_claimed(bot_id: str, chat_id: int, send: Send) -> bool:
     """The first attempt creates the row already claimed: one commit instead of two."""
-    return bool(
-        OutboundMessage.insert(
-            key=send.key,
-            bot_id=bot_id,
-            chat_id=chat_id,
-            method=send.method,
-            state="sending",
-            attempts=1,
-            claimed_at=utcnow(),
-        )
-        .on_conflict_ignore()
-        .as_rowcount()
-        .execute()
-    )
+    return hot.claim_new_send(send.key, bot_id, chat_id, send.method, utcnow())
 
 
 def _claim(key: str, states: Sequence[str]) -> bool:
@@ -94,9 +82,7 @@ def _claim(key: str, states: Sequence[str]) -> bool:
 
 
 def _finish(key: str, state: str, *, message_id: int | None = None, error: str | None = None) -> None:
-    OutboundMessage.update(state=state, telegram_message_id=message_id, error=error, finished_at=utcnow()).where(
-        OutboundMessage.key == key
-    ).execute()
+    hot.finish_send(key, state, message_id, error, utcnow())
 
 
 def _release(key: str) -> None:

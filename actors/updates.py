@@ -11,14 +11,14 @@ from typing import Any
 
 import dramatiq
 import redis
-from peewee import EXCLUDED, fn
 
 from actors import funnel, runtime
 from actors.broker import UPDATES, retry_when
 from actors.throttle import Throttle
+from db import hot
 from db.catalog import BotConfig
 from db.database import transaction, utcnow
-from db.models import Lead, ProcessedUpdate
+from db.models import Lead
 from gateways.telegram import TelegramGateway, TelegramTransient
 
 log = logging.getLogger(__name__)
@@ -70,36 +70,14 @@ def upsert_lead(
     bot_id: str, user: dict[str, Any], chat_id: int, *, payload: str | None = None, reachable: bool | None = True
 ) -> funnel.Recipient:
     """Insert or refresh the lead; first_seen_at stays, the rest follows the latest update."""
-    now = utcnow()
-    values = {
-        Lead.bot: bot_id,
-        Lead.telegram_user_id: int(user["id"]),
-        Lead.chat_id: chat_id,
-        Lead.first_name: str(user.get("first_name") or "")[:255],
-        Lead.last_name: (str(user["last_name"])[:255] if user.get("last_name") else None),
-        Lead.username: (str(user["username"])[:64] if user.get("username") else None),
-        Lead.language_code: (str(user["language_code"])[:16] if user.get("language_code") else None),
-        Lead.start_payload: payload,
-        Lead.first_seen_at: now,
-        Lead.last_seen_at: now,
-        Lead.reachable: reachable is not False,
-        Lead.unreachable_since: now if reachable is False else None,
-    }
-    update: dict[Any, Any] = {
-        Lead.chat_id: EXCLUDED.chat_id,
-        Lead.first_name: EXCLUDED.first_name,
-        Lead.last_name: EXCLUDED.last_name,
-        Lead.username: EXCLUDED.username,
-        Lead.language_code: EXCLUDED.language_code,
-        Lead.start_payload: fn.COALESCE(EXCLUDED.start_payload, Lead.start_payload),
-        Lead.last_seen_at: EXCLUDED.last_seen_at,
-    }
-    if reachable is not None:
-        update[Lead.reachable] = EXCLUDED.reachable
-        update[Lead.unreachable_since] = EXCLUDED.unreachable_since
-    query = Lead.insert(values).on_conflict(conflict_target=[Lead.bot, Lead.telegram_user_id], update=update)
-    row = query.returning(Lead.id, Lead.chat_id, Lead.reachable).execute()[0]
-    return funnel.Recipient(row.id, row.chat_id, row.reachable)
+    names = (
+        str(user.get("first_name") or "")[:255],
+        str(user["last_name"])[:255] if user.get("last_name") else None,
+        str(user["username"])[:64] if user.get("username") else None,
+        str(user["language_code"])[:16] if user.get("language_code") else None,
+    )
+    lead_id, chat, is_reachable = hot.upsert_lead(bot_id, int(user["id"]), chat_id, names, payload, utcnow(), reachable)
+    return funnel.Recipient(lead_id, chat, is_reachable)
 
 
 def _sender(kind: str, update: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
@@ -149,12 +127,7 @@ def route_update(bot: BotConfig, update: dict[str, Any]) -> Routed:
     update_id = int(update["update_id"])
     kind = classify(update)
     with transaction():
-        new = (
-            ProcessedUpdate.insert(bot_id=bot.id, update_id=update_id, kind=kind)
-            .on_conflict_ignore()
-            .as_rowcount()
-            .execute()
-        )
+        new = hot.record_update(bot.id, update_id, kind, utcnow())
         lead = _record(bot, kind, update) if new else _known_lead(bot, kind, update)
     if new:
         log.info("update routed bot=%s update=%s kind=%s", bot.id, update_id, kind)

@@ -1,0 +1,40 @@
+"""The hand-written statements agree with the models, on both databases."""
+
+from db import hot
+from db.catalog import BotConfig
+from db.database import utcnow
+from db.models import Lead, OutboundMessage, ProcessedUpdate
+
+
+def test_record_update_once() -> None:
+    now = utcnow()
+    assert hot.record_update("demo", 5, "start", now) is True
+    assert hot.record_update("demo", 5, "start", now) is False
+    assert hot.record_update("other", 5, "start", now) is True
+    row = ProcessedUpdate.get(ProcessedUpdate.bot_id == "demo")
+    assert (row.update_id, row.kind, row.received_at) == (5, "start", now)
+
+
+def test_upsert_lead_keeps_first_seen_and_payload(demo_bot: BotConfig) -> None:
+    first, later = utcnow(), utcnow()
+    lead_id, chat, reachable = hot.upsert_lead("demo", 9, 90, ("Ana", None, "ana", "pt"), "ad1", first, True)
+    assert (chat, reachable) == (90, True)
+    again = hot.upsert_lead("demo", 9, 91, ("Ana", "Lima", None, None), None, later, None)
+    assert again == (lead_id, 91, True)
+    lead = Lead.get_by_id(lead_id)
+    assert (lead.first_seen_at, lead.last_seen_at, lead.start_payload) == (first, later, "ad1")
+    assert (lead.last_name, lead.username, lead.chat_id) == ("Lima", None, 91)
+    blocked = hot.upsert_lead("demo", 9, 91, ("Ana", None, None, None), None, later, False)
+    assert blocked == (lead_id, 91, False)
+    assert Lead.get_by_id(lead_id).unreachable_since == later
+
+
+def test_claim_and_finish_send() -> None:
+    now = utcnow()
+    assert hot.claim_new_send("k", "demo", 1, "sendMessage", now) is True
+    assert hot.claim_new_send("k", "demo", 1, "sendMessage", now) is False
+    row = OutboundMessage.get(OutboundMessage.key == "k")
+    assert (row.state, row.attempts, row.claimed_at, row.created_at) == ("sending", 1, now, now)
+    hot.finish_send("k", "sent", 77, None, now)
+    row = OutboundMessage.get(OutboundMessage.key == "k")
+    assert (row.state, row.telegram_message_id, row.finished_at) == ("sent", 77, now)
