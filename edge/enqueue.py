@@ -4,14 +4,15 @@ A plain `actor.send()` blocks the event loop on one synchronous Redis round-trip
 decoding then re-encoding each payload costs more than the framework itself. Here a request
 splices the raw body it already validated into the message's JSON, hands the bytes to one
 flusher task and awaits it; the flusher writes every message waiting at that moment with one
-HSET and one RPUSH per queue inside MULTI/EXEC, so one round-trip acks many requests, and a
-request is answered only after Redis has its message."""
+script call per queue (atomic, as dramatiq's own enqueue), so one round-trip acks many requests,
+and a request is answered only after Redis has its message."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import dramatiq
 import redis.asyncio as aioredis
 from dramatiq.encoder import JSONEncoder
+from redis.exceptions import NoScriptError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,17 @@ def message_bytes(actor: dramatiq.Actor[Any, Any], leading_args: tuple[str, ...]
     return message_id, data.encode()
 
 
+# The "enqueue" command of dramatiq's dispatch.lua (HSET the data, RPUSH the id), for many
+# messages of one queue in one atomic call. KEYS: queue list, queue hash; ARGV: id, data, id, data...
+ENQUEUE_MANY = """
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+local ids = {}
+for i = 1, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+for i = 1, #ids, 500 do redis.call('RPUSH', KEYS[1], unpack(ids, i, math.min(i + 499, #ids))) end
+return #ids
+"""
+
+
 class BatchEnqueuer:
     def __init__(
         self, client: aioredis.Redis, *, namespace: str = "dramatiq", max_batch: int = 1000, timeout: float = 0.5
@@ -61,6 +74,7 @@ class BatchEnqueuer:
         self._pending: list[tuple[str, str, bytes, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._sha = hashlib.sha1(ENQUEUE_MANY.encode()).hexdigest()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="edge-enqueue-flusher")
@@ -97,15 +111,16 @@ class BatchEnqueuer:
                         future.set_result(None)
 
     async def _write(self, batch: list[tuple[str, str, bytes, asyncio.Future[None]]]) -> None:
-        # The keys and order of the "enqueue" command in dramatiq's dispatch.lua, many messages at once.
-        by_queue: dict[str, list[tuple[str, bytes]]] = {}
+        by_queue: dict[str, list[bytes | str]] = {}
         for queue, redis_id, data, _ in batch:
-            by_queue.setdefault(queue, []).append((redis_id, data))
-        async with self.client.pipeline(transaction=True) as pipe:
-            for queue, items in by_queue.items():
-                pipe.hset(f"{self.namespace}:{queue}.msgs", mapping=dict(items))
-                pipe.rpush(f"{self.namespace}:{queue}", *(redis_id for redis_id, _ in items))
-            await pipe.execute()
+            by_queue.setdefault(queue, []).extend((redis_id, data))
+        for queue, pairs in by_queue.items():
+            keys = (f"{self.namespace}:{queue}", f"{self.namespace}:{queue}.msgs")
+            try:
+                await self.client.evalsha(self._sha, 2, *keys, *pairs)
+            except NoScriptError:  # Redis restarted, or another server behind the same URL
+                self._sha = await self.client.script_load(ENQUEUE_MANY)
+                await self.client.evalsha(self._sha, 2, *keys, *pairs)
 
     @staticmethod
     def _fail(batch: list[tuple[str, str, bytes, asyncio.Future[None]]], reason: str) -> None:
