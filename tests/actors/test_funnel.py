@@ -1,11 +1,12 @@
 import dataclasses
+from collections.abc import Callable
 
 import httpx
 import pytest
 import redis
 
 from actors import funnel
-from actors.outbox import Send, deliver
+from actors.outbox import Outcome, Send, deliver
 from actors.throttle import Throttle
 from actors.updates import upsert_lead
 from db.catalog import BotConfig
@@ -14,6 +15,17 @@ from gateways.telegram import TelegramGateway, TelegramTransient
 from tests.conftest import FakeTelegramTransport, telegram_error
 
 USER = {"id": 777, "first_name": "Ana", "language_code": "pt-br"}
+
+
+SendWelcome = Callable[[BotConfig, funnel.Recipient, int], Outcome | None]
+
+
+@pytest.fixture
+def send(telegram: TelegramGateway, throttle: Throttle, redis_client: redis.Redis) -> SendWelcome:
+    def send_welcome(bot: BotConfig, lead: funnel.Recipient, update_id: int) -> Outcome | None:
+        return funnel.send_welcome(bot, lead, update_id, telegram, throttle, redis_client)
+
+    return send_welcome
 
 
 def lead(bot: BotConfig) -> funnel.Recipient:
@@ -60,125 +72,93 @@ def test_text_only_welcome(demo_bot: BotConfig) -> None:
 
 
 def test_send_welcome_once_per_update_and_reuses_file_id(
-    demo_bot: BotConfig,
-    telegram: TelegramGateway,
-    fake_telegram: FakeTelegramTransport,
-    throttle: Throttle,
-    redis_client: redis.Redis,
+    demo_bot: BotConfig, send: SendWelcome, fake_telegram: FakeTelegramTransport
 ) -> None:
     ana = lead(demo_bot)
-    funnel.send_welcome(demo_bot, ana, 1, telegram, throttle, redis_client)
-    funnel.send_welcome(demo_bot, ana, 1, telegram, throttle, redis_client)  # the same update again
+    send(demo_bot, ana, 1)
+    send(demo_bot, ana, 1)  # the same update again
     assert fake_telegram.methods() == ["sendPhoto"]
     assert fake_telegram.calls[0][1]["photo"] == "https://example.com/welcome.jpg"
-    funnel.send_welcome(demo_bot, ana, 2, telegram, throttle, redis_client)  # a new /start
+    send(demo_bot, ana, 2)  # a new /start
     assert fake_telegram.calls[1][1]["photo"] == "PHOTO-FILE-ID"
     assert OutboundMessage.select().where(OutboundMessage.state == "sent").count() == 2
 
 
 def test_stale_file_id_falls_back_to_url(
-    demo_bot: BotConfig,
-    telegram: TelegramGateway,
-    fake_telegram: FakeTelegramTransport,
-    throttle: Throttle,
-    redis_client: redis.Redis,
+    demo_bot: BotConfig, send: SendWelcome, fake_telegram: FakeTelegramTransport, redis_client: redis.Redis
 ) -> None:
     redis_client.hset(funnel.FILE_IDS.format(bot_id="demo"), "https://example.com/welcome.jpg", "OLD")
     fake_telegram.queue("sendPhoto", telegram_error(400, "Bad Request: wrong file identifier/HTTP URL specified"))
-    outcome = funnel.send_welcome(demo_bot, lead(demo_bot), 1, telegram, throttle, redis_client)
+    outcome = send(demo_bot, lead(demo_bot), 1)
     assert outcome is not None and outcome.sent and outcome.failed is None
     assert [c[1]["photo"] for c in fake_telegram.calls] == ["OLD", "https://example.com/welcome.jpg"]
 
 
 def test_429_waits_retry_after_then_sends(
-    demo_bot: BotConfig,
-    telegram: TelegramGateway,
-    fake_telegram: FakeTelegramTransport,
-    throttle: Throttle,
-    redis_client: redis.Redis,
+    demo_bot: BotConfig, send: SendWelcome, fake_telegram: FakeTelegramTransport
 ) -> None:
     fake_telegram.queue("sendPhoto", telegram_error(429, "Too Many Requests: retry after 1", retry_after=1))
-    outcome = funnel.send_welcome(demo_bot, lead(demo_bot), 1, telegram, throttle, redis_client)
+    outcome = send(demo_bot, lead(demo_bot), 1)
     assert outcome is not None and len(outcome.sent) == 1
     assert fake_telegram.methods() == ["sendPhoto", "sendPhoto"]
     assert OutboundMessage.get().state == "sent"
 
 
 def test_long_flood_wait_goes_back_to_the_queue(
-    demo_bot: BotConfig,
-    telegram: TelegramGateway,
-    fake_telegram: FakeTelegramTransport,
-    throttle: Throttle,
-    redis_client: redis.Redis,
+    demo_bot: BotConfig, send: SendWelcome, fake_telegram: FakeTelegramTransport
 ) -> None:
     import dramatiq
 
     fake_telegram.queue("sendPhoto", telegram_error(429, "Too Many Requests: retry after 40", retry_after=40))
     with pytest.raises(dramatiq.Retry) as exc:
-        funnel.send_welcome(demo_bot, lead(demo_bot), 1, telegram, throttle, redis_client)
+        send(demo_bot, lead(demo_bot), 1)
     assert exc.value.delay is not None and exc.value.delay >= 40_000
     assert OutboundMessage.get().state == "pending"  # released: the retry will send it
 
 
 def test_blocked_user_is_marked_unreachable_and_gets_nothing_more(
-    demo_bot: BotConfig,
-    telegram: TelegramGateway,
-    fake_telegram: FakeTelegramTransport,
-    throttle: Throttle,
-    redis_client: redis.Redis,
+    demo_bot: BotConfig, send: SendWelcome, fake_telegram: FakeTelegramTransport
 ) -> None:
     fake_telegram.queue("sendPhoto", telegram_error(403, "Forbidden: bot was blocked by the user"))
     ana = lead(demo_bot)
-    outcome = funnel.send_welcome(demo_bot, ana, 1, telegram, throttle, redis_client)
+    outcome = send(demo_bot, ana, 1)
     assert outcome is not None and outcome.blocked
     row = Lead.get_by_id(ana.lead_id)
     assert not row.reachable and row.unreachable_since is not None
-    assert funnel.send_welcome(demo_bot, funnel.Recipient.of(row), 2, telegram, throttle, redis_client) is None
+    assert send(demo_bot, funnel.Recipient.of(row), 2) is None
     assert fake_telegram.methods() == ["sendPhoto"]
 
 
 def test_bad_request_is_recorded_not_retried(
-    demo_bot: BotConfig,
-    telegram: TelegramGateway,
-    fake_telegram: FakeTelegramTransport,
-    throttle: Throttle,
-    redis_client: redis.Redis,
+    demo_bot: BotConfig, send: SendWelcome, fake_telegram: FakeTelegramTransport
 ) -> None:
     bot = dataclasses.replace(demo_bot, welcome_media_url=None)
     fake_telegram.queue("sendMessage", telegram_error(400, "Bad Request: chat not found"))
-    outcome = funnel.send_welcome(bot, lead(bot), 1, telegram, throttle, redis_client)
+    outcome = send(bot, lead(bot), 1)
     assert outcome is not None and outcome.failed == "Bad Request: chat not found"
     row = OutboundMessage.get()
     assert row.state == "failed" and row.error == "Bad Request: chat not found"
-    funnel.send_welcome(bot, lead(bot), 1, telegram, throttle, redis_client)
+    send(bot, lead(bot), 1)
     assert len(fake_telegram.calls) == 1
 
 
 def test_transient_error_releases_the_send_for_a_retry(
-    demo_bot: BotConfig,
-    telegram: TelegramGateway,
-    fake_telegram: FakeTelegramTransport,
-    throttle: Throttle,
-    redis_client: redis.Redis,
+    demo_bot: BotConfig, send: SendWelcome, fake_telegram: FakeTelegramTransport
 ) -> None:
     fake_telegram.queue("sendPhoto", telegram_error(502, "Bad Gateway"))
     with pytest.raises(TelegramTransient):
-        funnel.send_welcome(demo_bot, lead(demo_bot), 1, telegram, throttle, redis_client)
+        send(demo_bot, lead(demo_bot), 1)
     assert OutboundMessage.get().state == "pending"
-    funnel.send_welcome(demo_bot, lead(demo_bot), 1, telegram, throttle, redis_client)
+    send(demo_bot, lead(demo_bot), 1)
     assert OutboundMessage.get().state == "sent" and len(fake_telegram.calls) == 2
 
 
 def test_lost_answer_is_not_resent_for_a_welcome(
-    demo_bot: BotConfig,
-    telegram: TelegramGateway,
-    fake_telegram: FakeTelegramTransport,
-    throttle: Throttle,
-    redis_client: redis.Redis,
+    demo_bot: BotConfig, send: SendWelcome, fake_telegram: FakeTelegramTransport
 ) -> None:
     fake_telegram.queue("sendPhoto", httpx.ReadTimeout("no answer"))
-    funnel.send_welcome(demo_bot, lead(demo_bot), 1, telegram, throttle, redis_client)
-    funnel.send_welcome(demo_bot, lead(demo_bot), 1, telegram, throttle, redis_client)
+    send(demo_bot, lead(demo_bot), 1)
+    send(demo_bot, lead(demo_bot), 1)
     assert OutboundMessage.get().state == "unknown" and len(fake_telegram.calls) == 1
 
 

@@ -1,5 +1,7 @@
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis
 from dramatiq import Message
 
@@ -76,31 +78,30 @@ def test_other_kinds(demo_bot: BotConfig) -> None:
     assert updates.route_update(demo_bot, {"update_id": 8, "edited_message": {}}).kind == "other"
 
 
-def follow(
-    bot: BotConfig, update: dict[str, Any], telegram: TelegramGateway, throttle: Throttle, cache: redis.Redis
-) -> None:
-    updates.follow_up(bot, updates.route_update(bot, update), update, telegram, throttle, cache)
+Follow = Callable[[BotConfig, dict[str, Any]], None]
+
+
+@pytest.fixture
+def follow(telegram: TelegramGateway, throttle: Throttle, redis_client: redis.Redis) -> Follow:
+    """Route an update and run its next stage, as the updates.route actor does."""
+
+    def route_and_follow(bot: BotConfig, update: dict[str, Any]) -> None:
+        updates.follow_up(bot, updates.route_update(bot, update), update, telegram, throttle, redis_client)
+
+    return route_and_follow
 
 
 def test_welcome_follows_start_once_however_often_the_update_comes(
-    demo_bot: BotConfig,
-    telegram: TelegramGateway,
-    fake_telegram: FakeTelegramTransport,
-    throttle: Throttle,
-    redis_client: redis.Redis,
+    demo_bot: BotConfig, follow: Follow, fake_telegram: FakeTelegramTransport, redis_client: redis.Redis
 ) -> None:
     for _ in range(3):  # Telegram repeats it, or a worker died after recording it
-        follow(demo_bot, start_update(20), telegram, throttle, redis_client)
+        follow(demo_bot, start_update(20))
     assert fake_telegram.methods() == ["sendPhoto"]
     assert fake_telegram.calls[0][1]["chat_id"] == 42
 
 
 def test_callback_is_answered(
-    demo_bot: BotConfig,
-    telegram: TelegramGateway,
-    fake_telegram: FakeTelegramTransport,
-    throttle: Throttle,
-    redis_client: redis.Redis,
+    demo_bot: BotConfig, follow: Follow, fake_telegram: FakeTelegramTransport, redis_client: redis.Redis
 ) -> None:
     callback = {
         "update_id": 5,
@@ -111,20 +112,16 @@ def test_callback_is_answered(
             "message": {"message_id": 3, "chat": {"id": 42, "type": "private"}},
         },
     }
-    follow(demo_bot, callback, telegram, throttle, redis_client)
-    follow(demo_bot, callback, telegram, throttle, redis_client)
+    follow(demo_bot, callback)
+    follow(demo_bot, callback)
     assert fake_telegram.calls == [("answerCallbackQuery", {"callback_query_id": "cbq-1"})]
 
 
 def test_welcome_that_cannot_go_now_is_handed_to_the_funnel_actor(
-    demo_bot: BotConfig,
-    telegram: TelegramGateway,
-    fake_telegram: FakeTelegramTransport,
-    throttle: Throttle,
-    redis_client: redis.Redis,
+    demo_bot: BotConfig, follow: Follow, fake_telegram: FakeTelegramTransport, redis_client: redis.Redis
 ) -> None:
     fake_telegram.queue("sendPhoto", telegram_error(429, "Too Many Requests: retry after 30", retry_after=30))
-    follow(demo_bot, start_update(30), telegram, throttle, redis_client)
+    follow(demo_bot, start_update(30))
     [handed] = queued("funnel.DQ")  # delayed by Telegram's retry_after
     lead = Lead.get()
     assert (handed.actor_name, handed.args) == ("funnel.welcome", ("demo", lead.id, 30))
@@ -133,5 +130,5 @@ def test_welcome_that_cannot_go_now_is_handed_to_the_funnel_actor(
 
     redis_client.flushdb()  # the bot's flood pause is over
     fake_telegram.queue("sendPhoto", telegram_error(502, "Bad Gateway"))
-    follow(demo_bot, start_update(31), telegram, throttle, redis_client)
+    follow(demo_bot, start_update(31))
     assert [m.args for m in queued("funnel")] == [("demo", lead.id, 31)]
