@@ -20,6 +20,7 @@ from dramatiq.middleware import (
 )
 
 import settings
+from actors.metrics import SharedCounters, WorkerMetrics
 from actors.middleware import DbConnection
 from db.database import init_db
 from gateways.telegram import TelegramPermanent
@@ -51,9 +52,11 @@ def redis_client(url: str | None = None) -> redis.Redis:
     )
 
 
-def make_broker(url: str | None = None) -> RedisBroker:
+def make_broker(url: str | None = None) -> tuple[RedisBroker, SharedCounters]:
+    client = redis_client(url)
+    counters = SharedCounters(client)
     broker = RedisBroker(
-        client=redis_client(url),
+        client=client,
         heartbeat_timeout=settings.WORKER_HEARTBEAT_TIMEOUT_MS,
         maintenance_chance=settings.BROKER_MAINTENANCE_CHANCE,
         middleware=[
@@ -62,6 +65,7 @@ def make_broker(url: str | None = None) -> RedisBroker:
             ShutdownNotifications(),
             Callbacks(),
             Pipelines(),
+            WorkerMetrics(counters),  # before Retries: its after-hook runs after Retries' verdict
             Retries(),
             CurrentMessage(),
             DbConnection(),
@@ -69,9 +73,9 @@ def make_broker(url: str | None = None) -> RedisBroker:
     )
     for queue in QUEUES:
         broker.declare_queue(queue)
-    return broker
+    return broker, counters
 
 
-broker = make_broker()
+broker, counters = make_broker()
 dramatiq.set_broker(broker)
 init_db()

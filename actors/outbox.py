@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import dramatiq
 
+from actors.broker import counters
 from actors.throttle import Throttle
 from db import hot
 from db.database import utcnow
@@ -152,6 +153,7 @@ def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str
         try:
             result = telegram.call(token, send.method, params)
         except TelegramRetryAfter as exc:
+            counters.inc("grimbots_telegram_flood_waits_total", {"method": send.method})
             throttle.pause_bot(bot_id, exc.retry_after)
             if exc.retry_after <= MAX_INLINE_FLOOD_WAIT and attempt == 0:
                 time.sleep(exc.retry_after)
@@ -173,17 +175,20 @@ def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str
             _release(send.key)
             raise
         except TelegramBlocked as exc:
+            counters.inc("grimbots_telegram_sends_total", {"method": send.method, "outcome": "blocked"})
             _finish(send.key, "failed", error=exc.description)
             return Outcome(blocked=True, failed=exc.description)
         except TelegramPermanent as exc:
             if send.fallback is not None and params is send.params:
                 params = send.fallback
                 continue
+            counters.inc("grimbots_telegram_sends_total", {"method": send.method, "outcome": "rejected"})
             _finish(send.key, "failed", error=exc.description)
             log.warning("telegram send rejected key=%s method=%s error=%s", send.key, send.method, exc.description)
             return Outcome(failed=exc.description)
         message_id = result.get("message_id") if isinstance(result, dict) else None
         _finish(send.key, "sent", message_id=message_id)
+        counters.inc("grimbots_telegram_sends_total", {"method": send.method, "outcome": "sent"})
         return result
     _release(send.key)
     raise dramatiq.Retry(f"{send.method}: flood wait", delay=1000)

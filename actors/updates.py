@@ -13,7 +13,7 @@ import dramatiq
 import redis
 
 from actors import funnel, runtime
-from actors.broker import UPDATES, retry_when
+from actors.broker import UPDATES, counters, retry_when
 from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig
@@ -129,6 +129,7 @@ def route_update(bot: BotConfig, update: dict[str, Any]) -> Routed:
     with transaction():
         new = hot.record_update(bot.id, update_id, kind, utcnow())
         lead = _record(bot, kind, update) if new else _known_lead(bot, kind, update)
+    counters.inc("grimbots_updates_total", {"kind": kind, "repeated": "false" if new else "true"})
     if new:
         log.info("update routed bot=%s update=%s kind=%s", bot.id, update_id, kind)
     else:

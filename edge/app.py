@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
+import redis
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -22,7 +23,7 @@ import telemetry
 from db.catalog import Catalog
 from db.database import db, init_db
 from edge.enqueue import BatchEnqueuer
-from edge.metrics import MetricsMiddleware, metrics_endpoint
+from edge.metrics import MetricsMiddleware, metrics_endpoint, register_shared_collector
 from edge.webhooks import Edge, WebhookEndpoint
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
 
 def create_app(*, redis_url: str | None = None, poll_seconds: float | None = None) -> Edge:
     telemetry.init_sentry()
+    register_shared_collector(redis.Redis.from_url(redis_url or settings.REDIS_URL, socket_timeout=1.0,
+                                                   socket_connect_timeout=0.5))  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

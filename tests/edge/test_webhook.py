@@ -136,3 +136,20 @@ def test_spliced_message_is_what_dramatiq_would_encode() -> None:
         theirs.queue_name, theirs.actor_name, theirs.args, theirs.kwargs)  # fmt: skip
     assert ours.message_id == redis_id == ours.options["redis_message_id"]
     assert abs(ours.message_timestamp - theirs.message_timestamp) < 5_000
+
+
+def test_metrics_show_queues_and_shared_worker_counters(client: TestClient) -> None:
+    from actors.metrics import SharedCounters
+
+    client.post(URL, json={"update_id": 6}, headers=GOOD)
+    client.post(URL, json={"update_id": 7}, headers=GOOD)
+    worker_counters = SharedCounters(broker.client)
+    worker_counters.inc(
+        "grimbots_worker_messages_total", {"actor": "updates.route", "queue": "updates", "outcome": "done"}, 5
+    )
+    worker_counters.flush()
+    text = client.get("/metrics").text
+    assert 'grimbots_queue_ready{queue="updates"} 2.0' in text
+    assert 'grimbots_queue_dead{queue="updates"} 0.0' in text
+    assert 'grimbots_worker_messages_total{actor="updates.route",outcome="done",queue="updates"} 5.0' in text
+    assert "grimbots_metrics_redis_up 1.0" in text
