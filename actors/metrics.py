@@ -10,6 +10,8 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -132,3 +134,58 @@ class WorkerMetrics(dramatiq.Middleware):
         self._started.pop(message.message_id, None)
         labels = {"actor": message.actor_name, "queue": message.queue_name, "outcome": "skipped"}
         self.counters.inc("grimbots_worker_messages_total", labels)
+
+
+HEARTBEAT_PREFIX = "grimbots:heartbeat"
+HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_TTL_SECONDS = 20
+
+
+def heartbeat_key(role: str) -> str:
+    return f"{HEARTBEAT_PREFIX}:{role}:{socket.gethostname()}:{os.getpid()}"
+
+
+def beat(client: redis.Redis, role: str, info: dict[str, Any]) -> None:
+    """Say this process is alive (the key expires unless renewed)."""
+    client.set(heartbeat_key(role), json.dumps({**info, "at": time.time()}), ex=HEARTBEAT_TTL_SECONDS)
+
+
+def processes(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every process whose heartbeat has not expired: role, host, pid, seconds since its last beat."""
+    seen = []
+    for key in client.scan_iter(f"{HEARTBEAT_PREFIX}:*", count=500):
+        raw = client.get(key)
+        if raw is None:
+            continue
+        _, role, host, pid = (key.decode() if isinstance(key, bytes) else key).rsplit(":", 3)
+        info = json.loads(raw)
+        seen.append({"role": role, "host": host, "pid": int(pid), "age_seconds": round(time.time() - info.pop("at"), 1),
+                     **info})  # fmt: skip
+    return sorted(seen, key=lambda p: (p["role"], p["host"], p["pid"]))
+
+
+class Heartbeat(dramatiq.Middleware):
+    """A worker process's heartbeat, from worker boot until it stops or dies."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        queues = worker.consumer_whitelist or {q for q in broker.get_declared_queues() if not q.endswith(".DQ")}
+        info = {"queues": sorted(queues), "threads": worker.worker_threads}
+
+        def run() -> None:
+            while True:
+                try:
+                    beat(self.client, "worker", info)
+                except redis.RedisError as exc:
+                    log.warning("heartbeat failed error=%s", type(exc).__name__)
+                time.sleep(HEARTBEAT_SECONDS)
+
+        threading.Thread(target=run, name="heartbeat", daemon=True).start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        try:
+            self.client.delete(heartbeat_key("worker"))
+        except redis.RedisError:
+            pass

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +22,7 @@ from starlette.routing import Route
 
 import settings
 import telemetry
+from actors.metrics import HEARTBEAT_PREFIX, HEARTBEAT_TTL_SECONDS, heartbeat_key
 from db.catalog import Catalog
 from db.database import db, init_db
 from edge.enqueue import BatchEnqueuer
@@ -42,6 +45,7 @@ class EdgeState:
         self.redis = aioredis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self.enqueuer = BatchEnqueuer(self.redis)
         self.poll_seconds = poll_seconds
+        self.stopping = asyncio.Event()
 
     def _refresh(self) -> None:
         with db.connection_context():
@@ -53,12 +57,19 @@ class EdgeState:
         await anyio.to_thread.run_sync(self._refresh)
 
     async def poll_config(self) -> None:
-        while True:
+        """Reload configuration when it changed, and say this process is alive, every poll."""
+        while not self.stopping.is_set():
             try:
                 await self.refresh()
             except Exception as exc:  # noqa: BLE001 - keep serving the last snapshot
                 log.warning("edge config refresh failed error=%s", type(exc).__name__)
-            await asyncio.sleep(self.poll_seconds)
+            try:
+                info = json.dumps({"bots": len(self.secrets), "at": time.time()})
+                await self.redis.set(heartbeat_key("web"), info, ex=HEARTBEAT_TTL_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - /ready reports Redis; this is only a heartbeat
+                log.debug("edge heartbeat failed error=%s", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.poll_seconds)
 
 
 def state(request: Request) -> EdgeState:
@@ -74,11 +85,20 @@ def _db_ping() -> None:
         db.execute_sql("SELECT 1")
 
 
+async def _workers_alive(edge: EdgeState) -> int:
+    keys = [key async for key in edge.redis.scan_iter(f"{HEARTBEAT_PREFIX}:worker:*", count=500)]
+    return len(keys)
+
+
 async def ready(request: Request) -> Response:
+    """200 when Redis and the database answer (CONTRACT §4). How many workers have a fresh
+    heartbeat is reported too, but does not fail the check: the edge can take webhooks without them."""
     edge = state(request)
     failed: dict[str, str] = {}
+    workers = None
     try:
         await asyncio.wait_for(edge.redis.ping(), 1.0)
+        workers = await asyncio.wait_for(_workers_alive(edge), 1.0)
     except Exception as exc:  # noqa: BLE001
         failed["redis"] = type(exc).__name__
     try:
@@ -87,8 +107,8 @@ async def ready(request: Request) -> Response:
     except Exception as exc:  # noqa: BLE001
         failed["database"] = type(exc).__name__
     if failed:
-        return JSONResponse({"ready": False, "failed": failed}, status_code=503)
-    return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False, "failed": failed, "workers_alive": workers}, status_code=503)
+    return JSONResponse({"ready": True, "workers_alive": workers})
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
@@ -119,10 +139,23 @@ def create_app(*, redis_url: str | None = None, poll_seconds: float | None = Non
             yield {}
         finally:
             poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
-            await edge.enqueuer.stop()
-            await edge.redis.aclose()
+            import sys
+
+            done, _ = await asyncio.wait({poller}, timeout=3.0)
+            if not done:
+                print("POLLER STUCK", file=sys.stderr)
+                poller.print_stack(file=sys.stderr)
+            for step, awaitable in (
+                ("poller", poller),
+                ("enqueuer", edge.enqueuer.stop()),
+                ("redis", edge.redis.aclose()),
+            ):
+                try:
+                    await asyncio.wait_for(awaitable, 3.0)
+                except asyncio.CancelledError:
+                    pass
+                except TimeoutError:
+                    log.warning("edge shutdown step timed out step=%s", step)
 
     routes = [
         Route("/webhook/telegram/{bot_id}", WebhookEndpoint(), methods=["POST"]),

@@ -119,6 +119,49 @@ def queues(as_json: bool) -> None:
         click.echo(f"{s.queue:<14}{s.ready:>8}{s.in_flight:>11}{s.delayed:>9}{s.dead:>7}  {age}")
 
 
+@cli.command(help="One screen: live processes (by heartbeat), queues, worker outcomes and error rate, updates.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    from actors.broker import QUEUES
+    from actors.metrics import processes, read
+    from ops.queues import queue_stats
+
+    client = _broker_client()
+    seen = processes(client)
+    stats = [queue_stats(client, q).as_dict() for q in QUEUES]
+    outcomes: dict[str, float] = {}
+    updates: dict[str, float] = {}
+    for name, labels, value in read(client):
+        if name == "grimbots_worker_messages_total":
+            outcomes[labels["outcome"]] = outcomes.get(labels["outcome"], 0) + value
+        elif name == "grimbots_updates_total":
+            key = "repeated" if labels["repeated"] == "true" else labels["kind"]
+            updates[key] = updates.get(key, 0) + value
+    handled = sum(outcomes.values())
+    errors = outcomes.get("retried", 0) + outcomes.get("failed", 0)
+    error_rate = errors / handled if handled else 0.0
+    if as_json:
+        doc = {"processes": seen, "queues": stats, "messages": outcomes, "error_rate": error_rate, "updates": updates}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"processes ({len(seen)} alive)")
+    for p in seen:
+        extra = " ".join(f"{k}={v}" for k, v in p.items() if k not in ("role", "host", "pid", "age_seconds"))
+        click.echo(f"  {p['role']:<8}{p['host']}:{p['pid']:<8} beat {p['age_seconds']}s ago  {extra}")
+    if not any(p["role"] == "worker" for p in seen):
+        click.echo("  no worker is alive: nothing is being processed")
+    click.echo("queues")
+    for q in stats:
+        age = "-" if q["oldest_ready_age_seconds"] is None else f"{q['oldest_ready_age_seconds']:.1f}s"
+        depths = f"ready {q['ready']:<6} in flight {q['in_flight']:<5} delayed {q['delayed']:<5} dead {q['dead']:<5}"
+        click.echo(f"  {q['queue']:<12} {depths} oldest {age}")
+    retried, dead = int(outcomes.get("retried", 0)), int(outcomes.get("failed", 0))
+    click.echo(f"messages  {int(handled)} handled, {retried} retried, {dead} dead-lettered, "
+               f"error rate {error_rate:.2%} (since the counters began)")  # fmt: skip
+    click.echo("updates   " + (", ".join(f"{k} {int(v)}" for k, v in sorted(updates.items())) or "none yet"))
+    click.echo("payments  not tracked yet (charges and revenue come with the payments stage)")
+
+
 @cli.command("retry-dead", help="Move dead-lettered messages back to their queue (all queues unless --queue).")
 @click.option("--queue", "queue_name", help="Only this queue.")
 def retry_dead_command(queue_name: str | None) -> None:

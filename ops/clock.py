@@ -12,6 +12,8 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 import telemetry
 from actors import maintenance
+from actors.broker import broker
+from actors.metrics import HEARTBEAT_SECONDS, beat
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,12 @@ def build_scheduler() -> BlockingScheduler:
         max_instances=1,
         next_run_time=datetime.now(UTC),
     )
+    scheduler.add_job(_beat, "interval", seconds=HEARTBEAT_SECONDS, id="heartbeat", coalesce=True, max_instances=1)
     return scheduler
+
+
+def _beat() -> None:
+    beat(broker.client, "clock", {})
 
 
 def main() -> None:

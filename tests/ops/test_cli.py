@@ -92,3 +92,23 @@ def test_set_webhooks_calls_telegram_for_every_bot(demo_bot: BotConfig, tmp_path
         assert set(call["params"]["allowed_updates"]) == {"message", "callback_query", "my_chat_member"}
     finally:
         platform.close()
+
+
+def test_status_shows_live_processes_queues_and_outcomes(demo_bot: BotConfig) -> None:
+    from actors.metrics import beat
+
+    beat(broker.client, "worker", {"queues": ["updates"], "threads": 4})
+    broker.enqueue(updates.route.message("demo", {"update_id": 1}))
+    result = CliRunner().invoke(cli, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    [worker] = doc["processes"]
+    assert worker["role"] == "worker" and worker["threads"] == 4 and worker["age_seconds"] < 5
+    assert {q["queue"]: q["ready"] for q in doc["queues"]}["updates"] == 1
+    text = CliRunner().invoke(cli, ["status"]).output
+    assert "processes (1 alive)" in text and "updates" in text and "error rate" in text
+
+
+def test_status_says_when_no_worker_is_alive() -> None:
+    text = CliRunner().invoke(cli, ["status"]).output
+    assert "no worker is alive" in text
