@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import sys
+from contextvars import ContextVar
 from typing import Any
 
 import settings
@@ -29,6 +30,10 @@ SECRET_HEADERS = {
     "x-api-key",
 }
 REDACTED = "[redacted]"
+
+# The id that follows one update from the edge through every actor message it causes: the edge's
+# Dramatiq message id, carried on as the `correlation_id` option (actors/middleware.Correlation).
+correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 
 
 def scrub_text(text: str) -> str:
@@ -100,6 +105,9 @@ class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         when = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
         line = f"{when} {record.levelname.lower()} {record.name} {record.getMessage()}"
+        cid = correlation_id.get()
+        if cid:
+            line += f" cid={cid}"
         if record.exc_info:
             line += f" exc={record.exc_info[0].__name__ if record.exc_info[0] else ''}"
         return scrub_text(line)

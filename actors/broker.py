@@ -21,7 +21,7 @@ from dramatiq.middleware import (
 
 import settings
 from actors.metrics import Heartbeat, SharedCounters, WorkerMetrics
-from actors.middleware import DbConnection
+from actors.middleware import Correlation, DbConnection
 from db.database import init_db
 from gateways.telegram import TelegramPermanent
 
@@ -69,6 +69,7 @@ def make_broker(url: str | None = None) -> tuple[RedisBroker, SharedCounters]:
             Retries(),
             CurrentMessage(),
             DbConnection(),
+            Correlation(),
             Heartbeat(client),
         ],
     )
