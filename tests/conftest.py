@@ -89,6 +89,18 @@ def clean_state() -> Iterator[None]:
         db.close()
 
 
+def drain(queue: str) -> None:
+    """Run a real Dramatiq worker in this process until `queue` is empty."""
+    from dramatiq import Worker
+
+    worker = Worker(broker, worker_threads=1, queues={queue})
+    worker.start()
+    try:
+        broker.join(queue, timeout=10_000)
+    finally:
+        worker.stop()
+
+
 @pytest.fixture
 def redis_client() -> redis.Redis:
     return broker.client

@@ -1,12 +1,12 @@
 from typing import Any
 
 import redis
-from dramatiq import Worker
 
 from actors import updates
 from actors.broker import broker, counters
 from actors.metrics import SharedCounters, read
 from db.catalog import BotConfig
+from tests.conftest import drain
 
 
 def series(client: redis.Redis) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -39,12 +39,7 @@ def test_worker_counts_messages_by_outcome(demo_bot: BotConfig, redis_client: re
     redis_client.delete("grimbots:metrics")
     broker.enqueue(updates.route.message("demo", message(1)))
     broker.enqueue(updates.route.message("demo", message(1)))  # Telegram repeated it
-    worker = Worker(broker, worker_threads=1, queues={"updates"})
-    worker.start()
-    try:
-        broker.join("updates", timeout=10_000)
-    finally:
-        worker.stop()
+    drain("updates")
     counters.flush()
     got = series(redis_client)
     done = ("grimbots_worker_messages_total", (("actor", "updates.route"), ("outcome", "done"), ("queue", "updates")))

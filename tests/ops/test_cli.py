@@ -9,7 +9,6 @@ from typing import Any
 import dramatiq
 import httpx
 from click.testing import CliRunner
-from dramatiq import Worker
 
 from actors import updates
 from actors.broker import broker
@@ -17,6 +16,7 @@ from db.catalog import BotConfig
 from db.models import ProcessedUpdate
 from ops.cli import cli
 from ops.procs import ROOT, Platform, free_port
+from tests.conftest import drain
 
 
 def queues_json() -> dict[str, dict[str, Any]]:
@@ -49,12 +49,7 @@ def test_queues_counts_ready_and_dead_and_retry_dead_brings_them_back(demo_bot: 
     stats = queues_json()["updates"]
     assert (stats["ready"], stats["dead"]) == (2, 0)
 
-    worker = Worker(broker, worker_threads=1, queues={"updates"})
-    worker.start()
-    try:
-        broker.join("updates", timeout=10_000)
-    finally:
-        worker.stop()
+    drain("updates")
     assert {p.update_id for p in ProcessedUpdate.select()} == {77, 78}
 
 
