@@ -138,22 +138,13 @@ def create_app(*, redis_url: str | None = None, poll_seconds: float | None = Non
         try:
             yield {}
         finally:
-            poller.cancel()
-            import sys
-
-            done, _ = await asyncio.wait({poller}, timeout=3.0)
-            if not done:
-                print("POLLER STUCK", file=sys.stderr)
-                poller.print_stack(file=sys.stderr)
-            for step, awaitable in (
-                ("poller", poller),
-                ("enqueuer", edge.enqueuer.stop()),
-                ("redis", edge.redis.aclose()),
-            ):
+            # A stop signal, not task.cancel(): a cancel that lands inside anyio's to_thread call is
+            # taken by anyio as its own, and the poller would go on polling.
+            edge.stopping.set()
+            shutdown = (("poller", poller), ("enqueuer", edge.enqueuer.stop()), ("redis", edge.redis.aclose()))
+            for step, awaitable in shutdown:
                 try:
-                    await asyncio.wait_for(awaitable, 3.0)
-                except asyncio.CancelledError:
-                    pass
+                    await asyncio.wait_for(awaitable, 5.0)
                 except TimeoutError:
                     log.warning("edge shutdown step timed out step=%s", step)
 
