@@ -115,12 +115,15 @@ class _TextFormatter(logging.Formatter):
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        doc = {
+        doc: dict[str, Any] = {
             "ts": record.created,
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        cid = correlation_id.get()
+        if cid:
+            doc["cid"] = cid
         if record.exc_info and record.exc_info[0]:
             doc["exc"] = record.exc_info[0].__name__
         return scrub_text(json.dumps(doc, ensure_ascii=False))

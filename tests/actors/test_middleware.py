@@ -1,3 +1,4 @@
+import json
 import logging
 from typing import Any
 
@@ -22,6 +23,7 @@ def test_correlation_id_follows_an_update_into_the_messages_it_causes() -> None:
         broker.enqueue(funnel.welcome.message("demo", 1, 1))
         record = logging.LogRecord("x", logging.INFO, __file__, 1, "welcome handed over", None, None)
         assert f"cid={incoming.message_id}" in telemetry._TextFormatter().format(record)
+        assert json.loads(telemetry._JsonFormatter().format(record))["cid"] == incoming.message_id
     finally:
         middleware.after_process_message(broker, incoming)
     [handed] = stored("funnel")
