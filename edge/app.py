@@ -27,6 +27,7 @@ from db.catalog import Catalog
 from db.database import db, init_db
 from edge.enqueue import BatchEnqueuer
 from edge.metrics import MetricsMiddleware, metrics_endpoint, register_shared_collector
+from edge.webhooks import ROUTE as WEBHOOK_ROUTE
 from edge.webhooks import Edge, WebhookEndpoint
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def create_app(*, redis_url: str | None = None, poll_seconds: float | None = Non
                     log.warning("edge shutdown step timed out step=%s", step)
 
     routes = [
-        Route("/webhook/telegram/{bot_id}", WebhookEndpoint(), methods=["POST"]),
+        Route(WEBHOOK_ROUTE, WebhookEndpoint(), methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
