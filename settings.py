@@ -76,6 +76,14 @@ TELEGRAM_BOT_RATE = _env_int("TELEGRAM_BOT_RATE", 30)  # messages per second per
 TELEGRAM_CHAT_RATE = _env_int("TELEGRAM_CHAT_RATE", 1)  # messages per second per chat
 TELEGRAM_CHAT_BURST = _env_int("TELEGRAM_CHAT_BURST", 3)  # a welcome's parts go out together
 TELEGRAM_TIMEOUT_SECONDS = float(_env("TELEGRAM_TIMEOUT_SECONDS", "10"))
+# Payment gateways: request timeout; when a quiet pending charge is first asked about (then with
+# backoff up to PAYMENT_CHECK_MAX_SECONDS); how often the clock looks for such charges.
+PAYMENT_TIMEOUT_SECONDS = float(_env("PAYMENT_TIMEOUT_SECONDS", "10"))
+PAYMENT_FIRST_CHECK_SECONDS = _env_int("PAYMENT_FIRST_CHECK_SECONDS", 60)
+PAYMENT_CHECK_MAX_SECONDS = _env_int("PAYMENT_CHECK_MAX_SECONDS", 900)
+RECONCILE_INTERVAL_SECONDS = _env_int("RECONCILE_INTERVAL_SECONDS", 30)
+# One-use invite links made for delivery_chat_id stop working after this many hours.
+DELIVERY_INVITE_HOURS = _env_int("DELIVERY_INVITE_HOURS", 72)
 # Processed-update records older than this are pruned by the clock (Telegram keeps updates 24 h).
 PROCESSED_UPDATE_RETENTION_HOURS = _env_int("PROCESSED_UPDATE_RETENTION_HOURS", 72)
 

@@ -23,13 +23,15 @@ import settings
 from actors.metrics import Heartbeat, SharedCounters, WorkerMetrics
 from actors.middleware import Correlation, DbConnection
 from db.database import init_db
+from gateways.payments.base import PaymentPermanent
 from gateways.telegram import TelegramPermanent
 
 # Queues, one per pipeline stage; the Procfile groups them into worker process types.
 UPDATES = "updates"  # Telegram updates in, routed
 FUNNEL = "funnel"  # /start welcome and later funnel steps
+PAYMENTS = "payments"  # charges, payment notifications, reconciliation, deliveries
 MAINTENANCE = "maintenance"  # clock-driven housekeeping
-QUEUES = (UPDATES, FUNNEL, MAINTENANCE)
+QUEUES = (UPDATES, FUNNEL, PAYMENTS, MAINTENANCE)
 
 
 def retry_when(max_retries: int) -> Callable[[int, BaseException], bool]:
@@ -39,7 +41,7 @@ def retry_when(max_retries: int) -> Callable[[int, BaseException], bool]:
     def decide(retries: int, exc: BaseException) -> bool:
         if isinstance(exc, dramatiq.Retry):
             return True
-        if isinstance(exc, TelegramPermanent):
+        if isinstance(exc, (TelegramPermanent, PaymentPermanent)):
             return False
         return retries < max_retries
 

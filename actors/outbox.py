@@ -53,6 +53,8 @@ class Send:
     fallback: dict[str, Any] | None = None
     # Answers (answerCallbackQuery) are not messages: they do not count against the chat's rate.
     throttled: bool = True
+    # Uploads: field → (file name, bytes, content type); the call goes out as multipart.
+    files: dict[str, tuple[str, bytes, str]] | None = field(default=None, repr=False)
     on_sent: Callable[[Any], None] | None = field(default=None, compare=False)
 
 
@@ -151,7 +153,7 @@ def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str
     params = send.params
     for attempt in range(2):
         try:
-            result = telegram.call(token, send.method, params)
+            result = telegram.call(token, send.method, params, send.files)
         except TelegramRetryAfter as exc:
             counters.inc("grimbots_telegram_flood_waits_total", {"method": send.method})
             throttle.pause_bot(bot_id, exc.retry_after)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import httpx
 import redis
 
 import settings
 from actors.broker import broker
 from actors.throttle import Throttle
 from db.catalog import BotConfig, Catalog
+from gateways.payments import registry
+from gateways.payments.base import PaymentGateway
 from gateways.telegram import TelegramGateway, default_client
 
 
@@ -27,6 +30,31 @@ def bot_config(bot_id: str) -> BotConfig | None:
         cat.refresh()
         bot = cat.bot(bot_id)
     return bot
+
+
+_payment_gateways: dict[tuple[str, int | None], PaymentGateway] = {}
+
+
+def payment_gateway(gateway_id: str) -> PaymentGateway | None:
+    """The gateway's adapter as configured now; rebuilt when the configuration changes."""
+    cat = catalog()
+    cat.refresh_if_stale()
+    config = cat.gateway(gateway_id)
+    if config is None:
+        return None
+    key = (gateway_id, cat.version)
+    adapter = _payment_gateways.get(key)
+    if adapter is None:
+        adapter = registry.build(config.kind, gateway_id=config.id, webhook_secret=config.webhook_secret,
+                                 options=config.settings, client=payments_client(), bank=broker.client)  # fmt: skip
+        _payment_gateways.clear()  # older versions are of no use
+        _payment_gateways[key] = adapter
+    return adapter
+
+
+@lru_cache(maxsize=1)
+def payments_client() -> httpx.Client:
+    return registry.default_client(settings.PAYMENT_TIMEOUT_SECONDS)
 
 
 @lru_cache(maxsize=1)

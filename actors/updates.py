@@ -12,7 +12,7 @@ from typing import Any
 import dramatiq
 import redis
 
-from actors import funnel, runtime
+from actors import funnel, payments, runtime
 from actors.broker import UPDATES, counters, retry_when
 from actors.throttle import Throttle
 from db import hot
@@ -157,13 +157,33 @@ def follow_up(
             reason = type(exc).__name__
             log.info("welcome handed to funnel.welcome bot=%s lead=%s reason=%s", bot.id, lead.lead_id, reason)
             funnel.welcome.send_with_options(args=(bot.id, lead.lead_id, routed.update_id), delay=delay)
-    elif routed.kind == "callback":
+    elif routed.kind == "callback" and lead is not None:
         query = update["callback_query"]
         chat_id, callback_id = _callback_chat(query), str(query["id"])
+        action, target = parse_callback_data(query.get("data"))
+        if action == "check":  # answered by the check itself, with where the payment stands
+            payments.check.send(bot.id, lead.lead_id, target, chat_id, callback_id)
+            return
         try:
             funnel.answer_callback(bot, chat_id, callback_id, telegram, throttle)
         except (dramatiq.Retry, TelegramTransient):
             funnel.callback.send(bot.id, chat_id, callback_id)
+        if action == "buy":
+            # Gateways are slow and sometimes down: buying runs on the payments queue, never
+            # holding a thread that welcomes need.
+            payments.checkout_actor.send(bot.id, lead.lead_id, chat_id, target, routed.update_id)
+
+
+def parse_callback_data(data: Any) -> tuple[str | None, int]:
+    """("buy", offer id) for an offer's button, ("check", charge id) for "check payment", else (None, 0)."""
+    if isinstance(data, str):
+        prefix, _, rest = data.partition(":")
+        if rest.isdigit() and len(rest) <= 18:
+            if prefix == "buy":
+                return "buy", int(rest)
+            if prefix == "chk":
+                return "check", int(rest)
+    return None, 0
 
 
 @dramatiq.actor(

@@ -1,7 +1,7 @@
 """What a worker process loads: `dramatiq actors.workers --queues ...` (see the Procfile)."""
 
 import telemetry
-from actors import broker, funnel, maintenance, updates  # noqa: F401 - importing declares the actors
+from actors import broker, delivery, funnel, maintenance, payments, updates  # noqa: F401 - importing declares the actors
 
 telemetry.setup_logging()
 telemetry.init_sentry()

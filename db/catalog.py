@@ -1,4 +1,4 @@
-"""An in-memory snapshot of the configuration (bots, offers), shared by the edge and the workers.
+"""An in-memory snapshot of the configuration (gateways, bots, offers), shared by the edge and the workers.
 
 It reloads when `ops apply` bumps config_state.version, which each process polls at most every
 CONFIG_POLL_SECONDS: no query per request or per message, and a change is live within seconds."""
@@ -7,10 +7,34 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
-from db.models import Bot, ConfigState, Offer
+from db.models import Bot, ConfigState, Gateway, Offer
+
+# What buyers read around a payment, unless the bot's [bots.texts] says otherwise (README lists
+# the keys and their placeholders). answerCallbackQuery texts must stay within 200 characters.
+DEFAULT_TEXTS: dict[str, str] = {
+    "pix": "Pague com PIX copia e cola — toque no código para copiar:\n\n{code}\n\n"
+    "Valor: R$ {amount}. O acesso chega aqui assim que o pagamento for confirmado.",
+    "check_button": "Já paguei — verificar",
+    "payment_pending": "Ainda não recebemos seu pagamento. Assim que o PIX for confirmado, o acesso chega aqui.",
+    "payment_confirmed": "Pagamento confirmado!",
+    "charge_failed": "Não conseguimos gerar seu PIX agora. Tente novamente em instantes.",
+    "charge_expired": "Este PIX expirou. Toque no plano de novo para gerar outro.",
+}
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    id: str
+    kind: str
+    webhook_secret: str
+    settings: dict[str, str]
+
+    def __repr__(self) -> str:  # never print secrets or keys
+        return f"GatewayConfig(id={self.id!r}, kind={self.kind!r})"
 
 
 @dataclass(frozen=True)
@@ -37,9 +61,27 @@ class BotConfig:
     welcome_text: str
     welcome_media_url: str | None
     offers: tuple[OfferConfig, ...]
+    texts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TEXTS))
+    charge_minutes: int = 30
+    send_qr: bool = True
 
     def __repr__(self) -> str:  # never print the token or secrets
         return f"BotConfig(id={self.id!r}, username={self.username!r})"
+
+    def offer(self, offer_id: int) -> OfferConfig | None:
+        return next((o for o in self.offers if o.id == offer_id), None)
+
+    def text(self, name: str, **values: Any) -> str:
+        """A buyer text with its {placeholders} filled (plain replacement: a seller's stray
+        brace is just a brace)."""
+        text = self.texts.get(name) or DEFAULT_TEXTS[name]
+        for key, value in values.items():
+            text = text.replace("{" + key + "}", str(value))
+        return text
+
+
+def load_gateways() -> dict[str, GatewayConfig]:
+    return {g.id: GatewayConfig(g.id, g.kind, g.webhook_secret, dict(g.settings or {})) for g in Gateway.select()}
 
 
 def load_bots() -> dict[str, BotConfig]:
@@ -62,6 +104,9 @@ def load_bots() -> dict[str, BotConfig]:
             welcome_text=b.welcome_text,
             welcome_media_url=b.welcome_media_url,
             offers=tuple(offers.get(b.id, ())),
+            texts={**DEFAULT_TEXTS, **(b.texts or {})},
+            charge_minutes=b.charge_minutes,
+            send_qr=b.send_qr,
         )
         for b in Bot.select()
     }
@@ -79,6 +124,7 @@ class Catalog:
         self.poll_seconds = poll_seconds
         self.version: int | None = None
         self.bots: dict[str, BotConfig] = {}
+        self.gateways: dict[str, GatewayConfig] = {}
         self._checked_at = 0.0
         self._lock = threading.Lock()
 
@@ -93,8 +139,8 @@ class Catalog:
             version = current_version()
             if version == self.version:
                 return False
-            bots = load_bots()
-            self.bots, self.version = bots, version
+            bots, gateways = load_bots(), load_gateways()
+            self.bots, self.gateways, self.version = bots, gateways, version
             return True
 
     def refresh_if_stale(self) -> None:
@@ -103,3 +149,6 @@ class Catalog:
 
     def bot(self, bot_id: str) -> BotConfig | None:
         return self.bots.get(bot_id)
+
+    def gateway(self, gateway_id: str) -> GatewayConfig | None:
+        return self.gateways.get(gateway_id)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from peewee import (
     AutoField,
     BigIntegerField,
@@ -17,6 +20,16 @@ from peewee import (
 
 from db.crypto import EncryptedField, EncryptedJSONField
 from db.database import db, utcnow
+
+
+class JSONField(TextField):
+    """A JSON document in a text column (the same on SQLite and PostgreSQL)."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
 
 
 class BaseModel(Model):
@@ -47,6 +60,9 @@ class Bot(BaseModel):
     pixel_test_event_code = CharField(max_length=64, null=True)
     welcome_text = TextField(default="")
     welcome_media_url = TextField(null=True)
+    texts = JSONField(default=dict)  # what buyers read around a payment; defaults in db/catalog.py
+    charge_minutes = IntegerField(default=30)  # how long a PIX charge can be paid
+    send_qr = BooleanField(default=True)  # a QR image with the copy-and-paste code
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
@@ -128,6 +144,83 @@ class OutboundMessage(BaseModel):
         indexes = ((("created_at",), False),)
 
 
+class Charge(BaseModel):
+    """A PIX charge for one lead and one offer. Status moves only by conditional updates in
+    actors/payments.py: creating → pending → paid | expired | refunded | failed (and paid →
+    refunded; expired → paid when the money arrives late: the buyer paid, the buyer gets access).
+
+    `open_key` ("{lead}:{offer}") is set while the charge is the one a new tap should reuse; its
+    unique index is what lets only one charge per lead and offer be open at a time."""
+
+    id = AutoField()
+    bot_id = CharField(max_length=64)
+    lead_id = IntegerField()
+    offer_id = IntegerField()
+    gateway_id = CharField(max_length=64)
+    gateway_kind = CharField(max_length=32)
+    external_id = CharField(max_length=128, null=True)  # the gateway's charge id
+    idempotency_key = CharField(max_length=64, unique=True)
+    open_key = CharField(max_length=64, null=True, unique=True)
+    created_by_update = BigIntegerField(null=True)  # the button press that created it
+    amount = DecimalField(max_digits=12, decimal_places=2)
+    status = CharField(max_length=16, default="creating")
+    br_code = TextField(null=True)
+    expires_at = DateTimeField(null=True)
+    paid_amount = DecimalField(max_digits=12, decimal_places=2, null=True)
+    underpaid = BooleanField(default=False)
+    error = TextField(null=True)
+    checks = IntegerField(default=0)
+    next_check_at = DateTimeField(null=True)
+    shown_at = DateTimeField(null=True)  # when the code message last went to the buyer
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+    paid_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = (
+            (("gateway_id", "external_id"), True),
+            (("status", "next_check_at"), False),
+            (("bot_id", "created_at"), False),
+            (("lead_id", "offer_id"), False),
+        )
+
+
+class Delivery(BaseModel):
+    """What a paid charge bought, delivered once: created in the transaction that marks the charge
+    paid, so a paid charge without its delivery cannot exist."""
+
+    id = AutoField()
+    charge_id = IntegerField(unique=True)
+    bot_id = CharField(max_length=64)
+    state = CharField(max_length=16, default="pending")  # pending | sent | failed
+    invite_link = TextField(null=True)  # the one-use link made for delivery_chat_id
+    attempts = IntegerField(default=0)
+    error = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+    delivered_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("state", "updated_at"), False),)
+
+
+class PaymentNotification(BaseModel):
+    """Every authenticated notification a gateway sent, and what it led to."""
+
+    id = AutoField()
+    gateway_id = CharField(max_length=64)
+    external_id = CharField(max_length=128)
+    reported_status = CharField(max_length=16, null=True)
+    amount = DecimalField(max_digits=12, decimal_places=2, null=True)
+    outcome = CharField(max_length=32)  # applied | repeated | unknown_charge | underpaid | ignored
+    charge_id = IntegerField(null=True)
+    received_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "payment_notification"
+        indexes = ((("gateway_id", "external_id"), False), (("received_at",), False))
+
+
 class ConfigState(BaseModel):
     """A single row whose version `ops apply` bumps in the same transaction as the change it makes;
     running processes poll it to reload their cached configuration."""
@@ -140,4 +233,5 @@ class ConfigState(BaseModel):
         table_name = "config_state"
 
 
-MODELS = [Gateway, Bot, Offer, Lead, ProcessedUpdate, OutboundMessage, ConfigState]
+MODELS = [Gateway, Bot, Offer, Lead, ProcessedUpdate, OutboundMessage, Charge, Delivery, PaymentNotification,
+          ConfigState]  # fmt: skip

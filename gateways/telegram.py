@@ -14,6 +14,7 @@ with their text."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -63,11 +64,18 @@ class TelegramGateway:
         self.client = client
         self.base_url = base_url.rstrip("/")
 
-    def call(self, token: str, method: str, params: dict[str, Any]) -> Any:
-        """POST one Bot API method; returns its `result` or raises a TelegramError."""
+    def call(
+        self, token: str, method: str, params: dict[str, Any], files: dict[str, tuple[str, bytes, str]] | None = None
+    ) -> Any:
+        """POST one Bot API method; returns its `result` or raises a TelegramError. With `files`
+        (field → (file name, bytes, content type)) the call is multipart: what a photo upload needs."""
         url = f"{self.base_url}/bot{token}/{method}"
         try:
-            response = self.client.post(url, json=params)
+            if files:
+                form = {k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()}
+                response = self.client.post(url, data=form, files=files)
+            else:
+                response = self.client.post(url, json=params)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # The request never reached Telegram.
             raise TelegramTransient(method, f"connection failed ({type(exc).__name__})") from None

@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+import settings
 import telemetry
-from actors import maintenance
+from actors import maintenance, payments
 from actors.broker import broker
 from actors.metrics import HEARTBEAT_SECONDS, beat
 
@@ -28,6 +29,14 @@ def build_scheduler() -> BlockingScheduler:
         coalesce=True,
         max_instances=1,
         next_run_time=datetime.now(UTC),
+    )
+    scheduler.add_job(
+        payments.reconcile.send,
+        "interval",
+        seconds=settings.RECONCILE_INTERVAL_SECONDS,
+        id="reconcile",
+        coalesce=True,
+        max_instances=1,
     )
     scheduler.add_job(_beat, "interval", seconds=HEARTBEAT_SECONDS, id="heartbeat", coalesce=True, max_instances=1)
     return scheduler

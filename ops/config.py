@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from db.catalog import DEFAULT_TEXTS
 from db.database import transaction, utcnow
 from db.models import Bot, ConfigState, Gateway, Offer
 
@@ -39,8 +40,13 @@ BOT_KEYS = {
     "pixel_test_event_code",
     "welcome",
     "offers",
+    "texts",
+    "checkout",
 }
 WELCOME_KEYS = {"text", "media_url"}
+CHECKOUT_KEYS = {"expires_minutes", "send_qr"}
+# answerCallbackQuery texts: Telegram takes at most 200 characters
+CALLBACK_TEXTS = {"payment_pending", "payment_confirmed"}
 OFFER_KEYS = {"id", "label", "price", "delivery_text", "delivery_link", "delivery_chat_id"}
 
 
@@ -83,6 +89,9 @@ class BotSpec:
     welcome_text: str
     welcome_media_url: str | None
     offers: tuple[OfferSpec, ...]
+    texts: dict[str, str] = field(default_factory=dict)  # overrides of db.catalog.DEFAULT_TEXTS
+    charge_minutes: int = 30
+    send_qr: bool = True
 
 
 @dataclass
@@ -203,6 +212,28 @@ def _offer(table: dict[str, Any], where: str) -> OfferSpec:
     )
 
 
+def _texts(table: dict[str, Any], where: str) -> dict[str, str]:
+    _no_unknown(table, set(DEFAULT_TEXTS), where)
+    texts: dict[str, str] = {}
+    for name in table:
+        limit = 200 if name in CALLBACK_TEXTS else 3000
+        texts[name] = _req(table, name, where, max_len=limit)
+    if "pix" in texts and "{code}" not in texts["pix"]:
+        raise ConfigError(f"{where}.pix", "must contain {code}, where the copy-and-paste code goes")
+    return texts
+
+
+def _checkout(table: dict[str, Any], where: str) -> tuple[int, bool]:
+    _no_unknown(table, CHECKOUT_KEYS, where)
+    minutes = table.get("expires_minutes", 30)
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or not 5 <= minutes <= 7 * 24 * 60:
+        raise ConfigError(f"{where}.expires_minutes", "must be a whole number of minutes from 5 to 10080")
+    send_qr = table.get("send_qr", True)
+    if not isinstance(send_qr, bool):
+        raise ConfigError(f"{where}.send_qr", "must be true or false")
+    return minutes, send_qr
+
+
 def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
     _no_unknown(table, BOT_KEYS, where)
     welcome = _table(table.get("welcome", {}), f"{where}.welcome")
@@ -224,6 +255,8 @@ def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
         raise ConfigError(f"{where}.gateway", f"no gateway {gateway!r} in this file or the database")
     if offers and gateway is None:
         raise ConfigError(f"{where}.gateway", "is required for a bot with offers")
+    texts = _texts(_table(table.get("texts", {}), f"{where}.texts"), f"{where}.texts")
+    charge_minutes, send_qr = _checkout(_table(table.get("checkout", {}), f"{where}.checkout"), f"{where}.checkout")
     return BotSpec(
         id=_req(table, "id", where, pattern=SLUG, what="1–64 characters of A-Za-z0-9_-"),
         token=_req(table, "token", where, pattern=BOT_TOKEN, what="a Telegram bot token (digits:characters)"),
@@ -242,6 +275,9 @@ def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
         welcome_text=text,
         welcome_media_url=media,
         offers=tuple(offers),
+        texts=texts,
+        charge_minutes=charge_minutes,
+        send_qr=send_qr,
     )
 
 
@@ -313,6 +349,9 @@ def apply(config: ConfigFile) -> list[str]:
                 "pixel_test_event_code": b.pixel_test_event_code,
                 "welcome_text": b.welcome_text,
                 "welcome_media_url": b.welcome_media_url,
+                "texts": b.texts,
+                "charge_minutes": b.charge_minutes,
+                "send_qr": b.send_qr,
             }
             outcome = _upsert(Bot, Bot.id == b.id, values, {"id": b.id})
             if outcome != "unchanged":

@@ -1,5 +1,6 @@
 """What every PIX gateway adapter offers, behind one Protocol: create a charge, authenticate and
-parse a notification. Statuses are mapped onto ours.
+parse a notification, fetch a charge's status. Statuses are mapped onto ours. The QR image is
+not the gateway's: gateways/payments/qr.py renders it from the BR Code.
 
 Errors, translated at each adapter's boundary:
 
@@ -15,7 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
+
+import httpx
 
 
 class ChargeStatus(StrEnum):
@@ -59,10 +62,62 @@ class CreatedCharge:
 
 
 @dataclass(frozen=True)
+class ChargeState:
+    """What the gateway says about a charge now."""
+
+    status: ChargeStatus
+    amount: Decimal | None  # what was paid, when the gateway says
+
+
+@dataclass(frozen=True)
 class Notification:
     charge_id: str
     status: ChargeStatus | None  # None: the gateway's status must be fetched before acting
     amount: Decimal | None
+
+
+def cents(amount: Decimal) -> int:
+    return int((amount * 100).to_integral_value())
+
+
+def from_cents(value: Any) -> Decimal | None:
+    try:
+        return (Decimal(str(int(value))) / 100).quantize(Decimal("0.01"))
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+
+
+def request_json(client: httpx.Client, kind: str, method: str, url: str, **kwargs: Any) -> Any:
+    """One call to a gateway's API, its errors translated into ours. Messages carry the HTTP status
+    and the gateway's own short message, never a header, a key or the request."""
+    try:
+        response = client.request(method, url, **kwargs)
+    except httpx.TimeoutException as exc:
+        raise PaymentTransient(f"{kind}: timed out ({type(exc).__name__})") from None
+    except httpx.TransportError as exc:
+        raise PaymentTransient(f"{kind}: unreachable ({type(exc).__name__})") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise PaymentTransient(f"{kind}: HTTP {status}")
+    if status in (401, 403):
+        raise PaymentPermanent(f"{kind}: credentials rejected (HTTP {status})")
+    if status >= 400:
+        raise PaymentPermanent(f"{kind}: HTTP {status}: {_message(body)}")
+    if body is None:
+        raise PaymentTransient(f"{kind}: HTTP {status} without a JSON body")
+    return body
+
+
+def _message(body: Any) -> str:
+    if isinstance(body, dict):
+        for key in ("message", "error", "description"):
+            if isinstance(body.get(key), str):
+                return body[key][:200]
+    return "rejected"
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
@@ -78,4 +133,11 @@ class PaymentGateway(Protocol):
 
     def authenticate(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> bool: ...
 
-    def parse_notification(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Notification: ...
+    def parse_notification(
+        self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]
+    ) -> Notification | None:
+        """The notification's charge and status; None when it is about something else (a test
+        ping, another kind of event): answered 200 and dropped. Raises BadNotification."""
+        ...
+
+    def fetch_status(self, charge_id: str) -> ChargeState: ...

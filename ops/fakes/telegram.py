@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import itertools
 import json
 import time
@@ -77,13 +78,33 @@ class FakeTelegram:
         return JSONResponse(body, status_code=code)
 
 
+async def multipart_params(request: Request) -> dict[str, Any]:
+    """A multipart call's fields as Telegram reads them (JSON-encoded values decoded); an uploaded
+    file is recorded by name, size and SHA-256 so tests can compare it with what they expect."""
+    params: dict[str, Any] = {}
+    async with request.form() as form:
+        for name, value in form.multi_items():
+            if isinstance(value, str):
+                try:
+                    params[name] = json.loads(value) if value[:1] in "{[" else value
+                except ValueError:
+                    params[name] = value
+            else:
+                data = await value.read()
+                params[name] = {"upload": value.filename, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return params
+
+
 def create_app(fake: FakeTelegram | None = None) -> Starlette:
     fake = fake or FakeTelegram()
 
     async def bot_method(request: Request) -> Response:
         token, method = request.path_params["token"], request.path_params["method"]
-        raw = await request.body()
-        params = json.loads(raw) if raw else dict(request.query_params)
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            params = await multipart_params(request)
+        else:
+            raw = await request.body()
+            params = json.loads(raw) if raw else dict(request.query_params)
         fake.calls.append({"token": token, "method": method, "params": params, "at": time.time()})
         if fake.delay:
             fake.in_flight += 1

@@ -3,15 +3,23 @@ from decimal import Decimal
 
 import pytest
 
+from actors.broker import redis_client
 from db.database import utcnow
 from gateways.payments import brcode
-from gateways.payments.base import BadNotification, ChargeRequest, ChargeStatus, PaymentGateway
+from gateways.payments.base import (
+    BadNotification,
+    ChargeRequest,
+    ChargeState,
+    ChargeStatus,
+    PaymentGateway,
+    PaymentPermanent,
+)
 from gateways.payments.sandbox import SandboxGateway, sign
 
 
 def gateway() -> SandboxGateway:
     return SandboxGateway(webhook_secret="whsec-1", pix_key="pix@example.com", merchant_name="GRIMBOTS DEMO",
-                          merchant_city="SAO PAULO")  # fmt: skip
+                          merchant_city="SAO PAULO", bank=redis_client())  # fmt: skip
 
 
 def test_charge_is_a_valid_static_code_with_a_fresh_txid() -> None:
@@ -54,3 +62,20 @@ def test_tampered_body_is_refused() -> None:
 def test_authenticated_but_malformed_notification_is_a_bad_notification(doc: object) -> None:
     with pytest.raises(BadNotification):
         gateway().parse_notification(json.dumps(doc).encode(), {}, {})
+
+
+def test_bank_reports_pending_until_paid_then_the_amount_paid() -> None:
+    sandbox = gateway()
+    charge = sandbox.create_charge(ChargeRequest(Decimal("19.90"), "VIP", "r", "k", expires_in_seconds=60))
+    assert sandbox.fetch_status(charge.charge_id) == ChargeState(ChargeStatus.PENDING, None)
+    assert sandbox.pay(charge.charge_id) == Decimal("19.90")
+    assert sandbox.fetch_status(charge.charge_id) == ChargeState(ChargeStatus.PAID, Decimal("19.90"))
+    sandbox.pay(charge.charge_id, Decimal("5.00"))
+    assert sandbox.fetch_status(charge.charge_id).amount == Decimal("5.00")
+
+
+def test_bank_refuses_unknown_charges() -> None:
+    with pytest.raises(PaymentPermanent):
+        gateway().fetch_status("Z" * 25)
+    with pytest.raises(PaymentPermanent):
+        gateway().pay("Z" * 25)

@@ -1,0 +1,500 @@
+"""The payments stage: a press on an offer's button becomes one PIX charge and a message with its
+code; every way of learning about a payment (a notification, the check button, reconciliation)
+goes through `settle`, whose conditional updates let exactly one worker move a charge to paid and
+create its delivery, which the same worker then sends (actors/delivery.py).
+
+    creating ──► pending ──► paid ──► refunded
+        │           ├──────► expired ──► paid (the money came late: the buyer gets access)
+        └► failed   └──────► failed | refunded"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import logging
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+from peewee import IntegrityError
+
+import settings
+from actors import delivery, runtime
+from actors.broker import PAYMENTS, counters, retry_when
+from actors.funnel import CAPTION_LIMIT, Recipient, telegram_length
+from actors.outbox import Send, deliver
+from actors.throttle import Throttle
+from db.catalog import BotConfig, OfferConfig
+from db.database import transaction, utcnow
+from db.models import Charge, Delivery, PaymentNotification
+from gateways.payments import qr
+from gateways.payments.base import (
+    ChargeRequest,
+    ChargeStatus,
+    PaymentError,
+    PaymentGateway,
+    PaymentPermanent,
+    PaymentTransient,
+)
+from gateways.telegram import TelegramGateway, TelegramTransient
+
+log = logging.getLogger(__name__)
+
+# A charge with less time left than this is not offered again: a new tap gets a new charge.
+REUSE_MARGIN = dt.timedelta(minutes=2)
+# A charge left `creating` this long by a worker that is gone is taken over (same idempotency key).
+CREATING_STALE = dt.timedelta(seconds=60)
+# A second tap within this long of the code message does not send it again.
+RESHOW_AFTER = dt.timedelta(seconds=60)
+# Reconciliation keeps asking this long after a charge's expiry before calling it expired.
+EXPIRY_GRACE = dt.timedelta(minutes=5)
+CHECKOUT_RETRIES = 2
+
+
+class Busy(Exception):
+    """Another worker is creating this lead's charge for this offer right now."""
+
+
+def brl(amount: Decimal) -> str:
+    """19.9 → "19,90", the way buyers read prices."""
+    whole, cents = f"{amount:.2f}".split(".")
+    groups = f"{int(whole):,}".replace(",", ".")
+    return f"{groups},{cents}"
+
+
+# --- buying ----------------------------------------------------------------------------------
+
+
+def open_charge(bot: BotConfig, lead_id: int, offer: OfferConfig, update_id: int) -> tuple[Charge, bool]:
+    """The charge this tap is about: the lead's open one for the offer while it is still worth
+    paying, else a new one in `creating`. Returns (charge, whether this tap must create it at the
+    gateway). Raises Busy while another tap's charge is being created."""
+    open_key = f"{lead_id}:{offer.id}"
+    now = utcnow()
+    try:
+        with transaction():
+            existing = Charge.get_or_none(Charge.open_key == open_key)
+            if existing is not None:
+                if existing.status == "pending" and (existing.expires_at or now) > now + REUSE_MARGIN:
+                    return existing, False
+                if existing.status == "creating":
+                    if existing.created_by_update == update_id or now - existing.updated_at > CREATING_STALE:
+                        Charge.update(updated_at=now).where(Charge.id == existing.id).execute()
+                        return existing, True
+                    raise Busy
+                # Still payable, but too close to its end to offer again: a new charge takes the key.
+                Charge.update(open_key=None).where(Charge.id == existing.id).execute()
+            charge = Charge.create(
+                bot_id=bot.id, lead_id=lead_id, offer_id=offer.id, gateway_id=bot.gateway_id,
+                gateway_kind=_gateway_kind(bot), idempotency_key=uuid.uuid4().hex, open_key=open_key,
+                created_by_update=update_id, amount=offer.price, status="creating", created_at=now, updated_at=now,
+            )  # fmt: skip
+            return charge, True
+    except IntegrityError:  # a concurrent tap inserted the open charge first (PostgreSQL)
+        raise Busy from None
+
+
+def _gateway_kind(bot: BotConfig) -> str:
+    config = runtime.catalog().gateway(bot.gateway_id or "")
+    return config.kind if config is not None else "unknown"
+
+
+def create_at_gateway(charge: Charge, bot: BotConfig, offer: OfferConfig, gateway: PaymentGateway) -> Charge:
+    """creating → pending with the gateway's code. PaymentError propagates; the row is unchanged."""
+    request = ChargeRequest(
+        amount=charge.amount,
+        description=offer.label,
+        reference=f"grimbots:{bot.id}:{charge.id}",
+        idempotency_key=charge.idempotency_key,
+        expires_in_seconds=bot.charge_minutes * 60,
+    )
+    created = gateway.create_charge(request)
+    now = utcnow()
+    Charge.update(
+        status="pending", external_id=created.charge_id, br_code=created.br_code, expires_at=created.expires_at,
+        next_check_at=now + dt.timedelta(seconds=settings.PAYMENT_FIRST_CHECK_SECONDS), updated_at=now,
+    ).where((Charge.id == charge.id) & (Charge.status == "creating")).execute()  # fmt: skip
+    counters.inc("grimbots_payments_charges_total", {"outcome": "created"})
+    log.info("charge created bot=%s charge=%s gateway=%s", bot.id, charge.id, charge.gateway_id)
+    return Charge.get_by_id(charge.id)
+
+
+def fail_creation(charge: Charge, error: str) -> None:
+    Charge.update(status="failed", error=error[:500], open_key=None, updated_at=utcnow()).where(
+        (Charge.id == charge.id) & (Charge.status == "creating")
+    ).execute()
+    counters.inc("grimbots_payments_charges_total", {"outcome": "failed"})
+    log.warning("charge failed bot=%s charge=%s error=%s", charge.bot_id, charge.id, error)
+
+
+def pix_text(bot: BotConfig, charge: Charge, offer: OfferConfig) -> str:
+    """The seller's text (HTML-escaped) with the code in a tap-to-copy <code> block."""
+    template = html.escape(bot.texts.get("pix") or "{code}", quote=False)
+    values = {"code": f"<code>{html.escape(charge.br_code or '', quote=False)}</code>", "amount": brl(charge.amount),
+              "offer": html.escape(offer.label, quote=False)}  # fmt: skip
+    for key, value in values.items():
+        template = template.replace("{" + key + "}", value)
+    return template
+
+
+def plan_code_message(bot: BotConfig, charge: Charge, offer: OfferConfig, chat_id: int, key: str) -> list[Send]:
+    text = pix_text(bot, charge, offer)
+    keyboard = {"inline_keyboard": [[{"text": bot.text("check_button"), "callback_data": f"chk:{charge.id}"}]]}
+    message = {"chat_id": chat_id, "text": text, "parse_mode": "HTML", "reply_markup": keyboard,
+               "link_preview_options": {"is_disabled": True}}  # fmt: skip
+    if not bot.send_qr:
+        return [Send(f"{key}:text", "sendMessage", message)]
+    photo = {"photo": ("pix.png", qr.png(charge.br_code or ""), "image/png")}
+    if telegram_length(text) <= CAPTION_LIMIT:
+        params = {"chat_id": chat_id, "caption": text, "parse_mode": "HTML", "reply_markup": keyboard}
+        return [Send(f"{key}:qr", "sendPhoto", params, files=photo)]
+    return [
+        Send(f"{key}:qr", "sendPhoto", {"chat_id": chat_id}, files=photo),
+        Send(f"{key}:text", "sendMessage", message),
+    ]
+
+
+def checkout(
+    bot: BotConfig,
+    lead: Recipient,
+    offer_id: int,
+    update_id: int,
+    gateway: PaymentGateway | None,
+    telegram: TelegramGateway,
+    throttle: Throttle,
+    *,
+    last_attempt: bool = True,
+) -> Charge | None:
+    """One tap on an offer's button, safe to repeat: the charge (created or reused) and its code
+    message. A gateway that fails for good (or for the last time) → the charge is recorded failed
+    and the buyer is told to try again. PaymentTransient propagates while attempts remain."""
+    offer = bot.offer(offer_id)
+    if offer is None or gateway is None:
+        log.warning("checkout dropped: offer or gateway gone bot=%s offer=%s", bot.id, offer_id)
+        return None
+    charge, create = open_charge(bot, lead.lead_id, offer, update_id)
+    if create:
+        try:
+            charge = create_at_gateway(charge, bot, offer, gateway)
+        except PaymentTransient as exc:
+            if not last_attempt:
+                raise
+            fail_creation(charge, str(exc))
+            _tell_failed(bot, lead, charge, telegram, throttle)
+            return charge
+        except PaymentPermanent as exc:
+            fail_creation(charge, str(exc))
+            _tell_failed(bot, lead, charge, telegram, throttle)
+            return charge
+    elif charge.created_by_update != update_id:
+        counters.inc("grimbots_payments_charges_total", {"outcome": "reused"})
+        if charge.shown_at and utcnow() - charge.shown_at < RESHOW_AFTER:
+            return charge  # a double tap: the code went out a moment ago
+    sends = plan_code_message(bot, charge, offer, lead.chat_id, f"pix:{charge.id}:{update_id}")
+    outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, sends)
+    if outcome.sent:
+        Charge.update(shown_at=utcnow()).where(Charge.id == charge.id).execute()
+    return charge
+
+
+def _tell_failed(
+    bot: BotConfig, lead: Recipient, charge: Charge, telegram: TelegramGateway, throttle: Throttle
+) -> None:
+    send = Send(f"pix-failed:{charge.id}", "sendMessage", {"chat_id": lead.chat_id, "text": bot.text("charge_failed")})
+    deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, [send])
+
+
+def _retries() -> int:
+    message = CurrentMessage.get_current_message()
+    return int(message.options.get("retries", 0)) if message is not None else 0
+
+
+@dramatiq.actor(
+    actor_name="payments.checkout",
+    queue_name=PAYMENTS,
+    max_retries=8,
+    min_backoff=1_000,
+    max_backoff=10_000,
+    retry_when=retry_when(8),  # Busy and gateway blips: a few quick tries, then the buyer is told
+    time_limit=60_000,
+    max_age=10 * 60 * 1000,  # a code minutes late is worse than "try again"
+)
+def checkout_actor(bot_id: str, lead_id: int, chat_id: int, offer_id: int, update_id: int) -> None:
+    bot = runtime.bot_config(bot_id)
+    if bot is None:
+        return
+    gateway = runtime.payment_gateway(bot.gateway_id) if bot.gateway_id else None
+    try:
+        checkout(bot, Recipient(lead_id, chat_id, True), offer_id, update_id, gateway, runtime.telegram(),
+                 runtime.throttle(), last_attempt=_retries() >= CHECKOUT_RETRIES)  # fmt: skip
+    except Busy:
+        raise dramatiq.Retry("charge being created by another tap", delay=500) from None
+
+
+# --- the one transition ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settled:
+    charge_id: int
+    outcome: str  # paid | underpaid | expired | failed | refunded | repeated | ignored
+    deliver: bool  # this call won pending → paid and must send the delivery
+
+
+def settle(
+    charge: Charge,
+    status: ChargeStatus,
+    amount: Decimal | None,
+    *,
+    source: str,
+    notification: dict[str, Any] | None = None,
+) -> Settled:
+    """Apply what the gateway says. Conditional updates: of any number of concurrent callers, one
+    wins each change; only the winner of → paid creates the delivery (same transaction)."""
+    now = utcnow()
+    with transaction():
+        outcome = _transition(charge, status, amount, now)
+        if notification is not None:
+            PaymentNotification.create(outcome=outcome, charge_id=charge.id, received_at=now, **notification)
+    counters.inc("grimbots_payments_settled_total", {"outcome": outcome, "source": source})
+    if outcome in ("paid", "underpaid"):
+        paid = amount if amount is not None else charge.amount
+        counters.inc("grimbots_payments_paid_brl_total", {}, float(paid))
+        log.info("charge paid bot=%s charge=%s source=%s outcome=%s", charge.bot_id, charge.id, source, outcome)
+    elif outcome not in ("repeated", "ignored"):
+        log.info("charge %s bot=%s charge=%s source=%s", outcome, charge.bot_id, charge.id, source)
+    return Settled(charge.id, outcome, outcome == "paid")
+
+
+def _transition(charge: Charge, status: ChargeStatus, amount: Decimal | None, now: dt.datetime) -> str:
+    where = Charge.id == charge.id
+    if status is ChargeStatus.PAID:
+        paid = amount if amount is not None else charge.amount
+        underpaid = paid < charge.amount
+        values = {"status": "paid", "paid_at": now, "paid_amount": paid, "underpaid": underpaid, "open_key": None,
+                  "next_check_at": None, "updated_at": now}  # fmt: skip
+        won = Charge.update(values).where(where & Charge.status.in_(["pending", "expired"])).execute()
+        if not won:
+            return "repeated"
+        if underpaid:  # flagged, not delivered: the seller decides
+            log.warning("charge underpaid charge=%s owed=%s paid=%s", charge.id, charge.amount, paid)
+            return "underpaid"
+        Delivery.insert(
+            charge_id=charge.id, bot_id=charge.bot_id, created_at=now, updated_at=now
+        ).on_conflict_ignore().execute()
+        return "paid"
+    if status in (ChargeStatus.EXPIRED, ChargeStatus.FAILED):
+        won = (
+            Charge.update(status=status.value, open_key=None, next_check_at=None, updated_at=now)
+            .where(where & (Charge.status == "pending"))
+            .execute()
+        )
+        return status.value if won else "repeated"
+    if status is ChargeStatus.REFUNDED:
+        won = (
+            Charge.update(status="refunded", open_key=None, next_check_at=None, updated_at=now)
+            .where(where & Charge.status.in_(["pending", "paid"]))
+            .execute()
+        )
+        return "refunded" if won else "repeated"
+    return "ignored"  # still pending: nothing to do
+
+
+def settle_and_deliver(
+    charge: Charge,
+    status: ChargeStatus,
+    amount: Decimal | None,
+    *,
+    source: str,
+    notification: dict[str, Any] | None = None,
+) -> Settled:
+    settled = settle(charge, status, amount, source=source, notification=notification)
+    if settled.deliver:
+        delivery.deliver_now_or_later(charge.id, runtime.telegram(), runtime.throttle())
+    return settled
+
+
+# --- notifications ---------------------------------------------------------------------------
+
+
+@dramatiq.actor(
+    actor_name="payments.notify",
+    queue_name=PAYMENTS,
+    max_retries=20,
+    min_backoff=1_000,
+    max_backoff=300_000,
+    retry_when=retry_when(20),
+    time_limit=60_000,
+)
+def notify(gateway_id: str, notification: dict[str, Any]) -> None:
+    """A notification the edge authenticated: {"charge_id", "status" (or null: ask the gateway), "amount"}."""
+    external_id = str(notification["charge_id"])
+    reported = notification.get("status")
+    amount = Decimal(notification["amount"]) if notification.get("amount") is not None else None
+    record = {"gateway_id": gateway_id, "external_id": external_id, "reported_status": reported, "amount": amount}
+    charge = Charge.get_or_none((Charge.gateway_id == gateway_id) & (Charge.external_id == external_id))
+    if charge is None:
+        PaymentNotification.create(outcome="unknown_charge", **record)
+        counters.inc("grimbots_payments_settled_total", {"outcome": "unknown_charge", "source": "notification"})
+        log.warning("payment notification for an unknown charge gateway=%s", gateway_id)
+        return
+    status = ChargeStatus(reported) if reported else None
+    if status is None:  # the gateway's notification is only a hint: ask it
+        gateway = runtime.payment_gateway(gateway_id)
+        if gateway is None:
+            log.warning("payment notification dropped: gateway gone gateway=%s", gateway_id)
+            return
+        try:
+            state = gateway.fetch_status(external_id)
+        except PaymentPermanent as exc:
+            PaymentNotification.create(outcome="ignored", charge_id=charge.id, **record)
+            log.warning("payment status refused gateway=%s charge=%s error=%s", gateway_id, charge.id, exc)
+            return
+        status, amount = state.status, state.amount
+    settle_and_deliver(charge, status, amount, source="notification", notification=record)
+
+
+# --- the check button ------------------------------------------------------------------------
+
+
+def check_button(
+    bot: BotConfig, lead_id: int, charge_id: int, chat_id: int, callback_id: str, gateway: PaymentGateway | None,
+    telegram: TelegramGateway, throttle: Throttle,
+) -> Settled | None:  # fmt: skip
+    """The buyer says they paid: ask the gateway now, settle, and answer the button with where it stands."""
+    charge = Charge.get_or_none((Charge.id == charge_id) & (Charge.bot_id == bot.id) & (Charge.lead_id == lead_id))
+    settled = None
+    if charge is not None and charge.status == "pending" and gateway is not None:
+        try:
+            state = gateway.fetch_status(charge.external_id or "")
+        except PaymentError as exc:
+            log.warning("check button: status unavailable charge=%s error=%s", charge.id, type(exc).__name__)
+        else:
+            settled = settle(charge, state.status, state.amount, source="check")
+        charge = Charge.get_by_id(charge.id)
+    text = None
+    if charge is not None:
+        names = {"paid": "payment_confirmed", "expired": "charge_expired", "failed": "charge_expired"}
+        text = bot.text(names.get(charge.status, "payment_pending"))
+    params: dict[str, Any] = {"callback_query_id": callback_id}
+    if text:
+        params["text"] = text
+    answer = Send(f"callback:{bot.id}:{callback_id}", "answerCallbackQuery", params, throttled=False)
+    deliver(telegram, throttle, bot.token, bot.id, chat_id, [answer])
+    if settled is not None and settled.deliver:
+        delivery.deliver_now_or_later(settled.charge_id, telegram, throttle)
+    return settled
+
+
+@dramatiq.actor(
+    actor_name="payments.check",
+    queue_name=PAYMENTS,
+    max_retries=3,
+    min_backoff=500,
+    retry_when=retry_when(3),
+    time_limit=60_000,
+    max_age=5 * 60 * 1000,  # the button's answer is useless later; reconciliation covers the rest
+)
+def check(bot_id: str, lead_id: int, charge_id: int, chat_id: int, callback_id: str) -> None:
+    bot = runtime.bot_config(bot_id)
+    if bot is None:
+        return
+    gateway = runtime.payment_gateway(bot.gateway_id) if bot.gateway_id else None
+    check_button(bot, lead_id, charge_id, chat_id, callback_id, gateway, runtime.telegram(), runtime.throttle())
+
+
+# --- reconciliation --------------------------------------------------------------------------
+
+
+def next_check_delay(checks: int) -> dt.timedelta:
+    seconds = settings.PAYMENT_FIRST_CHECK_SECONDS * 2 ** min(checks, 16)
+    return dt.timedelta(seconds=min(seconds, settings.PAYMENT_CHECK_MAX_SECONDS))
+
+
+def due_charges(limit: int = 500) -> list[int]:
+    """Pending charges that have gone quiet, each claimed for one check (a conditional bump of
+    next_check_at: overlapping clock runs cannot both take it)."""
+    now = utcnow()
+    claimed = []
+    rows = (
+        Charge.select(Charge.id, Charge.checks, Charge.next_check_at)
+        .where((Charge.status == "pending") & (Charge.next_check_at <= now))
+        .order_by(Charge.next_check_at)
+        .limit(limit)
+    )
+    for row in rows:
+        won = (
+            Charge.update(checks=Charge.checks + 1, next_check_at=now + next_check_delay(row.checks + 1))
+            .where((Charge.id == row.id) & (Charge.next_check_at == row.next_check_at) & (Charge.status == "pending"))
+            .execute()
+        )
+        if won:
+            claimed.append(row.id)
+    return claimed
+
+
+def abandon_stale_creations() -> int:
+    """Charges a dead worker left `creating` for long: failed, so the lead can buy again."""
+    cutoff = utcnow() - dt.timedelta(minutes=10)
+    return (
+        Charge.update(status="failed", error="creation interrupted", open_key=None, updated_at=utcnow())
+        .where((Charge.status == "creating") & (Charge.updated_at < cutoff))
+        .execute()
+    )
+
+
+def recheck_charge(charge: Charge, gateway: PaymentGateway) -> Settled | None:
+    """Ask the gateway about one pending charge; past its expiry (and a grace), call it expired."""
+    try:
+        state = gateway.fetch_status(charge.external_id or "")
+    except PaymentPermanent as exc:
+        log.warning("reconcile: status refused charge=%s error=%s", charge.id, exc)
+        state = None
+    if state is not None and state.status is not ChargeStatus.PENDING:
+        return settle_and_deliver(charge, state.status, state.amount, source="reconcile")
+    if charge.expires_at is not None and utcnow() > charge.expires_at + EXPIRY_GRACE:
+        return settle(charge, ChargeStatus.EXPIRED, None, source="expiry")
+    return None
+
+
+@dramatiq.actor(
+    actor_name="payments.recheck",
+    queue_name=PAYMENTS,
+    max_retries=3,
+    min_backoff=5_000,
+    retry_when=retry_when(3),  # the next reconciliation round asks again anyway
+    time_limit=60_000,
+    max_age=15 * 60 * 1000,
+)
+def recheck(charge_id: int) -> None:
+    charge = Charge.get_or_none(Charge.id == charge_id)
+    if charge is None or charge.status != "pending":
+        return
+    gateway = runtime.payment_gateway(charge.gateway_id)
+    if gateway is None:
+        log.warning("reconcile: gateway gone charge=%s gateway=%s", charge.id, charge.gateway_id)
+        return
+    recheck_charge(charge, gateway)
+
+
+@dramatiq.actor(actor_name="payments.reconcile", queue_name=PAYMENTS, max_retries=0, time_limit=120_000,
+                max_age=60_000)  # fmt: skip
+def reconcile() -> None:
+    """From the clock: ask about quiet pending charges, give up on interrupted creations, and
+    restart deliveries that stalled (a worker died between paid and sent)."""
+    for charge_id in due_charges():
+        recheck.send(charge_id)
+    abandoned = abandon_stale_creations()
+    restarted = delivery.restart_stalled()
+    if abandoned or restarted:
+        log.info("reconcile abandoned_creations=%d restarted_deliveries=%d", abandoned, restarted)
+
+
+def hand_off_checkout(bot: BotConfig, lead: Recipient, offer_id: int, update_id: int) -> None:
+    checkout_actor.send(bot.id, lead.lead_id, lead.chat_id, offer_id, update_id)
+
+
+RETRYABLE = (dramatiq.Retry, TelegramTransient, PaymentTransient, Busy)
