@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
+import httpx
 import redis
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
@@ -27,8 +28,9 @@ from db.catalog import Catalog
 from db.database import db, init_db
 from edge.enqueue import BatchEnqueuer
 from edge.metrics import MetricsMiddleware, metrics_endpoint, register_shared_collector
-from edge.webhooks import ROUTE as WEBHOOK_ROUTE
-from edge.webhooks import Edge, WebhookEndpoint
+from edge.webhooks import FAST_ROUTES, Edge, WebhookEndpoint
+from gateways.payments import registry
+from gateways.payments.base import PaymentGateway
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,12 @@ class EdgeState:
     def __init__(self, redis_url: str, poll_seconds: float) -> None:
         self.catalog = Catalog(poll_seconds=poll_seconds)
         self.secrets: dict[str, bytes] = {}
+        self.payment_gateways: dict[str, PaymentGateway] = {}
         self.redis = aioredis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        # Adapters at the edge only authenticate and parse: they are given a client and a bank
+        # they never use (neither connects until used).
+        self._unused_client = httpx.Client(timeout=1.0)
+        self._unused_bank = redis.Redis.from_url(redis_url)
         self.enqueuer = BatchEnqueuer(self.redis)
         self.poll_seconds = poll_seconds
         self.stopping = asyncio.Event()
@@ -52,7 +59,20 @@ class EdgeState:
         with db.connection_context():
             if self.catalog.refresh():
                 self.secrets = {b.id: b.webhook_secret.encode() for b in self.catalog.bots.values()}
-                log.info("edge config loaded version=%s bots=%d", self.catalog.version, len(self.secrets))
+                self.payment_gateways = self._adapters()
+                log.info("edge config loaded version=%s bots=%d gateways=%d", self.catalog.version,
+                         len(self.secrets), len(self.payment_gateways))  # fmt: skip
+
+    def _adapters(self) -> dict[str, PaymentGateway]:
+        adapters = {}
+        for g in self.catalog.gateways.values():
+            try:
+                adapters[g.id] = registry.build(g.kind, gateway_id=g.id, webhook_secret=g.webhook_secret,
+                                                options=g.settings, client=self._unused_client,
+                                                bank=self._unused_bank)  # fmt: skip
+            except (KeyError, ValueError) as exc:  # a broken gateway must not take the others down
+                log.error("gateway not loaded gateway=%s error=%s", g.id, type(exc).__name__)
+        return adapters
 
     async def refresh(self) -> None:
         await anyio.to_thread.run_sync(self._refresh)
@@ -142,6 +162,7 @@ def create_app(*, redis_url: str | None = None, poll_seconds: float | None = Non
             # A stop signal, not task.cancel(): a cancel that lands inside anyio's to_thread call is
             # taken by anyio as its own, and the poller would go on polling.
             edge.stopping.set()
+            edge._unused_client.close()
             shutdown = (("poller", poller), ("enqueuer", edge.enqueuer.stop()), ("redis", edge.redis.aclose()))
             for step, awaitable in shutdown:
                 try:
@@ -150,7 +171,7 @@ def create_app(*, redis_url: str | None = None, poll_seconds: float | None = Non
                     log.warning("edge shutdown step timed out step=%s", step)
 
     routes = [
-        Route(WEBHOOK_ROUTE, WebhookEndpoint(), methods=["POST"]),
+        *(Route(route, WebhookEndpoint(handler, param), methods=["POST"]) for _, route, handler, param in FAST_ROUTES),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

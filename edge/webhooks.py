@@ -1,9 +1,10 @@
-"""POST /webhook/telegram/{bot_id}: check the bot's secret token, bound and validate the body,
-enqueue it, answer.
+"""The webhooks: POST /webhook/telegram/{bot_id} (the bot's secret token) and
+POST /webhook/payment/{gateway_id} (the gateway's own authentication, by its adapter). Each
+checks its sender, bounds and validates the body, enqueues it and answers.
 
-It is the hot path, so `Edge` serves it in front of the Starlette app as pure ASGI: no Request
-objects, no router, no middleware chain; headers and body come from the ASGI scope. Everything
-else (and anything unusual on this path) goes to the Starlette app."""
+They are the hot paths, so `Edge` serves them in front of the Starlette app as pure ASGI: no
+Request objects, no router, no middleware chain; headers and body come from the ASGI scope.
+Everything else (and anything unusual on these paths) goes to the Starlette app."""
 
 from __future__ import annotations
 
@@ -11,20 +12,25 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 import settings
-from actors import updates
+from actors import payments, updates
 from edge.enqueue import EnqueueError, message_bytes
 from edge.metrics import observe
+from gateways.payments.base import BadNotification
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/webhook/telegram/"
 ROUTE = "/webhook/telegram/{bot_id}"
+PAYMENT_PREFIX = "/webhook/payment/"
+PAYMENT_ROUTE = "/webhook/payment/{gateway_id}"
 
 SECRET_HEADER = b"x-telegram-bot-api-secret-token"
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -108,16 +114,83 @@ async def serve_webhook(edge: Any, bot_id: str, scope: Scope, receive: Receive, 
     return 200
 
 
+def _headers(scope: Scope) -> dict[str, str]:
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return None
+
+
+async def serve_payment(edge: Any, gateway_id: str, scope: Scope, receive: Receive, send: Send) -> int:
+    """Answer one payment notification: authenticated by the gateway's adapter on the raw bytes
+    before anything is parsed; refused ones leave a log line and the request counter, nothing else."""
+    if not edge.catalog.loaded:
+        await respond(send, 503, "configuration not loaded yet")
+        return 503
+    gateway = edge.payment_gateways.get(gateway_id)
+    if gateway is None:
+        await respond(send, 404, "unknown gateway")
+        return 404
+    body = await read_body(receive, _declared_length(scope), settings.EDGE_MAX_BODY_BYTES)
+    if body is None:
+        await respond(send, 413, f"body over {settings.EDGE_MAX_BODY_BYTES} bytes")
+        return 413
+    headers = _headers(scope)
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+    if not gateway.authenticate(body, headers, query):
+        log.warning("payment notification refused gateway=%s reason=authentication", gateway_id)
+        await respond(send, 401, "authentication failed")
+        return 401
+    try:
+        notification = gateway.parse_notification(body, headers, query)
+    except BadNotification as exc:
+        log.warning("payment notification refused gateway=%s reason=%s", gateway_id, exc)
+        await respond(send, 400, str(exc))
+        return 400
+    if notification is None:  # authenticated, but about nothing we act on
+        await respond(send, 200)
+        return 200
+    doc = {
+        "charge_id": notification.charge_id,
+        "status": notification.status.value if notification.status is not None else None,
+        "amount": str(notification.amount) if notification.amount is not None else None,
+    }
+    redis_id, data = message_bytes(payments.notify, (gateway_id,), json.dumps(doc))
+    try:
+        await edge.enqueuer.enqueue(payments.notify.queue_name, redis_id, data)
+    except EnqueueError:
+        await respond(send, 503, "queue unavailable")
+        return 503
+    await respond(send, 200)
+    return 200
+
+
+Handler = Callable[[Any, str, Scope, Receive, Send], Awaitable[int]]
+# path prefix → (route name for metrics, handler, path parameter)
+FAST_ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
+    (PREFIX, ROUTE, serve_webhook, "bot_id"),
+    (PAYMENT_PREFIX, PAYMENT_ROUTE, serve_payment, "gateway_id"),
+)
+
+
 class WebhookEndpoint:
-    """The route's ASGI endpoint inside the Starlette app, for calls `Edge` passes on (it answers
-    other methods with 405 there); an instance, so Starlette treats it as ASGI, not request/response."""
+    """A webhook route's ASGI endpoint inside the Starlette app, for calls `Edge` passes on (it
+    answers other methods with 405 there); an instance, so Starlette treats it as ASGI."""
+
+    def __init__(self, handler: Handler, param: str) -> None:
+        self.handler = handler
+        self.param = param
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await serve_webhook(scope["app"].state.edge, scope["path_params"]["bot_id"], scope, receive, send)
+        await self.handler(scope["app"].state.edge, scope["path_params"][self.param], scope, receive, send)
 
 
 class Edge:
-    """The edge's ASGI entry point: Telegram webhooks served directly, the rest by `app`."""
+    """The edge's ASGI entry point: webhooks served directly, the rest by `app`."""
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
@@ -127,21 +200,30 @@ class Edge:
         return self.app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith(PREFIX):
-            bot_id = scope["path"][len(PREFIX) :]
-            if bot_id and "/" not in bot_id:
-                started = time.perf_counter()
-                status = 500
-                try:
-                    status = await serve_webhook(self.app.state.edge, bot_id, scope, receive, send)
-                except Exception:
-                    log.exception("webhook failed bot=%s", bot_id)
-                    capture_exception()
-                    await respond(send, 500, "internal error")
-                finally:
-                    observe(ROUTE, status, time.perf_counter() - started)
-                return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            for prefix, route, handler, _ in FAST_ROUTES:
+                if not path.startswith(prefix):
+                    continue
+                ident = path[len(prefix) :]
+                if ident and "/" not in ident:
+                    await self._serve(route, handler, ident, scope, receive, send)
+                    return
         await self.app(scope, receive, send)
+
+    async def _serve(
+        self, route: str, handler: Handler, ident: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        started = time.perf_counter()
+        status = 500
+        try:
+            status = await handler(self.app.state.edge, ident, scope, receive, send)
+        except Exception:
+            log.exception("webhook failed route=%s id=%s", route, ident)
+            capture_exception()
+            await respond(send, 500, "internal error")
+        finally:
+            observe(route, status, time.perf_counter() - started)
 
 
 def capture_exception() -> None:

@@ -5,6 +5,8 @@ server for the end-to-end tests."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -138,7 +140,10 @@ class FakeTelegramTransport:
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         method = request.url.path.rsplit("/", 1)[1]
-        params = json.loads(request.content or b"{}")
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            params = multipart_fields(request)
+        else:
+            params = json.loads(request.content or b"{}")
         self.calls.append((method, params))
         queued = self.replies.get(method)
         if queued:
@@ -154,6 +159,22 @@ class FakeTelegramTransport:
             if method == "sendVideo":
                 result["video"] = {"file_id": "VIDEO-FILE-ID"}
         return httpx.Response(200, json={"ok": True, "result": result})
+
+
+def multipart_fields(request: httpx.Request) -> dict[str, Any]:
+    """A multipart request's fields: JSON values decoded as Telegram does, files as bytes."""
+    head = f"Content-Type: {request.headers['content-type']}\r\n\r\n".encode()
+    message = email.message_from_bytes(head + request.read(), policy=email.policy.HTTP)
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if part.get_filename():
+            fields[name] = payload
+        else:
+            text = payload.decode()
+            fields[name] = json.loads(text) if text[:1] in "{[" else text
+    return fields
 
 
 def telegram_error(code: int, description: str, retry_after: int | None = None) -> httpx.Response:

@@ -1,0 +1,331 @@
+import datetime as dt
+import threading
+from decimal import Decimal
+
+import httpx
+import pytest
+import redis
+
+from actors import delivery, payments
+from actors.funnel import Recipient
+from actors.throttle import Throttle
+from actors.updates import parse_callback_data, upsert_lead
+from db.catalog import BotConfig
+from db.database import utcnow
+from db.models import Charge, Delivery, OutboundMessage, PaymentNotification
+from gateways.payments import brcode, qr
+from gateways.payments.base import ChargeStatus, PaymentGateway
+from gateways.payments.mercadopago import MercadoPagoGateway
+from gateways.payments.sandbox import SandboxGateway
+from gateways.telegram import TelegramGateway
+from tests.conftest import FakeTelegramTransport, telegram_error
+
+USER = {"id": 901, "first_name": "Bia"}
+
+
+@pytest.fixture
+def sandbox(redis_client: redis.Redis) -> SandboxGateway:
+    return SandboxGateway(webhook_secret="whsec-1", pix_key="pix@example.com", merchant_name="GRIMBOTS DEMO",
+                          merchant_city="SAO PAULO", bank=redis_client)  # fmt: skip
+
+
+@pytest.fixture
+def lead(demo_bot: BotConfig) -> Recipient:
+    return upsert_lead(demo_bot.id, USER, 901)
+
+
+def vip(bot: BotConfig) -> int:
+    return next(o.id for o in bot.offers if o.slug == "vip")
+
+
+def anual(bot: BotConfig) -> int:
+    return next(o.id for o in bot.offers if o.slug == "anual")
+
+
+def buy(bot: BotConfig, lead: Recipient, offer_id: int, update_id: int, gateway: PaymentGateway | None,
+        telegram: TelegramGateway, throttle: Throttle) -> Charge | None:  # fmt: skip
+    return payments.checkout(bot, lead, offer_id, update_id, gateway, telegram, throttle)
+
+
+def test_callback_data_of_buttons() -> None:
+    assert parse_callback_data("buy:12") == ("buy", 12)
+    assert parse_callback_data("chk:7") == ("check", 7)
+    assert parse_callback_data("buy:x") == (None, 0) and parse_callback_data(None) == (None, 0)
+
+
+def test_a_tap_creates_one_charge_and_sends_the_code_with_its_qr_and_a_check_button(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    charge = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, telegram, throttle)
+    assert charge is not None and charge.status == "pending" and charge.amount == Decimal("19.90")
+    fields = brcode.parse(charge.br_code)
+    assert fields["54"] == "19.90" and brcode.parse_fields(fields["62"]) == {"05": charge.external_id}
+    [(method, params)] = fake_telegram.calls
+    assert method == "sendPhoto" and params["chat_id"] == "901" and params["parse_mode"] == "HTML"
+    assert params["photo"] == qr.png(charge.br_code)  # rendered here, uploaded: no third-party QR URL
+    assert f"<code>{charge.br_code}</code>" in params["caption"] and "19,90" in params["caption"]
+    assert params["reply_markup"] == {
+        "inline_keyboard": [[{"text": demo_bot.text("check_button"), "callback_data": f"chk:{charge.id}"}]]
+    }
+    assert Charge.get_by_id(charge.id).shown_at is not None
+
+
+def test_qr_png_is_a_png_of_the_codes_matrix() -> None:
+    image = qr.png("00020126")
+    assert image.startswith(b"\x89PNG\r\n\x1a\n")
+    modules = qr.matrix("00020126")
+    assert len(modules) == len(modules[0]) == 21 + 8  # version 1 plus the quiet zone
+
+
+def test_double_taps_and_redelivery_reuse_the_charge_and_send_the_code_once(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    first = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, telegram, throttle)
+    again = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, telegram, throttle)  # the same update redelivered
+    double = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, telegram, throttle)  # a second tap right after
+    assert first is not None and again is not None and double is not None
+    assert first.id == again.id == double.id and Charge.select().count() == 1
+    assert fake_telegram.methods() == ["sendPhoto"]
+    # a tap on another offer is another charge
+    other = buy(demo_bot, lead, anual(demo_bot), 3, sandbox, telegram, throttle)
+    assert other is not None and other.id != first.id and other.amount == Decimal("149.90")
+
+
+def test_a_tap_after_a_while_shows_the_same_code_again(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    first = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, telegram, throttle)
+    assert first is not None
+    Charge.update(shown_at=utcnow() - dt.timedelta(minutes=5)).execute()
+    later = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, telegram, throttle)
+    assert later is not None and later.id == first.id and fake_telegram.methods() == ["sendPhoto", "sendPhoto"]
+
+
+def test_a_charge_about_to_expire_is_not_offered_again(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+) -> None:
+    first = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, telegram, throttle)
+    assert first is not None
+    Charge.update(expires_at=utcnow() + dt.timedelta(seconds=30)).execute()
+    second = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, telegram, throttle)
+    assert second is not None and second.id != first.id
+    assert Charge.get_by_id(first.id).status == "pending"  # still payable, just not offered again
+
+
+def test_a_tap_while_another_is_creating_the_charge_waits(demo_bot: BotConfig, lead: Recipient) -> None:
+    offer = demo_bot.offer(vip(demo_bot))
+    assert offer is not None
+    charge, create = payments.open_charge(demo_bot, lead.lead_id, offer, 1)
+    assert create and charge.status == "creating"
+    with pytest.raises(payments.Busy):
+        payments.open_charge(demo_bot, lead.lead_id, offer, 2)
+    same, create = payments.open_charge(demo_bot, lead.lead_id, offer, 1)  # its own redelivery takes over
+    assert same.id == charge.id and create
+
+
+def mercadopago_rejecting(status: int) -> MercadoPagoGateway:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"message": "invalid transaction_amount"})
+
+    return MercadoPagoGateway(access_token="APP_USR-secret", webhook_secret="s", base_url="https://mp.test",
+                              client=httpx.Client(transport=httpx.MockTransport(handler)),
+                              notification_url="https://edge.test/webhook/payment/mp")  # fmt: skip
+
+
+@pytest.mark.parametrize("status", [400, 503])
+def test_a_gateway_that_fails_leaves_a_failed_charge_and_tells_the_buyer(
+    status: int, demo_bot: BotConfig, lead: Recipient, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle, sandbox: SandboxGateway,
+) -> None:  # fmt: skip
+    charge = buy(demo_bot, lead, vip(demo_bot), 1, mercadopago_rejecting(status), telegram, throttle)
+    assert charge is not None
+    row = Charge.get_by_id(charge.id)
+    assert row.status == "failed" and row.open_key is None and f"HTTP {status}" in row.error
+    assert "APP_USR-secret" not in row.error
+    assert fake_telegram.calls == [("sendMessage", {"chat_id": 901, "text": demo_bot.text("charge_failed")})]
+    retry = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, telegram, throttle)  # the buyer taps again
+    assert retry is not None and retry.id != charge.id and retry.status == "pending"
+
+
+def test_a_transient_gateway_error_is_retried_before_the_buyer_is_told(
+    demo_bot: BotConfig, lead: Recipient, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+) -> None:  # fmt: skip
+    gateway = mercadopago_rejecting(503)
+    with pytest.raises(payments.PaymentTransient):
+        payments.checkout(demo_bot, lead, vip(demo_bot), 1, gateway, telegram, throttle, last_attempt=False)
+    assert Charge.get().status == "creating" and fake_telegram.calls == []
+
+
+def paid_charge(bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+                throttle: Throttle) -> Charge:  # fmt: skip
+    charge = buy(bot, lead, vip(bot), 1, sandbox, telegram, throttle)
+    assert charge is not None
+    return charge
+
+
+def test_exactly_one_of_many_concurrent_paid_notifications_wins(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+) -> None:
+    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    results: list[payments.Settled] = []
+    barrier = threading.Barrier(5)
+
+    def notify() -> None:
+        from db.database import db
+
+        with db.connection_context():
+            barrier.wait()
+            results.append(payments.settle(charge, ChargeStatus.PAID, Decimal("19.90"), source="notification"))
+
+    threads = [threading.Thread(target=notify) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.outcome for r in results) == ["paid", "repeated", "repeated", "repeated", "repeated"]
+    assert sum(r.deliver for r in results) == 1 and Delivery.select().count() == 1
+    row = Charge.get_by_id(charge.id)
+    assert row.status == "paid" and row.paid_amount == Decimal("19.90") and row.open_key is None
+
+
+def test_an_underpaid_charge_is_flagged_and_not_delivered(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+) -> None:
+    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    settled = payments.settle(charge, ChargeStatus.PAID, Decimal("1.99"), source="notification")
+    assert settled.outcome == "underpaid" and not settled.deliver and Delivery.select().count() == 0
+    row = Charge.get_by_id(charge.id)
+    assert row.underpaid and row.paid_amount == Decimal("1.99")
+
+
+def test_late_money_on_an_expired_charge_still_delivers_and_refunds_are_recorded(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+) -> None:
+    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    assert payments.settle(charge, ChargeStatus.EXPIRED, None, source="notification").outcome == "expired"
+    assert payments.settle(charge, ChargeStatus.EXPIRED, None, source="notification").outcome == "repeated"
+    assert payments.settle(charge, ChargeStatus.PAID, None, source="notification").deliver
+    assert payments.settle(charge, ChargeStatus.REFUNDED, None, source="notification").outcome == "refunded"
+    assert Charge.get_by_id(charge.id).status == "refunded"
+
+
+def test_a_notification_for_an_unknown_charge_is_recorded_and_ignored(demo_bot: BotConfig) -> None:
+    payments.notify("main", {"charge_id": "X" * 25, "status": "paid", "amount": "19.90"})
+    [row] = PaymentNotification.select()
+    assert row.outcome == "unknown_charge" and row.charge_id is None and Charge.select().count() == 0
+
+
+def test_delivery_sends_the_text_and_link_once(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    payments.settle(charge, ChargeStatus.PAID, Decimal("19.90"), source="notification")
+    fake_telegram.calls.clear()
+    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"
+    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"
+    assert fake_telegram.calls == [
+        ("sendMessage", {"chat_id": 901, "text": "Pagamento confirmado! Seu acesso:\n\nhttps://t.me/+AbCdEf"})
+    ]
+    assert Delivery.get().delivered_at is not None
+
+
+def test_delivery_to_a_private_chat_makes_a_one_use_invite_link(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    charge = buy(demo_bot, lead, anual(demo_bot), 1, sandbox, telegram, throttle)
+    assert charge is not None
+    payments.settle(charge, ChargeStatus.PAID, None, source="check")
+    fake_telegram.calls.clear()
+    link = httpx.Response(200, json={"ok": True, "result": {"invite_link": "https://t.me/+OneUse1"}})
+    fake_telegram.queue("createChatInviteLink", link)
+    fake_telegram.queue("sendMessage", telegram_error(500, "Internal Server Error"))
+    with pytest.raises(delivery.TelegramTransient):
+        delivery.deliver_charge(charge.id, telegram, throttle)
+    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"  # the retry reuses the link
+    (m1, invite), (m2, _), (m3, message) = fake_telegram.calls
+    assert m1 == "createChatInviteLink" and invite["chat_id"] == -100123 and invite["member_limit"] == 1
+    assert invite["expire_date"] > utcnow().timestamp() and m2 == m3 == "sendMessage"
+    assert message["text"].endswith("https://t.me/+OneUse1")
+
+
+def test_a_delivery_whose_worker_died_mid_send_is_sent_again_not_lost(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    payments.settle(charge, ChargeStatus.PAID, None, source="notification")
+    # A worker claimed the send and died before recording the outcome.
+    OutboundMessage.create(key=delivery.send_key(charge.id), bot_id="demo", chat_id=901, method="sendMessage",
+                           state="sending", attempts=1, claimed_at=utcnow() - dt.timedelta(minutes=5))  # fmt: skip
+    fake_telegram.calls.clear()
+    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"
+    assert fake_telegram.methods() == ["sendMessage"]
+
+
+def test_a_blocked_buyer_fails_the_delivery_without_retrying(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    payments.settle(charge, ChargeStatus.PAID, None, source="notification")
+    fake_telegram.queue("sendMessage", telegram_error(403, "Forbidden: bot was blocked by the user"))
+    assert delivery.deliver_charge(charge.id, telegram, throttle) == "failed"
+    row = Delivery.get()
+    assert row.state == "failed" and "blocked" in row.error
+
+
+def test_reconciliation_finds_a_payment_whose_notification_was_lost(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+) -> None:
+    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    assert payments.due_charges() == []  # not quiet yet
+    Charge.update(next_check_at=utcnow() - dt.timedelta(seconds=1)).execute()
+    assert payments.due_charges() == [charge.id] and payments.due_charges() == []  # claimed once
+    assert payments.recheck_charge(Charge.get_by_id(charge.id), sandbox) is None  # still unpaid
+    sandbox.pay(charge.external_id)
+    settled = payments.settle(charge, *_state(sandbox, charge), source="reconcile")
+    assert settled.deliver and Charge.get_by_id(charge.id).status == "paid"
+    row = Charge.get_by_id(charge.id)
+    assert row.checks == 1 and row.next_check_at is None
+
+
+def _state(gateway: PaymentGateway, charge: Charge) -> tuple[ChargeStatus, Decimal | None]:
+    state = gateway.fetch_status(charge.external_id)
+    return state.status, state.amount
+
+
+def test_a_quiet_charge_past_its_expiry_is_expired(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+) -> None:
+    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    Charge.update(expires_at=utcnow() - dt.timedelta(minutes=10)).execute()
+    settled = payments.recheck_charge(Charge.get_by_id(charge.id), sandbox)
+    assert settled is not None and settled.outcome == "expired"
+    assert Charge.get_by_id(charge.id).open_key is None
+
+
+def test_backoff_between_checks_grows_to_a_ceiling() -> None:
+    delays = [payments.next_check_delay(n).total_seconds() for n in range(8)]
+    assert delays[:4] == [60, 120, 240, 480] and delays[-1] == 900
+
+
+def test_stale_creations_are_abandoned_and_stalled_deliveries_restarted(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+) -> None:
+    offer = demo_bot.offer(vip(demo_bot))
+    assert offer is not None
+    stuck, _ = payments.open_charge(demo_bot, lead.lead_id, offer, 1)
+    Charge.update(updated_at=utcnow() - dt.timedelta(hours=1)).where(Charge.id == stuck.id).execute()
+    assert payments.abandon_stale_creations() == 1 and Charge.get_by_id(stuck.id).status == "failed"
+    charge = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, telegram, throttle)
+    assert charge is not None
+    payments.settle(charge, ChargeStatus.PAID, None, source="notification")
+    assert delivery.restart_stalled() == 0
+    Delivery.update(updated_at=utcnow() - dt.timedelta(minutes=5)).execute()
+    assert delivery.restart_stalled() == 1 and delivery.restart_stalled() == 0
