@@ -107,22 +107,18 @@ class Platform:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200, 30, "edge ready")
         return process
 
-    def worker(self, name: str = "worker", threads: int = 4, processes: int = 1) -> Process:
-        return self.spawn(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "ops.worker",
-                "--queues",
-                "updates",
-                "funnel",
-                "--processes",
-                str(processes),
-                "--threads",
-                str(threads),
-            ],
-        )
+    def worker(
+        self,
+        name: str = "worker",
+        threads: int = 4,
+        processes: int = 1,
+        queues: tuple[str, ...] = ("updates", "funnel"),
+    ) -> Process:
+        args = [sys.executable, "-m", "ops.worker", "--queues", *queues]
+        return self.spawn(name, [*args, "--processes", str(processes), "--threads", str(threads)])
+
+    def clock(self) -> Process:
+        return self.spawn("clock", [sys.executable, "-m", "ops.clock"])
 
     def close(self) -> None:
         for process in reversed(self.processes):

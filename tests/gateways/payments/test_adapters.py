@@ -52,8 +52,8 @@ def mp(recorder: Recorder) -> mercadopago.MercadoPagoGateway:
 
 
 def test_mercadopago_create_sends_idempotency_key_and_reads_the_code() -> None:
-    answer = {"id": 123456789, "status": "pending",
-              "point_of_interaction": {"transaction_data": {"qr_code": BR_CODE, "qr_code_base64": "iVBOR"}}}  # fmt: skip
+    data = {"qr_code": BR_CODE, "qr_code_base64": "iVBOR"}
+    answer = {"id": 123456789, "status": "pending", "point_of_interaction": {"transaction_data": data}}
     recorder = Recorder(httpx.Response(201, json=answer))
     created = mp(recorder).create_charge(REQUEST)
     assert created.charge_id == "123456789" and created.br_code == BR_CODE
