@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -119,7 +120,15 @@ def queues(as_json: bool) -> None:
         click.echo(f"{s.queue:<14}{s.ready:>8}{s.in_flight:>11}{s.delayed:>9}{s.dead:>7}  {age}")
 
 
-@cli.command(help="One screen: live processes (by heartbeat), queues, worker outcomes and error rate, updates.")
+def payment_summary() -> dict[str, Any]:
+    from ops import payments as report
+
+    with _database().connection_context():
+        return report.last_day()
+
+
+@cli.command(help="One screen: live processes (by heartbeat), queues, worker outcomes and error rate, updates, "
+             "charges and revenue of the last 24 h.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     from actors.broker import QUEUES
@@ -141,7 +150,8 @@ def status(as_json: bool) -> None:
     errors = outcomes.get("retried", 0) + outcomes.get("failed", 0)
     error_rate = errors / handled if handled else 0.0
     if as_json:
-        doc = {"processes": seen, "queues": stats, "messages": outcomes, "error_rate": error_rate, "updates": updates}
+        doc = {"processes": seen, "queues": stats, "messages": outcomes, "error_rate": error_rate, "updates": updates,
+               "payments": payment_summary()}  # fmt: skip
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(f"processes ({len(seen)} alive)")
@@ -159,7 +169,94 @@ def status(as_json: bool) -> None:
     click.echo(f"messages  {int(handled)} handled, {retried} retried, {dead} dead-lettered, "
                f"error rate {error_rate:.2%} (since the counters began)")  # fmt: skip
     click.echo("updates   " + (", ".join(f"{k} {int(v)}" for k, v in sorted(updates.items())) or "none yet"))
-    click.echo("payments  not tracked yet (charges and revenue come with the payments stage)")
+    money = payment_summary()
+    click.echo(f"payments  last 24 h: {money['charges']} charges, {money['paid']} paid, R$ {money['revenue']}; "
+               f"deliveries waiting {money['deliveries_pending']}, failed {money['deliveries_failed']}")  # fmt: skip
+
+
+@cli.command(help="Recent charges with status, amounts, times and delivery; totals per bot.")
+@click.option("--bot", help="Only this bot.")
+@click.option("--status", type=click.Choice(["creating", "pending", "paid", "expired", "refunded", "failed"]))
+@click.option("--since-hours", type=click.IntRange(min=1), help="Only charges created in the last N hours.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="Charges listed.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def payments(bot: str | None, status: str | None, since_hours: int | None, limit: int, as_json: bool) -> None:
+    import datetime as dt
+
+    from db.database import utcnow
+    from ops import payments as report
+
+    since = utcnow() - dt.timedelta(hours=since_hours) if since_hours else None
+    with _database().connection_context():
+        lines = report.recent(bot, status, since, limit)
+        sums = report.totals(bot, since)
+    if as_json:
+        click.echo(json.dumps({"charges": report.as_dicts(lines), "totals": report.as_dicts(sums)}, indent=2))
+        return
+    click.echo(f"{'id':>7} {'bot':<12}{'offer':<12}{'status':<10}{'amount':>10}{'paid':>10}  "
+               f"{'delivery':<9}{'created (UTC)':<21}paid at")  # fmt: skip
+    for c in lines:
+        state = c.status + ("!" if c.underpaid else "")
+        click.echo(f"{c.id:>7} {c.bot[:11]:<12}{c.offer[:11]:<12}{state:<10}{c.amount:>10}{c.paid_amount or '-':>10}  "
+                   f"{c.delivery or '-':<9}{c.created_at:<21}{c.paid_at or '-'}")  # fmt: skip
+        if c.error:
+            click.echo(f"{'':>8}error: {c.error}")
+    if not lines:
+        click.echo("no charges")
+    if any(c.underpaid for c in lines):
+        click.echo("! = paid less than the charge's amount: flagged, not delivered")
+    click.echo("totals" + (f" (last {since_hours} h)" if since_hours else ""))
+    for t in sums:
+        click.echo(f"  {t.bot:<12} {t.charges} charges, {t.paid} paid ({t.conversion:.1%}), R$ {t.revenue}")
+
+
+@cli.group(help="The sandbox gateway's simulated bank (for demos and tests).")
+def sandbox() -> None:
+    pass
+
+
+@sandbox.command("pay", help="Pay a sandbox charge (our charge id or its txid), as a buyer's PIX would. "
+                 "With --notify, also post the gateway's signed notification to PUBLIC_BASE_URL.")  # fmt: skip
+@click.argument("charge")
+@click.option("--amount", help="Pay this much instead of the charge's amount (e.g. to try an underpayment).")
+@click.option("--notify", is_flag=True, help="Post the signed charge.paid notification to the edge too.")
+def sandbox_pay(charge: str, amount: str | None, notify: bool) -> None:
+    from decimal import Decimal, InvalidOperation
+
+    import httpx
+
+    from actors.broker import redis_client
+    from db.models import Charge, Gateway
+    from gateways.payments.base import PaymentPermanent
+    from gateways.payments.sandbox import SandboxGateway, sign
+
+    try:
+        paid = Decimal(amount).quantize(Decimal("0.01")) if amount is not None else None
+    except InvalidOperation:
+        raise click.ClickException(f"--amount: {amount!r} is not a decimal such as 19.90") from None
+    with _database().connection_context():
+        where = (Charge.id == int(charge)) if charge.isdigit() else (Charge.external_id == charge)
+        row = Charge.get_or_none(where & (Charge.gateway_kind == "sandbox"))
+        if row is None:
+            raise click.ClickException(f"CHARGE: no sandbox charge {charge!r}")
+        gateway = Gateway.get_by_id(row.gateway_id)
+    bank = SandboxGateway(webhook_secret=gateway.webhook_secret, bank=redis_client(), **gateway.settings)
+    try:
+        paid = bank.pay(row.external_id or "", paid)
+    except PaymentPermanent as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"charge {row.id} paid R$ {paid} in the sandbox bank")
+    if notify:
+        body = json.dumps({"event": "charge.paid", "charge_id": row.external_id, "amount": str(paid)}).encode()
+        url = f"{settings.PUBLIC_BASE_URL}/webhook/payment/{row.gateway_id}"
+        headers = {"X-Sandbox-Signature": sign(gateway.webhook_secret, body), "Content-Type": "application/json"}
+        try:
+            response = httpx.post(url, content=body, headers=headers, timeout=10)
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"notification not delivered to {url}: {type(exc).__name__}") from None
+        click.echo(f"notification posted to {url}: HTTP {response.status_code}")
+        if response.status_code != 200:
+            sys.exit(1)
 
 
 @cli.command("retry-dead", help="Move dead-lettered messages back to their queue (all queues unless --queue).")

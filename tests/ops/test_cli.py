@@ -107,3 +107,50 @@ def test_status_shows_live_processes_queues_and_outcomes(demo_bot: BotConfig) ->
 def test_status_says_when_no_worker_is_alive() -> None:
     text = CliRunner().invoke(cli, ["status"]).output
     assert "no worker is alive" in text
+
+
+def test_payments_lists_charges_and_totals_and_sandbox_pay_marks_the_bank(demo_bot: BotConfig) -> None:
+    from decimal import Decimal
+
+    from db.database import utcnow
+    from db.models import Charge, Lead
+    from gateways.payments.sandbox import SandboxGateway
+
+    lead = Lead.create(bot="demo", telegram_user_id=5, chat_id=5)
+    offer = demo_bot.offers[0]
+    bank = SandboxGateway(webhook_secret="whsec-1", pix_key="k", merchant_name="n", merchant_city="c",
+                          bank=broker.client)  # fmt: skip
+    from gateways.payments.base import ChargeRequest
+
+    created = bank.create_charge(ChargeRequest(Decimal("19.90"), "VIP", "r", "k1", expires_in_seconds=600))
+    where = {
+        "bot_id": "demo",
+        "lead_id": lead.id,
+        "offer_id": offer.id,
+        "gateway_id": "main",
+        "gateway_kind": "sandbox",
+    }
+    pending = Charge.create(**where, external_id=created.charge_id, idempotency_key="k1", amount=Decimal("19.90"),
+                            status="pending", br_code=created.br_code, expires_at=created.expires_at)  # fmt: skip
+    Charge.create(**where, external_id="T" * 25, idempotency_key="k2", amount=Decimal("19.90"), status="paid",
+                  paid_amount=Decimal("10.00"), underpaid=True, paid_at=utcnow())  # fmt: skip
+
+    result = CliRunner().invoke(cli, ["payments", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert [c["status"] for c in doc["charges"]] == ["paid", "pending"] and doc["charges"][0]["underpaid"]
+    assert doc["totals"] == [{"bot": "demo", "charges": 2, "paid": 1, "revenue": "10.00", "conversion": 0.5}]
+    text = CliRunner().invoke(cli, ["payments", "--status", "paid"]).output
+    assert "paid!" in text and "flagged, not delivered" in text and "pending" not in text.split("totals")[0]
+    assert CliRunner().invoke(cli, ["payments", "--status", "bogus"]).exit_code == 2
+
+    assert bank.fetch_status(created.charge_id).status == "pending"
+    result = CliRunner().invoke(cli, ["sandbox", "pay", str(pending.id)])
+    assert result.exit_code == 0, result.output
+    assert bank.fetch_status(created.charge_id).status == "paid"
+    missing = CliRunner().invoke(cli, ["sandbox", "pay", "999999"])
+    assert missing.exit_code == 1 and "no sandbox charge" in missing.output
+
+    status = CliRunner().invoke(cli, ["status", "--json"])
+    assert json.loads(status.output)["payments"] == {"charges": 2, "paid": 1, "revenue": "10.00",
+                                                     "deliveries_pending": 0, "deliveries_failed": 0}  # fmt: skip

@@ -71,6 +71,14 @@ def test_changed_value_is_updated_and_removed_offer_deactivated(tmp_config: Call
         ),
         (lambda t: t.replace('delivery_link = "https://t.me/+AbCdEf"', ""), "bots[0].offers[0].delivery_link"),
         (lambda t: t + "\n[extra]\nx = 1\n", "extra"),
+        (lambda t: t.replace("check_button =", "chek_button ="), "bots[0].texts.chek_button"),
+        (lambda t: t.replace("check_button =", 'pix = "sem código"\ncheck_button ='), "bots[0].texts.pix"),
+        (
+            lambda t: t.replace("check_button =", f'payment_pending = "{"x" * 201}"\ncheck_button ='),
+            "bots[0].texts.payment_pending",
+        ),
+        (lambda t: t.replace("expires_minutes = 30", "expires_minutes = 1"), "bots[0].checkout.expires_minutes"),
+        (lambda t: t.replace("send_qr = true", 'send_qr = "yes"'), "bots[0].checkout.send_qr"),
     ],
 )
 def test_bad_file_names_the_key_and_writes_nothing(tmp_config: Callable[[str], Path], edit, key: str) -> None:  # type: ignore[no-untyped-def]
@@ -101,3 +109,15 @@ def test_error_in_second_bot_leaves_first_unwritten() -> None:
 def test_migrate_command_is_idempotent() -> None:
     result = CliRunner().invoke(cli, ["migrate"])
     assert result.exit_code == 0 and "schema is up to date" in result.output
+
+
+def test_buyer_texts_and_checkout_options_reach_the_catalog(tmp_config: Callable[[str], Path]) -> None:
+    from db.catalog import DEFAULT_TEXTS, load_bots
+
+    text = EXAMPLE.read_text().replace("send_qr = true", "send_qr = false")
+    text = text.replace("check_button =", 'pix = "Copie: {code} ({amount})"\ncheck_button =')
+    assert run_apply(tmp_config(text))[0] == 0
+    bot = load_bots()["demo"]
+    assert not bot.send_qr and bot.charge_minutes == 30 and bot.texts["pix"] == "Copie: {code} ({amount})"
+    assert bot.texts["charge_failed"] == DEFAULT_TEXTS["charge_failed"]  # defaults fill the rest
+    assert bot.text("pix", code="X", amount="1,00") == "Copie: X (1,00)"
