@@ -272,15 +272,29 @@ def retry_dead_command(queue_name: str | None) -> None:
         click.echo(f"{q}: moved {retry_dead(client, q)} message(s) back")
 
 
-@cli.command(help="Benchmarks: `edge` (ack throughput and latency vs bare Starlette, /start → welcome latency).")
-@click.argument("what", type=click.Choice(["edge"]))
+@cli.command(
+    help="Benchmarks: `edge` (ack throughput and latency vs bare Starlette, /start → welcome latency); "
+    "`journeys` (start → charge → paid → delivered per second with the sandbox gateway, paid → delivered latency)."
+)
+@click.argument("what", type=click.Choice(["edge", "journeys"]))
 @click.option("--seconds", default=10.0, show_default=True, help="Duration of each measured run.")
 @click.option("--concurrency", default=64, show_default=True, help="Open connections for the ack benchmark.")
 @click.option("--rate", default=200, show_default=True, help="Updates per second for the welcome benchmark.")
 @click.option("--processes", default=2, show_default=True, help="Worker processes for the welcome benchmark.")
 @click.option("--threads", default=4, show_default=True, help="Threads per worker process.")
+@click.option("--qr/--no-qr", default=True, show_default=True, help="journeys: send the QR image with the code.")
+@click.option("--payment-processes", default=1, show_default=True, help="journeys: payments worker processes.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("var/bench"), show_default=True)
-def bench(what: str, seconds: float, concurrency: int, rate: int, processes: int, threads: int, out: Path) -> None:
+def bench(
+    what: str, seconds: float, concurrency: int, rate: int, processes: int, threads: int, qr: bool,
+    payment_processes: int, out: Path,
+) -> None:  # fmt: skip
+    if what == "journeys":
+        from ops import bench_journeys
+
+        bench_journeys.run(seconds=seconds, rate=rate, out=out, processes=processes, threads=threads, send_qr=qr,
+                           payment_threads=8, payment_processes=payment_processes)  # fmt: skip
+        return
     from ops import bench as benchmarks
 
     benchmarks.run(seconds=seconds, concurrency=concurrency, rate=rate, out=out, processes=processes, threads=threads)

@@ -1,0 +1,254 @@
+"""`python -m ops bench journeys`: complete buyer journeys per second — /start → welcome → tap an
+offer → charge + code message → signed "paid" notification → delivery — through the real edge,
+workers, Redis and database, with the sandbox gateway and a local fake Telegram. Journeys start at
+a fixed rate (open loop); paid → delivered is measured from the notification's POST to the moment
+the fake Telegram receives the delivery. Results go to --out as JSON and Markdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ops.bench import LoadConnection, machine, percentile
+from ops.procs import Platform, free_port, wait_until
+
+BOTS = 40  # three messages per journey at 200 journeys/s stay under Telegram's 30/s per bot
+SECRET = "bench-secret"
+WEBHOOK_SECRET = "bench-whsec"
+DELIVERED = "BENCH-DELIVERED"
+CODE = re.compile(r"<code>(.+?)</code>")
+
+
+def journey_config(bots: int, send_qr: bool) -> dict[str, Any]:
+    return {
+        "gateways": [{"id": "bench-pay", "kind": "sandbox", "webhook_secret": WEBHOOK_SECRET,
+                      "pix_key": "pix@example.com", "merchant_name": "GRIMBOTS BENCH", "merchant_city": "SAO PAULO"}],
+        "bots": [
+            {"id": f"shop-{i}", "token": f"{800000 + i}:SHOP", "username": f"shop_{i}_bot", "webhook_secret": SECRET,
+             "gateway": "bench-pay", "welcome": {"text": "Olá! Escolha seu plano:"}, "checkout": {"send_qr": send_qr},
+             "offers": [{"id": "vip", "label": "VIP", "price": "19.90", "delivery_text": DELIVERED,
+                         "delivery_link": "https://t.me/+Bench"}]}
+            for i in range(bots)
+        ],
+    }  # fmt: skip
+
+
+def apply_journey_config(send_qr: bool) -> dict[str, int]:
+    """Applies the bench bots; returns each bot's offer id."""
+    from db.catalog import load_bots
+    from db.database import init_db
+    from db.migrate import migrate
+    from db.models import Gateway
+    from ops import config
+
+    database = init_db()
+    migrate(database)
+    with database.connection_context():
+        known = {g.id for g in Gateway.select(Gateway.id)}
+        config.apply(config.parse(journey_config(BOTS, send_qr), known))
+        return {bot.id: bot.offers[0].id for bot in load_bots().values() if bot.id.startswith("shop-")}
+
+
+class Watcher:
+    """Follows the fake Telegram's call log and wakes the journey waiting for each call."""
+
+    def __init__(self, telegram: str) -> None:
+        self.telegram = telegram
+        self.seen = 0
+        self.waiting: dict[tuple[int, str], asyncio.Future[dict[str, Any]]] = {}
+        self.early: dict[tuple[int, str], dict[str, Any]] = {}
+        self.stop = False
+
+    def expect(self, chat: int, what: str) -> asyncio.Future[dict[str, Any]]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        if (chat, what) in self.early:
+            future.set_result(self.early.pop((chat, what)))
+        else:
+            self.waiting[(chat, what)] = future
+        return future
+
+    @staticmethod
+    def kind(call: dict[str, Any]) -> str | None:
+        method, params = call["method"], call["params"]
+        if method == "sendPhoto" and "caption" in params:
+            return "code"
+        if method == "sendMessage":
+            text = params.get("text", "")
+            return "delivery" if text.startswith(DELIVERED) else "code" if "<code>" in text else "welcome"
+        return None
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            while not self.stop:
+                calls = (await client.get(f"{self.telegram}/_calls", params={"since": self.seen})).json()
+                self.seen += len(calls)
+                for call in calls:
+                    what = self.kind(call)
+                    if what is None:
+                        continue
+                    key = (int(call["params"]["chat_id"]), what)
+                    future = self.waiting.pop(key, None)
+                    if future is not None and not future.done():
+                        future.set_result(call)
+                    else:
+                        self.early[key] = call
+                await asyncio.sleep(0.02)
+
+
+async def _journeys(edge: str, telegram: str, offers: dict[str, int], rate: int, seconds: float,
+                    first_id: int, timeout: float = 60.0) -> dict[str, Any]:  # fmt: skip
+    from gateways.payments import brcode
+    from gateways.payments.sandbox import sign
+
+    host, port = edge.split("//", 1)[1].split(":")
+    pool: asyncio.Queue[LoadConnection] = asyncio.Queue()
+    for _ in range(48):
+        pool.put_nowait(LoadConnection(host, int(port)))
+    watcher = Watcher(telegram)
+    watch = asyncio.create_task(watcher.run())
+    stages: dict[str, list[float]] = defaultdict(list)
+    failures: list[str] = []
+    done: list[float] = []
+
+    async def post(path: str, body: bytes, headers: dict[str, str]) -> int:
+        conn = await pool.get()
+        try:
+            return await conn.post(path, body, headers)
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+            conn.writer = None
+            return 0
+        finally:
+            pool.put_nowait(conn)
+
+    async def journey(i: int) -> None:
+        chat, bot = first_id + i, f"shop-{i % BOTS}"
+        user = {"id": chat, "is_bot": False, "first_name": "Bench"}
+        tg = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        started = time.time()
+        welcome = watcher.expect(chat, "welcome")
+        start = {"update_id": first_id * 3 + i * 3, "message": {"message_id": 1, "date": int(started), "text": "/start",
+                 "from": user, "chat": {"id": chat, "type": "private"}}}  # fmt: skip
+        if await post(f"/webhook/telegram/{bot}", json.dumps(start).encode(), tg) != 200:
+            failures.append("start")
+            return
+        await asyncio.wait_for(welcome, timeout)
+        code_message = watcher.expect(chat, "code")
+        tapped = time.time()
+        press = {"update_id": first_id * 3 + i * 3 + 1, "callback_query": {"id": f"cb{chat}", "from": user,
+                 "message": {"message_id": 1, "chat": {"id": chat, "type": "private"}},
+                 "data": f"buy:{offers[bot]}"}}  # fmt: skip
+        if await post(f"/webhook/telegram/{bot}", json.dumps(press).encode(), tg) != 200:
+            failures.append("tap")
+            return
+        call = await asyncio.wait_for(code_message, timeout)
+        stages["tap_to_code_ms"].append((call["at"] - tapped) * 1000)
+        found = CODE.search(call["params"].get("caption") or call["params"]["text"])
+        if found is None:
+            failures.append("code")
+            return
+        txid = brcode.parse_fields(brcode.parse(found.group(1))["62"])["05"]
+        body = json.dumps({"event": "charge.paid", "charge_id": txid, "amount": "19.90"}).encode()
+        delivered = watcher.expect(chat, "delivery")
+        paid_at = time.time()
+        if await post("/webhook/payment/bench-pay", body, {"X-Sandbox-Signature": sign(WEBHOOK_SECRET, body)}) != 200:
+            failures.append("notification")
+            return
+        call = await asyncio.wait_for(delivered, timeout)
+        stages["paid_to_delivered_ms"].append((call["at"] - paid_at) * 1000)
+        stages["journey_ms"].append((call["at"] - started) * 1000)
+        done.append(call["at"])
+
+    async def guarded(i: int) -> None:
+        try:
+            await journey(i)
+        except TimeoutError:
+            failures.append("timeout")
+
+    t0 = time.monotonic()
+    wall0 = time.time()
+    total = int(rate * seconds)
+    tasks = []
+    for i in range(total):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(guarded(i)))
+    await asyncio.gather(*tasks)
+    watcher.stop = True
+    await watch
+    span = (max(done) - wall0) if done else 0.0
+    result: dict[str, Any] = {
+        "rate_per_second": rate,
+        "seconds": seconds,
+        "journeys": total,
+        "completed": len(done),
+        "failures": dict((f, failures.count(f)) for f in set(failures)),
+        "journeys_per_second": round(len(done) / span, 1) if span else 0.0,
+    }
+    for name, values in stages.items():
+        result[name] = {"p50": percentile(values, 0.5), "p99": percentile(values, 0.99),
+                        "max": round(max(values), 1), "mean": round(statistics.fmean(values), 1)}  # fmt: skip
+    return result
+
+
+def run(*, seconds: float, rate: int, out: Path, processes: int = 2, threads: int = 8, send_qr: bool = True,
+        payment_threads: int = 16, payment_processes: int = 1) -> dict[str, Any]:  # fmt: skip
+    offers = apply_journey_config(send_qr)
+    work = Path(tempfile.mkdtemp(prefix="grimbots-journeys-"))
+    telegram_port, edge_port = free_port(), free_port()
+    env = Platform(work, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", LOG_LEVEL="WARNING")
+    results: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        env.fake_telegram(telegram_port)
+        env.edge(edge_port)
+        env.worker("chat", threads=threads, processes=processes)
+        env.worker("payments", threads=payment_threads, processes=payment_processes, queues=("payments",))
+        edge, telegram = f"http://127.0.0.1:{edge_port}", f"http://127.0.0.1:{telegram_port}"
+        base = int(time.time()) * 10_000
+        asyncio.run(_journeys(edge, telegram, offers, 20, 2, base))  # warm-up, not measured
+        wait_until(lambda: httpx.get(f"{telegram}/_stats").json()["calls"] > 0, 10, "warm-up")
+        httpx.post(f"{telegram}/_reset")
+        results["journeys"] = asyncio.run(_journeys(edge, telegram, offers, rate, seconds, base + 5_000))
+        results["journeys"].update(chat_processes=processes, chat_threads=threads, payment_threads=payment_threads,
+                                   payment_processes=payment_processes, send_qr=send_qr)  # fmt: skip
+    finally:
+        env.close()
+        shutil.rmtree(work, ignore_errors=True)
+    write(results, out)
+    return results
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = results["when"].replace(":", "")
+    (out / f"journeys-{stamp}.json").write_text(json.dumps(results, indent=2))
+    m, j = results["machine"], results["journeys"]
+
+    def stage(name: str) -> str:
+        s = j.get(name)
+        return f"p50 {s['p50']} ms, p99 {s['p99']} ms, max {s['max']} ms" if s else "-"
+
+    rows = [
+        ("machine", f"{m['cpus']} × {m['cpu']}, {m['memory_gib']} GiB, Python {m['python']}, {m['redis']}"),
+        ("database", m["database"]),
+        (f"journeys started at {j['rate_per_second']}/s for {j['seconds']} s",
+         f"{j['completed']}/{j['journeys']} completed, {j['journeys_per_second']} journeys/s, failures {j['failures']}"),
+        ("workers", f"chat {j['chat_processes']} × {j['chat_threads']} threads, payments {j['payment_processes']} × {j['payment_threads']}, "
+                    f"QR image {'on' if j['send_qr'] else 'off'}"),
+        ("tap → code message", stage("tap_to_code_ms")),
+        ("paid → delivered", stage("paid_to_delivered_ms")),
+        ("whole journey (start → delivered)", stage("journey_ms")),
+    ]  # fmt: skip
+    text = "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+    (out / f"journeys-{stamp}.md").write_text(text)
+    print(text)
