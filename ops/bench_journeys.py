@@ -238,17 +238,21 @@ def write(results: dict[str, Any], out: Path) -> None:
         s = j.get(name)
         return f"p50 {s['p50']} ms, p99 {s['p99']} ms, max {s['max']} ms" if s else "-"
 
+    done = f"{j['completed']}/{j['journeys']} completed, {j['journeys_per_second']} journeys/s"
+    workers = (
+        f"chat {j['chat_processes']} × {j['chat_threads']} threads, "
+        f"payments {j['payment_processes']} × {j['payment_threads']} threads, "
+        f"QR image {'on' if j['send_qr'] else 'off'}"
+    )
     rows = [
         ("machine", f"{m['cpus']} × {m['cpu']}, {m['memory_gib']} GiB, Python {m['python']}, {m['redis']}"),
         ("database", m["database"]),
-        (f"journeys started at {j['rate_per_second']}/s for {j['seconds']} s",
-         f"{j['completed']}/{j['journeys']} completed, {j['journeys_per_second']} journeys/s, failures {j['failures']}"),
-        ("workers", f"chat {j['chat_processes']} × {j['chat_threads']} threads, payments {j['payment_processes']} × {j['payment_threads']}, "
-                    f"QR image {'on' if j['send_qr'] else 'off'}"),
+        (f"journeys started at {j['rate_per_second']}/s for {j['seconds']} s", f"{done}, failures {j['failures']}"),
+        ("workers", workers),
         ("tap → code message", stage("tap_to_code_ms")),
         ("paid → delivered", stage("paid_to_delivered_ms")),
         ("whole journey (start → delivered)", stage("journey_ms")),
-    ]  # fmt: skip
+    ]
     text = "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
     (out / f"journeys-{stamp}.md").write_text(text)
     print(text)
