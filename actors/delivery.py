@@ -15,11 +15,11 @@ import settings
 from actors import runtime
 from actors.broker import PAYMENTS, counters, retry_when
 from actors.funnel import mark_unreachable
-from actors.outbox import Send, deliver
+from actors.outbox import NOT_NOW, Send, deliver, hand_off
 from actors.throttle import Throttle
 from db.database import utcnow
 from db.models import Charge, Delivery, Lead, Offer, OutboundMessage
-from gateways.telegram import TelegramGateway, TelegramPermanent, TelegramRetryAfter, TelegramTransient
+from gateways.telegram import TelegramGateway, TelegramPermanent, TelegramRetryAfter
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,9 @@ def deliver_now_or_later(charge_id: int, telegram: TelegramGateway, throttle: Th
     to the delivery actor, which retries it on its own schedule."""
     try:
         deliver_charge(charge_id, telegram, throttle)
-    except (dramatiq.Retry, TelegramTransient) as exc:
-        delay = exc.delay if isinstance(exc, dramatiq.Retry) else None
+    except NOT_NOW as exc:
         log.info("delivery handed to delivery.deliver charge=%s reason=%s", charge_id, type(exc).__name__)
-        deliver_actor.send_with_options(args=(charge_id,), delay=delay)
+        hand_off(deliver_actor, (charge_id,), exc)
 
 
 def restart_stalled(limit: int = 500) -> int:

@@ -43,6 +43,17 @@ MAX_INLINE_FLOOD_WAIT = 3.0
 _UNKNOWN = object()
 
 
+# What a stage run inline raises when it cannot finish now: its own actor takes it over (hand_off).
+NOT_NOW = (dramatiq.Retry, TelegramTransient)
+
+
+def hand_off(actor: dramatiq.Actor[Any, Any], args: tuple[Any, ...], exc: BaseException) -> None:
+    """Give a stage that could not finish inline to its own actor, after the delay a
+    dramatiq.Retry (a flood wait) asked for."""
+    delay = exc.delay if isinstance(exc, dramatiq.Retry) else None
+    actor.send_with_options(args=args, delay=delay)
+
+
 @dataclass(frozen=True)
 class Send:
     key: str

@@ -27,7 +27,7 @@ from actors.broker import PAYMENTS, counters, retry_when
 from actors.funnel import CAPTION_LIMIT, Recipient, telegram_length
 from actors.outbox import Send, deliver
 from actors.throttle import Throttle
-from db.catalog import BotConfig, OfferConfig
+from db.catalog import BotConfig, OfferConfig, fill
 from db.database import transaction, utcnow
 from db.models import Charge, Delivery, PaymentNotification
 from gateways.payments import qr
@@ -39,7 +39,7 @@ from gateways.payments.base import (
     PaymentPermanent,
     PaymentTransient,
 )
-from gateways.telegram import TelegramGateway, TelegramTransient
+from gateways.telegram import TelegramGateway
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +113,17 @@ def create_at_gateway(charge: Charge, bot: BotConfig, offer: OfferConfig, gatewa
     )
     created = gateway.create_charge(request)
     now = utcnow()
-    Charge.update(
-        status="pending", external_id=created.charge_id, br_code=created.br_code, expires_at=created.expires_at,
-        next_check_at=now + dt.timedelta(seconds=settings.PAYMENT_FIRST_CHECK_SECONDS), updated_at=now,
-    ).where((Charge.id == charge.id) & (Charge.status == "creating")).execute()  # fmt: skip
+    values = {"status": "pending", "external_id": created.charge_id, "br_code": created.br_code,
+              "expires_at": created.expires_at, "updated_at": now,
+              "next_check_at": now + dt.timedelta(seconds=settings.PAYMENT_FIRST_CHECK_SECONDS)}  # fmt: skip
+    won = Charge.update(values).where((Charge.id == charge.id) & (Charge.status == "creating")).execute()
+    if not won:  # a worker that took over a stale creation got there first
+        return Charge.get_by_id(charge.id)
     counters.inc("grimbots_payments_charges_total", {"outcome": "created"})
     log.info("charge created bot=%s charge=%s gateway=%s", bot.id, charge.id, charge.gateway_id)
-    return Charge.get_by_id(charge.id)
+    for name, value in values.items():
+        setattr(charge, name, value)
+    return charge
 
 
 def fail_creation(charge: Charge, error: str) -> None:
@@ -133,11 +137,8 @@ def fail_creation(charge: Charge, error: str) -> None:
 def pix_text(bot: BotConfig, charge: Charge, offer: OfferConfig) -> str:
     """The seller's text (HTML-escaped) with the code in a tap-to-copy <code> block."""
     template = html.escape(bot.texts.get("pix") or "{code}", quote=False)
-    values = {"code": f"<code>{html.escape(charge.br_code or '', quote=False)}</code>", "amount": brl(charge.amount),
-              "offer": html.escape(offer.label, quote=False)}  # fmt: skip
-    for key, value in values.items():
-        template = template.replace("{" + key + "}", value)
-    return template
+    return fill(template, code=f"<code>{html.escape(charge.br_code or '', quote=False)}</code>",
+                amount=brl(charge.amount), offer=html.escape(offer.label, quote=False))  # fmt: skip
 
 
 def plan_code_message(bot: BotConfig, charge: Charge, offer: OfferConfig, chat_id: int, key: str) -> list[Send]:
@@ -179,13 +180,9 @@ def checkout(
     if create:
         try:
             charge = create_at_gateway(charge, bot, offer, gateway)
-        except PaymentTransient as exc:
-            if not last_attempt:
+        except PaymentError as exc:
+            if isinstance(exc, PaymentTransient) and not last_attempt:
                 raise
-            fail_creation(charge, str(exc))
-            _tell_failed(bot, lead, charge, telegram, throttle)
-            return charge
-        except PaymentPermanent as exc:
             fail_creation(charge, str(exc))
             _tell_failed(bot, lead, charge, telegram, throttle)
             return charge
@@ -491,10 +488,3 @@ def reconcile() -> None:
     restarted = delivery.restart_stalled()
     if abandoned or restarted:
         log.info("reconcile abandoned_creations=%d restarted_deliveries=%d", abandoned, restarted)
-
-
-def hand_off_checkout(bot: BotConfig, lead: Recipient, offer_id: int, update_id: int) -> None:
-    checkout_actor.send(bot.id, lead.lead_id, lead.chat_id, offer_id, update_id)
-
-
-RETRYABLE = (dramatiq.Retry, TelegramTransient, PaymentTransient, Busy)

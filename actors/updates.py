@@ -14,12 +14,13 @@ import redis
 
 from actors import funnel, payments, runtime
 from actors.broker import UPDATES, counters, retry_when
+from actors.outbox import NOT_NOW, hand_off
 from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig
 from db.database import transaction, utcnow
 from db.models import Lead
-from gateways.telegram import TelegramGateway, TelegramTransient
+from gateways.telegram import TelegramGateway
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +153,10 @@ def follow_up(
     if routed.kind == "start" and lead is not None:
         try:
             funnel.send_welcome(bot, lead, routed.update_id, telegram, throttle, cache)
-        except (dramatiq.Retry, TelegramTransient) as exc:
-            delay = exc.delay if isinstance(exc, dramatiq.Retry) else None
+        except NOT_NOW as exc:
             reason = type(exc).__name__
             log.info("welcome handed to funnel.welcome bot=%s lead=%s reason=%s", bot.id, lead.lead_id, reason)
-            funnel.welcome.send_with_options(args=(bot.id, lead.lead_id, routed.update_id), delay=delay)
+            hand_off(funnel.welcome, (bot.id, lead.lead_id, routed.update_id), exc)
     elif routed.kind == "callback" and lead is not None:
         query = update["callback_query"]
         chat_id, callback_id = _callback_chat(query), str(query["id"])
@@ -166,7 +166,7 @@ def follow_up(
             return
         try:
             funnel.answer_callback(bot, chat_id, callback_id, telegram, throttle)
-        except (dramatiq.Retry, TelegramTransient):
+        except NOT_NOW:
             funnel.callback.send(bot.id, chat_id, callback_id)
         if action == "buy":
             # Gateways are slow and sometimes down: buying runs on the payments queue, never

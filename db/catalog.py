@@ -74,10 +74,14 @@ class BotConfig:
     def text(self, name: str, **values: Any) -> str:
         """A buyer text with its {placeholders} filled (plain replacement: a seller's stray
         brace is just a brace)."""
-        text = self.texts.get(name) or DEFAULT_TEXTS[name]
-        for key, value in values.items():
-            text = text.replace("{" + key + "}", str(value))
-        return text
+        return fill(self.texts.get(name) or DEFAULT_TEXTS[name], **values)
+
+
+def fill(template: str, **values: Any) -> str:
+    """`template` with each {name} replaced by its value."""
+    for key, value in values.items():
+        template = template.replace("{" + key + "}", str(value))
+    return template
 
 
 def load_gateways() -> dict[str, GatewayConfig]:

@@ -104,9 +104,14 @@ async def serve_webhook(edge: Any, bot_id: str, scope: Scope, receive: Receive, 
     if text is None:
         await respond(send, 400, problem)
         return 400
-    redis_id, data = message_bytes(updates.route, (bot_id,), text)
+    return await enqueue_then_ack(edge, send, updates.route, bot_id, text)
+
+
+async def enqueue_then_ack(edge: Any, send: Send, actor: Any, ident: str, raw_json: str) -> int:
+    """Enqueue `actor(ident, json.loads(raw_json))`; answer 200 once Redis holds it, 503 if it cannot."""
+    redis_id, data = message_bytes(actor, (ident,), raw_json)
     try:
-        await edge.enqueuer.enqueue(updates.route.queue_name, redis_id, data)
+        await edge.enqueuer.enqueue(actor.queue_name, redis_id, data)
     except EnqueueError:
         await respond(send, 503, "queue unavailable")
         return 503
@@ -159,14 +164,7 @@ async def serve_payment(edge: Any, gateway_id: str, scope: Scope, receive: Recei
         "status": notification.status.value if notification.status is not None else None,
         "amount": str(notification.amount) if notification.amount is not None else None,
     }
-    redis_id, data = message_bytes(payments.notify, (gateway_id,), json.dumps(doc))
-    try:
-        await edge.enqueuer.enqueue(payments.notify.queue_name, redis_id, data)
-    except EnqueueError:
-        await respond(send, 503, "queue unavailable")
-        return 503
-    await respond(send, 200)
-    return 200
+    return await enqueue_then_ack(edge, send, payments.notify, gateway_id, json.dumps(doc))
 
 
 Handler = Callable[[Any, str, Scope, Receive, Send], Awaitable[int]]

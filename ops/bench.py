@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -219,15 +220,21 @@ async def _drive(
         else:
             failures += 1
 
+    await open_loop(rate, total, post)
+    return sent, acks, failures
+
+
+async def open_loop(rate: int, total: int, start: Callable[[int], Coroutine[Any, Any, None]]) -> None:
+    """Start `start(i)` for i in range(total) at `rate` per second, whether earlier ones finished
+    or not (open loop: a slow system does not slow the load), then wait for all of them."""
     t0 = time.monotonic()
     tasks = []
     for i in range(total):
         delay = t0 + i / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(post(i)))
+        tasks.append(asyncio.create_task(start(i)))
     await asyncio.gather(*tasks)
-    return sent, acks, failures
 
 
 def percentile(values: list[float], q: float) -> float | None:

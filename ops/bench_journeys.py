@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from ops.bench import LoadConnection, machine, percentile
+from ops.bench import LoadConnection, machine, open_loop, percentile
 from ops.procs import Platform, free_port, wait_until
 
 BOTS = 40  # three messages per journey at 200 journeys/s stay under Telegram's 30/s per bot
@@ -174,16 +174,9 @@ async def _journeys(edge: str, telegram: str, offers: dict[str, int], rate: int,
         except TimeoutError:
             failures.append("timeout")
 
-    t0 = time.monotonic()
     wall0 = time.time()
     total = int(rate * seconds)
-    tasks = []
-    for i in range(total):
-        delay = t0 + i / rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(guarded(i)))
-    await asyncio.gather(*tasks)
+    await open_loop(rate, total, guarded)
     watcher.stop = True
     await watch
     span = (max(done) - wall0) if done else 0.0

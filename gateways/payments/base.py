@@ -20,6 +20,8 @@ from typing import Any, ClassVar, Protocol
 
 import httpx
 
+import settings
+
 
 class ChargeStatus(StrEnum):
     PENDING = "pending"
@@ -74,6 +76,11 @@ class Notification:
     charge_id: str
     status: ChargeStatus | None  # None: the gateway's status must be fetched before acting
     amount: Decimal | None
+
+
+def notification_url(gateway_id: str) -> str:
+    """Where a gateway posts its notifications (CONTRACT §4)."""
+    return f"{settings.PUBLIC_BASE_URL}/webhook/payment/{gateway_id}"
 
 
 def cents(amount: Decimal) -> int:

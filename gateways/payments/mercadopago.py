@@ -25,6 +25,7 @@ from gateways.payments.base import (
     Notification,
     PaymentTransient,
     header,
+    notification_url,
     request_json,
 )
 
@@ -81,8 +82,6 @@ class MercadoPagoGateway:
         cls, *, gateway_id: str, webhook_secret: str, options: Mapping[str, str], client: httpx.Client,
         bank: redis.Redis,
     ) -> MercadoPagoGateway:  # fmt: skip
-        from gateways.payments.registry import notification_url
-
         return cls(access_token=options["access_token"], webhook_secret=webhook_secret, client=client,
                    base_url=settings.MERCADOPAGO_API_BASE, notification_url=notification_url(gateway_id),
                    payer_email=options.get("payer_email") or DEFAULT_PAYER_EMAIL)  # fmt: skip

@@ -30,6 +30,7 @@ from gateways.payments.base import (
     cents,
     from_cents,
     header,
+    notification_url,
     request_json,
 )
 
@@ -61,8 +62,6 @@ class PushinPayGateway:
         cls, *, gateway_id: str, webhook_secret: str, options: Mapping[str, str], client: httpx.Client,
         bank: redis.Redis,
     ) -> PushinPayGateway:  # fmt: skip
-        from gateways.payments.registry import notification_url
-
         return cls(api_token=options["api_token"], webhook_secret=webhook_secret, client=client,
                    base_url=settings.PUSHINPAY_API_BASE, notification_url=notification_url(gateway_id))  # fmt: skip
 

@@ -8,7 +8,6 @@ from typing import Protocol
 import httpx
 import redis
 
-import settings
 from gateways.payments.base import PaymentGateway
 from gateways.payments.mercadopago import MercadoPagoGateway
 from gateways.payments.pushinpay import PushinPayGateway
@@ -34,11 +33,6 @@ KINDS: dict[str, Factory] = {
     PushinPayGateway.kind: PushinPayGateway.from_config,
     WooviGateway.kind: WooviGateway.from_config,
 }
-
-
-def notification_url(gateway_id: str) -> str:
-    """Where a gateway posts its notifications (CONTRACT §4)."""
-    return f"{settings.PUBLIC_BASE_URL}/webhook/payment/{gateway_id}"
 
 
 def build(

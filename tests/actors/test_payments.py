@@ -17,7 +17,7 @@ from gateways.payments import brcode, qr
 from gateways.payments.base import ChargeStatus, PaymentGateway
 from gateways.payments.mercadopago import MercadoPagoGateway
 from gateways.payments.sandbox import SandboxGateway
-from gateways.telegram import TelegramGateway
+from gateways.telegram import TelegramGateway, TelegramTransient
 from tests.conftest import FakeTelegramTransport, telegram_error
 
 USER = {"id": 901, "first_name": "Bia"}
@@ -245,7 +245,7 @@ def test_delivery_to_a_private_chat_makes_a_one_use_invite_link(
     link = httpx.Response(200, json={"ok": True, "result": {"invite_link": "https://t.me/+OneUse1"}})
     fake_telegram.queue("createChatInviteLink", link)
     fake_telegram.queue("sendMessage", telegram_error(500, "Internal Server Error"))
-    with pytest.raises(delivery.TelegramTransient):
+    with pytest.raises(TelegramTransient):
         delivery.deliver_charge(charge.id, telegram, throttle)
     assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"  # the retry reuses the link
     (m1, invite), (m2, _), (m3, message) = fake_telegram.calls
