@@ -84,6 +84,12 @@ PAYMENT_CHECK_MAX_SECONDS = _env_int("PAYMENT_CHECK_MAX_SECONDS", 900)
 RECONCILE_INTERVAL_SECONDS = _env_int("RECONCILE_INTERVAL_SECONDS", 30)
 # One-use invite links made for delivery_chat_id stop working after this many hours.
 DELIVERY_INVITE_HOURS = _env_int("DELIVERY_INVITE_HOURS", 72)
+# Ad clicks (GET /r/{bot_id}): X-Forwarded-For is believed only from these proxies (comma-separated
+# addresses or networks, e.g. "127.0.0.1,10.0.0.0/8"); otherwise the client is the socket's peer.
+TRUSTED_PROXIES = _env("TRUSTED_PROXIES", "")
+# Meta Conversions API: request timeout; how long a new event waits for others to share its request.
+META_TIMEOUT_SECONDS = float(_env("META_TIMEOUT_SECONDS", "10"))
+META_LINGER_MS = _env_int("META_LINGER_MS", 1000)
 # Processed-update records older than this are pruned by the clock (Telegram keeps updates 24 h).
 PROCESSED_UPDATE_RETENTION_HOURS = _env_int("PROCESSED_UPDATE_RETENTION_HOURS", 72)
 

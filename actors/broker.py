@@ -30,8 +30,9 @@ from gateways.telegram import TelegramPermanent
 UPDATES = "updates"  # Telegram updates in, routed
 FUNNEL = "funnel"  # /start welcome and later funnel steps
 PAYMENTS = "payments"  # charges, payment notifications, reconciliation, deliveries
+PIXEL = "pixel"  # ad clicks and Meta Conversions API events
 MAINTENANCE = "maintenance"  # clock-driven housekeeping
-QUEUES = (UPDATES, FUNNEL, PAYMENTS, MAINTENANCE)
+QUEUES = (UPDATES, FUNNEL, PAYMENTS, PIXEL, MAINTENANCE)
 
 
 def retry_when(max_retries: int) -> Callable[[int, BaseException], bool]:

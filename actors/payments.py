@@ -22,8 +22,9 @@ from dramatiq.middleware import CurrentMessage
 from peewee import IntegrityError
 
 import settings
-from actors import delivery, runtime
+from actors import delivery, pixel, runtime
 from actors.broker import PAYMENTS, counters, retry_when
+from actors.enqueue import unit_of_work
 from actors.funnel import CAPTION_LIMIT, Recipient, telegram_length
 from actors.outbox import Send, deliver
 from actors.throttle import Throttle
@@ -116,7 +117,10 @@ def create_at_gateway(charge: Charge, bot: BotConfig, offer: OfferConfig, gatewa
     values = {"status": "pending", "external_id": created.charge_id, "br_code": created.br_code,
               "expires_at": created.expires_at, "updated_at": now,
               "next_check_at": now + dt.timedelta(seconds=settings.PAYMENT_FIRST_CHECK_SECONDS)}  # fmt: skip
-    won = Charge.update(values).where((Charge.id == charge.id) & (Charge.status == "creating")).execute()
+    with unit_of_work():
+        won = Charge.update(values).where((Charge.id == charge.id) & (Charge.status == "creating")).execute()
+        if won:
+            pixel.initiate_checkout(charge, now)
     if not won:  # a worker that took over a stale creation got there first
         return Charge.get_by_id(charge.id)
     counters.inc("grimbots_payments_charges_total", {"outcome": "created"})
@@ -252,7 +256,7 @@ def settle(
     """Apply what the gateway says. Conditional updates: of any number of concurrent callers, one
     wins each change; only the winner of → paid creates the delivery (same transaction)."""
     now = utcnow()
-    with transaction():
+    with unit_of_work():
         outcome = _transition(charge, status, amount, now)
         if notification is not None:
             PaymentNotification.create(outcome=outcome, charge_id=charge.id, received_at=now, **notification)
@@ -282,6 +286,7 @@ def _transition(charge: Charge, status: ChargeStatus, amount: Decimal | None, no
         Delivery.insert(
             charge_id=charge.id, bot_id=charge.bot_id, created_at=now, updated_at=now
         ).on_conflict_ignore().execute()
+        pixel.purchase(charge, paid, now)
         return "paid"
     if status in (ChargeStatus.EXPIRED, ChargeStatus.FAILED):
         won = (

@@ -11,6 +11,8 @@ import settings
 from actors.broker import broker
 from actors.throttle import Throttle
 from db.catalog import BotConfig, Catalog
+from gateways.meta import MetaGateway
+from gateways.meta import default_client as meta_client
 from gateways.payments import registry
 from gateways.payments.base import PaymentGateway
 from gateways.telegram import TelegramGateway, default_client
@@ -55,6 +57,11 @@ def payment_gateway(gateway_id: str) -> PaymentGateway | None:
 @lru_cache(maxsize=1)
 def payments_client() -> httpx.Client:
     return registry.default_client(settings.PAYMENT_TIMEOUT_SECONDS)
+
+
+@lru_cache(maxsize=1)
+def meta() -> MetaGateway:
+    return MetaGateway(meta_client(settings.META_TIMEOUT_SECONDS), settings.META_GRAPH_BASE, settings.META_API_VERSION)
 
 
 @lru_cache(maxsize=1)

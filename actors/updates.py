@@ -12,13 +12,15 @@ from typing import Any
 import dramatiq
 import redis
 
-from actors import funnel, payments, runtime
+import clicks
+from actors import funnel, payments, pixel, runtime
 from actors.broker import UPDATES, counters, retry_when
+from actors.enqueue import unit_of_work
 from actors.outbox import NOT_NOW, hand_off
 from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig
-from db.database import transaction, utcnow
+from db.database import utcnow
 from db.models import Lead
 from gateways.telegram import TelegramGateway
 
@@ -121,15 +123,28 @@ def _callback_chat(query: dict[str, Any]) -> int:
     return int(((query.get("message") or {}).get("chat") or {}).get("id") or query["from"]["id"])
 
 
-def route_update(bot: BotConfig, update: dict[str, Any]) -> Routed:
+def ad_click(bot: BotConfig, kind: str, update: dict[str, Any], cache: redis.Redis) -> clicks.Click | None:
+    """The ad click a `/start {token}` came from, while its token is valid (7 days); else None."""
+    if kind != "start":
+        return None
+    payload = start_payload(update["message"].get("text") or "")
+    return clicks.load(cache, bot.id, payload) if payload else None
+
+
+def route_update(bot: BotConfig, update: dict[str, Any], cache: redis.Redis | None = None) -> Routed:
     """Take one update in: its database writes happen the first time only, in the same
     transaction as its (bot, update_id) record. A repeat (Telegram's, or our own redelivery after a
-    worker died) writes nothing and is routed again: the stages it reaches are idempotent per update."""
+    worker died) writes nothing and is routed again: the stages it reaches are idempotent per update.
+    A /start attaches the ad click it came with to the lead and records its ViewContent."""
     update_id = int(update["update_id"])
     kind = classify(update)
-    with transaction():
+    click = ad_click(bot, kind, update, cache or runtime.cache())
+    with unit_of_work():
         new = hot.record_update(bot.id, update_id, kind, utcnow())
         lead = _record(bot, kind, update) if new else _known_lead(bot, kind, update)
+        if new and kind == "start" and lead is not None:
+            row = pixel.attach_click(bot, lead.lead_id, click) if click is not None else None
+            pixel.view_content(bot, lead.lead_id, update_id, row)
     counters.inc("grimbots_updates_total", {"kind": kind, "repeated": "false" if new else "true"})
     if new:
         log.info("update routed bot=%s update=%s kind=%s", bot.id, update_id, kind)
@@ -201,5 +216,5 @@ def route(bot_id: str, update: dict[str, Any]) -> None:
     if bot is None:
         log.warning("update dropped: unknown bot bot=%s", bot_id)
         return
-    routed = route_update(bot, update)
+    routed = route_update(bot, update, runtime.cache())
     follow_up(bot, routed, update, runtime.telegram(), runtime.throttle(), runtime.cache())

@@ -101,9 +101,67 @@ class Lead(BaseModel):
     last_seen_at = DateTimeField(default=utcnow)
     reachable = BooleanField(default=True)
     unreachable_since = DateTimeField(null=True)
+    first_click_id = IntegerField(null=True)  # the ad click that first brought them (first touch)
+    last_click_id = IntegerField(null=True)  # the latest one (last touch: what purchases are credited to)
 
     class Meta:
         indexes = ((("bot", "telegram_user_id"), True),)
+
+
+class Click(BaseModel):
+    """An ad click (GET /r/{bot_id}) under its token; `lead_id` once a /start came with it. IP and
+    user agent are the buyer's personal data: they leave only towards Meta."""
+
+    id = AutoField()
+    token = CharField(max_length=64, unique=True)
+    bot_id = CharField(max_length=64)
+    lead_id = IntegerField(null=True)
+    fbclid = TextField(null=True)
+    fbc = TextField(null=True)
+    fbp = TextField(null=True)
+    utm = JSONField(default=dict)
+    ip = CharField(max_length=64, null=True)
+    user_agent = TextField(null=True)
+    source_url = TextField(null=True)
+    clicked_at = DateTimeField()
+    attached_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("bot_id", "clicked_at"), False), (("lead_id",), False))
+
+
+class PixelEvent(BaseModel):
+    """One Conversions API event, sent once under its deterministic `event_id`.
+
+    States: pending → sending → sent | failed (Meta refused it: 4xx, kept with Meta's message) |
+    expired (older than Meta takes: never sent); a transient failure puts it back to pending with
+    `next_attempt_at` later. `payload` is the event exactly as it goes to Meta."""
+
+    id = AutoField()
+    event_id = CharField(max_length=128, unique=True)
+    event_name = CharField(max_length=32)
+    bot_id = CharField(max_length=64)
+    pixel_id = CharField(max_length=64)
+    lead_id = IntegerField(null=True)
+    charge_id = IntegerField(null=True)
+    event_time = DateTimeField()
+    payload = JSONField()
+    state = CharField(max_length=16, default="pending")
+    attempts = IntegerField(default=0)
+    next_attempt_at = DateTimeField()
+    claimed_at = DateTimeField(null=True)
+    error = TextField(null=True)
+    fbtrace_id = CharField(max_length=64, null=True)
+    created_at = DateTimeField(default=utcnow)
+    sent_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "pixel_event"
+        indexes = (
+            (("pixel_id", "state", "next_attempt_at"), False),
+            (("state", "next_attempt_at"), False),
+            (("bot_id", "created_at"), False),
+        )
 
 
 class ProcessedUpdate(BaseModel):
@@ -233,5 +291,5 @@ class ConfigState(BaseModel):
         table_name = "config_state"
 
 
-MODELS = [Gateway, Bot, Offer, Lead, ProcessedUpdate, OutboundMessage, Charge, Delivery, PaymentNotification,
-          ConfigState]  # fmt: skip
+MODELS = [Gateway, Bot, Offer, Lead, Click, ProcessedUpdate, OutboundMessage, Charge, Delivery,
+          PaymentNotification, PixelEvent, ConfigState]  # fmt: skip

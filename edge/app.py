@@ -27,8 +27,8 @@ from actors.metrics import HEARTBEAT_PREFIX, HEARTBEAT_TTL_SECONDS, heartbeat_ke
 from db.catalog import Catalog
 from db.database import db, init_db
 from edge.enqueue import BatchEnqueuer
+from edge.fast import FAST_ROUTES, Edge, WebhookEndpoint
 from edge.metrics import MetricsMiddleware, metrics_endpoint, register_shared_collector
-from edge.webhooks import FAST_ROUTES, Edge, WebhookEndpoint
 from gateways.payments import registry
 from gateways.payments.base import PaymentGateway
 
@@ -171,7 +171,10 @@ def create_app(*, redis_url: str | None = None, poll_seconds: float | None = Non
                     log.warning("edge shutdown step timed out step=%s", step)
 
     routes = [
-        *(Route(route, WebhookEndpoint(handler, param), methods=["POST"]) for _, route, handler, param in FAST_ROUTES),
+        *(
+            Route(route, WebhookEndpoint(handler, param), methods=[method])
+            for method, _, route, handler, param in FAST_ROUTES
+        ),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

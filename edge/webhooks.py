@@ -2,27 +2,22 @@
 POST /webhook/payment/{gateway_id} (the gateway's own authentication, by its adapter). Each
 checks its sender, bounds and validates the body, enqueues it and answers.
 
-They are the hot paths, so `Edge` serves them in front of the Starlette app as pure ASGI: no
-Request objects, no router, no middleware chain; headers and body come from the ASGI scope.
-Everything else (and anything unusual on these paths) goes to the Starlette app."""
+They are hot paths, so `edge.fast.Edge` serves them in front of the Starlette app as pure ASGI:
+no Request objects, no router, no middleware chain; headers and body come from the ASGI scope."""
 
 from __future__ import annotations
 
 import hmac
 import json
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 import settings
 from actors import payments, updates
 from edge.enqueue import EnqueueError, message_bytes
-from edge.metrics import observe
 from gateways.payments.base import BadNotification
 
 log = logging.getLogger(__name__)
@@ -165,66 +160,3 @@ async def serve_payment(edge: Any, gateway_id: str, scope: Scope, receive: Recei
         "amount": str(notification.amount) if notification.amount is not None else None,
     }
     return await enqueue_then_ack(edge, send, payments.notify, gateway_id, json.dumps(doc))
-
-
-Handler = Callable[[Any, str, Scope, Receive, Send], Awaitable[int]]
-# path prefix → (route name for metrics, handler, path parameter)
-FAST_ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
-    (PREFIX, ROUTE, serve_webhook, "bot_id"),
-    (PAYMENT_PREFIX, PAYMENT_ROUTE, serve_payment, "gateway_id"),
-)
-
-
-class WebhookEndpoint:
-    """A webhook route's ASGI endpoint inside the Starlette app, for calls `Edge` passes on (it
-    answers other methods with 405 there); an instance, so Starlette treats it as ASGI."""
-
-    def __init__(self, handler: Handler, param: str) -> None:
-        self.handler = handler
-        self.param = param
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.handler(scope["app"].state.edge, scope["path_params"][self.param], scope, receive, send)
-
-
-class Edge:
-    """The edge's ASGI entry point: webhooks served directly, the rest by `app`."""
-
-    def __init__(self, app: Starlette) -> None:
-        self.app = app
-
-    @property
-    def state(self) -> Any:
-        return self.app.state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path = scope["path"]
-            for prefix, route, handler, _ in FAST_ROUTES:
-                if not path.startswith(prefix):
-                    continue
-                ident = path[len(prefix) :]
-                if ident and "/" not in ident:
-                    await self._serve(route, handler, ident, scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
-
-    async def _serve(
-        self, route: str, handler: Handler, ident: str, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        started = time.perf_counter()
-        status = 500
-        try:
-            status = await handler(self.app.state.edge, ident, scope, receive, send)
-        except Exception:
-            log.exception("webhook failed route=%s id=%s", route, ident)
-            capture_exception()
-            await respond(send, 500, "internal error")
-        finally:
-            observe(route, status, time.perf_counter() - started)
-
-
-def capture_exception() -> None:
-    import sentry_sdk
-
-    sentry_sdk.capture_exception()

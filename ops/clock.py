@@ -12,7 +12,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 import settings
 import telemetry
-from actors import maintenance, payments
+from actors import maintenance, payments, pixel
 from actors.broker import broker
 from actors.metrics import HEARTBEAT_SECONDS, beat
 
@@ -35,6 +35,14 @@ def build_scheduler() -> BlockingScheduler:
         "interval",
         seconds=settings.RECONCILE_INTERVAL_SECONDS,
         id="reconcile",
+        coalesce=True,
+        max_instances=1,
+    )
+    scheduler.add_job(
+        pixel.sweep_actor.send,
+        "interval",
+        seconds=settings.RECONCILE_INTERVAL_SECONDS,
+        id="pixel-sweep",
         coalesce=True,
         max_instances=1,
     )

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 import telemetry
 from db.catalog import BotConfig
 from edge.app import create_app
-from edge.webhooks import Edge
+from edge.fast import Edge
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0"
 

@@ -1,0 +1,216 @@
+"""Ad clicks: what `GET /r/{bot_id}` captures, the opaque token that carries it into `/start`, and
+where it waits in Redis (7 days) until the buyer's /start comes.
+
+The token is `base64url(seconds ‖ random ‖ HMAC)`: 30 characters of `A-Za-z0-9_-`, so a Telegram
+start parameter (≤ 64) holds it. The HMAC (keyed with SECRET_KEY) means a token nobody issued is
+refused without a Redis lookup, and the time inside means an expired one is refused even if Redis
+still held it. Shared by the edge (which writes) and the workers (which read)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import re
+import secrets
+import struct
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from typing import Any
+from urllib.parse import parse_qsl
+
+import settings
+
+TTL_SECONDS = 7 * 24 * 3600
+KEY = "grimbots:click:{token}"
+_SIG_BYTES = 8
+_RANDOM_BYTES = 10
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{30}$")
+
+# What a click may carry; anything else is dropped (and the click still redirects).
+_FBCLID = re.compile(r"^[\x21-\x7e]{1,500}$")  # printable ASCII, no spaces; kept exactly as given
+_FBC = re.compile(r"^fb\.\d\.\d{10,13}\.[\x21-\x7e]{1,500}$")
+_FBP = re.compile(r"^fb\.\d\.\d{10,13}\.[\x21-\x7e]{1,100}$")
+_UTM_KEY = re.compile(r"^utm_[a-z0-9_]{1,32}$")
+UTM_MAX = 10
+UTM_VALUE_MAX = 200
+USER_AGENT_MAX = 512
+
+
+def _sign(body: bytes) -> bytes:
+    return hmac.new(settings.SECRET_KEY.encode(), b"click:" + body, hashlib.sha256).digest()[:_SIG_BYTES]
+
+
+def new_token(now: float | None = None) -> str:
+    body = struct.pack(">I", int(now if now is not None else time.time())) + secrets.token_bytes(_RANDOM_BYTES)
+    return base64.urlsafe_b64encode(body + _sign(body)).decode().rstrip("=")
+
+
+def verify_token(token: str, now: float | None = None) -> bool:
+    """True for a token this platform issued less than 7 days ago."""
+    if not _TOKEN.match(token):
+        return False
+    raw = base64.urlsafe_b64decode(token + "==")
+    body, signature = raw[:-_SIG_BYTES], raw[-_SIG_BYTES:]
+    if not hmac.compare_digest(signature, _sign(body)):
+        return False
+    (issued,) = struct.unpack(">I", body[:4])
+    age = (now if now is not None else time.time()) - issued
+    return -300 <= age <= TTL_SECONDS
+
+
+@dataclass(frozen=True)
+class Click:
+    bot_id: str
+    token: str
+    at_ms: int  # when the click arrived, unix milliseconds
+    fbclid: str | None = None
+    fbc: str | None = None  # the _fbc cookie, else built from fbclid and the click time
+    fbp: str | None = None
+    utm: dict[str, str] = field(default_factory=dict)
+    ip: str | None = None
+    user_agent: str | None = None
+    source_url: str | None = None  # the redirect URL as clicked (event_source_url)
+
+    def __repr__(self) -> str:  # IP and user agent are personal data: never in a log line
+        return f"Click(bot_id={self.bot_id!r}, token={self.token!r})"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Click:
+        return cls(
+            bot_id=str(doc["bot_id"]),
+            token=str(doc["token"]),
+            at_ms=int(doc["at_ms"]),
+            fbclid=doc.get("fbclid"),
+            fbc=doc.get("fbc"),
+            fbp=doc.get("fbp"),
+            utm={str(k): str(v) for k, v in (doc.get("utm") or {}).items()},
+            ip=doc.get("ip"),
+            user_agent=doc.get("user_agent"),
+            source_url=doc.get("source_url"),
+        )
+
+
+def fbc_from(fbclid: str, at_ms: int) -> str:
+    """Meta's click id format: fb.1.{creation time in ms}.{fbclid}, the fbclid unaltered."""
+    return f"fb.1.{at_ms}.{fbclid}"
+
+
+def parse_cookies(header: str) -> dict[str, str]:
+    cookies: dict[str, str] = {}
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name in ("_fbc", "_fbp"):
+            cookies[name] = value.strip().strip('"')
+    return cookies
+
+
+@cache
+def _trusted(spec: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    nets = []
+    for item in spec.split(","):
+        if item.strip():
+            try:
+                nets.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise SystemExit(f"setting TRUSTED_PROXIES: {item.strip()!r} is not an address or network") from None
+    return tuple(nets)
+
+
+def _is_trusted(address: str, nets: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in nets)
+
+
+def _valid_ip(address: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(address.strip()))
+    except ValueError:
+        return None
+
+
+def client_ip(peer: str | None, forwarded_for: str | None, trusted_spec: str | None = None) -> str | None:
+    """The buyer's address: the socket's peer, unless the peer is a trusted proxy; then the
+    right-most X-Forwarded-For entry that is not itself a trusted proxy."""
+    nets = _trusted(settings.TRUSTED_PROXIES if trusted_spec is None else trusted_spec)
+    if peer is None or not forwarded_for or not _is_trusted(peer, nets):
+        return _valid_ip(peer) if peer else None
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    candidate = peer
+    for hop in reversed(hops):
+        if _valid_ip(hop) is None:
+            break  # garbage from the client: believe the last hop a trusted proxy vouched for
+        candidate = hop
+        if not _is_trusted(hop, nets):
+            break
+    return _valid_ip(candidate)
+
+
+def capture(
+    bot_id: str,
+    query_string: str,
+    *,
+    cookie_header: str = "",
+    peer: str | None = None,
+    forwarded_for: str | None = None,
+    user_agent: str | None = None,
+    source_url: str | None = None,
+    now: float | None = None,
+) -> Click:
+    """A click from the raw request parts. Anything malformed is left out, never an error."""
+    at = time.time() if now is None else now
+    at_ms = int(at * 1000)
+    fbclid: str | None = None
+    utm: dict[str, str] = {}
+    for name, value in parse_qsl(query_string, keep_blank_values=False):
+        if name == "fbclid" and fbclid is None and _FBCLID.match(value):
+            fbclid = value
+        elif _UTM_KEY.match(name) and name not in utm and len(utm) < UTM_MAX:
+            utm[name] = value.strip()[:UTM_VALUE_MAX]
+    cookies = parse_cookies(cookie_header)
+    fbc = cookies.get("_fbc") if _FBC.match(cookies.get("_fbc", "")) else None
+    if fbc is None and fbclid is not None:
+        fbc = fbc_from(fbclid, at_ms)
+    fbp = cookies.get("_fbp") if _FBP.match(cookies.get("_fbp", "")) else None
+    ua = user_agent.strip()[:USER_AGENT_MAX] if user_agent and user_agent.strip() else None
+    return Click(
+        bot_id=bot_id,
+        token=new_token(at),
+        at_ms=at_ms,
+        fbclid=fbclid,
+        fbc=fbc,
+        fbp=fbp,
+        utm=utm,
+        ip=client_ip(peer, forwarded_for),
+        user_agent=ua,
+        source_url=source_url[:1000] if source_url else None,
+    )
+
+
+def key(token: str) -> str:
+    return KEY.format(token=token)
+
+
+def load(client: Any, bot_id: str, token: str) -> Click | None:
+    """The click behind a /start token of this bot, or None (unknown, expired, another bot's, or
+    not a token at all: then it is just a plain /start)."""
+    if not verify_token(token):
+        return None
+    raw = client.get(key(token))
+    if raw is None:
+        return None
+    try:
+        click = Click.from_doc(json.loads(raw))
+    except (ValueError, KeyError, TypeError):
+        return None
+    return click if click.bot_id == bot_id and click.token == token else None

@@ -1,0 +1,79 @@
+"""GET /r/{bot_id}: an ad click. Capture what Meta needs to match it later (fbclid, the _fbp/_fbc
+cookies, every utm_*, IP, user agent, time), keep it in Redis under an opaque token for 7 days,
+enqueue its PageView, and send the browser on to `https://t.me/{username}?start={token}`.
+
+One Redis write and one enqueue, no database. A click is never lost to a bad parameter (it is
+left out); if Redis cannot take the click, the browser still goes to the bot, without a token."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote
+
+from starlette.types import Receive, Scope, Send
+
+import clicks
+import settings
+from actors import pixel
+from edge.enqueue import EnqueueError, message_bytes
+from edge.webhooks import respond
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/r/"
+ROUTE = "/r/{bot_id}"
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
+
+
+async def redirect(send: Send, location: str) -> None:
+    headers = [
+        (b"location", location.encode()),
+        (b"cache-control", b"no-store"),  # every click is its own: never served from a cache
+        (b"referrer-policy", b"no-referrer"),
+        (b"content-length", b"0"),
+    ]
+    await send({"type": "http.response.start", "status": 302, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def serve_click(edge: Any, bot_id: str, scope: Scope, receive: Receive, send: Send) -> int:
+    if not edge.catalog.loaded:
+        await respond(send, 503, "configuration not loaded yet")
+        return 503
+    bot = edge.catalog.bot(bot_id)
+    if bot is None:
+        await respond(send, 404, "unknown bot")
+        return 404
+    query = scope.get("query_string", b"").decode("latin-1")
+    client = scope.get("client")
+    click = clicks.capture(
+        bot_id,
+        query,
+        cookie_header=_header(scope, b"cookie") or "",
+        peer=client[0] if client else None,
+        forwarded_for=_header(scope, b"x-forwarded-for"),
+        user_agent=_header(scope, b"user-agent"),
+        source_url=f"{settings.PUBLIC_BASE_URL}{PREFIX}{quote(bot_id)}" + (f"?{query}" if query else ""),
+    )
+    doc = click.to_json()
+    bot_url = f"https://t.me/{quote(bot.username)}"
+    try:
+        await edge.redis.set(clicks.key(click.token), doc, ex=clicks.TTL_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - the buyer still reaches the bot, untracked
+        log.warning("click not stored bot=%s error=%s", bot_id, type(exc).__name__)
+        await redirect(send, bot_url)
+        return 302
+    redis_id, data = message_bytes(pixel.record_click, (bot_id,), doc)
+    try:
+        await edge.enqueuer.enqueue(pixel.record_click.queue_name, redis_id, data)
+    except EnqueueError as exc:  # the click is in Redis: a /start with the token still records it
+        log.warning("click event not enqueued bot=%s error=%s", bot_id, exc)
+    await redirect(send, f"{bot_url}?start={click.token}")
+    return 302

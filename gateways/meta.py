@@ -1,0 +1,144 @@
+"""Gateway to Meta's Conversions API: `POST {META_GRAPH_BASE}/{META_API_VERSION}/{pixel_id}/events`
+with the pixel's access token, up to 1000 events per request (one invalid event rejects them all).
+
+Errors, translated at this boundary:
+
+    MetaError
+    ├── MetaTransient   retry with backoff: network errors, timeouts, 429, 5xx
+    └── MetaPermanent   never retried: 4xx (Meta's own message kept, e.g. an OAuthException)
+
+The access token travels in the query string, so no message here carries a URL or httpx's own
+error text. Also here: the `user_data` rules (what is hashed and how it is normalised first)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+MAX_BATCH = 1000
+
+
+class MetaError(Exception):
+    pass
+
+
+class MetaTransient(MetaError):
+    pass
+
+
+class MetaPermanent(MetaError):
+    pass
+
+
+@dataclass(frozen=True)
+class Sent:
+    events_received: int
+    fbtrace_id: str | None
+
+
+def default_client(timeout: float = 10.0) -> httpx.Client:
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout), pool=min(5.0, timeout)),
+        limits=httpx.Limits(max_connections=50, max_keepalive_connections=20, keepalive_expiry=30),
+        headers={"User-Agent": "grimbots/1"},
+    )
+
+
+class MetaGateway:
+    def __init__(self, client: httpx.Client, base_url: str, version: str) -> None:
+        self.client = client
+        self.base_url = base_url.rstrip("/")
+        self.version = version.strip("/")
+
+    def send_events(
+        self, pixel_id: str, access_token: str, events: list[dict[str, Any]], test_event_code: str | None = None
+    ) -> Sent:
+        if not 1 <= len(events) <= MAX_BATCH:
+            raise ValueError(f"a Conversions API request takes 1 to {MAX_BATCH} events, not {len(events)}")
+        body: dict[str, Any] = {"data": events}
+        if test_event_code:
+            body["test_event_code"] = test_event_code
+        url = f"{self.base_url}/{self.version}/{pixel_id}/events"
+        try:
+            response = self.client.post(url, params={"access_token": access_token}, json=body)
+        except httpx.TimeoutException as exc:
+            raise MetaTransient(f"meta: timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise MetaTransient(f"meta: unreachable ({type(exc).__name__})") from None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise MetaTransient(f"meta: HTTP {status}{_describe(answer)}")
+        if status >= 400:
+            raise MetaPermanent(f"meta: HTTP {status}{_describe(answer)}")
+        if not isinstance(answer, dict) or not isinstance(answer.get("events_received"), int):
+            raise MetaTransient(f"meta: HTTP {status} without events_received")
+        trace = answer.get("fbtrace_id")
+        return Sent(answer["events_received"], trace if isinstance(trace, str) else None)
+
+
+def _describe(answer: Any) -> str:
+    """Meta's error as `: type code: message` (its message never holds the token we sent)."""
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if not isinstance(error, dict):
+        return ""
+    parts = [str(error[k]) for k in ("type", "code", "error_subcode") if error.get(k) is not None]
+    message = error.get("error_user_msg") or error.get("message") or ""
+    return f": {' '.join(parts)}: {str(message)[:300]}".rstrip(": ")
+
+
+# --- user_data -------------------------------------------------------------------------------
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def hashed_email(email: str) -> str | None:
+    normalized = email.strip().lower()
+    return sha256_hex(normalized) if "@" in normalized else None
+
+
+def hashed_phone(phone: str, default_country: str = "55") -> str | None:
+    """Digits only, with the country code (Brazil's when a local number has none)."""
+    digits = re.sub(r"\D", "", phone)
+    if len(digits) in (10, 11):  # DDD + number, no country code
+        digits = default_country + digits
+    return sha256_hex(digits) if len(digits) >= 8 else None
+
+
+def user_data(
+    *,
+    telegram_user_id: int | None = None,
+    fbc: str | None = None,
+    fbp: str | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    email: str | None = None,
+    phone: str | None = None,
+) -> dict[str, Any]:
+    """Meta's user_data: click identifiers, IP and user agent as they are; everything that
+    identifies a person SHA-256 hashed after normalisation."""
+    data: dict[str, Any] = {}
+    if fbc:
+        data["fbc"] = fbc
+    if fbp:
+        data["fbp"] = fbp
+    if ip:
+        data["client_ip_address"] = ip
+    if user_agent:
+        data["client_user_agent"] = user_agent
+    if telegram_user_id is not None:
+        data["external_id"] = [sha256_hex(str(telegram_user_id))]
+    if email and (em := hashed_email(email)):
+        data["em"] = [em]
+    if phone and (ph := hashed_phone(phone)):
+        data["ph"] = [ph]
+    return data
