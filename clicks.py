@@ -55,6 +55,8 @@ def verify_token(token: str, now: float | None = None) -> bool:
     if not _TOKEN.match(token):
         return False
     raw = base64.urlsafe_b64decode(token + "==")
+    if base64.urlsafe_b64encode(raw).decode().rstrip("=") != token:  # one spelling per token
+        return False
     body, signature = raw[:-_SIG_BYTES], raw[-_SIG_BYTES:]
     if not hmac.compare_digest(signature, _sign(body)):
         return False

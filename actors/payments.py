@@ -77,6 +77,11 @@ def open_charge(bot: BotConfig, lead_id: int, offer: OfferConfig, update_id: int
     now = utcnow()
     try:
         with transaction():
+            # This very tap again (a redelivered update), after its charge was settled: that charge.
+            mine = (Charge.lead_id == lead_id) & (Charge.offer_id == offer.id)
+            done = Charge.get_or_none(mine & (Charge.created_by_update == update_id) & Charge.open_key.is_null())
+            if done is not None:
+                return done, False
             existing = Charge.get_or_none(Charge.open_key == open_key)
             if existing is not None:
                 if existing.status == "pending" and (existing.expires_at or now) > now + REUSE_MARGIN:
@@ -190,6 +195,8 @@ def checkout(
             fail_creation(charge, str(exc))
             _tell_failed(bot, lead, charge, telegram, throttle)
             return charge
+    elif charge.status != "pending":
+        return charge  # a repeat of a tap whose charge is settled (paid, failed, expired): nothing to show
     elif charge.created_by_update != update_id:
         counters.inc("grimbots_payments_charges_total", {"outcome": "reused"})
         if charge.shown_at and utcnow() - charge.shown_at < RESHOW_AFTER:

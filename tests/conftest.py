@@ -85,7 +85,9 @@ def clean_state() -> Iterator[None]:
     else:
         names = ", ".join(f'"{m._meta.table_name}"' for m in tables)
         db.execute_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
-    ConfigState.update(version=0).execute()
+    # The version only grows (as in production): a process-wide catalog that loaded an earlier
+    # test's configuration sees the next apply as a change.
+    ConfigState.update(version=ConfigState.version + 1).execute()
     yield
     if not db.is_closed():
         db.close()
@@ -114,8 +116,14 @@ def throttle(redis_client: redis.Redis) -> Throttle:
 
 
 def apply_config(data: dict[str, Any]) -> list[str]:
+    """Apply a configuration and have this process's worker catalog load it now (running
+    processes do so within CONFIG_POLL_SECONDS)."""
+    from actors import runtime
+
     known = {row[0] for row in db.execute_sql("SELECT id FROM gateway").fetchall()}
-    return config.apply(config.parse(data, known))
+    changes = config.apply(config.parse(data, known))
+    runtime.catalog().refresh()
+    return changes
 
 
 @pytest.fixture
