@@ -127,8 +127,15 @@ def payment_summary() -> dict[str, Any]:
         return report.last_day()
 
 
+def pixel_summary() -> dict[str, int]:
+    from ops import pixel_events
+
+    with _database().connection_context():
+        return pixel_events.last_day()
+
+
 @cli.command(help="One screen: live processes (by heartbeat), queues, worker outcomes and error rate, updates, "
-             "charges and revenue of the last 24 h.")  # fmt: skip
+             "charges, revenue and pixel events of the last 24 h.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     from actors.broker import QUEUES
@@ -151,7 +158,7 @@ def status(as_json: bool) -> None:
     error_rate = errors / handled if handled else 0.0
     if as_json:
         doc = {"processes": seen, "queues": stats, "messages": outcomes, "error_rate": error_rate, "updates": updates,
-               "payments": payment_summary()}  # fmt: skip
+               "payments": payment_summary(), "pixel_events": pixel_summary()}  # fmt: skip
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(f"processes ({len(seen)} alive)")
@@ -172,6 +179,8 @@ def status(as_json: bool) -> None:
     money = payment_summary()
     click.echo(f"payments  last 24 h: {money['charges']} charges, {money['paid']} paid, R$ {money['revenue']}; "
                f"deliveries waiting {money['deliveries_pending']}, failed {money['deliveries_failed']}")  # fmt: skip
+    events = pixel_summary()
+    click.echo("pixel     last 24 h: " + ", ".join(f"{n} {state}" for state, n in events.items()))
 
 
 @cli.command(help="Recent charges with status, amounts, times and delivery; totals per bot.")
@@ -208,6 +217,44 @@ def payments(bot: str | None, status: str | None, since_hours: int | None, limit
     click.echo("totals" + (f" (last {since_hours} h)" if since_hours else ""))
     for t in sums:
         click.echo(f"  {t.bot:<12} {t.charges} charges, {t.paid} paid ({t.conversion:.1%}), R$ {t.revenue}")
+
+
+@cli.command("pixel-events", help="Recent Meta Conversions API events with state, attempts, the match keys "
+             "they carry (never their values) and Meta's error; counts per bot, event and state.")  # fmt: skip
+@click.option("--bot", help="Only this bot.")
+@click.option("--state", type=click.Choice(["pending", "sending", "sent", "failed", "expired"]))
+@click.option("--event", type=click.Choice(["PageView", "ViewContent", "InitiateCheckout", "Purchase"]))
+@click.option("--since-hours", type=click.IntRange(min=1), help="Only events recorded in the last N hours.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="Events listed.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def pixel_events(bot: str | None, state: str | None, event: str | None, since_hours: int | None, limit: int,
+                 as_json: bool) -> None:  # fmt: skip
+    import datetime as dt
+
+    from db.database import utcnow
+    from ops import pixel_events as report
+
+    since = utcnow() - dt.timedelta(hours=since_hours) if since_hours else None
+    with _database().connection_context():
+        lines = report.recent(bot, state, event, since, limit)
+        sums = report.totals(bot, state, event, since)
+    if as_json:
+        click.echo(json.dumps({"events": report.as_dicts(lines), "totals": report.as_dicts(sums)}, indent=2))
+        return
+    click.echo(f"{'id':>7} {'bot':<12}{'event':<17}{'state':<9}{'tries':>5}  {'matched by':<19}{'time (UTC)':<21}"
+               "sent at")  # fmt: skip
+    for e in lines:
+        value = f" R$ {e.value:.2f}" if e.value is not None else ""
+        click.echo(f"{e.id:>7} {e.bot[:11]:<12}{e.event:<17}{e.state:<9}{e.attempts:>5}  {','.join(e.matched_by):<19}"
+                   f"{e.event_time:<21}{e.sent_at or '-'}{value}")  # fmt: skip
+        if e.error:
+            click.echo(f"{'':>8}error: {e.error}")
+    if not lines:
+        click.echo("no pixel events")
+    click.echo("totals" + (f" (last {since_hours} h)" if since_hours else ""))
+    for t in sums:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(t.counts.items()))
+        click.echo(f"  {t.bot:<12} {t.event:<17} {counts}")
 
 
 @cli.group(help="The sandbox gateway's simulated bank (for demos and tests).")

@@ -60,7 +60,7 @@ def test_retry_dead_rejects_unknown_queue() -> None:
 
 def test_help_explains_every_command() -> None:
     out = CliRunner().invoke(cli, ["--help"]).output
-    for command in ("apply", "migrate", "set-webhooks", "queues", "retry-dead", "bench"):
+    for command in ("apply", "migrate", "set-webhooks", "queues", "retry-dead", "bench", "pixel-events"):
         assert command in out
 
 
@@ -154,3 +154,34 @@ def test_payments_lists_charges_and_totals_and_sandbox_pay_marks_the_bank(demo_b
     status = CliRunner().invoke(cli, ["status", "--json"])
     assert json.loads(status.output)["payments"] == {"charges": 2, "paid": 1, "revenue": "10.00",
                                                      "deliveries_pending": 0, "deliveries_failed": 0}  # fmt: skip
+
+
+def test_pixel_events_lists_events_with_their_match_keys_never_the_values(demo_bot: BotConfig) -> None:
+    from db.database import utcnow
+    from db.models import PixelEvent
+
+    now = utcnow()
+    user = {"fbc": "fb.1.1.SECRETCLICK", "client_ip_address": "203.0.113.9", "client_user_agent": "UA-PRIVATE",
+            "external_id": ["abc"]}  # fmt: skip
+    common = {"bot_id": "demo", "pixel_id": "123", "event_time": now, "next_attempt_at": now, "created_at": now}
+    PixelEvent.create(event_id="pur.1", event_name="Purchase", state="sent", attempts=1, sent_at=now, **common,
+                      payload={"user_data": user, "custom_data": {"currency": "BRL", "value": 19.9}})  # fmt: skip
+    PixelEvent.create(event_id="vc.demo.1", event_name="ViewContent", state="failed", attempts=1, **common,
+                      error="meta: HTTP 400: OAuthException 100: Invalid parameter", payload={"user_data": {}})  # fmt: skip
+    result = CliRunner().invoke(cli, ["pixel-events", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    purchase, view = doc["events"][1], doc["events"][0]
+    assert purchase["event"] == "Purchase" and purchase["value"] == 19.9 and purchase["state"] == "sent"
+    assert purchase["matched_by"] == ["fbc", "ip", "ua", "xid"] and view["error"].startswith("meta: HTTP 400")
+    assert doc["totals"] == [{"bot": "demo", "event": "ViewContent", "counts": {"failed": 1}},
+                             {"bot": "demo", "event": "Purchase", "counts": {"sent": 1}}]  # fmt: skip
+    text = CliRunner().invoke(cli, ["pixel-events"]).output
+    for private in ("SECRETCLICK", "203.0.113.9", "UA-PRIVATE"):
+        assert private not in text and private not in result.output
+    assert "R$ 19.90" in text and "error: meta: HTTP 400" in text
+    failed = CliRunner().invoke(cli, ["pixel-events", "--state", "failed", "--json"]).output
+    assert [e["event_id"] for e in json.loads(failed)["events"]] == ["vc.demo.1"]
+    assert CliRunner().invoke(cli, ["pixel-events", "--state", "bogus"]).exit_code == 2
+    status = json.loads(CliRunner().invoke(cli, ["status", "--json"]).output)
+    assert status["pixel_events"] == {"pending": 0, "sending": 0, "sent": 1, "failed": 1, "expired": 0}
