@@ -87,6 +87,11 @@ class Platform:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_calls").status_code == 200, 20, "fake telegram")
         return process
 
+    def fake_meta(self, port: int) -> Process:
+        process = self.spawn("fake-meta", [sys.executable, "-m", "ops.fakes.meta", "--port", str(port)])
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_calls").status_code == 200, 20, "fake meta")
+        return process
+
     def edge(self, port: int) -> Process:
         process = self.spawn(
             "edge",

@@ -166,8 +166,15 @@ def test_pixel_events_lists_events_with_their_match_keys_never_the_values(demo_b
     common = {"bot_id": "demo", "pixel_id": "123", "event_time": now, "next_attempt_at": now, "created_at": now}
     PixelEvent.create(event_id="pur.1", event_name="Purchase", state="sent", attempts=1, sent_at=now, **common,
                       payload={"user_data": user, "custom_data": {"currency": "BRL", "value": 19.9}})  # fmt: skip
-    PixelEvent.create(event_id="vc.demo.1", event_name="ViewContent", state="failed", attempts=1, **common,
-                      error="meta: HTTP 400: OAuthException 100: Invalid parameter", payload={"user_data": {}})  # fmt: skip
+    PixelEvent.create(
+        event_id="vc.demo.1",
+        event_name="ViewContent",
+        state="failed",
+        attempts=1,
+        **common,
+        payload={"user_data": {}},
+        error="meta: HTTP 400: OAuthException 100: Invalid parameter",
+    )
     result = CliRunner().invoke(cli, ["pixel-events", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)

@@ -1,0 +1,124 @@
+"""Attribution with real processes: uvicorn edge, Dramatiq workers, the sandbox gateway, a fake
+Telegram and a fake Meta Graph API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from db.catalog import BotConfig, load_bots
+from db.models import PixelEvent
+from gateways.payments import brcode
+from gateways.payments.sandbox import sign
+from ops.procs import Platform, free_port, wait_until
+from tests.conftest import DEMO_CONFIG, apply_config
+from tests.e2e.test_money_path import BUYER, Env
+
+PIXEL = "1234567890"
+UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)"
+
+
+class TrackedEnv(Env):
+    def __init__(self, platform: Platform, telegram_port: int, edge_port: int, meta_port: int, bot: BotConfig) -> None:
+        super().__init__(platform, telegram_port, edge_port, bot)
+        self.meta = f"http://127.0.0.1:{meta_port}"
+
+    def click(self, query: str) -> httpx.Response:
+        headers = {"User-Agent": UA, "Cookie": "_fbp=fb.1.1700000000000.555", "X-Forwarded-For": "203.0.113.9"}
+        return httpx.get(f"{self.edge}/r/demo?{query}", headers=headers, follow_redirects=False)
+
+    def start_update(self, update_id: int, text: str) -> httpx.Response:
+        user = {"id": BUYER, "is_bot": False, "first_name": "Buyer"}
+        message = {"message_id": update_id, "date": int(time.time()), "text": text, "from": user,
+                   "chat": {"id": BUYER, "type": "private"}}  # fmt: skip
+        update = {"update_id": update_id, "message": message}
+        return httpx.post(f"{self.edge}/webhook/telegram/demo", json=update, headers=SECRET)
+
+    def meta_requests(self) -> list[dict[str, Any]]:
+        return httpx.get(f"{self.meta}/_calls").json()  # type: ignore[no-any-return]
+
+
+SECRET = {"X-Telegram-Bot-Api-Secret-Token": "tg-secret-1"}
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[TrackedEnv]:
+    data = json.loads(json.dumps(DEMO_CONFIG))
+    data["bots"][0].update({"pixel_id": PIXEL, "pixel_access_token": "EAAB-e2e"})
+    apply_config(data)
+    bot = load_bots()["demo"]
+    telegram_port, edge_port, meta_port = free_port(), free_port(), free_port()
+    platform = Platform(
+        tmp_path,
+        TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}",
+        META_GRAPH_BASE=f"http://127.0.0.1:{meta_port}",
+        TRUSTED_PROXIES="127.0.0.1",  # the test client plays the load balancer in front of the edge
+        CONFIG_POLL_SECONDS="0.5",
+        META_LINGER_MS="300",
+    )
+    try:
+        platform.fake_telegram(telegram_port)
+        platform.fake_meta(meta_port)
+        platform.edge(edge_port)
+        platform.worker(queues=("updates", "funnel", "payments", "pixel"), threads=8)
+        yield TrackedEnv(platform, telegram_port, edge_port, meta_port, bot)
+    except Exception:
+        for process in platform.processes:
+            print(f"--- {process.name} ---\n{process.output()}")
+        raise
+    finally:
+        platform.close()
+
+
+def test_a_tracked_journey_reaches_meta_once_per_event_with_the_clicks_data(env: TrackedEnv) -> None:
+    httpx.post(f"{env.meta}/_config", json={"errors": [500]})  # Meta's first answer is a 500: retried
+    response = env.click("fbclid=IwAR-e2e_Click&utm_source=facebook&utm_campaign=bf")
+    assert response.status_code == 302
+    match = re.fullmatch(r"https://t\.me/demo_bot\?start=([A-Za-z0-9_-]{1,64})", response.headers["location"])
+    assert match is not None
+    token = match.group(1)
+
+    for _ in range(2):  # Telegram repeats the /start update
+        assert env.start_update(1, f"/start {token}").status_code == 200
+    offer = env.bot.offers[0]
+    for _ in range(2):  # and the button press
+        env.press(f"buy:{offer.id}", "cb-buy")
+    photo = wait_until(lambda: env.calls("sendPhoto")[1:], 30, "the code message")[0]
+    code = re.search(r"<code>(.+?)</code>", photo["caption"])
+    assert code is not None
+    txid = brcode.parse_fields(brcode.parse(code.group(1))["62"])["05"]
+    body = json.dumps({"event": "charge.paid", "charge_id": txid, "amount": "19.90"}).encode()
+    for _ in range(3):  # the gateway repeats its notification
+        assert env.notify(body, sign("whsec-1", body)).status_code == 200
+    wait_until(env.deliveries, 30, "the delivery")
+
+    def all_sent() -> bool:
+        return PixelEvent.select().where(PixelEvent.state == "sent").count() == 4
+
+    wait_until(all_sent, 40, "four events sent")
+    time.sleep(1.5)  # anything still in flight has arrived by now
+    requests = env.meta_requests()
+    assert requests[0]["access_token"] == "EAAB-e2e" and requests[0]["pixel_id"] == PIXEL
+    taken = [e for r in requests[1:] for e in r["body"]["data"]]  # the first request got the 500
+    names = sorted(e["event_name"] for e in taken)
+    assert names == ["InitiateCheckout", "PageView", "Purchase", "ViewContent"]  # each exactly once
+    assert {e["event_id"] for e in requests[0]["body"]["data"]} <= {e["event_id"] for e in taken}  # retried
+    by_name = {e["event_name"]: e for e in taken}
+    click_ms = by_name["PageView"]["user_data"]["fbc"].split(".")[2]
+    for name, event in by_name.items():
+        user = event["user_data"]
+        assert user["fbc"] == f"fb.1.{click_ms}.IwAR-e2e_Click" and user["fbp"] == "fb.1.1700000000000.555"
+        assert user["client_ip_address"] == "203.0.113.9" and user["client_user_agent"] == UA
+        if name != "PageView":
+            assert user["external_id"] == [hashlib.sha256(str(BUYER).encode()).hexdigest()]
+    purchase = by_name["Purchase"]["custom_data"]
+    assert purchase["currency"] == "BRL" and purchase["value"] == 19.9
+    assert abs(int(click_ms) / 1000 - time.time()) < 120
