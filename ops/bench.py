@@ -164,24 +164,28 @@ class LoadConnection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        status, _ = await self.request("POST", path, body, {"Content-Type": "application/json", **headers})
+        return status
+
+    async def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+        """(status, response headers with lower-case names)."""
         if self.writer is None or self.writer.is_closing():
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self.writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode()
             + body
         )
         status_line = await self.reader.readline()
-        length = 0
+        answer: dict[str, str] = {}
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value.strip())
+            answer[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+        length = int(answer.get("content-length", "0"))
         if length:
             await self.reader.readexactly(length)
-        return int(status_line.split()[1])
+        return int(status_line.split()[1]), answer
 
 
 async def _drive(

@@ -1,12 +1,15 @@
-"""`python -m ops bench journeys`: complete buyer journeys per second — /start → welcome → tap an
-offer → charge + code message → signed "paid" notification → delivery — through the real edge,
-workers, Redis and database, with the sandbox gateway and a local fake Telegram. Journeys start at
+"""`python -m ops bench journeys`: complete tracked buyer journeys per second — ad click (GET /r/…)
+→ /start {token} → welcome → tap an offer → charge + code message → signed "paid" notification →
+delivery, and the pixel events on the way — through the real edge, workers, Redis and database,
+with the sandbox gateway, a local fake Telegram and a local fake Meta Graph API. Journeys start at
 a fixed rate (open loop); paid → delivered is measured from the notification's POST to the moment
-the fake Telegram receives the delivery. Results go to --out as JSON and Markdown."""
+the fake Telegram receives the delivery, paid → Purchase to the moment the fake Meta receives the
+Purchase event. Results go to --out as JSON and Markdown."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import shutil
@@ -23,6 +26,7 @@ from ops.bench import LoadConnection, machine, open_loop, percentile
 from ops.procs import Platform, free_port, wait_until
 
 BOTS = 40  # three messages per journey at 200 journeys/s stay under Telegram's 30/s per bot
+PIXELS = 4  # bots share pixels, as a seller's bots do: events batch per pixel
 SECRET = "bench-secret"
 WEBHOOK_SECRET = "bench-whsec"
 DELIVERED = "BENCH-DELIVERED"
@@ -36,6 +40,7 @@ def journey_config(bots: int, send_qr: bool) -> dict[str, Any]:
         "bots": [
             {"id": f"shop-{i}", "token": f"{800000 + i}:SHOP", "username": f"shop_{i}_bot", "webhook_secret": SECRET,
              "gateway": "bench-pay", "welcome": {"text": "Olá! Escolha seu plano:"}, "checkout": {"send_qr": send_qr},
+             "pixel_id": str(9_000_000 + i % PIXELS), "pixel_access_token": "EAAB-bench",
              "offers": [{"id": "vip", "label": "VIP", "price": "19.90", "delivery_text": DELIVERED,
                          "delivery_link": "https://t.me/+Bench"}]}
             for i in range(bots)
@@ -105,7 +110,35 @@ class Watcher:
                 await asyncio.sleep(0.02)
 
 
-async def _journeys(edge: str, telegram: str, offers: dict[str, int], rate: int, seconds: float,
+class MetaWatcher:
+    """Follows the fake Meta's request log: when each buyer's Purchase arrived (by external_id)."""
+
+    def __init__(self, meta: str) -> None:
+        self.meta = meta
+        self.seen = 0
+        self.purchases: dict[str, float] = {}
+        self.events = 0
+        self.requests = 0
+        self.stop = False
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            while True:
+                stopping = self.stop
+                requests = (await client.get(f"{self.meta}/_calls", params={"since": self.seen})).json()
+                self.seen += len(requests)
+                for request in requests:
+                    self.requests += 1
+                    for event in request["body"]["data"]:
+                        self.events += 1
+                        if event["event_name"] == "Purchase":
+                            self.purchases.setdefault(event["user_data"]["external_id"][0], request["at"])
+                if stopping:
+                    return
+                await asyncio.sleep(0.05)
+
+
+async def _journeys(edge: str, telegram: str, meta: str, offers: dict[str, int], rate: int, seconds: float,
                     first_id: int, timeout: float = 60.0) -> dict[str, Any]:  # fmt: skip
     from gateways.payments import brcode
     from gateways.payments.sandbox import sign
@@ -114,11 +147,12 @@ async def _journeys(edge: str, telegram: str, offers: dict[str, int], rate: int,
     pool: asyncio.Queue[LoadConnection] = asyncio.Queue()
     for _ in range(48):
         pool.put_nowait(LoadConnection(host, int(port)))
-    watcher = Watcher(telegram)
-    watch = asyncio.create_task(watcher.run())
+    watcher, pixel_watcher = Watcher(telegram), MetaWatcher(meta)
+    watch, watch_meta = asyncio.create_task(watcher.run()), asyncio.create_task(pixel_watcher.run())
     stages: dict[str, list[float]] = defaultdict(list)
     failures: list[str] = []
     done: list[float] = []
+    paid_at_by_buyer: dict[str, float] = {}
 
     async def post(path: str, body: bytes, headers: dict[str, str]) -> int:
         conn = await pool.get()
@@ -135,9 +169,22 @@ async def _journeys(edge: str, telegram: str, offers: dict[str, int], rate: int,
         user = {"id": chat, "is_bot": False, "first_name": "Bench"}
         tg = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
         started = time.time()
+        conn = await pool.get()
+        try:
+            status, answer = await conn.request("GET", f"/r/{bot}?fbclid=IwAR{chat}&utm_source=bench", b"",
+                                                {"User-Agent": "Mozilla/5.0 (bench)"})  # fmt: skip
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+            conn.writer, status, answer = None, 0, {}
+        finally:
+            pool.put_nowait(conn)
+        if status != 302 or "?start=" not in answer.get("location", ""):
+            failures.append("click")
+            return
+        stages["click_redirect_ms"].append((time.time() - started) * 1000)
+        token = answer["location"].split("?start=", 1)[1]
         welcome = watcher.expect(chat, "welcome")
-        start = {"update_id": first_id * 3 + i * 3, "message": {"message_id": 1, "date": int(started), "text": "/start",
-                 "from": user, "chat": {"id": chat, "type": "private"}}}  # fmt: skip
+        start = {"update_id": first_id * 3 + i * 3, "message": {"message_id": 1, "date": int(started),
+                 "text": f"/start {token}", "from": user, "chat": {"id": chat, "type": "private"}}}  # fmt: skip
         if await post(f"/webhook/telegram/{bot}", json.dumps(start).encode(), tg) != 200:
             failures.append("start")
             return
@@ -160,6 +207,7 @@ async def _journeys(edge: str, telegram: str, offers: dict[str, int], rate: int,
         body = json.dumps({"event": "charge.paid", "charge_id": txid, "amount": "19.90"}).encode()
         delivered = watcher.expect(chat, "delivery")
         paid_at = time.time()
+        paid_at_by_buyer[hashlib.sha256(str(chat).encode()).hexdigest()] = paid_at
         if await post("/webhook/payment/bench-pay", body, {"X-Sandbox-Signature": sign(WEBHOOK_SECRET, body)}) != 200:
             failures.append("notification")
             return
@@ -179,6 +227,17 @@ async def _journeys(edge: str, telegram: str, offers: dict[str, int], rate: int,
     await open_loop(rate, total, guarded)
     watcher.stop = True
     await watch
+    # Purchases follow deliveries by the linger and a batch: wait for every paid journey's.
+    deadline = time.time() + 90
+    while time.time() < deadline and not set(paid_at_by_buyer) <= set(pixel_watcher.purchases):
+        await asyncio.sleep(0.2)
+    pixel_watcher.stop = True
+    await watch_meta
+    for buyer, paid_at in paid_at_by_buyer.items():
+        if buyer in pixel_watcher.purchases:
+            stages["paid_to_purchase_event_ms"].append((pixel_watcher.purchases[buyer] - paid_at) * 1000)
+        else:
+            failures.append("purchase event")
     span = (max(done) - wall0) if done else 0.0
     result: dict[str, Any] = {
         "rate_per_second": rate,
@@ -187,6 +246,8 @@ async def _journeys(edge: str, telegram: str, offers: dict[str, int], rate: int,
         "completed": len(done),
         "failures": dict((f, failures.count(f)) for f in set(failures)),
         "journeys_per_second": round(len(done) / span, 1) if span else 0.0,
+        "meta_requests": pixel_watcher.requests,
+        "meta_events": pixel_watcher.events,
     }
     for name, values in stages.items():
         result[name] = {"p50": percentile(values, 0.5), "p99": percentile(values, 0.99),
@@ -198,20 +259,25 @@ def run(*, seconds: float, rate: int, out: Path, processes: int = 2, threads: in
         payment_threads: int = 16, payment_processes: int = 1) -> dict[str, Any]:  # fmt: skip
     offers = apply_journey_config(send_qr)
     work = Path(tempfile.mkdtemp(prefix="grimbots-journeys-"))
-    telegram_port, edge_port = free_port(), free_port()
-    env = Platform(work, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", LOG_LEVEL="WARNING")
+    telegram_port, edge_port, meta_port = free_port(), free_port(), free_port()
+    env = Platform(work, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}",
+                   META_GRAPH_BASE=f"http://127.0.0.1:{meta_port}", LOG_LEVEL="WARNING")  # fmt: skip
     results: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
         env.fake_telegram(telegram_port)
+        env.fake_meta(meta_port)
         env.edge(edge_port)
         env.worker("chat", threads=threads, processes=processes)
         env.worker("payments", threads=payment_threads, processes=payment_processes, queues=("payments",))
+        env.worker("pixel", threads=4, processes=1, queues=("pixel",))
         edge, telegram = f"http://127.0.0.1:{edge_port}", f"http://127.0.0.1:{telegram_port}"
+        meta = f"http://127.0.0.1:{meta_port}"
         base = int(time.time()) * 10_000
-        asyncio.run(_journeys(edge, telegram, offers, 20, 2, base))  # warm-up, not measured
+        asyncio.run(_journeys(edge, telegram, meta, offers, 20, 2, base))  # warm-up, not measured
         wait_until(lambda: httpx.get(f"{telegram}/_stats").json()["calls"] > 0, 10, "warm-up")
         httpx.post(f"{telegram}/_reset")
-        results["journeys"] = asyncio.run(_journeys(edge, telegram, offers, rate, seconds, base + 5_000))
+        httpx.post(f"{meta}/_reset")
+        results["journeys"] = asyncio.run(_journeys(edge, telegram, meta, offers, rate, seconds, base + 5_000))
         results["journeys"].update(chat_processes=processes, chat_threads=threads, payment_threads=payment_threads,
                                    payment_processes=payment_processes, send_qr=send_qr)  # fmt: skip
     finally:
@@ -242,8 +308,11 @@ def write(results: dict[str, Any], out: Path) -> None:
         ("database", m["database"]),
         (f"journeys started at {j['rate_per_second']}/s for {j['seconds']} s", f"{done}, failures {j['failures']}"),
         ("workers", workers),
+        ("click → redirect", stage("click_redirect_ms")),
         ("tap → code message", stage("tap_to_code_ms")),
         ("paid → delivered", stage("paid_to_delivered_ms")),
+        ("paid → Purchase at Meta", stage("paid_to_purchase_event_ms")),
+        ("Conversions API", f"{j['meta_events']} events in {j['meta_requests']} requests"),
         ("whole journey (start → delivered)", stage("journey_ms")),
     ]
     text = "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)

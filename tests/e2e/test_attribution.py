@@ -19,7 +19,7 @@ from db.models import PixelEvent
 from gateways.payments import brcode
 from gateways.payments.sandbox import sign
 from ops.procs import Platform, free_port, wait_until
-from tests.conftest import DEMO_CONFIG, apply_config
+from tests.conftest import DEMO_CONFIG, apply_config, failed
 from tests.e2e.test_money_path import BUYER, Env
 
 PIXEL = "1234567890"
@@ -42,6 +42,12 @@ class TrackedEnv(Env):
         update = {"update_id": update_id, "message": message}
         return httpx.post(f"{self.edge}/webhook/telegram/demo", json=update, headers=SECRET)
 
+    def press_update(self, update_id: int, data: str) -> httpx.Response:
+        query = {"id": f"cb-{update_id}", "from": {"id": BUYER, "is_bot": False, "first_name": "Buyer"},
+                 "message": {"message_id": 1, "chat": {"id": BUYER, "type": "private"}}, "data": data}  # fmt: skip
+        update = {"update_id": update_id, "callback_query": query}
+        return httpx.post(f"{self.edge}/webhook/telegram/demo", json=update, headers=SECRET)
+
     def meta_requests(self) -> list[dict[str, Any]]:
         return httpx.get(f"{self.meta}/_calls").json()  # type: ignore[no-any-return]
 
@@ -50,7 +56,7 @@ SECRET = {"X-Telegram-Bot-Api-Secret-Token": "tg-secret-1"}
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[TrackedEnv]:
+def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TrackedEnv]:
     data = json.loads(json.dumps(DEMO_CONFIG))
     data["bots"][0].update({"pixel_id": PIXEL, "pixel_access_token": "EAAB-e2e"})
     apply_config(data)
@@ -70,10 +76,10 @@ def env(tmp_path: Path) -> Iterator[TrackedEnv]:
         platform.edge(edge_port)
         platform.worker(queues=("updates", "funnel", "payments", "pixel"), threads=8)
         yield TrackedEnv(platform, telegram_port, edge_port, meta_port, bot)
-    except Exception:
-        for process in platform.processes:
-            print(f"--- {process.name} ---\n{process.output()}")
-        raise
+        if failed(request):
+            platform.close()
+            for process in platform.processes:
+                print(f"--- {process.name} ---\n{process.output()}")
     finally:
         platform.close()
 
@@ -90,7 +96,7 @@ def test_a_tracked_journey_reaches_meta_once_per_event_with_the_clicks_data(env:
         assert env.start_update(1, f"/start {token}").status_code == 200
     offer = env.bot.offers[0]
     for _ in range(2):  # and the button press
-        env.press(f"buy:{offer.id}", "cb-buy")
+        assert env.press_update(2, f"buy:{offer.id}").status_code == 200
     photo = wait_until(lambda: env.calls("sendPhoto")[1:], 30, "the code message")[0]
     code = re.search(r"<code>(.+?)</code>", photo["caption"])
     assert code is not None
