@@ -122,10 +122,11 @@ def create_at_gateway(charge: Charge, bot: BotConfig, offer: OfferConfig, gatewa
     values = {"status": "pending", "external_id": created.charge_id, "br_code": created.br_code,
               "expires_at": created.expires_at, "updated_at": now,
               "next_check_at": now + dt.timedelta(seconds=settings.PAYMENT_FIRST_CHECK_SECONDS)}  # fmt: skip
+    track = pixel.tracking(charge.bot_id, charge.lead_id)
     with unit_of_work():
         won = Charge.update(values).where((Charge.id == charge.id) & (Charge.status == "creating")).execute()
         if won:
-            pixel.initiate_checkout(charge, now)
+            pixel.initiate_checkout(track, charge, now)
     if not won:  # a worker that took over a stale creation got there first
         return Charge.get_by_id(charge.id)
     counters.inc("grimbots_payments_charges_total", {"outcome": "created"})
@@ -263,8 +264,9 @@ def settle(
     """Apply what the gateway says. Conditional updates: of any number of concurrent callers, one
     wins each change; only the winner of → paid creates the delivery (same transaction)."""
     now = utcnow()
+    track = pixel.tracking(charge.bot_id, charge.lead_id) if status is ChargeStatus.PAID else None
     with unit_of_work():
-        outcome = _transition(charge, status, amount, now)
+        outcome = _transition(charge, status, amount, now, track)
         if notification is not None:
             PaymentNotification.create(outcome=outcome, charge_id=charge.id, received_at=now, **notification)
     counters.inc("grimbots_payments_settled_total", {"outcome": outcome, "source": source})
@@ -277,7 +279,9 @@ def settle(
     return Settled(charge.id, outcome, outcome == "paid")
 
 
-def _transition(charge: Charge, status: ChargeStatus, amount: Decimal | None, now: dt.datetime) -> str:
+def _transition(
+    charge: Charge, status: ChargeStatus, amount: Decimal | None, now: dt.datetime, track: pixel.Tracking | None
+) -> str:
     where = Charge.id == charge.id
     if status is ChargeStatus.PAID:
         paid = amount if amount is not None else charge.amount
@@ -293,7 +297,7 @@ def _transition(charge: Charge, status: ChargeStatus, amount: Decimal | None, no
         Delivery.insert(
             charge_id=charge.id, bot_id=charge.bot_id, created_at=now, updated_at=now
         ).on_conflict_ignore().execute()
-        pixel.purchase(charge, paid, now)
+        pixel.purchase(track, charge, paid, now)
         return "paid"
     if status in (ChargeStatus.EXPIRED, ChargeStatus.FAILED):
         won = (

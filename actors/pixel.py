@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -32,6 +33,7 @@ import settings
 from actors import runtime
 from actors.broker import PIXEL, counters, retry_when
 from actors.enqueue import after_commit, unit_of_work
+from db import hot
 from db.catalog import BotConfig
 from db.database import is_sqlite, transaction, utcnow
 from db.models import Charge, Click, Lead, PixelEvent
@@ -59,33 +61,74 @@ def from_ms(at_ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC).replace(tzinfo=None)
 
 
+@dataclass(frozen=True)
+class Buyer:
+    """What an event says about who did it: the Telegram user and their last ad click."""
+
+    telegram_user_id: int | None = None
+    fbc: str | None = None
+    fbp: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    source_url: str | None = None
+
+    def __repr__(self) -> str:  # personal data: never in a log line
+        return "Buyer(...)"
+
+    @classmethod
+    def of(cls, click: Click | None, telegram_user_id: int | None) -> Buyer:
+        if click is None:
+            return cls(telegram_user_id)
+        return cls(telegram_user_id, click.fbc, click.fbp, click.ip, click.user_agent, click.source_url)
+
+
+def buyer_of(lead_id: int) -> Buyer:
+    row = hot.lead_click(lead_id)
+    return Buyer(*row) if row is not None else Buyer()
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """A bot that sends events, and the buyer they are about: read before a write transaction
+    opens, so the transaction itself only inserts."""
+
+    bot: BotConfig
+    buyer: Buyer
+
+
+def tracking(bot_id: str, lead_id: int) -> Tracking | None:
+    bot = runtime.bot_config(bot_id)
+    if bot is None or not tracks(bot):
+        return None
+    return Tracking(bot, buyer_of(lead_id))
+
+
 def build_event(
     name: str,
     event_id: str,
     event_time: dt.datetime,
-    click: Click | None,
-    telegram_user_id: int | None,
+    buyer: Buyer,
     custom_data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One event as Meta takes it. With a click (a browser was there) it is a `website` event
     with the click's URL, IP and user agent, which Meta requires of website events; without one
     it happened in the chat."""
     user = user_data(
-        telegram_user_id=telegram_user_id,
-        fbc=click.fbc if click else None,
-        fbp=click.fbp if click else None,
-        ip=click.ip if click else None,
-        user_agent=click.user_agent if click else None,
+        telegram_user_id=buyer.telegram_user_id,
+        fbc=buyer.fbc,
+        fbp=buyer.fbp,
+        ip=buyer.ip,
+        user_agent=buyer.user_agent,
     )
     event: dict[str, Any] = {
         "event_name": name,
         "event_time": int(event_time.replace(tzinfo=dt.UTC).timestamp()),
         "event_id": event_id,
-        "action_source": "website" if click is not None and click.user_agent else "chat",
+        "action_source": "website" if buyer.user_agent else "chat",
         "user_data": user,
     }
-    if click is not None and click.user_agent and click.source_url:
-        event["event_source_url"] = click.source_url
+    if buyer.user_agent and buyer.source_url:
+        event["event_source_url"] = buyer.source_url
     if custom_data:
         event["custom_data"] = custom_data
     return event
@@ -112,18 +155,21 @@ def record(
     after_commit(lambda: schedule(pixel_id))
 
 
-def store_click(click: clicks.Click) -> Click:
-    """The click's row (inserted once per token)."""
+def store_click(click: clicks.Click) -> tuple[Click, bool]:
+    """The click's row (inserted once per token), and whether this call inserted it."""
+    row = Click.get_or_none(Click.token == click.token)
+    if row is not None:
+        return row, False
     Click.insert(
         token=click.token, bot_id=click.bot_id, fbclid=click.fbclid, fbc=click.fbc, fbp=click.fbp, utm=click.utm,
         ip=click.ip, user_agent=click.user_agent, source_url=click.source_url, clicked_at=from_ms(click.at_ms),
     ).on_conflict_ignore().execute()  # fmt: skip
-    return Click.get(Click.token == click.token)
+    return Click.get(Click.token == click.token), True
 
 
 def page_view(bot: BotConfig, row: Click) -> None:
     if tracks(bot):
-        event = build_event("PageView", f"pv.{row.token}", row.clicked_at, row, None)
+        event = build_event("PageView", f"pv.{row.token}", row.clicked_at, Buyer.of(row, None))
         record(bot, event, row.clicked_at)
 
 
@@ -131,33 +177,29 @@ def attach_click(bot: BotConfig, lead_id: int, click: clicks.Click) -> Click:
     """The /start that came with a click: the click is the lead's last touch (and the first, if
     they had none). Its row and PageView are made here too when the click's own message has not
     been processed yet (or was lost): both are keyed, so whichever comes second adds nothing."""
-    row = store_click(click)
-    now = utcnow()
-    Click.update(lead_id=lead_id, attached_at=now).where((Click.id == row.id) & Click.lead_id.is_null()).execute()
+    row, created = store_click(click)
+    if row.lead_id is None:
+        Click.update(lead_id=lead_id, attached_at=utcnow()).where(
+            (Click.id == row.id) & Click.lead_id.is_null()
+        ).execute()
     Lead.update(first_click_id=fn.COALESCE(Lead.first_click_id, row.id), last_click_id=row.id).where(
         Lead.id == lead_id
     ).execute()
-    page_view(bot, row)
+    if created:  # else the click's own message made its PageView
+        page_view(bot, row)
     return row
 
 
-def last_click(lead_id: int) -> tuple[int | None, Click | None]:
-    """(the lead's Telegram user id, their last click) for an event's user_data."""
-    lead = Lead.select(Lead.telegram_user_id, Lead.last_click_id).where(Lead.id == lead_id).first()
-    if lead is None:
-        return None, None
-    click = Click.get_or_none(Click.id == lead.last_click_id) if lead.last_click_id else None
-    return lead.telegram_user_id, click
-
-
-def view_content(bot: BotConfig, lead_id: int, update_id: int, click: Click | None = None) -> None:
+def view_content(
+    bot: BotConfig, lead_id: int, update_id: int, telegram_user_id: int, click: Click | None = None
+) -> None:
     """A /start (with the click it came with, if any; else the lead's last one)."""
     if not tracks(bot):
         return
-    telegram_user_id, last = last_click(lead_id)
+    buyer = Buyer.of(click, telegram_user_id) if click is not None else buyer_of(lead_id)
     now = utcnow()
     custom = {"content_name": bot.username, "content_type": "product"}
-    event = build_event("ViewContent", f"vc.{bot.id}.{update_id}", now, click or last, telegram_user_id, custom)
+    event = build_event("ViewContent", f"vc.{bot.id}.{update_id}", now, buyer, custom)
     record(bot, event, now, lead_id=lead_id)
 
 
@@ -170,26 +212,22 @@ def _checkout_data(charge: Charge, bot: BotConfig) -> dict[str, Any]:
     return data
 
 
-def initiate_checkout(charge: Charge, now: dt.datetime) -> None:
+def initiate_checkout(track: Tracking | None, charge: Charge, now: dt.datetime) -> None:
     """A charge became pending: the buyer has a code to pay."""
-    bot = runtime.bot_config(charge.bot_id)
-    if bot is None or not tracks(bot):
+    if track is None:
         return
-    telegram_user_id, click = last_click(charge.lead_id)
-    custom = _checkout_data(charge, bot)
-    event = build_event("InitiateCheckout", f"ic.{charge.id}", now, click, telegram_user_id, custom)
-    record(bot, event, now, lead_id=charge.lead_id, charge_id=charge.id)
+    custom = _checkout_data(charge, track.bot)
+    event = build_event("InitiateCheckout", f"ic.{charge.id}", now, track.buyer, custom)
+    record(track.bot, event, now, lead_id=charge.lead_id, charge_id=charge.id)
 
 
-def purchase(charge: Charge, amount: Any, now: dt.datetime) -> None:
+def purchase(track: Tracking | None, charge: Charge, amount: Any, now: dt.datetime) -> None:
     """The charge was paid (by the one winner of pending → paid): value is what was paid."""
-    bot = runtime.bot_config(charge.bot_id)
-    if bot is None or not tracks(bot):
+    if track is None:
         return
-    telegram_user_id, click = last_click(charge.lead_id)
-    custom = {**_checkout_data(charge, bot), "value": float(amount)}
-    event = build_event("Purchase", f"pur.{charge.id}", now, click, telegram_user_id, custom)
-    record(bot, event, now, lead_id=charge.lead_id, charge_id=charge.id)
+    custom = {**_checkout_data(charge, track.bot), "value": float(amount)}
+    event = build_event("Purchase", f"pur.{charge.id}", now, track.buyer, custom)
+    record(track.bot, event, now, lead_id=charge.lead_id, charge_id=charge.id)
 
 
 # --- sending ---------------------------------------------------------------------------------
@@ -219,13 +257,13 @@ def expire_old(now: dt.datetime, pixel_id: str | None = None) -> int:
 def claim(pixel_id: str, now: dt.datetime, limit: int = MAX_BATCH) -> list[PixelEvent]:
     """Take up to `limit` due events of the pixel for this worker (pending → sending)."""
     with transaction():
-        expire_old(now, pixel_id)
         due = (
             PixelEvent.select(PixelEvent.id)
             .where(
                 (PixelEvent.pixel_id == pixel_id)
                 & (PixelEvent.state == "pending")
                 & (PixelEvent.next_attempt_at <= now)
+                & (PixelEvent.event_time >= now - MAX_AGE)  # older ones: expired by the sweep, never sent
             )
             .order_by(PixelEvent.id)
             .limit(limit)
@@ -336,7 +374,7 @@ def record_click(bot_id: str, doc: dict[str, Any]) -> None:
         return
     click = clicks.Click.from_doc(doc)
     with unit_of_work():
-        row = store_click(click)
+        row, _ = store_click(click)
         page_view(bot, row)
 
 

@@ -144,7 +144,7 @@ def route_update(bot: BotConfig, update: dict[str, Any], cache: redis.Redis | No
         lead = _record(bot, kind, update) if new else _known_lead(bot, kind, update)
         if new and kind == "start" and lead is not None:
             row = pixel.attach_click(bot, lead.lead_id, click) if click is not None else None
-            pixel.view_content(bot, lead.lead_id, update_id, row)
+            pixel.view_content(bot, lead.lead_id, update_id, int(update["message"]["from"]["id"]), row)
     counters.inc("grimbots_updates_total", {"kind": kind, "repeated": "false" if new else "true"})
     if new:
         log.info("update routed bot=%s update=%s kind=%s", bot.id, update_id, kind)

@@ -43,6 +43,12 @@ WHERE "key" = {p}
 """
 
 
+LEAD_CLICK = """
+SELECT l."telegram_user_id", c."fbc", c."fbp", c."ip", c."user_agent", c."source_url"
+FROM "lead" l LEFT JOIN "click" c ON c."id" = l."last_click_id" WHERE l."id" = {p}
+"""
+
+
 @cache
 def _sql(template: str, param: str, **parts: str) -> str:
     return template.format(p=param, **parts)
@@ -83,3 +89,10 @@ def claim_new_send(key: str, bot_id: str, chat_id: int, method: str, now: dt.dat
 
 def finish_send(key: str, state: str, message_id: int | None, error: str | None, now: dt.datetime) -> None:
     db.execute_sql(_sql(FINISH_SEND, db.param), (state, message_id, error, now, key))
+
+
+def lead_click(lead_id: int) -> tuple[int, str | None, str | None, str | None, str | None, str | None] | None:
+    """(telegram user id, fbc, fbp, ip, user agent, source url) of a lead's last ad click (Nones
+    when the lead came without one), or None when there is no such lead: what a pixel event needs."""
+    row = db.execute_sql(_sql(LEAD_CLICK, db.param), (lead_id,)).fetchone()
+    return tuple(row) if row is not None else None  # type: ignore[return-value]

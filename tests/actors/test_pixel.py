@@ -287,7 +287,8 @@ def test_events_older_than_meta_accepts_are_expired_never_sent(
     bot: BotConfig, meta: MetaGateway, graph: FakeGraph
 ) -> None:
     add_events(2, age=dt.timedelta(days=7, minutes=1))
-    assert pixel.send_pending(PIXEL, meta) == {}
+    assert pixel.send_pending(PIXEL, meta) == {}  # never claimed
+    assert pixel.sweep()["expired"] == 2  # and marked by the clock's sweep
     assert {e.state for e in PixelEvent.select()} == {"expired"} and graph.requests == []
 
 

@@ -38,3 +38,15 @@ def test_claim_and_finish_send() -> None:
     hot.finish_send("k", "sent", 77, None, now)
     row = OutboundMessage.get(OutboundMessage.key == "k")
     assert (row.state, row.telegram_message_id, row.finished_at) == ("sent", 77, now)
+
+
+def test_lead_click_is_the_last_click_or_nones(demo_bot: BotConfig) -> None:
+    from db.models import Click
+
+    lead_id, _, _ = hot.upsert_lead("demo", 9, 90, ("Ana", None, None, None), None, utcnow(), True)
+    assert hot.lead_click(lead_id) == (9, None, None, None, None, None)
+    assert hot.lead_click(lead_id + 1000) is None
+    click = Click.create(token="t1", bot_id="demo", fbc="fb.1.1.X", fbp="fb.1.2.3", ip="203.0.113.9",
+                         user_agent="UA", source_url="https://x/r/demo", clicked_at=utcnow())  # fmt: skip
+    Lead.update(last_click_id=click.id).where(Lead.id == lead_id).execute()
+    assert hot.lead_click(lead_id) == (9, "fb.1.1.X", "fb.1.2.3", "203.0.113.9", "UA", "https://x/r/demo")
