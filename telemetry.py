@@ -17,6 +17,8 @@ import settings
 # A Telegram bot token anywhere in a string (URL, exception text, breadcrumb).
 TOKEN_RE = re.compile(r"\b\d{5,20}:[A-Za-z0-9_-]{30,}\b")
 BOT_PATH_RE = re.compile(r"/bot[^/\s]+/")
+# Meta's access token rides in the Conversions API query string (and has its own shape: EAA...).
+ACCESS_TOKEN_RE = re.compile(r"(access_token=)[^&\s\"']+|\bEAA[A-Za-z0-9]{20,}\b")
 SECRET_HEADERS = {
     "authorization",
     "cookie",
@@ -37,6 +39,7 @@ correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=No
 
 
 def scrub_text(text: str) -> str:
+    text = ACCESS_TOKEN_RE.sub(lambda m: (m.group(1) or "") + REDACTED, text)
     return TOKEN_RE.sub(REDACTED, BOT_PATH_RE.sub(f"/bot{REDACTED}/", text))
 
 

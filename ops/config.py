@@ -257,6 +257,12 @@ def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
         raise ConfigError(f"{where}.gateway", "is required for a bot with offers")
     texts = _texts(_table(table.get("texts", {}), f"{where}.texts"), f"{where}.texts")
     charge_minutes, send_qr = _checkout(_table(table.get("checkout", {}), f"{where}.checkout"), f"{where}.checkout")
+    pixel_id = _str(table, "pixel_id", where, required=False, pattern=re.compile(r"^\d{1,32}$"), what="digits")
+    pixel_token = _str(table, "pixel_access_token", where, required=False)
+    if pixel_id and not pixel_token:
+        raise ConfigError(f"{where}.pixel_access_token", "is required with pixel_id (Conversions API access token)")
+    if pixel_token and not pixel_id:
+        raise ConfigError(f"{where}.pixel_id", "is required with pixel_access_token")
     return BotSpec(
         id=_req(table, "id", where, pattern=SLUG, what="1–64 characters of A-Za-z0-9_-"),
         token=_req(table, "token", where, pattern=BOT_TOKEN, what="a Telegram bot token (digits:characters)"),
@@ -269,8 +275,8 @@ def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
             what="1–256 characters of A-Za-z0-9_- (Telegram's secret_token)",
         ),
         gateway=gateway,
-        pixel_id=_str(table, "pixel_id", where, required=False, pattern=re.compile(r"^\d{1,32}$"), what="digits"),
-        pixel_access_token=_str(table, "pixel_access_token", where, required=False),
+        pixel_id=pixel_id,
+        pixel_access_token=pixel_token,
         pixel_test_event_code=_str(table, "pixel_test_event_code", where, required=False, max_len=64),
         welcome_text=text,
         welcome_media_url=media,

@@ -79,3 +79,13 @@ def test_log_lines_are_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
     formatter = telemetry._TextFormatter()
     record = logging.LogRecord("x", logging.INFO, __file__, 1, f"calling /bot{TOKEN}/getMe", None, None)
     assert TOKEN not in formatter.format(record)
+
+
+def test_meta_access_tokens_are_scrubbed() -> None:
+    meta_token = "EAABsbCS1iHgBAKZCZAabcdefghijklmnop123"
+    crumb = {"type": "http", "data": {"url": "https://graph.facebook.com/v21.0/1/events",
+                                      "http.query": "access_token=opaque-secret-value&x=1"},
+             "message": f"token {meta_token}"}  # fmt: skip
+    scrubbed = telemetry.scrub_breadcrumb(crumb)
+    assert "opaque-secret-value" not in str(scrubbed) and meta_token not in str(scrubbed)
+    assert scrubbed["data"]["http.query"] == "access_token=[redacted]&x=1"

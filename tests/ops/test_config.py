@@ -79,6 +79,12 @@ def test_changed_value_is_updated_and_removed_offer_deactivated(tmp_config: Call
         ),
         (lambda t: t.replace("expires_minutes = 30", "expires_minutes = 1"), "bots[0].checkout.expires_minutes"),
         (lambda t: t.replace("send_qr = true", 'send_qr = "yes"'), "bots[0].checkout.send_qr"),
+        (lambda t: t.replace('gateway = "main"', 'gateway = "main"\npixel_id = "123"'), "bots[0].pixel_access_token"),
+        (lambda t: t.replace('gateway = "main"', 'gateway = "main"\npixel_id = "12a"'), "bots[0].pixel_id"),
+        (
+            lambda t: t.replace('gateway = "main"', 'gateway = "main"\npixel_access_token = "EAAB"'),
+            "bots[0].pixel_id",
+        ),
     ],
 )
 def test_bad_file_names_the_key_and_writes_nothing(tmp_config: Callable[[str], Path], edit, key: str) -> None:  # type: ignore[no-untyped-def]
