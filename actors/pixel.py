@@ -307,14 +307,14 @@ def send_claimed(events: list[PixelEvent], meta: MetaGateway, now: dt.datetime) 
         except MetaPermanent as exc:
             _finish(group, state="failed", error=str(exc)[:1000])
             outcome = "failed"
-            log.warning("pixel events refused pixel=%s count=%d error=%s", pixel_id, len(group), exc)
+            log.warning("pixel events refused pixel=%s count=%d error=%s", pixel_id, len(group), exc.summary)
         except MetaTransient as exc:
             delay = backoff(max(e.attempts for e in group))
             _finish(group, state="pending", error=str(exc)[:1000], next_attempt_at=now + delay)
             flush.send_with_options(args=(pixel_id,), delay=int(delay.total_seconds() * 1000))
             outcome = "retried"
             log.warning("pixel events to retry pixel=%s count=%d in=%ss error=%s", pixel_id, len(group),
-                        int(delay.total_seconds()), exc)  # fmt: skip
+                        int(delay.total_seconds()), exc.summary)  # fmt: skip
         else:
             _finish(group, state="sent", sent_at=utcnow(), error=None, fbtrace_id=(sent.fbtrace_id or "")[:64] or None)
             outcome = "sent"

@@ -23,7 +23,12 @@ MAX_BATCH = 1000
 
 
 class MetaError(Exception):
-    pass
+    """`str()` is the whole story (kept with the events); `summary` leaves out Meta's message,
+    which may quote a value we sent (an IP, say): that one is for log lines."""
+
+    def __init__(self, message: str, summary: str | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or message
 
 
 class MetaTransient(MetaError):
@@ -75,23 +80,29 @@ class MetaGateway:
             answer = None
         status = response.status_code
         if status == 429 or status >= 500:
-            raise MetaTransient(f"meta: HTTP {status}{_describe(answer)}")
+            raise MetaTransient(f"meta: HTTP {status}{_describe(answer)}", f"meta: HTTP {status}{_codes(answer)}")
         if status >= 400:
-            raise MetaPermanent(f"meta: HTTP {status}{_describe(answer)}")
+            raise MetaPermanent(f"meta: HTTP {status}{_describe(answer)}", f"meta: HTTP {status}{_codes(answer)}")
         if not isinstance(answer, dict) or not isinstance(answer.get("events_received"), int):
             raise MetaTransient(f"meta: HTTP {status} without events_received")
         trace = answer.get("fbtrace_id")
         return Sent(answer["events_received"], trace if isinstance(trace, str) else None)
 
 
-def _describe(answer: Any) -> str:
-    """Meta's error as `: type code: message` (its message never holds the token we sent)."""
+def _codes(answer: Any) -> str:
+    """Meta's error as `: type code subcode`."""
     error = answer.get("error") if isinstance(answer, dict) else None
     if not isinstance(error, dict):
         return ""
     parts = [str(error[k]) for k in ("type", "code", "error_subcode") if error.get(k) is not None]
-    message = error.get("error_user_msg") or error.get("message") or ""
-    return f": {' '.join(parts)}: {str(message)[:300]}".rstrip(": ")
+    return f": {' '.join(parts)}" if parts else ""
+
+
+def _describe(answer: Any) -> str:
+    """Meta's error as `: type code subcode: message` (its message never holds the token we sent)."""
+    error = answer.get("error") if isinstance(answer, dict) else None
+    message = (error.get("error_user_msg") or error.get("message") or "") if isinstance(error, dict) else ""
+    return f"{_codes(answer)}: {str(message)[:300]}".rstrip(": ")
 
 
 # --- user_data -------------------------------------------------------------------------------

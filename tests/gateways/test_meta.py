@@ -42,6 +42,7 @@ def test_a_400_is_permanent_with_metas_message_and_no_token() -> None:
     with pytest.raises(MetaPermanent) as caught:
         gateway(handler).send_events("123", TOKEN, [{"event_name": "PageView"}])
     assert str(caught.value) == "meta: HTTP 400: OAuthException 100 2804003: Invalid parameter"
+    assert caught.value.summary == "meta: HTTP 400: OAuthException 100 2804003"  # for log lines
     assert TOKEN not in str(caught.value)
 
 
