@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from gateways.http import network_errors, pooled_client
+
 MAX_BATCH = 1000
 
 
@@ -46,11 +48,8 @@ class Sent:
 
 
 def default_client(timeout: float = 10.0) -> httpx.Client:
-    return httpx.Client(
-        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout), pool=min(5.0, timeout)),
-        limits=httpx.Limits(max_connections=50, max_keepalive_connections=20, keepalive_expiry=30),
-        headers={"User-Agent": "grimbots/1"},
-    )
+    """One pooled client per process for the Graph API."""
+    return pooled_client(timeout, max_connections=50)
 
 
 class MetaGateway:
@@ -68,12 +67,8 @@ class MetaGateway:
         if test_event_code:
             body["test_event_code"] = test_event_code
         url = f"{self.base_url}/{self.version}/{pixel_id}/events"
-        try:
+        with network_errors("meta", MetaTransient):
             response = self.client.post(url, params={"access_token": access_token}, json=body)
-        except httpx.TimeoutException as exc:
-            raise MetaTransient(f"meta: timed out ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise MetaTransient(f"meta: unreachable ({type(exc).__name__})") from None
         try:
             answer = response.json()
         except ValueError:

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from gateways.http import pooled_client
+
 
 class TelegramError(Exception):
     def __init__(self, method: str, description: str, *, status: int | None = None) -> None:
@@ -51,12 +53,8 @@ class TelegramBlocked(TelegramPermanent):
 
 
 def default_client(timeout: float = 10.0) -> httpx.Client:
-    """One pooled client per process; every timeout explicit."""
-    return httpx.Client(
-        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout), pool=min(5.0, timeout)),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30),
-        headers={"User-Agent": "grimbots/1"},
-    )
+    """One pooled client per process for the Bot API."""
+    return pooled_client(timeout, max_connections=200)
 
 
 class TelegramGateway:

@@ -21,32 +21,16 @@ log = logging.getLogger(__name__)
 
 def build_scheduler() -> BlockingScheduler:
     scheduler = BlockingScheduler(timezone="UTC")
-    scheduler.add_job(
-        maintenance.prune.send,
-        "interval",
-        minutes=30,
-        id="prune",
-        coalesce=True,
-        max_instances=1,
-        next_run_time=datetime.now(UTC),
+    every = settings.RECONCILE_INTERVAL_SECONDS
+    jobs = (  # (id, what, seconds between runs, run at start)
+        ("prune", maintenance.prune.send, 30 * 60, True),
+        ("reconcile", payments.reconcile.send, every, False),
+        ("pixel-sweep", pixel.sweep_actor.send, every, False),
+        ("heartbeat", _beat, HEARTBEAT_SECONDS, False),
     )
-    scheduler.add_job(
-        payments.reconcile.send,
-        "interval",
-        seconds=settings.RECONCILE_INTERVAL_SECONDS,
-        id="reconcile",
-        coalesce=True,
-        max_instances=1,
-    )
-    scheduler.add_job(
-        pixel.sweep_actor.send,
-        "interval",
-        seconds=settings.RECONCILE_INTERVAL_SECONDS,
-        id="pixel-sweep",
-        coalesce=True,
-        max_instances=1,
-    )
-    scheduler.add_job(_beat, "interval", seconds=HEARTBEAT_SECONDS, id="heartbeat", coalesce=True, max_instances=1)
+    for job_id, job, seconds, at_start in jobs:
+        start = {"next_run_time": datetime.now(UTC)} if at_start else {}
+        scheduler.add_job(job, "interval", seconds=seconds, id=job_id, coalesce=True, max_instances=1, **start)
     return scheduler
 
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Protocol
 import httpx
 
 import settings
+from gateways.http import network_errors
 
 
 class ChargeStatus(StrEnum):
@@ -97,12 +98,8 @@ def from_cents(value: Any) -> Decimal | None:
 def request_json(client: httpx.Client, kind: str, method: str, url: str, **kwargs: Any) -> Any:
     """One call to a gateway's API, its errors translated into ours. Messages carry the HTTP status
     and the gateway's own short message, never a header, a key or the request."""
-    try:
+    with network_errors(kind, PaymentTransient):
         response = client.request(method, url, **kwargs)
-    except httpx.TimeoutException as exc:
-        raise PaymentTransient(f"{kind}: timed out ({type(exc).__name__})") from None
-    except httpx.TransportError as exc:
-        raise PaymentTransient(f"{kind}: unreachable ({type(exc).__name__})") from None
     try:
         body = response.json()
     except ValueError:

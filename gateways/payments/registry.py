@@ -8,6 +8,7 @@ from typing import Protocol
 import httpx
 import redis
 
+from gateways.http import pooled_client
 from gateways.payments.base import PaymentGateway
 from gateways.payments.mercadopago import MercadoPagoGateway
 from gateways.payments.pushinpay import PushinPayGateway
@@ -52,9 +53,5 @@ def build(
 
 
 def default_client(timeout: float = 10.0) -> httpx.Client:
-    """One pooled client per process for every payment gateway; every timeout explicit."""
-    return httpx.Client(
-        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout), pool=min(5.0, timeout)),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=50, keepalive_expiry=30),
-        headers={"User-Agent": "grimbots/1"},
-    )
+    """One pooled client per process for every payment gateway."""
+    return pooled_client(timeout, max_connections=100)

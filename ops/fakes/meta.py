@@ -13,7 +13,6 @@ request with the time it arrived, and can be told to fail:
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import time
 from typing import Any
@@ -22,6 +21,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ops.fakes import serve
 
 MAX_AGE_SECONDS = 7 * 24 * 3600
 
@@ -111,13 +112,7 @@ def create_app(fake: FakeMeta | None = None) -> Starlette:
 
 
 def main() -> None:
-    import uvicorn
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8082)
-    args = parser.parse_args()
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning", access_log=False)
+    serve(create_app, __doc__, default_port=8082)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ time it arrived), and can be told to answer slowly or with errors:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import itertools
@@ -23,6 +22,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ops.fakes import serve
 
 
 class FakeTelegram:
@@ -147,13 +148,7 @@ def create_app(fake: FakeTelegram | None = None) -> Starlette:
 
 
 def main() -> None:
-    import uvicorn
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8081)
-    args = parser.parse_args()
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning", access_log=False)
+    serve(create_app, __doc__, default_port=8081)
 
 
 if __name__ == "__main__":
