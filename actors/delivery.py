@@ -17,8 +17,9 @@ from actors.broker import PAYMENTS, counters, retry_when
 from actors.funnel import mark_unreachable
 from actors.outbox import NOT_NOW, Send, deliver, hand_off
 from actors.throttle import Throttle
+from db import hot
 from db.database import utcnow
-from db.models import Charge, Delivery, Lead, Offer, OutboundMessage
+from db.models import Delivery, OutboundMessage
 from gateways.telegram import TelegramGateway, TelegramPermanent, TelegramRetryAfter
 
 log = logging.getLogger(__name__)
@@ -51,23 +52,20 @@ def _fail(charge_id: int, error: str) -> None:
 def deliver_charge(charge_id: int, telegram: TelegramGateway, throttle: Throttle) -> str | None:
     """Send one paid charge's delivery; safe to call again. Returns the delivery's state after,
     None when there is none. Raises dramatiq.Retry / TelegramTransient to be retried."""
-    row = Delivery.get_or_none(Delivery.charge_id == charge_id)
-    if row is None or row.state != "pending":
-        return row.state if row is not None else None
-    charge = Charge.get_by_id(charge_id)
-    lead = Lead.get_by_id(charge.lead_id)
-    offer = Offer.get_by_id(charge.offer_id)  # deactivated offers still deliver what was paid for
-    bot = runtime.bot_config(charge.bot_id)
+    job = hot.delivery_job(charge_id)
+    if job is None or job.state != "pending":
+        return job.state if job is not None else None
+    bot = runtime.bot_config(job.bot_id)
     if bot is None:
         _fail(charge_id, "bot no longer configured")
         return "failed"
-    Delivery.update(attempts=Delivery.attempts + 1, updated_at=utcnow()).where(Delivery.id == row.id).execute()
-    link = offer.delivery_link
-    if offer.delivery_chat_id is not None:
-        link = row.invite_link
+    hot.count_delivery_attempt(job.delivery_id, utcnow())
+    link = job.delivery_link
+    if job.delivery_chat_id is not None:
+        link = job.invite_link
         if link is None:
             try:
-                link = invite_link(telegram, bot.token, offer.delivery_chat_id, charge_id)
+                link = invite_link(telegram, bot.token, job.delivery_chat_id, charge_id)
             except TelegramRetryAfter as exc:
                 raise dramatiq.Retry(
                     "createChatInviteLink: flood wait", delay=int(exc.retry_after * 1000) + 50
@@ -75,24 +73,24 @@ def deliver_charge(charge_id: int, telegram: TelegramGateway, throttle: Throttle
             except TelegramPermanent as exc:  # the bot is not an admin there, or the chat is gone
                 _fail(charge_id, f"createChatInviteLink: {exc.description}")
                 return "failed"
-            Delivery.update(invite_link=link).where((Delivery.id == row.id) & Delivery.invite_link.is_null()).execute()
-            link = Delivery.get_by_id(row.id).invite_link
-    text = "\n\n".join(part for part in (offer.delivery_text.strip(), link or "") if part)
-    send = Send(send_key(charge_id), "sendMessage", {"chat_id": lead.chat_id, "text": text}, if_unknown="resend")
-    outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, [send])
+            Delivery.update(invite_link=link).where(
+                (Delivery.id == job.delivery_id) & Delivery.invite_link.is_null()
+            ).execute()
+            link = Delivery.get_by_id(job.delivery_id).invite_link
+    text = "\n\n".join(part for part in (job.delivery_text.strip(), link or "") if part)
+    send = Send(send_key(charge_id), "sendMessage", {"chat_id": job.chat_id, "text": text}, if_unknown="resend")
+    outcome = deliver(telegram, throttle, bot.token, bot.id, job.chat_id, [send])
     if outcome.failed is not None:
         if outcome.blocked:
-            mark_unreachable(lead.id)
+            mark_unreachable(job.lead_id)
         _fail(charge_id, outcome.failed)
         return "failed"
-    sent = OutboundMessage.get_or_none(OutboundMessage.key == send.key)
+    sent = hot.first(OutboundMessage, '"key" = {p}', (send.key,))
     if sent is None or sent.state != "sent":
         return "pending"  # another worker is sending it right now
-    done = (
-        Delivery.update(state="sent", delivered_at=sent.finished_at or utcnow(), updated_at=utcnow())
-        .where((Delivery.id == row.id) & (Delivery.state == "pending"))
-        .execute()
-    )
+    now = utcnow()
+    done = hot.update(Delivery, {"state": "sent", "delivered_at": sent.finished_at or now, "updated_at": now},
+                      '"id" = {p} AND "state" = {p}', (job.delivery_id, "pending"))  # fmt: skip
     if done:
         counters.inc("grimbots_deliveries_total", {"outcome": "sent"})
         log.info("delivered bot=%s charge=%s", bot.id, charge_id)

@@ -28,6 +28,7 @@ from actors.enqueue import unit_of_work
 from actors.funnel import CAPTION_LIMIT, Recipient, telegram_length
 from actors.outbox import Send, deliver
 from actors.throttle import Throttle
+from db import hot
 from db.catalog import BotConfig, OfferConfig, fill
 from db.database import transaction, utcnow
 from db.models import Charge, Delivery, PaymentNotification
@@ -46,6 +47,11 @@ log = logging.getLogger(__name__)
 
 # A charge with less time left than this is not offered again: a new tap gets a new charge.
 REUSE_MARGIN = dt.timedelta(minutes=2)
+# Hand-written conditions for db.hot's cached statements (the money path's hot queries).
+BY_ID = '"id" = {p}'
+BY_ID_IN_STATUS = '"id" = {p} AND "status" = {p}'
+BY_ID_IN_STATUSES = '"id" = {p} AND "status" IN ({p}, {p})'
+SAME_TAP_SETTLED = '"lead_id" = {p} AND "offer_id" = {p} AND "created_by_update" = {p} AND "open_key" IS NULL'
 # A charge left `creating` this long by a worker that is gone is taken over (same idempotency key).
 CREATING_STALE = dt.timedelta(seconds=60)
 # A second tap within this long of the code message does not send it again.
@@ -78,27 +84,27 @@ def open_charge(bot: BotConfig, lead_id: int, offer: OfferConfig, update_id: int
     try:
         with transaction():
             # This very tap again (a redelivered update), after its charge was settled: that charge.
-            mine = (Charge.lead_id == lead_id) & (Charge.offer_id == offer.id)
-            done = Charge.get_or_none(mine & (Charge.created_by_update == update_id) & Charge.open_key.is_null())
+            done = hot.first(Charge, SAME_TAP_SETTLED, (lead_id, offer.id, update_id))
             if done is not None:
                 return done, False
-            existing = Charge.get_or_none(Charge.open_key == open_key)
+            existing = hot.first(Charge, '"open_key" = {p}', (open_key,))
             if existing is not None:
                 if existing.status == "pending" and (existing.expires_at or now) > now + REUSE_MARGIN:
                     return existing, False
                 if existing.status == "creating":
                     if existing.created_by_update == update_id or now - existing.updated_at > CREATING_STALE:
-                        Charge.update(updated_at=now).where(Charge.id == existing.id).execute()
+                        hot.update(Charge, {"updated_at": now}, BY_ID, (existing.id,))
                         return existing, True
                     raise Busy
                 # Still payable, but too close to its end to offer again: a new charge takes the key.
-                Charge.update(open_key=None).where(Charge.id == existing.id).execute()
-            charge = Charge.create(
+                hot.update(Charge, {"open_key": None}, BY_ID, (existing.id,))
+            values = dict(
                 bot_id=bot.id, lead_id=lead_id, offer_id=offer.id, gateway_id=bot.gateway_id,
                 gateway_kind=_gateway_kind(bot), idempotency_key=uuid.uuid4().hex, open_key=open_key,
-                created_by_update=update_id, amount=offer.price, status="creating", created_at=now, updated_at=now,
+                created_by_update=update_id, amount=offer.price, status="creating", underpaid=False, checks=0,
+                created_at=now, updated_at=now,
             )  # fmt: skip
-            return charge, True
+            return hot.loaded(Charge, {"id": hot.insert(Charge, values), **values}), True
     except IntegrityError:  # a concurrent tap inserted the open charge first (PostgreSQL)
         raise Busy from None
 
@@ -124,11 +130,11 @@ def create_at_gateway(charge: Charge, bot: BotConfig, offer: OfferConfig, gatewa
               "next_check_at": now + dt.timedelta(seconds=settings.PAYMENT_FIRST_CHECK_SECONDS)}  # fmt: skip
     track = pixel.tracking(charge.bot_id, charge.lead_id)
     with unit_of_work():
-        won = Charge.update(values).where((Charge.id == charge.id) & (Charge.status == "creating")).execute()
+        won = hot.update(Charge, values, BY_ID_IN_STATUS, (charge.id, "creating"))
         if won:
             pixel.initiate_checkout(track, charge, now)
     if not won:  # a worker that took over a stale creation got there first
-        return Charge.get_by_id(charge.id)
+        return hot.first(Charge, BY_ID, (charge.id,)) or charge
     counters.inc("grimbots_payments_charges_total", {"outcome": "created"})
     log.info("charge created bot=%s charge=%s gateway=%s", bot.id, charge.id, charge.gateway_id)
     for name, value in values.items():
@@ -205,7 +211,7 @@ def checkout(
     sends = plan_code_message(bot, charge, offer, lead.chat_id, f"pix:{charge.id}:{update_id}")
     outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, sends)
     if outcome.sent:
-        Charge.update(shown_at=utcnow()).where(Charge.id == charge.id).execute()
+        hot.update(Charge, {"shown_at": utcnow()}, BY_ID, (charge.id,))
     return charge
 
 
@@ -268,7 +274,7 @@ def settle(
     with unit_of_work():
         outcome = _transition(charge, status, amount, now, track)
         if notification is not None:
-            PaymentNotification.create(outcome=outcome, charge_id=charge.id, received_at=now, **notification)
+            record_notification(outcome, charge.id, now, notification)
     counters.inc("grimbots_payments_settled_total", {"outcome": outcome, "source": source})
     if outcome in ("paid", "underpaid"):
         paid = amount if amount is not None else charge.amount
@@ -282,38 +288,32 @@ def settle(
 def _transition(
     charge: Charge, status: ChargeStatus, amount: Decimal | None, now: dt.datetime, track: pixel.Tracking | None
 ) -> str:
-    where = Charge.id == charge.id
     if status is ChargeStatus.PAID:
         paid = amount if amount is not None else charge.amount
         underpaid = paid < charge.amount
         values = {"status": "paid", "paid_at": now, "paid_amount": paid, "underpaid": underpaid, "open_key": None,
                   "next_check_at": None, "updated_at": now}  # fmt: skip
-        won = Charge.update(values).where(where & Charge.status.in_(["pending", "expired"])).execute()
-        if not won:
+        if not hot.update(Charge, values, BY_ID_IN_STATUSES, (charge.id, "pending", "expired")):
             return "repeated"
         if underpaid:  # flagged, not delivered: the seller decides
             log.warning("charge underpaid charge=%s owed=%s paid=%s", charge.id, charge.amount, paid)
             return "underpaid"
-        Delivery.insert(
-            charge_id=charge.id, bot_id=charge.bot_id, created_at=now, updated_at=now
-        ).on_conflict_ignore().execute()
+        hot.insert(Delivery, {"charge_id": charge.id, "bot_id": charge.bot_id, "state": "pending", "attempts": 0,
+                              "created_at": now, "updated_at": now}, ignore_conflicts=True)  # fmt: skip
         pixel.purchase(track, charge, paid, now)
         return "paid"
+    closed = {"open_key": None, "next_check_at": None, "updated_at": now}
     if status in (ChargeStatus.EXPIRED, ChargeStatus.FAILED):
-        won = (
-            Charge.update(status=status.value, open_key=None, next_check_at=None, updated_at=now)
-            .where(where & (Charge.status == "pending"))
-            .execute()
-        )
+        won = hot.update(Charge, {"status": status.value, **closed}, BY_ID_IN_STATUS, (charge.id, "pending"))
         return status.value if won else "repeated"
     if status is ChargeStatus.REFUNDED:
-        won = (
-            Charge.update(status="refunded", open_key=None, next_check_at=None, updated_at=now)
-            .where(where & Charge.status.in_(["pending", "paid"]))
-            .execute()
-        )
+        won = hot.update(Charge, {"status": "refunded", **closed}, BY_ID_IN_STATUSES, (charge.id, "pending", "paid"))
         return "refunded" if won else "repeated"
     return "ignored"  # still pending: nothing to do
+
+
+def record_notification(outcome: str, charge_id: int | None, now: dt.datetime, notification: dict[str, Any]) -> None:
+    hot.insert(PaymentNotification, {"outcome": outcome, "charge_id": charge_id, "received_at": now, **notification})
 
 
 def settle_and_deliver(
@@ -348,9 +348,9 @@ def notify(gateway_id: str, notification: dict[str, Any]) -> None:
     reported = notification.get("status")
     amount = Decimal(notification["amount"]) if notification.get("amount") is not None else None
     record = {"gateway_id": gateway_id, "external_id": external_id, "reported_status": reported, "amount": amount}
-    charge = Charge.get_or_none((Charge.gateway_id == gateway_id) & (Charge.external_id == external_id))
+    charge = hot.first(Charge, '"gateway_id" = {p} AND "external_id" = {p}', (gateway_id, external_id))
     if charge is None:
-        PaymentNotification.create(outcome="unknown_charge", **record)
+        record_notification("unknown_charge", None, utcnow(), record)
         counters.inc("grimbots_payments_settled_total", {"outcome": "unknown_charge", "source": "notification"})
         log.warning("payment notification for an unknown charge gateway=%s", gateway_id)
         return
@@ -363,7 +363,7 @@ def notify(gateway_id: str, notification: dict[str, Any]) -> None:
         try:
             state = gateway.fetch_status(external_id)
         except PaymentPermanent as exc:
-            PaymentNotification.create(outcome="ignored", charge_id=charge.id, **record)
+            record_notification("ignored", charge.id, utcnow(), record)
             log.warning("payment status refused gateway=%s charge=%s error=%s", gateway_id, charge.id, exc)
             return
         status, amount = state.status, state.amount

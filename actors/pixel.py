@@ -42,6 +42,7 @@ from gateways.meta import MAX_BATCH, MetaGateway, MetaPermanent, MetaTransient, 
 log = logging.getLogger(__name__)
 
 FLUSH_KEY = "grimbots:pixel:flush:{pixel_id}"
+BY_TOKEN = '"token" = {p}'
 # Meta refuses events older than 7 days; keep a margin so an event is never refused in flight.
 MAX_AGE = dt.timedelta(days=7) - dt.timedelta(minutes=10)
 STALE_CLAIM = dt.timedelta(minutes=5)  # well past the flush's time limit
@@ -146,25 +147,27 @@ def record(
     for after the commit."""
     assert bot.pixel_id
     now = utcnow()
-    PixelEvent.insert(
+    hot.insert(PixelEvent, dict(
         event_id=event["event_id"], event_name=event["event_name"], bot_id=bot.id, pixel_id=bot.pixel_id,
         lead_id=lead_id, charge_id=charge_id, event_time=event_time, payload=event, state="pending",
         attempts=0, next_attempt_at=now, created_at=now,
-    ).on_conflict_ignore().execute()  # fmt: skip
+    ), ignore_conflicts=True)  # fmt: skip
     pixel_id = bot.pixel_id
     after_commit(lambda: schedule(pixel_id))
 
 
 def store_click(click: clicks.Click) -> tuple[Click, bool]:
     """The click's row (inserted once per token), and whether this call inserted it."""
-    row = Click.get_or_none(Click.token == click.token)
+    row = hot.first(Click, BY_TOKEN, (click.token,))
     if row is not None:
         return row, False
-    Click.insert(
+    hot.insert(Click, dict(
         token=click.token, bot_id=click.bot_id, fbclid=click.fbclid, fbc=click.fbc, fbp=click.fbp, utm=click.utm,
         ip=click.ip, user_agent=click.user_agent, source_url=click.source_url, clicked_at=from_ms(click.at_ms),
-    ).on_conflict_ignore().execute()  # fmt: skip
-    return Click.get(Click.token == click.token), True
+    ), ignore_conflicts=True)  # fmt: skip
+    row = hot.first(Click, BY_TOKEN, (click.token,))  # ours, or a concurrent insert's
+    assert row is not None
+    return row, True
 
 
 def page_view(bot: BotConfig, row: Click) -> None:

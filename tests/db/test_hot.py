@@ -50,3 +50,34 @@ def test_lead_click_is_the_last_click_or_nones(demo_bot: BotConfig) -> None:
                          user_agent="UA", source_url="https://x/r/demo", clicked_at=utcnow())  # fmt: skip
     Lead.update(last_click_id=click.id).where(Lead.id == lead_id).execute()
     assert hot.lead_click(lead_id) == (9, "fb.1.1.X", "fb.1.2.3", "203.0.113.9", "UA", "https://x/r/demo")
+
+
+def test_cached_statements_round_trip_every_column_type(demo_bot: BotConfig) -> None:
+    import datetime as dt
+    from decimal import Decimal
+
+    from db.models import Charge, PixelEvent
+
+    now = utcnow()
+    values = {"bot_id": "demo", "lead_id": 1, "offer_id": 2, "gateway_id": "main", "gateway_kind": "sandbox",
+              "idempotency_key": "k1", "open_key": "1:2", "amount": Decimal("19.90"), "status": "creating",
+              "underpaid": False, "checks": 0, "created_at": now, "updated_at": now}  # fmt: skip
+    charge_id = hot.insert(Charge, values)
+    assert charge_id is not None
+    assert hot.insert(Charge, {**values, "open_key": "other"}, ignore_conflicts=True) is None  # same idempotency key
+    charge = hot.first(Charge, '"open_key" = {p}', ("1:2",))
+    assert charge is not None and charge.id == charge_id and charge.amount == Decimal("19.90")
+    assert (charge.underpaid, charge.created_at, charge.expires_at) == (False, now, None)
+    later = now + dt.timedelta(minutes=1)
+    changed = hot.update(Charge, {"status": "paid", "paid_amount": Decimal("10"), "underpaid": True, "paid_at": later},
+                         '"id" = {p} AND "status" IN ({p}, {p})', (charge_id, "creating", "pending"))  # fmt: skip
+    assert changed == 1
+    assert hot.update(Charge, {"status": "x"}, '"id" = {p} AND "status" = {p}', (charge_id, "creating")) == 0
+    paid = Charge.get_by_id(charge_id)  # what peewee itself reads back
+    assert (paid.status, paid.paid_amount, paid.underpaid, paid.paid_at) == ("paid", Decimal("10.00"), True, later)
+    assert hot.first(Charge, '"id" = {p}', (charge_id + 1,)) is None
+    event = {"bot_id": "demo", "pixel_id": "1", "event_id": "e1", "event_name": "PageView", "event_time": now,
+             "payload": {"user_data": {"fbc": "fb.1.2.ç"}}, "state": "pending", "attempts": 0,
+             "next_attempt_at": now, "created_at": now}  # fmt: skip
+    hot.insert(PixelEvent, event)
+    assert PixelEvent.get(PixelEvent.event_id == "e1").payload == {"user_data": {"fbc": "fb.1.2.ç"}}
