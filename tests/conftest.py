@@ -222,3 +222,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def failed(request: pytest.FixtureRequest) -> bool:
     report = getattr(request.node, "report_call", None)
     return report is None or report.failed
+
+
+def dump_logs(platform: Any) -> None:
+    """Stop an end-to-end test's processes and print what each of them logged."""
+    platform.close()
+    for process in platform.processes:
+        print(f"--- {process.name} ---\n{process.output()}")

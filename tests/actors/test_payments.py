@@ -72,10 +72,30 @@ def test_a_tap_creates_one_charge_and_sends_the_code_with_its_qr_and_a_check_but
 
 
 def test_qr_png_is_a_png_of_the_codes_matrix() -> None:
-    image = qr.png("00020126")
+    import struct
+    import zlib
+
+    code = "00020126580014br.gov.bcb.pix0136123e4567-e12b-12d1-a456-4266554400005204000053039865802BR5913Fulano"
+    image = qr.png(code)
     assert image.startswith(b"\x89PNG\r\n\x1a\n")
-    modules = qr.matrix("00020126")
-    assert len(modules) == len(modules[0]) == 21 + 8  # version 1 plus the quiet zone
+    chunks, at = {}, 8
+    while at < len(image):  # every chunk's CRC checks out
+        (length,) = struct.unpack(">I", image[at : at + 4])
+        kind, data = image[at + 4 : at + 8], image[at + 8 : at + 8 + length]
+        assert struct.unpack(">I", image[at + 8 + length : at + 12 + length])[0] == zlib.crc32(kind + data)
+        chunks[kind] = data
+        at += 12 + length
+    width, height, depth, colour, _, _, _ = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
+    modules = qr.matrix(code)
+    assert width == height == len(modules) * qr.MODULE_PIXELS and (depth, colour) == (1, 0)
+    raw, stride = zlib.decompress(chunks[b"IDAT"]), 1 + (width + 7) // 8
+    for y in range(height):  # each pixel is its module: black where dark
+        line = raw[y * stride : (y + 1) * stride]
+        assert line[0] == 0
+        for x in range(width):
+            black = not (line[1 + x // 8] >> (7 - x % 8)) & 1
+            assert black == modules[y // qr.MODULE_PIXELS][x // qr.MODULE_PIXELS]
+    assert len(modules) == len(modules[0]) and modules[4][4] and not modules[0][0]  # finder corner, quiet zone
 
 
 def test_double_taps_and_redelivery_reuse_the_charge_and_send_the_code_once(

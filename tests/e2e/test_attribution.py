@@ -19,7 +19,7 @@ from db.models import PixelEvent
 from gateways.payments import brcode
 from gateways.payments.sandbox import sign
 from ops.procs import Platform, free_port, wait_until
-from tests.conftest import DEMO_CONFIG, apply_config, failed
+from tests.conftest import DEMO_CONFIG, apply_config, dump_logs, failed
 from tests.e2e.test_money_path import BUYER, Env
 
 PIXEL = "1234567890"
@@ -77,9 +77,10 @@ def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TrackedEnv]:
         platform.worker(queues=("updates", "funnel", "payments", "pixel"), threads=8)
         yield TrackedEnv(platform, telegram_port, edge_port, meta_port, bot)
         if failed(request):
-            platform.close()
-            for process in platform.processes:
-                print(f"--- {process.name} ---\n{process.output()}")
+            dump_logs(platform)
+    except Exception:
+        dump_logs(platform)
+        raise
     finally:
         platform.close()
 

@@ -20,6 +20,7 @@ from db.models import Charge, Delivery
 from gateways.payments import brcode
 from gateways.payments.sandbox import SandboxGateway, sign
 from ops.procs import Platform, free_port, wait_until
+from tests.conftest import dump_logs, failed
 
 SECRET = {"X-Telegram-Bot-Api-Secret-Token": "tg-secret-1"}
 DELIVERY = "Pagamento confirmado! Seu acesso:\n\nhttps://t.me/+AbCdEf"
@@ -75,7 +76,7 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path, demo_bot: BotConfig) -> Iterator[Env]:
+def env(tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest) -> Iterator[Env]:
     telegram_port, edge_port = free_port(), free_port()
     platform = Platform(
         tmp_path,
@@ -89,9 +90,10 @@ def env(tmp_path: Path, demo_bot: BotConfig) -> Iterator[Env]:
         platform.edge(edge_port)
         platform.worker(queues=("updates", "funnel", "payments"), threads=8)
         yield Env(platform, telegram_port, edge_port, demo_bot)
+        if failed(request):
+            dump_logs(platform)
     except Exception:
-        for process in platform.processes:
-            print(f"--- {process.name} ---\n{process.output()}")
+        dump_logs(platform)
         raise
     finally:
         platform.close()

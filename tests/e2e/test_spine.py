@@ -15,6 +15,7 @@ import pytest
 from db.catalog import BotConfig
 from db.models import ProcessedUpdate
 from ops.procs import Platform, free_port, wait_until
+from tests.conftest import dump_logs, failed
 
 SECRET = {"X-Telegram-Bot-Api-Secret-Token": "tg-secret-1"}
 
@@ -46,7 +47,7 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path, demo_bot: BotConfig) -> Iterator[Env]:
+def env(tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest) -> Iterator[Env]:
     telegram_port, edge_port = free_port(), free_port()
     platform = Platform(
         tmp_path,
@@ -59,9 +60,10 @@ def env(tmp_path: Path, demo_bot: BotConfig) -> Iterator[Env]:
         platform.fake_telegram(telegram_port)
         platform.edge(edge_port)
         yield Env(platform, telegram_port, edge_port)
+        if failed(request):
+            dump_logs(platform)
     except Exception:
-        for process in platform.processes:
-            print(f"--- {process.name} ---\n{process.output()}")
+        dump_logs(platform)
         raise
     finally:
         platform.close()
