@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
-from peewee import fn
 
 import clicks
 import settings
@@ -36,7 +35,7 @@ from actors.enqueue import after_commit, unit_of_work
 from db import hot
 from db.catalog import BotConfig
 from db.database import is_sqlite, transaction, utcnow
-from db.models import Charge, Click, Lead, PixelEvent
+from db.models import Charge, Click, PixelEvent
 from gateways.meta import MAX_BATCH, MetaGateway, MetaPermanent, MetaTransient, user_data
 
 log = logging.getLogger(__name__)
@@ -182,12 +181,8 @@ def attach_click(bot: BotConfig, lead_id: int, click: clicks.Click) -> Click:
     been processed yet (or was lost): both are keyed, so whichever comes second adds nothing."""
     row, created = store_click(click)
     if row.lead_id is None:
-        Click.update(lead_id=lead_id, attached_at=utcnow()).where(
-            (Click.id == row.id) & Click.lead_id.is_null()
-        ).execute()
-    Lead.update(first_click_id=fn.COALESCE(Lead.first_click_id, row.id), last_click_id=row.id).where(
-        Lead.id == lead_id
-    ).execute()
+        hot.update(Click, {"lead_id": lead_id, "attached_at": utcnow()}, '"id" = {p} AND "lead_id" IS NULL', (row.id,))
+    hot.touch_lead_click(lead_id, row.id)
     if created:  # else the click's own message made its PageView
         page_view(bot, row)
     return row

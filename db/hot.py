@@ -57,6 +57,10 @@ FROM "delivery" d JOIN "charge" c ON c."id" = d."charge_id" JOIN "lead" l ON l."
 WHERE d."charge_id" = {p}
 """
 
+LEAD_TOUCH = """
+UPDATE "lead" SET "first_click_id" = COALESCE("first_click_id", {p}), "last_click_id" = {p} WHERE "id" = {p}
+"""
+
 DELIVERY_ATTEMPT = """
 UPDATE "delivery" SET "attempts" = "attempts" + 1, "updated_at" = {p} WHERE "id" = {p}
 """
@@ -133,6 +137,11 @@ def delivery_job(charge_id: int) -> DeliveryJob | None:
 
 def count_delivery_attempt(delivery_id: int, now: dt.datetime) -> None:
     db.execute_sql(_sql(DELIVERY_ATTEMPT, db.param), (now, delivery_id))
+
+
+def touch_lead_click(lead_id: int, click_id: int) -> None:
+    """The click is the lead's last touch, and its first if it had none."""
+    db.execute_sql(_sql(LEAD_TOUCH, db.param), (click_id, click_id, lead_id))
 
 
 def lead_click(lead_id: int) -> tuple[int, str | None, str | None, str | None, str | None, str | None] | None:
