@@ -19,10 +19,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 
-from ops.bench import LoadConnection, machine, open_loop, percentile
+import settings
+from ops.bench import LoadConnection, cpu_seconds, machine, open_loop, percentile, redis_pid
 from ops.procs import Platform, free_port, wait_until
 
 BOTS = 40  # three messages per journey at 200 journeys/s stay under Telegram's 30/s per bot
@@ -277,7 +279,17 @@ def run(*, seconds: float, rate: int, out: Path, processes: int = 2, threads: in
         wait_until(lambda: httpx.get(f"{telegram}/_stats").json()["calls"] > 0, 10, "warm-up")
         httpx.post(f"{telegram}/_reset")
         httpx.post(f"{meta}/_reset")
+        pids = {p.name: p.proc.pid for p in env.processes}
+        redis = redis_pid(urlparse(settings.REDIS_URL).port or 6379)
+        if redis is not None:
+            pids["redis"] = redis
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        load_before = time.process_time()
         results["journeys"] = asyncio.run(_journeys(edge, telegram, meta, offers, rate, seconds, base + 5_000))
+        completed = results["journeys"]["completed"] or 1
+        used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+        used["load generator"] = time.process_time() - load_before
+        results["journeys"]["cpu_ms_per_journey"] = {name: round(s * 1000 / completed, 1) for name, s in used.items()}
         results["journeys"].update(chat_processes=processes, chat_threads=threads, payment_threads=payment_threads,
                                    payment_processes=payment_processes, send_qr=send_qr)  # fmt: skip
     finally:
@@ -313,6 +325,7 @@ def write(results: dict[str, Any], out: Path) -> None:
         ("paid → delivered", stage("paid_to_delivered_ms")),
         ("paid → Purchase at Meta", stage("paid_to_purchase_event_ms")),
         ("Conversions API", f"{j['meta_events']} events in {j['meta_requests']} requests"),
+        ("CPU per journey", ", ".join(f"{name} {ms} ms" for name, ms in j.get("cpu_ms_per_journey", {}).items())),
         ("whole journey (start → delivered)", stage("journey_ms")),
     ]
     text = "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
