@@ -41,6 +41,19 @@ UTM_VALUE_MAX = 200
 USER_AGENT_MAX = 512
 
 
+# Link-preview fetchers and crawlers (Meta's own ad checker first among them) follow ad links too:
+# they are sent on to the bot, but are not clicks (no token, no PageView).
+_CRAWLER = re.compile(
+    r"facebookexternalhit|facebookcatalog|meta-externalagent|facebot|telegrambot|whatsapp|twitterbot|slackbot"
+    r"|discordbot|linkedinbot|googlebot|bingbot|applebot|crawler|spider|preview",
+    re.IGNORECASE,
+)
+
+
+def is_crawler(user_agent: str | None) -> bool:
+    return bool(user_agent) and _CRAWLER.search(user_agent or "") is not None
+
+
 def _sign(body: bytes) -> bytes:
     return hmac.new(settings.SECRET_KEY.encode(), b"click:" + body, hashlib.sha256).digest()[:_SIG_BYTES]
 

@@ -3,7 +3,8 @@ cookies, every utm_*, IP, user agent, time), keep it in Redis under an opaque to
 enqueue its PageView, and send the browser on to `https://t.me/{username}?start={token}`.
 
 One Redis write and one enqueue, no database. A click is never lost to a bad parameter (it is
-left out); if Redis cannot take the click, the browser still goes to the bot, without a token."""
+left out); if Redis cannot take the click, the browser still goes to the bot, without a token.
+Crawlers and link-preview fetchers are sent on too, without a token: they are not clicks."""
 
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ async def serve_click(edge: Any, bot_id: str, scope: Scope, receive: Receive, se
     if bot is None:
         await respond(send, 404, "unknown bot")
         return 404
+    bot_url = f"https://t.me/{quote(bot.username)}"
+    user_agent = _header(scope, b"user-agent")
+    if clicks.is_crawler(user_agent):  # a link preview or Meta's ad review: not a buyer's click
+        await redirect(send, bot_url)
+        return 302
     query = scope.get("query_string", b"").decode("latin-1")
     client = scope.get("client")
     click = clicks.capture(
@@ -59,11 +65,10 @@ async def serve_click(edge: Any, bot_id: str, scope: Scope, receive: Receive, se
         cookie_header=_header(scope, b"cookie") or "",
         peer=client[0] if client else None,
         forwarded_for=_header(scope, b"x-forwarded-for"),
-        user_agent=_header(scope, b"user-agent"),
+        user_agent=user_agent,
         source_url=f"{settings.PUBLIC_BASE_URL}{PREFIX}{quote(bot_id)}" + (f"?{query}" if query else ""),
     )
     doc = click.to_json()
-    bot_url = f"https://t.me/{quote(bot.username)}"
     try:
         await edge.redis.set(clicks.key(click.token), doc, ex=clicks.TTL_SECONDS)
     except Exception as exc:  # noqa: BLE001 - the buyer still reaches the bot, untracked

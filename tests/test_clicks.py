@@ -100,3 +100,10 @@ def test_load_finds_only_valid_tokens_of_the_same_bot(redis_client) -> None:  # 
     assert clicks.load(redis_client, "demo", clicks.new_token()) is None  # valid token, nothing stored
     redis_client.set(clicks.key("x" * 30), click.to_json())
     assert clicks.load(redis_client, "demo", "x" * 30) is None  # stored, but not a token we issued
+
+
+def test_facebooks_in_app_browser_is_a_buyer_and_its_crawler_is_not() -> None:
+    in_app = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+              "Mobile/15E148 [FBAN/FBIOS;FBAV/442.0.0.34.111;FBBV/553402838;FBDV/iPhone14,5;FBMD/iPhone]")  # fmt: skip
+    assert not clicks.is_crawler(in_app) and not clicks.is_crawler(None) and not clicks.is_crawler("")
+    assert clicks.is_crawler("facebookexternalhit/1.1") and clicks.is_crawler("meta-externalagent/1.1")

@@ -79,3 +79,14 @@ def test_with_redis_down_the_buyer_still_reaches_the_bot(demo_bot: BotConfig) ->
     with TestClient(create_app(redis_url="redis://127.0.0.1:1/0", poll_seconds=0.1), follow_redirects=False) as c:
         response = c.get("/r/demo?fbclid=X")
     assert response.status_code == 302 and response.headers["location"] == "https://t.me/demo_bot"
+
+
+@pytest.mark.parametrize(
+    "agent",
+    ["facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)", "TelegramBot (like TwitterBot)",
+     "WhatsApp/2.23.20.0", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"],
+)  # fmt: skip
+def test_crawlers_and_link_previews_are_sent_on_but_not_counted(client: TestClient, agent: str) -> None:
+    response = client.get("/r/demo?fbclid=X", headers={"User-Agent": agent})
+    assert response.status_code == 302 and response.headers["location"] == "https://t.me/demo_bot"
+    assert queued_clicks() == [] and not list(broker.client.scan_iter("grimbots:click:*"))
