@@ -4,48 +4,46 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any
 
 import dramatiq
+from peewee import Model
 
 import settings
 from actors.broker import MAINTENANCE, retry_when
 from db.database import utcnow
-from db.models import OutboundMessage, ProcessedUpdate
+from db.models import OutboundMessage, PixelEvent, ProcessedUpdate
 
 log = logging.getLogger(__name__)
 
 OUTBOUND_RETENTION_DAYS = 30
+PIXEL_EVENT_RETENTION_DAYS = 30  # Meta takes nothing older than 7 days; a month keeps `ops pixel-events` useful
 BATCH = 5_000
 
 
-def prune_processed_updates(older_than: dt.datetime) -> int:
-    """Delete update records older than the cutoff, in batches (no long lock on a big table). Telegram
-    stops repeating an update after 24 h, so past that its record has done its job."""
+def prune_rows(model: type[Model], where: Any) -> int:
+    """Delete the rows matching `where`, in batches (no long lock on a big table)."""
     total = 0
     while True:
-        ids = [
-            row.id
-            for row in ProcessedUpdate.select(ProcessedUpdate.id)
-            .where(ProcessedUpdate.received_at < older_than)
-            .limit(BATCH)
-        ]
+        ids = [row.id for row in model.select(model.id).where(where).limit(BATCH)]  # type: ignore[attr-defined]
         if not ids:
             return total
-        total += ProcessedUpdate.delete().where(ProcessedUpdate.id.in_(ids)).execute()
+        total += model.delete().where(model.id.in_(ids)).execute()  # type: ignore[attr-defined]
+
+
+def prune_processed_updates(older_than: dt.datetime) -> int:
+    """Telegram stops repeating an update after 24 h: past that its record has done its job."""
+    return prune_rows(ProcessedUpdate, ProcessedUpdate.received_at < older_than)
 
 
 def prune_outbound(older_than: dt.datetime) -> int:
-    total = 0
-    while True:
-        ids = [
-            row.id
-            for row in OutboundMessage.select(OutboundMessage.id)
-            .where((OutboundMessage.created_at < older_than) & (OutboundMessage.state != "sending"))
-            .limit(BATCH)
-        ]
-        if not ids:
-            return total
-        total += OutboundMessage.delete().where(OutboundMessage.id.in_(ids)).execute()
+    return prune_rows(OutboundMessage, (OutboundMessage.created_at < older_than) & (OutboundMessage.state != "sending"))
+
+
+def prune_pixel_events(older_than: dt.datetime) -> int:
+    """Events whose fate is settled (sent, failed, expired); pending ones are the sweep's."""
+    done = PixelEvent.state.in_(["sent", "failed", "expired"])
+    return prune_rows(PixelEvent, (PixelEvent.created_at < older_than) & done)
 
 
 @dramatiq.actor(
@@ -61,4 +59,5 @@ def prune() -> None:
     now = utcnow()
     updates = prune_processed_updates(now - dt.timedelta(hours=settings.PROCESSED_UPDATE_RETENTION_HOURS))
     outbound = prune_outbound(now - dt.timedelta(days=OUTBOUND_RETENTION_DAYS))
-    log.info("pruned processed_updates=%d outbound_messages=%d", updates, outbound)
+    events = prune_pixel_events(now - dt.timedelta(days=PIXEL_EVENT_RETENTION_DAYS))
+    log.info("pruned processed_updates=%d outbound_messages=%d pixel_events=%d", updates, outbound, events)
