@@ -10,6 +10,7 @@ import email.policy
 import json
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def failed(request: pytest.FixtureRequest) -> bool:
     report = getattr(request.node, "report_call", None)
     return report is None or report.failed
+
+
+@contextmanager
+def logs_on_failure(platform: Any, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Around an end-to-end fixture's set-up and yield: when set-up or the test fails, every
+    process's log is printed; the processes are stopped in any case."""
+    try:
+        yield
+        if failed(request):
+            dump_logs(platform)
+    except Exception:
+        dump_logs(platform)
+        raise
+    finally:
+        platform.close()
 
 
 def dump_logs(platform: Any) -> None:

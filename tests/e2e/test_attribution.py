@@ -19,7 +19,7 @@ from db.models import PixelEvent
 from gateways.payments import brcode
 from gateways.payments.sandbox import sign
 from ops.procs import Platform, free_port, wait_until
-from tests.conftest import DEMO_CONFIG, apply_config, dump_logs, failed
+from tests.conftest import DEMO_CONFIG, apply_config, logs_on_failure
 from tests.e2e.test_money_path import BUYER, Env
 
 PIXEL = "1234567890"
@@ -70,19 +70,12 @@ def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TrackedEnv]:
         CONFIG_POLL_SECONDS="0.5",
         META_LINGER_MS="300",
     )
-    try:
+    with logs_on_failure(platform, request):
         platform.fake_telegram(telegram_port)
         platform.fake_meta(meta_port)
         platform.edge(edge_port)
         platform.worker(queues=("updates", "funnel", "payments", "pixel"), threads=8)
         yield TrackedEnv(platform, telegram_port, edge_port, meta_port, bot)
-        if failed(request):
-            dump_logs(platform)
-    except Exception:
-        dump_logs(platform)
-        raise
-    finally:
-        platform.close()
 
 
 def test_a_tracked_journey_reaches_meta_once_per_event_with_the_clicks_data(env: TrackedEnv) -> None:

@@ -20,7 +20,7 @@ from db.models import Charge, Delivery
 from gateways.payments import brcode
 from gateways.payments.sandbox import SandboxGateway, sign
 from ops.procs import Platform, free_port, wait_until
-from tests.conftest import dump_logs, failed
+from tests.conftest import logs_on_failure
 
 SECRET = {"X-Telegram-Bot-Api-Secret-Token": "tg-secret-1"}
 DELIVERY = "Pagamento confirmado! Seu acesso:\n\nhttps://t.me/+AbCdEf"
@@ -85,18 +85,11 @@ def env(tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest) -> 
         RECONCILE_INTERVAL_SECONDS="1",
         PAYMENT_FIRST_CHECK_SECONDS="1",
     )
-    try:
+    with logs_on_failure(platform, request):
         platform.fake_telegram(telegram_port)
         platform.edge(edge_port)
         platform.worker(queues=("updates", "funnel", "payments"), threads=8)
         yield Env(platform, telegram_port, edge_port, demo_bot)
-        if failed(request):
-            dump_logs(platform)
-    except Exception:
-        dump_logs(platform)
-        raise
-    finally:
-        platform.close()
 
 
 def test_start_buy_pay_deliver_once_however_often_the_notification_comes(env: Env) -> None:

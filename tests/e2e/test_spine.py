@@ -15,7 +15,7 @@ import pytest
 from db.catalog import BotConfig
 from db.models import ProcessedUpdate
 from ops.procs import Platform, free_port, wait_until
-from tests.conftest import dump_logs, failed
+from tests.conftest import logs_on_failure
 
 SECRET = {"X-Telegram-Bot-Api-Secret-Token": "tg-secret-1"}
 
@@ -56,17 +56,10 @@ def env(tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest) -> 
         BROKER_MAINTENANCE_CHANCE="1000000",
         CONFIG_POLL_SECONDS="0.5",
     )
-    try:
+    with logs_on_failure(platform, request):
         platform.fake_telegram(telegram_port)
         platform.edge(edge_port)
         yield Env(platform, telegram_port, edge_port)
-        if failed(request):
-            dump_logs(platform)
-    except Exception:
-        dump_logs(platform)
-        raise
-    finally:
-        platform.close()
 
 
 def test_start_gets_one_welcome_even_when_repeated(env: Env) -> None:
