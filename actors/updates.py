@@ -181,8 +181,8 @@ def follow_up(
             return
         try:
             funnel.answer_callback(bot, chat_id, callback_id, telegram, throttle)
-        except NOT_NOW:
-            funnel.callback.send(bot.id, chat_id, callback_id)
+        except NOT_NOW as exc:  # after the flood wait, if that is what it was
+            hand_off(funnel.callback, (bot.id, chat_id, callback_id), exc)
         if action == "buy":
             # Gateways are slow and sometimes down: buying runs on the payments queue, never
             # holding a thread that welcomes need.

@@ -132,3 +132,15 @@ def test_welcome_that_cannot_go_now_is_handed_to_the_funnel_actor(
     fake_telegram.queue("sendPhoto", telegram_error(502, "Bad Gateway"))
     follow(demo_bot, start_update(31))
     assert [m.args for m in queued("funnel")] == [("demo", lead.id, 31)]
+
+
+def test_an_answer_held_by_a_flood_wait_is_handed_on_after_it(
+    demo_bot: BotConfig, follow: Follow, fake_telegram: FakeTelegramTransport, redis_client: redis.Redis
+) -> None:
+    fake_telegram.queue("answerCallbackQuery", telegram_error(429, "Too Many Requests: retry after 30", retry_after=30))
+    press = {"update_id": 6, "callback_query": {"id": "cbq-2", "from": {"id": 42, "first_name": "Bia"}, "data": "x",
+             "message": {"message_id": 3, "chat": {"id": 42, "type": "private"}}}}  # fmt: skip
+    follow(demo_bot, press)
+    [handed] = queued("funnel.DQ")  # not hammering Telegram during its flood wait
+    assert (handed.actor_name, handed.args) == ("funnel.callback", ("demo", 42, "cbq-2"))
+    assert handed.options["eta"] >= 29_000 + handed.message_timestamp
