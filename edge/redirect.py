@@ -18,7 +18,7 @@ import clicks
 import settings
 from actors import pixel
 from edge.enqueue import EnqueueError, message_bytes
-from edge.webhooks import respond
+from edge.webhooks import header, refused
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,8 @@ ROUTE = "/r/{bot_id}"
 
 
 def _header(scope: Scope, wanted: bytes) -> str | None:
-    for name, value in scope["headers"]:
-        if name == wanted:
-            return value.decode("latin-1")  # type: ignore[no-any-return]
-    return None
+    value = header(scope, wanted)
+    return value.decode("latin-1") if value is not None else None
 
 
 async def redirect(send: Send, location: str) -> None:
@@ -45,13 +43,9 @@ async def redirect(send: Send, location: str) -> None:
 
 
 async def serve_click(edge: Any, bot_id: str, scope: Scope, receive: Receive, send: Send) -> int:
-    if not edge.catalog.loaded:
-        await respond(send, 503, "configuration not loaded yet")
-        return 503
     bot = edge.catalog.bot(bot_id)
-    if bot is None:
-        await respond(send, 404, "unknown bot")
-        return 404
+    if (status := await refused(edge, send, bot, "unknown bot")) is not None:
+        return status
     bot_url = f"https://t.me/{quote(bot.username)}"
     user_agent = _header(scope, b"user-agent")
     if clicks.is_crawler(user_agent):  # a link preview or Meta's ad review: not a buyer's click

@@ -38,6 +38,26 @@ async def respond(send: Send, status: int, error: str | None = None) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def refused(edge: Any, send: Send, found: object | None, unknown: str) -> int | None:
+    """503 while the configuration is not loaded yet, 404 (`unknown`) for an id it does not hold;
+    None when the request may go on. Returns the status sent."""
+    if not edge.catalog.loaded:
+        await respond(send, 503, "configuration not loaded yet")
+        return 503
+    if found is None:
+        await respond(send, 404, unknown)
+        return 404
+    return None
+
+
+def header(scope: Scope, wanted: bytes) -> bytes | None:
+    """A request header's raw value by its lower-case name (ASGI gives them lower-cased)."""
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
 async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes | None:
     """The body, or None as soon as it is known to pass `limit` bytes: a too-large body is never read whole."""
     if declared is not None and declared > limit:
@@ -74,13 +94,9 @@ def parse_update(body: bytes) -> tuple[str | None, str]:
 
 async def serve_webhook(edge: Any, bot_id: str, scope: Scope, receive: Receive, send: Send) -> int:
     """Answer one webhook call; returns the status sent."""
-    if not edge.catalog.loaded:
-        await respond(send, 503, "configuration not loaded yet")
-        return 503
     secret = edge.secrets.get(bot_id)
-    if secret is None:
-        await respond(send, 404, "unknown bot")
-        return 404
+    if (status := await refused(edge, send, secret, "unknown bot")) is not None:
+        return status
     given: bytes | None = None
     declared: int | None = None
     for name, value in scope["headers"]:
@@ -119,22 +135,16 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 def _declared_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit():
-            return int(value)
-    return None
+    value = header(scope, b"content-length")
+    return int(value) if value is not None and value.isdigit() else None
 
 
 async def serve_payment(edge: Any, gateway_id: str, scope: Scope, receive: Receive, send: Send) -> int:
     """Answer one payment notification: authenticated by the gateway's adapter on the raw bytes
     before anything is parsed; refused ones leave a log line and the request counter, nothing else."""
-    if not edge.catalog.loaded:
-        await respond(send, 503, "configuration not loaded yet")
-        return 503
     gateway = edge.payment_gateways.get(gateway_id)
-    if gateway is None:
-        await respond(send, 404, "unknown gateway")
-        return 404
+    if (status := await refused(edge, send, gateway, "unknown gateway")) is not None:
+        return status
     body = await read_body(receive, _declared_length(scope), settings.EDGE_MAX_BODY_BYTES)
     if body is None:
         await respond(send, 413, f"body over {settings.EDGE_MAX_BODY_BYTES} bytes")

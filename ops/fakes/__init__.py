@@ -5,8 +5,33 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+class Recording(Protocol):
+    calls: list[dict[str, Any]]
+
+    def reset(self) -> None: ...
+
+
+def log_routes(fake: Recording) -> list[Route]:
+    """What every fake offers its tests: `GET /_calls?since=N` (the calls recorded from index N on)
+    and `POST /_reset` (forget calls and configuration)."""
+
+    async def calls(request: Request) -> Response:
+        since = int(request.query_params.get("since", "0"))
+        return JSONResponse(fake.calls[since:])
+
+    async def reset(request: Request) -> Response:
+        fake.reset()
+        return JSONResponse({"ok": True})
+
+    return [Route("/_calls", calls, methods=["GET"]), Route("/_reset", reset, methods=["POST"])]
 
 
 def serve(create_app: Callable[[], Starlette], doc: str | None, *, default_port: int) -> None:

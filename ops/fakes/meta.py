@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ops.fakes import serve
+from ops.fakes import log_routes, serve
 
 MAX_AGE_SECONDS = 7 * 24 * 3600
 
@@ -88,25 +88,16 @@ def create_app(fake: FakeMeta | None = None) -> Starlette:
         return JSONResponse({"events_received": len(body["data"]), "messages": [],
                              "fbtrace_id": f"fake-trace-{next(fake._traces)}"})  # fmt: skip
 
-    async def calls(request: Request) -> Response:
-        since = int(request.query_params.get("since", "0"))
-        return JSONResponse(fake.calls[since:])
-
     async def configure(request: Request) -> Response:
         body = await request.json()
         fake.errors = [int(code) for code in body.get("errors", [])]
         return JSONResponse({"ok": True})
 
-    async def reset(request: Request) -> Response:
-        fake.reset()
-        return JSONResponse({"ok": True})
-
     return Starlette(
         routes=[
             Route("/{version}/{pixel_id}/events", events, methods=["POST"]),
-            Route("/_calls", calls, methods=["GET"]),
             Route("/_config", configure, methods=["POST"]),
-            Route("/_reset", reset, methods=["POST"]),
+            *log_routes(fake),
         ]
     )
 

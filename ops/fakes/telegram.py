@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ops.fakes import serve
+from ops.fakes import log_routes, serve
 
 
 class FakeTelegram:
@@ -118,10 +118,6 @@ def create_app(fake: FakeTelegram | None = None) -> Starlette:
             return failure
         return JSONResponse({"ok": True, "result": fake.result(method, params)})
 
-    async def calls(request: Request) -> Response:
-        since = int(request.query_params.get("since", "0"))
-        return JSONResponse(fake.calls[since:])
-
     async def stats(request: Request) -> Response:
         return JSONResponse({"calls": len(fake.calls), "in_flight": fake.in_flight})
 
@@ -132,17 +128,12 @@ def create_app(fake: FakeTelegram | None = None) -> Starlette:
             fake.errors = {k: list(v) for k, v in body["errors"].items()}
         return JSONResponse({"ok": True})
 
-    async def reset(request: Request) -> Response:
-        fake.reset()
-        return JSONResponse({"ok": True})
-
     return Starlette(
         routes=[
             Route("/bot{token}/{method}", bot_method, methods=["POST", "GET"]),
-            Route("/_calls", calls, methods=["GET"]),
             Route("/_stats", stats, methods=["GET"]),
             Route("/_config", configure, methods=["POST"]),
-            Route("/_reset", reset, methods=["POST"]),
+            *log_routes(fake),
         ]
     )
 
