@@ -185,4 +185,5 @@ def create_app(*, redis_url: str | None = None, poll_seconds: float | None = Non
         exception_handlers={404: not_found, 405: method_not_allowed},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # the contract: any other path, a trailing slash included, is 404
     return Edge(app)

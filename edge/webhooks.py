@@ -28,6 +28,7 @@ PAYMENT_PREFIX = "/webhook/payment/"
 PAYMENT_ROUTE = "/webhook/payment/{gateway_id}"
 
 SECRET_HEADER = b"x-telegram-bot-api-secret-token"
+MAX_UPDATE_ID = 2**63 - 1  # the database's BIGINT
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -82,13 +83,15 @@ def parse_update(body: bytes) -> tuple[str | None, str]:
     try:
         text = body.decode("utf-8")
         update = json.loads(text)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         return None, "body is not JSON"
     if not isinstance(update, dict):
         return None, "body is not a JSON object"
     update_id = update.get("update_id")
     if not isinstance(update_id, int) or isinstance(update_id, bool):
         return None, "update_id must be an integer"
+    if not 1 <= update_id <= MAX_UPDATE_ID:
+        return None, "update_id must be in 1..2^63-1"
     return text, ""
 
 
@@ -151,7 +154,13 @@ async def serve_payment(edge: Any, gateway_id: str, scope: Scope, receive: Recei
         return 413
     headers = _headers(scope)
     query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
-    if not gateway.authenticate(body, headers, query):
+    try:
+        authentic = gateway.authenticate(body, headers, query)
+    except Exception as exc:  # noqa: BLE001 - whatever a forged request trips over, it is not authentic
+        log.warning("payment notification refused gateway=%s reason=authentication error=%s", gateway_id,
+                    type(exc).__name__)  # fmt: skip
+        authentic = False
+    if not authentic:
         log.warning("payment notification refused gateway=%s reason=authentication", gateway_id)
         await respond(send, 401, "authentication failed")
         return 401
@@ -160,6 +169,12 @@ async def serve_payment(edge: Any, gateway_id: str, scope: Scope, receive: Recei
     except BadNotification as exc:
         log.warning("payment notification refused gateway=%s reason=%s", gateway_id, exc)
         await respond(send, 400, str(exc))
+        return 400
+    except (ValueError, TypeError, KeyError, ArithmeticError, RecursionError) as exc:
+        # An adapter that missed a shape: still the sender's mistake, never a 5xx.
+        log.warning("payment notification refused gateway=%s reason=malformed error=%s", gateway_id,
+                    type(exc).__name__)  # fmt: skip
+        await respond(send, 400, "malformed notification")
         return 400
     if notification is None:  # authenticated, but about nothing we act on
         await respond(send, 200)

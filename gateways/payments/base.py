@@ -12,6 +12,7 @@ Errors, translated at each adapter's boundary:
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -122,6 +123,12 @@ def _message(body: Any) -> str:
             if isinstance(body.get(key), str):
                 return body[key][:200]
     return "rejected"
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of a secret a request carried with ours. Bytes, not str:
+    `hmac.compare_digest` raises on non-ASCII text, and a header can carry anything."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

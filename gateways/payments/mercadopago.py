@@ -27,6 +27,7 @@ from gateways.payments.base import (
     header,
     notification_url,
     request_json,
+    same_secret,
 )
 
 STATUSES = {
@@ -126,7 +127,7 @@ class MercadoPagoGateway:
             return False
         signed = manifest(query.get("data.id"), header(headers, "x-request-id"), ts)
         expected = hmac.new(self.webhook_secret.encode(), signed.encode(), hashlib.sha256).hexdigest()
-        return hmac.compare_digest(v1.lower(), expected)
+        return same_secret(v1.lower(), expected)
 
     def parse_notification(
         self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]

@@ -6,7 +6,6 @@ a create retried after a timeout may leave an unused charge at PushinPay (never 
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import json
 from collections.abc import Mapping
 from decimal import Decimal
@@ -32,6 +31,7 @@ from gateways.payments.base import (
     header,
     notification_url,
     request_json,
+    same_secret,
 )
 
 STATUSES = {
@@ -91,7 +91,7 @@ class PushinPayGateway:
 
     def authenticate(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
         given = header(headers, TOKEN_HEADER)
-        return given is not None and hmac.compare_digest(given.strip().encode(), self.webhook_secret.encode())
+        return given is not None and same_secret(given.strip(), self.webhook_secret)
 
     def parse_notification(
         self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]

@@ -33,6 +33,7 @@ from gateways.payments.base import (
     PaymentPermanent,
     PaymentTransient,
     header,
+    same_secret,
 )
 
 SIGNATURE_HEADER = "X-Sandbox-Signature"
@@ -110,7 +111,7 @@ class SandboxGateway:
 
     def authenticate(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
         given = header(headers, SIGNATURE_HEADER)
-        return given is not None and hmac.compare_digest(given.strip().lower(), sign(self.webhook_secret, body))
+        return given is not None and same_secret(given.strip().lower(), sign(self.webhook_secret, body))
 
     def parse_notification(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Notification:
         try:
@@ -119,17 +120,23 @@ class SandboxGateway:
             raise BadNotification("body is not JSON") from None
         if not isinstance(doc, dict):
             raise BadNotification("body is not a JSON object")
-        status = EVENTS.get(doc.get("event"))  # type: ignore[arg-type]
+        event = doc.get("event")
+        status = EVENTS.get(event) if isinstance(event, str) else None
         charge_id = doc.get("charge_id")
         if status is None:
             raise BadNotification("event must be one of " + ", ".join(EVENTS))
         if not isinstance(charge_id, str) or not brcode.TXID.match(charge_id):
             raise BadNotification("charge_id must be the charge's txid")
+        amount = doc.get("amount")
+        if amount is None:
+            return Notification(charge_id, status, None)
         try:
-            amount = Decimal(str(doc["amount"])) if doc.get("amount") is not None else None
+            value = Decimal(amount) if isinstance(amount, str) else None
         except InvalidOperation:
-            raise BadNotification('amount must be a decimal such as "19.90"') from None
-        return Notification(charge_id, status, amount)
+            value = None
+        if value is None or not value.is_finite() or value <= 0 or value != value.quantize(Decimal("0.01")):
+            raise BadNotification('amount must be a decimal string such as "19.90"')
+        return Notification(charge_id, status, value)
 
 
 def _text(value: bytes | str) -> str:
