@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from contextvars import ContextVar
@@ -65,14 +66,18 @@ def _scrub(value: Any, depth: int = 0) -> Any:
 
 
 def scrub_event(event: Any, hint: Any = None) -> Any:
-    """Sentry before_send: drop request bodies, cookies and query strings; redact secret headers,
-    tokens in any string, and local variables whose names say they hold secrets."""
+    """Sentry before_send: drop request bodies, cookies and query strings, and the arguments of
+    Dramatiq messages (a Telegram update, a buyer's IP); redact secret headers, tokens in any
+    string, and local variables whose names say they hold secrets."""
     request = event.get("request")
     if isinstance(request, dict):
         request.pop("data", None)
         request.pop("cookies", None)
         if "query_string" in request:
             request["query_string"] = REDACTED
+    message_context = (event.get("contexts") or {}).get("dramatiq")
+    if isinstance(message_context, dict):
+        message_context.pop("data", None)
     event.pop("user", None)
     return _scrub(event)
 
@@ -81,7 +86,45 @@ def scrub_breadcrumb(crumb: Any, hint: Any = None) -> Any:
     return _scrub(crumb)
 
 
+def _message_name(value: Any) -> Any:
+    """A Dramatiq message as its actor and id only, and an actor's arguments (logged at debug
+    level) not at all: they are buyers' data."""
+    from dramatiq import Message
+    from dramatiq.broker import MessageProxy
+
+    if isinstance(value, (Message, MessageProxy)):
+        return f"{value.actor_name}#{value.message_id}"
+    if isinstance(value, (tuple, list, dict)):
+        return REDACTED
+    return value
+
+
+def protect_logs() -> None:
+    """Make every log record that names a Dramatiq message (Dramatiq's own "Failed to process
+    message ..." among them) name it by actor and id only, before any handler or Sentry's logging
+    integration sees it. Idempotent."""
+    import dramatiq
+
+    current = logging.getLogRecordFactory()
+    if getattr(current, "_grimbots", False):
+        return
+    # By where the call is, not the logger's name: an actor's logger is named after its module.
+    dramatiq_dir = os.path.dirname(dramatiq.__file__) + os.sep
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        if record.args and isinstance(record.args, tuple) and record.pathname.startswith(dramatiq_dir):
+            record.args = tuple(_message_name(arg) for arg in record.args)
+        return record
+
+    factory._grimbots = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 def init_sentry(dsn: str | None = None, *, transport: Any = None) -> bool:
+    """Sentry for this process when a DSN is set. Call it before the Dramatiq broker is built:
+    the integration adds its middleware to brokers created after it."""
+    protect_logs()
     dsn = dsn or settings.SENTRY_DSN
     if not dsn:
         return False
@@ -133,6 +176,7 @@ class _JsonFormatter(logging.Formatter):
 
 
 def setup_logging() -> None:
+    protect_logs()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if settings.LOG_FORMAT == "json" else _TextFormatter())
     root = logging.getLogger()

@@ -20,6 +20,7 @@ from dramatiq.middleware import (
 )
 
 import settings
+import telemetry
 from actors.metrics import Heartbeat, SharedCounters, WorkerMetrics
 from actors.middleware import Correlation, DbConnection
 from db.database import init_db
@@ -81,6 +82,7 @@ def make_broker(url: str | None = None) -> tuple[RedisBroker, SharedCounters]:
     return broker, counters
 
 
+telemetry.init_sentry()  # first: Sentry's Dramatiq integration only reaches brokers built after it
 broker, counters = make_broker()
 dramatiq.set_broker(broker)
 init_db()

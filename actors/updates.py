@@ -26,6 +26,37 @@ from gateways.telegram import TelegramGateway
 
 log = logging.getLogger(__name__)
 
+INT64 = 2**63
+
+
+class MalformedUpdate(ValueError):
+    """An update that can never be processed: wrong types, ids out of range. Recorded once,
+    never retried, and its content is never logged."""
+
+
+def repaired(value: Any) -> Any:
+    """The update with every string made encodable: a lone surrogate (valid JSON, invalid UTF-8)
+    would fail every database write, so it becomes U+FFFD."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return value
+    if isinstance(value, dict):
+        return {repaired(k): repaired(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [repaired(v) for v in value]
+    return value
+
+
+def telegram_id(value: Any) -> int:
+    """A Telegram user or chat id: an integer that fits the database's BIGINT."""
+    if not isinstance(value, int) or isinstance(value, bool) or not -INT64 < value < INT64:
+        raise MalformedUpdate("id is not a 64-bit integer")
+    return value
+
+
 START = re.compile(r"^/start(?:@\w+)?(?:\s+(?P<payload>\S+))?\s*$")
 PAYLOAD = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -85,14 +116,23 @@ def upsert_lead(
 
 def _sender(kind: str, update: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
     """(the Telegram user an update is from, the private chat it concerns), for kinds with a lead."""
-    if kind in ("start", "message"):
-        return update["message"]["from"], int(update["message"]["chat"]["id"])
-    if kind == "callback":
-        query = update["callback_query"]
-        return query["from"], _callback_chat(query)
-    if kind in ("block", "unblock"):
-        return update["my_chat_member"]["from"], int(update["my_chat_member"]["chat"]["id"])
-    return None
+    try:
+        if kind in ("start", "message"):
+            user, chat = update["message"]["from"], update["message"]["chat"]["id"]
+        elif kind == "callback":
+            if not isinstance(update["callback_query"].get("id"), str):
+                raise MalformedUpdate("callback_query without its id")
+            user, chat = update["callback_query"]["from"], _callback_chat(update["callback_query"])
+        elif kind in ("block", "unblock"):
+            user, chat = update["my_chat_member"]["from"], update["my_chat_member"]["chat"]["id"]
+        else:
+            return None
+    except (KeyError, TypeError) as exc:
+        raise MalformedUpdate(f"{kind} update without its sender or chat") from exc
+    if not isinstance(user, dict):
+        raise MalformedUpdate(f"{kind} update without its sender")
+    telegram_id(user.get("id"))
+    return user, telegram_id(chat)
 
 
 def _record(bot: BotConfig, kind: str, update: dict[str, Any]) -> funnel.Recipient | None:
@@ -120,7 +160,10 @@ def _known_lead(bot: BotConfig, kind: str, update: dict[str, Any]) -> funnel.Rec
 
 
 def _callback_chat(query: dict[str, Any]) -> int:
-    return int(((query.get("message") or {}).get("chat") or {}).get("id") or query["from"]["id"])
+    message = query.get("message")
+    chat = message.get("chat") if isinstance(message, dict) else None
+    chat_id = chat.get("id") if isinstance(chat, dict) else None
+    return telegram_id(chat_id or query["from"]["id"])
 
 
 def ad_click(bot: BotConfig, kind: str, update: dict[str, Any], cache: redis.Redis) -> clicks.Click | None:
@@ -136,7 +179,9 @@ def route_update(bot: BotConfig, update: dict[str, Any], cache: redis.Redis | No
     transaction as its (bot, update_id) record. A repeat (Telegram's, or our own redelivery after a
     worker died) writes nothing and is routed again: the stages it reaches are idempotent per update.
     A /start attaches the ad click it came with to the lead and records its ViewContent."""
-    update_id = int(update["update_id"])
+    update_id = update["update_id"]
+    if not isinstance(update_id, int) or not 0 < update_id < INT64:
+        raise MalformedUpdate("update_id is not a positive 64-bit integer")
     kind = classify(update)
     click = ad_click(bot, kind, update, cache or runtime.cache())
     with unit_of_work():
@@ -216,5 +261,22 @@ def route(bot_id: str, update: dict[str, Any]) -> None:
     if bot is None:
         log.warning("update dropped: unknown bot bot=%s", bot_id)
         return
-    routed = route_update(bot, update, runtime.cache())
+    update = repaired(update)
+    try:
+        routed = route_update(bot, update, runtime.cache())
+    except MalformedUpdate as exc:
+        refuse(bot, update, exc)
+        return
     follow_up(bot, routed, update, runtime.telegram(), runtime.throttle(), runtime.cache())
+
+
+def refuse(bot: BotConfig, update: dict[str, Any], exc: MalformedUpdate) -> None:
+    """A permanent failure: counted, logged by id and reason only, recorded under its update_id
+    when it has a usable one (so a redelivery is a repeat), and never retried."""
+    update_id = update.get("update_id")
+    usable = isinstance(update_id, int) and not isinstance(update_id, bool) and 0 < update_id < INT64
+    if usable:
+        with unit_of_work():
+            hot.record_update(bot.id, update_id, "malformed", utcnow())
+    counters.inc("grimbots_updates_total", {"kind": "malformed", "repeated": "false"})
+    log.warning("update refused: malformed bot=%s update=%s reason=%s", bot.id, update_id if usable else "?", exc)

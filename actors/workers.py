@@ -3,5 +3,4 @@
 import telemetry
 from actors import broker, delivery, funnel, maintenance, payments, updates  # noqa: F401 - importing declares the actors
 
-telemetry.setup_logging()
-telemetry.init_sentry()
+telemetry.setup_logging()  # Sentry is initialised by actors.broker, before the broker exists

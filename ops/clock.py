@@ -40,7 +40,6 @@ def _beat() -> None:
 
 def main() -> None:
     telemetry.setup_logging()
-    telemetry.init_sentry()
     scheduler = build_scheduler()
     log.info("clock started jobs=%s", ",".join(job.id for job in scheduler.get_jobs()))
     scheduler.start()

@@ -1,6 +1,10 @@
 """Sentry events, as the SDK would send them, carry no token, secret header, body or personal data."""
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,20 +41,55 @@ def transport() -> Any:
     sentry_sdk.init()  # back to a disabled client
 
 
-def test_actor_error_is_scrubbed(transport: CapturingTransport) -> None:
-    try:
-        url = f"https://api.telegram.org/bot{TOKEN}/sendMessage"
-        # Built at run time: Sentry sends source lines around each frame, and the secret must not
-        # be caught there by accident; what is checked is that frame variables are never sent.
-        secret_token = "-".join(["tg", "secret", "1"])  # noqa: F841
-        raise RuntimeError(f"request to {url} failed for chat 5511999999999")
-    except RuntimeError:
-        sentry_sdk.capture_exception()
+# Built at run time: Sentry sends the source lines around each frame, where a literal would be seen.
+CPF = ".".join(["123", "456", "789-09"])
+IP = ".".join(["203", "0", "113", "7"])
+BUYER = {"first_name": " ".join(["Maria", "Buyer"]), "username": "_".join(["maria", "cpf"]), "id": 5511999999999 + 0}
+
+
+def test_a_failing_actor_leaks_no_argument_to_logs_or_sentry(
+    transport: CapturingTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real actor on a real broker (built after Sentry, as in a worker process) fails with a
+    buyer's name and CPF in its arguments: neither reaches a log record or a Sentry event."""
+    import dramatiq
+
+    from actors.broker import make_broker
+
+    test_broker, _ = make_broker()
+    assert any(type(m).__name__ == "SentryMiddleware" for m in test_broker.middleware)
+    test_broker.declare_queue("telemetry-test")
+
+    @dramatiq.actor(broker=test_broker, actor_name="test.fails", queue_name="telemetry-test", max_retries=0)
+    def fails(update: dict[str, Any], ip: str) -> None:
+        raise ValueError("the update could not be routed")
+
+    message = fails.send({"update_id": 1, "message": {"text": f"meu CPF é {CPF}", "from": BUYER}}, IP)
+    worker = dramatiq.Worker(test_broker, worker_threads=1, queues={"telemetry-test"})
+    with caplog.at_level(logging.DEBUG):
+        worker.start()
+        try:
+            test_broker.join("telemetry-test", timeout=10_000)
+        finally:
+            worker.stop()
     sentry_sdk.flush()
     text = transport.text()
-    assert "RuntimeError" in text
-    assert TOKEN not in text and "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0" not in text
-    assert "tg-secret-1" not in text
+    assert "ValueError" in text and "test.fails" in text  # the event is there...
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"test.fails#{message.message_id}" in logged  # ... and the log names the message
+    for secret in (CPF, BUYER["first_name"], BUYER["username"], str(BUYER["id"]), IP):
+        assert secret not in text, secret
+        assert secret not in logged, secret
+        for record in caplog.records:
+            assert secret not in repr(record.args), secret
+
+
+def test_worker_processes_build_their_broker_after_sentry(tmp_path: Path) -> None:
+    """In a fresh process with SENTRY_DSN set, the broker that actors use has Sentry's middleware."""
+    env = {**os.environ, "SENTRY_DSN": "https://public@127.0.0.1:9/1"}
+    code = "from actors.broker import broker; print(sorted(type(m).__name__ for m in broker.middleware))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert "SentryMiddleware" in out.stdout
 
 
 def test_edge_error_is_scrubbed(transport: CapturingTransport, demo_bot: BotConfig) -> None:

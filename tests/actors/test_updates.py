@@ -144,3 +144,35 @@ def test_an_answer_held_by_a_flood_wait_is_handed_on_after_it(
     [handed] = queued("funnel.DQ")  # not hammering Telegram during its flood wait
     assert (handed.actor_name, handed.args) == ("funnel.callback", ("demo", 42, "cbq-2"))
     assert handed.options["eta"] >= 29_000 + handed.message_timestamp
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda u: u.update({"update_id": 2**64 + 1}),  # beyond BIGINT (the edge refuses it too)
+        lambda u: u["message"]["from"].update({"id": 2**70}),
+        lambda u: u["message"]["from"].update({"id": "42"}),
+        lambda u: u["message"]["chat"].update({"id": 1e300}),
+        lambda u: u["message"]["chat"].update({"id": None}),
+    ],
+)
+def test_a_malformed_update_is_refused_once_never_retried_and_never_logged(
+    demo_bot: BotConfig, mangle: Callable[[dict[str, Any]], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    update = start_update(77, text="/start meu nome é Fulano CPF 123.456.789-09")
+    mangle(update)
+    updates.route("demo", update)  # returns: no exception, so no retry
+    updates.route("demo", update)  # a redelivery changes nothing either
+    assert Lead.select().count() == 0 and OutboundMessage.select().count() == 0
+    if update["update_id"] == 77:
+        assert [(p.update_id, p.kind) for p in ProcessedUpdate.select()] == [(77, "malformed")]
+    text = caplog.text
+    assert "update refused: malformed" in text and "Fulano" not in text and "123.456.789" not in text
+
+
+def test_lone_surrogates_are_repaired_not_fatal(demo_bot: BotConfig) -> None:
+    update = start_update(78)
+    update["message"]["from"]["first_name"] = "Bia \ud800"
+    update["message"]["text"] = "/start \udfff"
+    routed = updates.route_update(demo_bot, updates.repaired(update))
+    assert routed.kind == "start" and Lead.get_by_id(routed.lead_id).first_name == "Bia \ufffd\ufffd\ufffd"
