@@ -275,7 +275,7 @@ def refuse(bot: BotConfig, update: dict[str, Any], exc: MalformedUpdate) -> None
     when it has a usable one (so a redelivery is a repeat), and never retried."""
     update_id = update.get("update_id")
     usable = isinstance(update_id, int) and not isinstance(update_id, bool) and 0 < update_id < INT64
-    if usable:
+    if isinstance(update_id, int) and usable:
         with unit_of_work():
             hot.record_update(bot.id, update_id, "malformed", utcnow())
     counters.inc("grimbots_updates_total", {"kind": "malformed", "repeated": "false"})
