@@ -90,6 +90,9 @@ TRUSTED_PROXIES = _env("TRUSTED_PROXIES", "")
 # Meta Conversions API: request timeout; how long a new event waits for others to share its request.
 META_TIMEOUT_SECONDS = float(_env("META_TIMEOUT_SECONDS", "10"))
 META_LINGER_MS = _env_int("META_LINGER_MS", 1000)
+# A /start's welcome or a button's PIX code not recorded done this long after the update is
+# re-driven by the clock (then with backoff), whatever Redis lost.
+OWED_REDRIVE_SECONDS = _env_int("OWED_REDRIVE_SECONDS", 30)
 # Processed-update records older than this are pruned by the clock (Telegram keeps updates 24 h).
 PROCESSED_UPDATE_RETENTION_HOURS = _env_int("PROCESSED_UPDATE_RETENTION_HOURS", 72)
 

@@ -1,4 +1,5 @@
-"""The welcome funnel: what a lead receives after /start, sent exactly once per /start update."""
+"""The welcome funnel: what a lead receives after /start, once per /start update (again only if a
+worker died with the request in flight: a buyer is owed their welcome, CONTRACT §5.5)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import redis
 
 from actors import runtime
 from actors.broker import FUNNEL, retry_when
-from actors.outbox import Outcome, Send, deliver
+from actors.outbox import OWED, Outcome, Send, deliver
 from actors.throttle import Throttle
+from db import hot
 from db.catalog import BotConfig
 from db.database import utcnow
 from db.models import Lead
@@ -96,7 +98,7 @@ def plan_welcome(
         if keyboard and (captioned or not text):
             params["reply_markup"] = keyboard
         fallback = {**params, field: bot.welcome_media_url} if cached_file_id else None
-        sends.append(Send(f"{key}:media", method, params, fallback=fallback, on_sent=remember_file_id))
+        sends.append(Send(f"{key}:media", method, params, OWED, fallback=fallback, on_sent=remember_file_id))
         if captioned or not text:
             return sends
     parts = split_text(text)
@@ -104,7 +106,7 @@ def plan_welcome(
         params = {"chat_id": chat_id, "text": part, "link_preview_options": {"is_disabled": True}}
         if keyboard and i == len(parts) - 1:
             params["reply_markup"] = keyboard
-        sends.append(Send(f"{key}:text:{i}", "sendMessage", params))
+        sends.append(Send(f"{key}:text:{i}", "sendMessage", params, OWED))
     return sends
 
 
@@ -124,9 +126,11 @@ class Recipient:
 def send_welcome(
     bot: BotConfig, lead: Recipient, update_id: int, telegram: TelegramGateway, throttle: Throttle, cache: redis.Redis
 ) -> Outcome | None:
-    """Send the welcome for one /start update; safe to call again for the same update."""
+    """Send the welcome for one /start update; safe to call again for the same update. Once its
+    outcome is recorded (sent, refused, or nothing to send), the update owes nothing more."""
     if not lead.reachable:
         log.info("welcome skipped: lead unreachable bot=%s lead=%s", bot.id, lead.lead_id)
+        hot.settle_owed(bot.id, update_id, utcnow())
         return None
     cache_key = FILE_IDS.format(bot_id=bot.id)
     cached = None
@@ -141,6 +145,7 @@ def send_welcome(
 
     sends = plan_welcome(bot, lead.chat_id, f"welcome:{bot.id}:{update_id}", cached, remember)
     outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, sends)
+    hot.settle_owed(bot.id, update_id, utcnow())
     if outcome.blocked:
         mark_unreachable(lead.lead_id)
     if outcome.sent:
@@ -167,6 +172,7 @@ def welcome(bot_id: str, lead_id: int, update_id: int) -> None:
     lead = Lead.get_or_none(Lead.id == lead_id)
     if bot is None or lead is None:
         log.warning("welcome dropped: bot or lead gone bot=%s lead=%s", bot_id, lead_id)
+        hot.settle_owed(bot_id, update_id, utcnow())
         return
     send_welcome(bot, Recipient.of(lead), update_id, runtime.telegram(), runtime.throttle(), runtime.cache())
 

@@ -7,8 +7,11 @@ led to a send never repeats the send.
 
 One window cannot be closed from our side: the request reached Telegram but the worker died (or
 the answer was lost) before the outcome was recorded. Telegram has no idempotency key, so each
-send says what to do then: `if_unknown="skip"` (a welcome: a duplicate is worse than a gap) or
-`"resend"` (a paid delivery: a gap is worse than a duplicate)."""
+send says what to do then (CONTRACT §5.5): `if_unknown="resend"` for what the buyer is owed (a
+welcome, a code, a delivery: a gap is worse than a rare duplicate), `"skip"` for marketing.
+
+A redelivered send whose row a live (or dead) worker still holds in `sending` is not skipped: it
+comes back (dramatiq.Retry) once the claim is stale, and is then resent or given up as above."""
 
 from __future__ import annotations
 
@@ -41,6 +44,9 @@ STALE_CLAIM_SECONDS = 120
 # Flood waits up to this long are slept through; longer ones go back to the queue with a delay.
 MAX_INLINE_FLOOD_WAIT = 3.0
 _UNKNOWN = object()
+# The two policies for a send whose fate a crash left unknown (CONTRACT §5.5).
+OWED: Literal["resend"] = "resend"  # what the buyer is owed: a welcome, a code, a delivery
+MARKETING: Literal["skip"] = "skip"  # follow-ups, reminders, broadcasts
 
 
 # What a stage run inline raises when it cannot finish now: its own actor takes it over (hand_off).
@@ -107,8 +113,12 @@ def _release(key: str) -> None:
 
 def _resolve_stale(row: OutboundMessage, send: Send) -> bool:
     """A claim left behind by a dead worker: decide per the send's policy. True = send now."""
-    if row.claimed_at is None or (utcnow() - row.claimed_at).total_seconds() < STALE_CLAIM_SECONDS:
-        return False  # another worker may still be on it
+    age = (utcnow() - row.claimed_at).total_seconds() if row.claimed_at is not None else 0.0
+    if age < STALE_CLAIM_SECONDS:
+        # Another worker may still be on it, or may have died on it: come back when the claim is
+        # stale and decide then. Skipping it now would leave it `sending` for ever.
+        raise dramatiq.Retry(f"{send.method}: claimed by another worker", delay=int((STALE_CLAIM_SECONDS - age) * 1000)
+                             + 1000)  # fmt: skip
     if send.if_unknown == "resend":
         return _claim(send.key, ["sending"])
     _finish(send.key, "unknown", error="worker stopped while the request was in flight")

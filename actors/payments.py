@@ -26,7 +26,7 @@ from actors import delivery, pixel, runtime
 from actors.broker import PAYMENTS, counters, retry_when
 from actors.enqueue import unit_of_work
 from actors.funnel import CAPTION_LIMIT, Recipient, telegram_length
-from actors.outbox import Send, deliver
+from actors.outbox import OWED, Send, deliver
 from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig, OfferConfig, fill
@@ -163,14 +163,14 @@ def plan_code_message(bot: BotConfig, charge: Charge, offer: OfferConfig, chat_i
     message = {"chat_id": chat_id, "text": text, "parse_mode": "HTML", "reply_markup": keyboard,
                "link_preview_options": {"is_disabled": True}}  # fmt: skip
     if not bot.send_qr:
-        return [Send(f"{key}:text", "sendMessage", message)]
+        return [Send(f"{key}:text", "sendMessage", message, OWED)]
     photo = {"photo": ("pix.png", qr.png(charge.br_code or ""), "image/png")}
     if telegram_length(text) <= CAPTION_LIMIT:
         params = {"chat_id": chat_id, "caption": text, "parse_mode": "HTML", "reply_markup": keyboard}
-        return [Send(f"{key}:qr", "sendPhoto", params, files=photo)]
+        return [Send(f"{key}:qr", "sendPhoto", params, OWED, files=photo)]
     return [
-        Send(f"{key}:qr", "sendPhoto", {"chat_id": chat_id}, files=photo),
-        Send(f"{key}:text", "sendMessage", message),
+        Send(f"{key}:qr", "sendPhoto", {"chat_id": chat_id}, OWED, files=photo),
+        Send(f"{key}:text", "sendMessage", message, OWED),
     ]
 
 
@@ -218,7 +218,8 @@ def checkout(
 def _tell_failed(
     bot: BotConfig, lead: Recipient, charge: Charge, telegram: TelegramGateway, throttle: Throttle
 ) -> None:
-    send = Send(f"pix-failed:{charge.id}", "sendMessage", {"chat_id": lead.chat_id, "text": bot.text("charge_failed")})
+    params = {"chat_id": lead.chat_id, "text": bot.text("charge_failed")}
+    send = Send(f"pix-failed:{charge.id}", "sendMessage", params, OWED)
     deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, [send])
 
 
@@ -240,6 +241,7 @@ def _retries() -> int:
 def checkout_actor(bot_id: str, lead_id: int, chat_id: int, offer_id: int, update_id: int) -> None:
     bot = runtime.bot_config(bot_id)
     if bot is None:
+        hot.settle_owed(bot_id, update_id, utcnow())
         return
     gateway = runtime.payment_gateway(bot.gateway_id) if bot.gateway_id else None
     try:
@@ -247,6 +249,7 @@ def checkout_actor(bot_id: str, lead_id: int, chat_id: int, offer_id: int, updat
                  runtime.throttle(), last_attempt=_retries() >= CHECKOUT_RETRIES)  # fmt: skip
     except Busy:
         raise dramatiq.Retry("charge being created by another tap", delay=500) from None
+    hot.settle_owed(bot_id, update_id, utcnow())  # the tap has its code (or its "try again")
 
 
 # --- the one transition ----------------------------------------------------------------------

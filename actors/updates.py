@@ -4,6 +4,7 @@ to the lead's reachability."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ import dramatiq
 import redis
 
 import clicks
-from actors import funnel, payments, pixel, runtime
+import settings
+from actors import funnel, owed, payments, pixel, runtime
 from actors.broker import UPDATES, counters, retry_when
 from actors.enqueue import unit_of_work
 from actors.outbox import NOT_NOW, hand_off
@@ -184,9 +186,15 @@ def route_update(bot: BotConfig, update: dict[str, Any], cache: redis.Redis | No
         raise MalformedUpdate("update_id is not a positive 64-bit integer")
     kind = classify(update)
     click = ad_click(bot, kind, update, cache or runtime.cache())
+    now = utcnow()
     with unit_of_work():
-        new = hot.record_update(bot.id, update_id, kind, utcnow())
+        record_id = hot.record_update(bot.id, update_id, kind, now)
+        new = record_id is not None
         lead = _record(bot, kind, update) if new else _known_lead(bot, kind, update)
+        if record_id is not None and lead is not None:
+            owes = owed_by(kind, update, lead)
+            if owes is not None:  # the clock re-drives it unless its stage says done first
+                hot.owe(record_id, lead.lead_id, owes, now + dt.timedelta(seconds=settings.OWED_REDRIVE_SECONDS))
         if new and kind == "start" and lead is not None:
             row = pixel.attach_click(bot, lead.lead_id, click) if click is not None else None
             pixel.view_content(bot, lead.lead_id, update_id, int(update["message"]["from"]["id"]), row)
@@ -196,6 +204,18 @@ def route_update(bot: BotConfig, update: dict[str, Any], cache: redis.Redis | No
     else:
         log.info("update repeated bot=%s update=%s kind=%s", bot.id, update_id, kind)
     return Routed(kind, update_id, lead, repeated=not new)
+
+
+def owed_by(kind: str, update: dict[str, Any], lead: funnel.Recipient) -> str | None:
+    """What an update owes its buyer, as recorded for the clock: a /start its welcome, a press on
+    an offer's button its PIX code. Nothing for a lead who blocked the bot."""
+    if kind == "start" and lead.reachable:
+        return owed.WELCOME
+    if kind == "callback":
+        action, target = parse_callback_data(update["callback_query"].get("data"))
+        if action == "buy":
+            return owed.checkout(target)
+    return None
 
 
 def follow_up(

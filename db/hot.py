@@ -19,8 +19,19 @@ from db.database import db
 M = TypeVar("M", bound=Model)
 
 RECORD_UPDATE = """
-INSERT INTO "processed_update" ("bot_id", "update_id", "kind", "received_at") VALUES ({p}, {p}, {p}, {p})
+INSERT INTO "processed_update" ("bot_id", "update_id", "kind", "received_at", "redrives")
+VALUES ({p}, {p}, {p}, {p}, 0)
 ON CONFLICT ("bot_id", "update_id") DO NOTHING
+RETURNING "id"
+"""
+
+OWE = """
+UPDATE "processed_update" SET "lead_id" = {p}, "owed" = {p}, "due_at" = {p} WHERE "id" = {p}
+"""
+
+SETTLE_OWED = """
+UPDATE "processed_update" SET "done_at" = {p}, "due_at" = NULL WHERE "bot_id" = {p} AND "update_id" = {p}
+AND "done_at" IS NULL
 """
 
 UPSERT_LEAD = """
@@ -76,10 +87,20 @@ def _sql(template: str, param: str, **parts: str) -> str:
     return template.format(p=param, **parts)
 
 
-def record_update(bot_id: str, update_id: int, kind: str, now: dt.datetime) -> bool:
-    """Record an update under its (bot, update_id); False when it was there already."""
-    cursor = db.execute_sql(_sql(RECORD_UPDATE, db.param), (bot_id, update_id, kind, now))
-    return bool(cursor.rowcount)
+def record_update(bot_id: str, update_id: int, kind: str, now: dt.datetime) -> int | None:
+    """Record an update under its (bot, update_id): its row id, or None when it was there already."""
+    row = db.execute_sql(_sql(RECORD_UPDATE, db.param), (bot_id, update_id, kind, now)).fetchone()
+    return int(row[0]) if row is not None else None
+
+
+def owe(record_id: int, lead_id: int, owed: str, due_at: dt.datetime) -> None:
+    """What the recorded update still owes its lead, and when the clock re-drives it if nothing says done."""
+    db.execute_sql(_sql(OWE, db.param), (lead_id, owed, due_at, record_id))
+
+
+def settle_owed(bot_id: str, update_id: int, now: dt.datetime) -> None:
+    """The stage an update owed has recorded its outcome: nothing left to re-drive."""
+    db.execute_sql(_sql(SETTLE_OWED, db.param), (now, bot_id, update_id))
 
 
 def upsert_lead(

@@ -165,17 +165,26 @@ class PixelEvent(BaseModel):
 
 
 class ProcessedUpdate(BaseModel):
-    """One row per Telegram update taken in: the (bot, update_id) key is what makes repeats no-ops."""
+    """One row per Telegram update taken in: the (bot, update_id) key is what makes repeats no-ops.
+
+    An update that owes the buyer something (`owed`: "welcome", "checkout:{offer id}") carries a
+    durable schedule: `due_at` is when the clock re-drives it unless the stage has recorded its
+    outcome (`done_at`) by then. Redis can lose a message; this row is what says it is still owed."""
 
     id = AutoField()
     bot_id = CharField(max_length=64)
     update_id = BigIntegerField()
     kind = CharField(max_length=32)
     received_at = DateTimeField(default=utcnow)
+    lead_id = IntegerField(null=True)
+    owed = CharField(max_length=32, null=True)
+    due_at = DateTimeField(null=True)
+    redrives = IntegerField(default=0)
+    done_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "processed_update"
-        indexes = ((("bot_id", "update_id"), True), (("received_at",), False))
+        indexes = ((("bot_id", "update_id"), True), (("received_at",), False), (("due_at",), False))
 
 
 class OutboundMessage(BaseModel):

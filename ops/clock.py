@@ -12,7 +12,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 import settings
 import telemetry
-from actors import maintenance, payments, pixel
+from actors import maintenance, owed, payments, pixel
 from actors.broker import broker
 from actors.metrics import HEARTBEAT_SECONDS, beat
 
@@ -26,6 +26,7 @@ def build_scheduler() -> BlockingScheduler:
         ("prune", maintenance.prune.send, 30 * 60, True),
         ("reconcile", payments.reconcile.send, every, False),
         ("pixel-sweep", pixel.sweep_actor.send, every, False),
+        ("owed-redrive", owed.redrive.send, max(5, settings.OWED_REDRIVE_SECONDS // 2), False),
         ("heartbeat", _beat, HEARTBEAT_SECONDS, False),
     )
     for job_id, job, seconds, at_start in jobs:

@@ -153,13 +153,16 @@ def test_transient_error_releases_the_send_for_a_retry(
     assert OutboundMessage.get().state == "sent" and len(fake_telegram.calls) == 2
 
 
-def test_lost_answer_is_not_resent_for_a_welcome(
+def test_a_welcome_whose_answer_was_lost_is_sent_again(
     demo_bot: BotConfig, send: SendWelcome, fake_telegram: FakeTelegramTransport
 ) -> None:
+    """The buyer is owed a welcome (CONTRACT §5.5): a lost answer means "send again", once."""
     fake_telegram.queue("sendPhoto", httpx.ReadTimeout("no answer"))
+    with pytest.raises(TelegramTransient):
+        send(demo_bot, lead(demo_bot), 1)
     send(demo_bot, lead(demo_bot), 1)
     send(demo_bot, lead(demo_bot), 1)
-    assert OutboundMessage.get().state == "unknown" and len(fake_telegram.calls) == 1
+    assert OutboundMessage.get().state == "sent" and fake_telegram.methods() == ["sendPhoto", "sendPhoto"]
 
 
 def test_resend_policy_sends_again_after_lost_answer(

@@ -8,9 +8,9 @@ from db.models import Lead, OutboundMessage, ProcessedUpdate
 
 def test_record_update_once() -> None:
     now = utcnow()
-    assert hot.record_update("demo", 5, "start", now) is True
-    assert hot.record_update("demo", 5, "start", now) is False
-    assert hot.record_update("other", 5, "start", now) is True
+    assert hot.record_update("demo", 5, "start", now) is not None
+    assert hot.record_update("demo", 5, "start", now) is None
+    assert hot.record_update("other", 5, "start", now) is not None
     row = ProcessedUpdate.get(ProcessedUpdate.bot_id == "demo")
     assert (row.update_id, row.kind, row.received_at) == (5, "start", now)
 

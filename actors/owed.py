@@ -1,0 +1,111 @@
+"""What recorded updates still owe their buyers, re-driven from the database whatever Redis lost.
+
+A /start owes a welcome and a press on an offer's button owes a PIX code. `updates.route` writes
+that debt on the update's row (processed_update: `owed`, `due_at`) in the transaction that records
+the update; the stage that pays it (funnel.send_welcome, payments.checkout_actor) marks it done
+when it has recorded its outcome. The clock's `owed.redrive` claims debts whose `due_at` passed
+(a conditional update: one claimer per round) and enqueues their stage again, with backoff, for
+as long as the stage itself would still act; then it gives up, counted and logged. Stages are
+idempotent per update, so a re-drive of work that was only slow costs a no-op."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import dramatiq
+
+import settings
+from actors import funnel, payments
+from actors.broker import MAINTENANCE, counters
+from db import hot
+from db.database import utcnow
+from db.models import Lead, ProcessedUpdate
+
+log = logging.getLogger(__name__)
+
+WELCOME = "welcome"
+CHECKOUT = "checkout:"
+# How long a debt is worth re-driving: as long as its stage's own max_age.
+WINDOWS = {WELCOME: dt.timedelta(hours=6), CHECKOUT: dt.timedelta(minutes=10)}
+MAX_BACKOFF = dt.timedelta(minutes=30)
+BATCH = 500
+
+
+def checkout(offer_id: int) -> str:
+    return f"{CHECKOUT}{offer_id}"
+
+
+def paid(bot_id: str, update_id: int) -> None:
+    """The stage an update owed has recorded its outcome (sent, refused, or nothing to do)."""
+    hot.settle_owed(bot_id, update_id, utcnow())
+
+
+def _window(owed: str) -> dt.timedelta:
+    return WINDOWS[CHECKOUT if owed.startswith(CHECKOUT) else owed]
+
+
+def _backoff(redrives: int, first: dt.timedelta) -> dt.timedelta:
+    return min(first * 2 ** min(redrives, 10), MAX_BACKOFF)
+
+
+def due(first: dt.timedelta, limit: int = BATCH) -> list[ProcessedUpdate]:
+    """Debts whose time has come, each claimed for one re-drive (a conditional bump of due_at)."""
+    now = utcnow()
+    rows = (
+        ProcessedUpdate.select()
+        .where((ProcessedUpdate.due_at <= now) & ProcessedUpdate.done_at.is_null())
+        .order_by(ProcessedUpdate.due_at)
+        .limit(limit)
+    )
+    claimed = []
+    for row in rows:
+        expired = now - row.received_at > _window(row.owed or WELCOME)
+        values = {"due_at": None} if expired else {"due_at": now + _backoff(row.redrives, first)}
+        won = (
+            ProcessedUpdate.update(redrives=ProcessedUpdate.redrives + 1, **values)
+            .where((ProcessedUpdate.id == row.id) & (ProcessedUpdate.due_at == row.due_at))
+            .execute()
+        )
+        if not won:
+            continue
+        if expired:
+            counters.inc("grimbots_owed_total", {"owed": _kind(row.owed), "outcome": "abandoned"})
+            log.warning("owed work abandoned bot=%s update=%s owed=%s redrives=%d", row.bot_id, row.update_id,
+                        _kind(row.owed), row.redrives)  # fmt: skip
+            continue
+        claimed.append(row)
+    return claimed
+
+
+def _kind(owed: str | None) -> str:
+    return "checkout" if (owed or "").startswith(CHECKOUT) else str(owed)
+
+
+def redrive_row(row: ProcessedUpdate) -> None:
+    """Enqueue the stage the row owes, as routing would have."""
+    if row.lead_id is None or row.owed is None:
+        return
+    if row.owed == WELCOME:
+        funnel.welcome.send(row.bot_id, row.lead_id, row.update_id)
+    elif row.owed.startswith(CHECKOUT):
+        lead = Lead.get_or_none(Lead.id == row.lead_id)
+        if lead is None:
+            return
+        offer_id = int(row.owed[len(CHECKOUT) :])
+        payments.checkout_actor.send(row.bot_id, row.lead_id, lead.chat_id, offer_id, row.update_id)
+    counters.inc("grimbots_owed_total", {"owed": _kind(row.owed), "outcome": "redriven"})
+    log.info("owed work re-driven bot=%s update=%s owed=%s redrives=%d", row.bot_id, row.update_id,
+             _kind(row.owed), row.redrives + 1)  # fmt: skip
+
+
+@dramatiq.actor(
+    actor_name="owed.redrive",
+    queue_name=MAINTENANCE,
+    max_retries=0,
+    time_limit=120_000,
+    max_age=60_000,  # the next round does it
+)
+def redrive() -> None:
+    for row in due(dt.timedelta(seconds=settings.OWED_REDRIVE_SECONDS)):
+        redrive_row(row)

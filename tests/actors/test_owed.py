@@ -1,0 +1,121 @@
+"""The database, not Redis, says what a buyer is still owed: a /start whose welcome (or a button
+press whose code) never recorded an outcome is re-driven by the clock, once per round, with
+backoff, until its stage says done or its window passes."""
+
+import datetime as dt
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq import Message
+
+from actors import funnel, owed, updates
+from actors.broker import broker
+from actors.outbox import STALE_CLAIM_SECONDS, Send, deliver
+from actors.throttle import Throttle
+from db.catalog import BotConfig
+from db.database import utcnow
+from db.models import OutboundMessage, ProcessedUpdate
+from gateways.telegram import TelegramGateway
+from tests.actors.test_updates import start_update
+from tests.conftest import FakeTelegramTransport
+
+
+def queued(queue: str) -> list[Message[Any]]:
+    return [Message.decode(data) for data in broker.client.hvals(f"dramatiq:{queue}.msgs")]
+
+
+def come_due(update_id: int, seconds_ago: float = 1) -> None:
+    ProcessedUpdate.update(due_at=utcnow() - dt.timedelta(seconds=seconds_ago)).where(
+        ProcessedUpdate.update_id == update_id
+    ).execute()
+
+
+def test_a_start_whose_follow_up_was_lost_is_redriven_until_welcomed(
+    demo_bot: BotConfig, telegram: TelegramGateway, throttle: Throttle, redis_client: redis.Redis,
+    fake_telegram: FakeTelegramTransport,
+) -> None:  # fmt: skip
+    routed = updates.route_update(demo_bot, start_update(500))  # recorded; its next stage then lost with Redis
+    row = ProcessedUpdate.get(ProcessedUpdate.update_id == 500)
+    assert (row.owed, row.lead_id, row.done_at) == ("welcome", routed.lead_id, None)
+    assert row.due_at > utcnow()  # not before the grace
+
+    owed.redrive()
+    assert queued("funnel") == []  # not due yet
+    come_due(500)
+    owed.redrive()
+    owed.redrive()  # a second round right after: the first one's claim holds
+    [message] = queued("funnel")
+    assert message.actor_name == "funnel.welcome" and message.args == ("demo", routed.lead_id, 500)
+
+    assert routed.lead is not None
+    funnel.send_welcome(demo_bot, routed.lead, 500, telegram, throttle, redis_client)
+    row = ProcessedUpdate.get(ProcessedUpdate.update_id == 500)
+    assert row.done_at is not None and row.due_at is None and row.redrives == 1
+    assert fake_telegram.methods() == ["sendPhoto"]
+
+
+def test_a_welcomed_start_is_never_redriven(
+    demo_bot: BotConfig, telegram: TelegramGateway, throttle: Throttle, redis_client: redis.Redis
+) -> None:
+    routed = updates.route_update(demo_bot, start_update(501))
+    assert routed.lead is not None
+    funnel.send_welcome(demo_bot, routed.lead, 501, telegram, throttle, redis_client)
+    come_due(501, 3600)  # nothing to do even long after
+    owed.redrive()
+    assert queued("funnel") == [] and ProcessedUpdate.get(ProcessedUpdate.update_id == 501).redrives == 0
+
+
+def test_a_buy_press_owes_its_code_and_is_redriven_to_checkout(demo_bot: BotConfig) -> None:
+    updates.route_update(demo_bot, start_update(502))
+    offer = demo_bot.offers[0]
+    press = {
+        "update_id": 503,
+        "callback_query": {"id": "cb1", "from": {"id": 42, "first_name": "Bia"}, "data": f"buy:{offer.id}",
+                           "message": {"message_id": 1, "chat": {"id": 42, "type": "private"}}},
+    }  # fmt: skip
+    routed = updates.route_update(demo_bot, press)
+    assert ProcessedUpdate.get(ProcessedUpdate.update_id == 503).owed == f"checkout:{offer.id}"
+    come_due(503)
+    owed.redrive()
+    [message] = [m for m in queued("payments") if m.actor_name == "payments.checkout"]
+    assert message.args == ("demo", routed.lead_id, 42, offer.id, 503)
+
+
+def test_owed_work_is_abandoned_after_its_window_counted_and_logged(
+    demo_bot: BotConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    updates.route_update(demo_bot, start_update(504))
+    ProcessedUpdate.update(received_at=utcnow() - dt.timedelta(hours=7)).execute()
+    come_due(504)
+    owed.redrive()
+    assert queued("funnel") == [] and ProcessedUpdate.get(ProcessedUpdate.update_id == 504).due_at is None
+    assert "owed work abandoned" in caplog.text
+
+
+def test_redrive_backs_off(demo_bot: BotConfig) -> None:
+    updates.route_update(demo_bot, start_update(505))
+    gaps = []
+    for _ in range(4):
+        come_due(505)
+        owed.redrive()
+        row = ProcessedUpdate.get(ProcessedUpdate.update_id == 505)
+        gaps.append(round((row.due_at - utcnow()).total_seconds()))
+    assert gaps == [30, 60, 120, 240]  # OWED_REDRIVE_SECONDS, doubling
+
+
+def test_a_young_claim_comes_back_later_instead_of_being_skipped(
+    telegram: TelegramGateway, throttle: Throttle, fake_telegram: FakeTelegramTransport
+) -> None:
+    """A send a worker died on holds its row in `sending`: the redelivery must not skip it (it
+    would stay `sending` for ever); it comes back when the claim is stale, and then resends."""
+    send = Send("welcome:x:1:text:0", "sendMessage", {"chat_id": 1, "text": "oi"}, if_unknown="resend")
+    OutboundMessage.create(key=send.key, bot_id="b", chat_id=1, method="sendMessage", state="sending", attempts=1,
+                           claimed_at=utcnow() - dt.timedelta(seconds=10))  # fmt: skip
+    with pytest.raises(dramatiq.Retry) as retry:
+        deliver(telegram, throttle, "1:T", "b", 1, [send])
+    assert (STALE_CLAIM_SECONDS - 10) * 1000 <= (retry.value.delay or 0) <= (STALE_CLAIM_SECONDS - 8) * 1000
+    OutboundMessage.update(claimed_at=utcnow() - dt.timedelta(seconds=STALE_CLAIM_SECONDS + 1)).execute()
+    assert deliver(telegram, throttle, "1:T", "b", 1, [send]).sent == [send.key]
+    assert OutboundMessage.get().state == "sent" and len(fake_telegram.calls) == 1
