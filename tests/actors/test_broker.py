@@ -1,0 +1,113 @@
+"""The consumer side of "nothing accepted is lost" when Redis goes away: a retry that could not be
+enqueued keeps its message unacked until it can be, and messages orphaned in a live worker's ack
+set go back to their queue. Against a real redis-server of the test's own, stopped and restarted."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dramatiq
+import pytest
+import redis
+
+from actors.broker import GivingBackConsumer, make_broker
+from ops.procs import free_port, wait_until
+
+QUEUE = "broker-test"
+
+
+class RedisServer:
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.dir = directory
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+                "--save", "", "--appendonly", "yes", "--appendfsync", "always"]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: redis.Redis(port=self.port).ping(), 10, "redis-server")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (ops/test installs it)")
+    own = RedisServer(tmp_path)
+    own.start()
+    yield own
+    own.kill()
+
+
+def test_a_retry_that_cannot_be_enqueued_holds_its_message_until_redis_is_back(server: RedisServer) -> None:
+    test_broker, _ = make_broker(server.url)
+    test_broker.declare_queue(QUEUE)
+    attempts: list[int] = []
+
+    @dramatiq.actor(broker=test_broker, actor_name="test.flaky", queue_name=QUEUE, max_retries=3, min_backoff=10)
+    def flaky(n: int) -> None:
+        attempts.append(n)
+        if len(attempts) == 1:
+            server.kill()  # Redis vanishes while the message is being processed...
+            threading.Timer(1.5, server.start).start()  # ... and comes back (from its AOF) later
+            raise RuntimeError("first attempt fails")
+
+    flaky.send(7)
+    worker = dramatiq.Worker(test_broker, worker_threads=1, queues={QUEUE})
+    worker.start()
+    try:
+        wait_until(lambda: len(attempts) == 2, 30, "the retry to run")
+    finally:
+        worker.stop()
+    assert attempts == [7, 7]
+
+
+def test_a_fetch_whose_answer_was_lost_is_given_back_when_the_consumer_restarts(server: RedisServer) -> None:
+    test_broker, _ = make_broker(server.url)
+    test_broker.declare_queue(QUEUE)
+
+    @dramatiq.actor(broker=test_broker, actor_name="test.noop", queue_name=QUEUE)
+    def noop(n: int) -> None:
+        pass
+
+    for n in range(3):
+        noop.send(n)
+    consumer = test_broker.consume(QUEUE, prefetch=1, timeout=100)
+    assert isinstance(consumer, GivingBackConsumer)
+    handed = next(consumer)  # one message handed to a worker thread: held by this process
+    assert handed is not None
+    test_broker.do_fetch(QUEUE, 2)  # the other two fetched, as Redis went away before answering
+    client = redis.Redis(port=server.port)
+    acks = f"dramatiq:__acks__.{test_broker.broker_id}.{QUEUE}"
+    assert client.scard(acks) == 3 and client.llen(f"dramatiq:{QUEUE}") == 0
+
+    test_broker.consume(QUEUE, prefetch=1, timeout=100)  # what the worker builds after the error
+    assert client.llen(f"dramatiq:{QUEUE}") == 2  # the orphans are back in the queue...
+    assert client.smembers(acks) == {handed.options["redis_message_id"].encode()}  # ... the held one is not
+    consumer.ack(handed)
+    assert client.scard(acks) == 0
+
+
+def test_a_consumer_started_while_redis_is_down_raises_the_connection_error_dramatiq_expects(
+    server: RedisServer,
+) -> None:
+    test_broker, _ = make_broker(server.url)
+    server.kill()
+    started = time.monotonic()
+    with pytest.raises(dramatiq.errors.ConnectionClosed):
+        test_broker.consume(QUEUE, prefetch=1, timeout=100)
+    assert time.monotonic() - started < 10
