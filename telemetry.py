@@ -182,5 +182,5 @@ def setup_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.LOG_LEVEL.upper())
-    for noisy in ("httpx", "httpcore", "peewee", "dramatiq.worker.ConsumerThread"):
+    for noisy in ("httpx", "httpcore", "peewee", "dramatiq.worker.ConsumerThread", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
