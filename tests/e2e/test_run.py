@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -46,7 +45,7 @@ def test_sigterm_stops_everything_gracefully_and_a_dead_process_is_restarted(tmp
         everything = descendants(run.pid)
         run.send_signal(signal.SIGTERM)  # what systemd, docker and `kill` send
         assert run.wait(60) == 0
-        gone, alive = psutil.wait_procs(everything, timeout=10)
+        _, alive = psutil.wait_procs(everything, timeout=10)
         assert alive == []
     finally:
         if run.poll() is None:
@@ -57,4 +56,3 @@ def test_sigterm_stops_everything_gracefully_and_a_dead_process_is_restarted(tmp
     text = (tmp_path / "run.log").read_text()
     assert "stopping every process (graceful)" in text and "every process stopped" in text
     assert "Killing worker process" not in text and "SIGKILL" not in text
-    time.sleep(0.1)
