@@ -9,6 +9,7 @@ still held it. Shared by the edge (which writes) and the workers (which read).""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -39,6 +40,9 @@ _UTM_KEY = re.compile(r"^utm_[a-z0-9_]{1,32}$")
 UTM_MAX = 10
 UTM_VALUE_MAX = 200
 USER_AGENT_MAX = 512
+SOURCE_URL_MAX = 1000
+# What one click may hold in Redis for 7 days: a flood is bounded by count (rate limits) and size.
+MAX_CLICK_BYTES = 2048
 
 
 # Link-preview fetchers and crawlers (Meta's own ad checker first among them) follow ad links too:
@@ -198,7 +202,7 @@ def capture(
         fbc = fbc_from(fbclid, at_ms)
     fbp = cookies.get("_fbp") if _FBP.match(cookies.get("_fbp", "")) else None
     ua = user_agent.strip()[:USER_AGENT_MAX] if user_agent and user_agent.strip() else None
-    return Click(
+    click = Click(
         bot_id=bot_id,
         token=new_token(at),
         at_ms=at_ms,
@@ -208,8 +212,64 @@ def capture(
         utm=utm,
         ip=client_ip(peer, forwarded_for),
         user_agent=ua,
-        source_url=source_url[:1000] if source_url else None,
+        source_url=source_url[:SOURCE_URL_MAX] if source_url else None,
     )
+    return within_budget(click)
+
+
+def within_budget(click: Click) -> Click:
+    """A click as stored is at most MAX_CLICK_BYTES: utm values go first (the last ones), then the
+    query of the source URL. What Meta matches on (fbclid, cookies, IP, user agent) always stays."""
+    while len(click.to_json().encode()) > MAX_CLICK_BYTES:
+        if click.utm:
+            click = dataclasses.replace(click, utm=dict(list(click.utm.items())[:-1]))
+        elif click.source_url and "?" in click.source_url:
+            click = dataclasses.replace(click, source_url=click.source_url.split("?", 1)[0])
+        else:
+            break
+    return click
+
+
+# One round trip per click: the per-IP and per-bot limits (fixed windows), the memory ceiling
+# (bytes of click data stored per day, summed over the days a click lives), then the click itself.
+# KEYS: ip counter, bot counter, click key, byte counters (today first, then the 7 days before)
+# ARGV: doc, ttl, ip limit, ip window s, bot limit, bot window s, ceiling in bytes (0: none)
+# Returns "tracked", or why not.
+STORE = """
+local ip = redis.call('INCR', KEYS[1])
+if ip == 1 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+if ip > tonumber(ARGV[3]) then return 'limited_ip' end
+local bot = redis.call('INCR', KEYS[2])
+if bot == 1 then redis.call('EXPIRE', KEYS[2], ARGV[6]) end
+if bot > tonumber(ARGV[5]) then return 'limited_bot' end
+local ceiling = tonumber(ARGV[7])
+if ceiling > 0 then
+  local used = 0
+  for i = 4, #KEYS do used = used + tonumber(redis.call('GET', KEYS[i]) or '0') end
+  if used + #ARGV[1] > ceiling then return 'memory_ceiling' end
+  redis.call('INCRBY', KEYS[4], #ARGV[1])
+  redis.call('EXPIRE', KEYS[4], 8 * 86400)
+end
+redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2])
+return 'tracked'
+"""
+IP_WINDOW_SECONDS = 60
+BOT_WINDOW_SECONDS = 1
+
+
+def store_keys(click: Click, now: float) -> list[str]:
+    day = int(now // 86400)
+    ip_window, bot_window = int(now // IP_WINDOW_SECONDS), int(now // BOT_WINDOW_SECONDS)
+    return [
+        f"grimbots:clicks:rate:ip:{click.ip or '-'}:{ip_window}",
+        f"grimbots:clicks:rate:bot:{click.bot_id}:{bot_window}",
+        key(click.token),
+        *(f"grimbots:clicks:bytes:{day - i}" for i in range(8)),
+    ]
+
+
+def store_args(doc: str, *, per_ip: int, per_bot: int, ceiling_bytes: int) -> list[str | int]:
+    return [doc, TTL_SECONDS, per_ip, IP_WINDOW_SECONDS + 1, per_bot, BOT_WINDOW_SECONDS + 1, ceiling_bytes]
 
 
 def key(token: str) -> str:

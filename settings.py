@@ -79,6 +79,8 @@ TELEGRAM_TIMEOUT_SECONDS = float(_env("TELEGRAM_TIMEOUT_SECONDS", "10"))
 # Payment gateways: request timeout; when a quiet pending charge is first asked about (then with
 # backoff up to PAYMENT_CHECK_MAX_SECONDS); how often the clock looks for such charges.
 PAYMENT_TIMEOUT_SECONDS = float(_env("PAYMENT_TIMEOUT_SECONDS", "10"))
+# Calls in flight to one gateway, across every worker: a slow gateway never holds every thread.
+GATEWAY_CONCURRENCY = _env_int("GATEWAY_CONCURRENCY", 6)
 PAYMENT_FIRST_CHECK_SECONDS = _env_int("PAYMENT_FIRST_CHECK_SECONDS", 60)
 PAYMENT_CHECK_MAX_SECONDS = _env_int("PAYMENT_CHECK_MAX_SECONDS", 900)
 RECONCILE_INTERVAL_SECONDS = _env_int("RECONCILE_INTERVAL_SECONDS", 30)
@@ -87,12 +89,25 @@ DELIVERY_INVITE_HOURS = _env_int("DELIVERY_INVITE_HOURS", 72)
 # Ad clicks (GET /r/{bot_id}): X-Forwarded-For is believed only from these proxies (comma-separated
 # addresses or networks, e.g. "127.0.0.1,10.0.0.0/8"); otherwise the client is the socket's peer.
 TRUSTED_PROXIES = _env("TRUSTED_PROXIES", "")
+# Ad clicks live 7 days in Redis. CACHE_URL: a Redis of their own (run it with an evicting policy,
+# e.g. maxmemory 256mb + volatile-lru), so a flood of clicks can never fill the one that holds the
+# queues; unset, clicks share REDIS_URL under a ceiling of CLICK_MEMORY_MB of click data.
+CACHE_URL = os.environ.get("CACHE_URL", "").strip() or None
+CLICK_MEMORY_MB = _env_int("CLICK_MEMORY_MB", 256)
+# Clicks over these rates still reach the bot (302), untracked: no Redis write, no PageView.
+CLICKS_PER_IP_PER_MINUTE = _env_int("CLICKS_PER_IP_PER_MINUTE", 30)
+CLICKS_PER_BOT_PER_SECOND = _env_int("CLICKS_PER_BOT_PER_SECOND", 300)
 # Meta Conversions API: request timeout; how long a new event waits for others to share its request.
 META_TIMEOUT_SECONDS = float(_env("META_TIMEOUT_SECONDS", "10"))
 META_LINGER_MS = _env_int("META_LINGER_MS", 1000)
 # A /start's welcome or a button's PIX code not recorded done this long after the update is
 # re-driven by the clock (then with backoff), whatever Redis lost.
 OWED_REDRIVE_SECONDS = _env_int("OWED_REDRIVE_SECONDS", 30)
+# Prometheus metrics (they include every seller's revenue): served by the edge process on this
+# private listener (0 = off); on the public listener /metrics needs `Authorization: Bearer METRICS_TOKEN`.
+METRICS_HOST = _env("METRICS_HOST", "127.0.0.1")
+METRICS_PORT = _env_int("METRICS_PORT", 9100)
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip() or None
 # Processed-update records older than this are pruned by the clock (Telegram keeps updates 24 h).
 PROCESSED_UPDATE_RETENTION_HOURS = _env_int("PROCESSED_UPDATE_RETENTION_HOURS", 72)
 

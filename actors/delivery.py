@@ -13,7 +13,7 @@ import dramatiq
 
 import settings
 from actors import runtime
-from actors.broker import PAYMENTS, counters, retry_when
+from actors.broker import SETTLE, counters, retry_when
 from actors.funnel import mark_unreachable
 from actors.outbox import NOT_NOW, Send, deliver, hand_off
 from actors.throttle import Throttle
@@ -129,7 +129,7 @@ def restart_stalled(limit: int = 500) -> int:
 
 @dramatiq.actor(
     actor_name="delivery.deliver",
-    queue_name=PAYMENTS,
+    queue_name=SETTLE,
     max_retries=30,
     min_backoff=1_000,
     max_backoff=600_000,

@@ -12,12 +12,14 @@ from peewee import Model
 import settings
 from actors.broker import MAINTENANCE, retry_when
 from db.database import utcnow
-from db.models import OutboundMessage, PixelEvent, ProcessedUpdate
+from db.models import Click, OutboundMessage, PaymentNotification, PixelEvent, ProcessedUpdate
 
 log = logging.getLogger(__name__)
 
 OUTBOUND_RETENTION_DAYS = 30
 PIXEL_EVENT_RETENTION_DAYS = 30  # Meta takes nothing older than 7 days; a month keeps `ops pixel-events` useful
+CLICK_RETENTION_DAYS = 8  # a day past the token's 7
+NOTIFICATION_RETENTION_DAYS = 90
 BATCH = 5_000
 
 
@@ -46,6 +48,17 @@ def prune_pixel_events(older_than: dt.datetime) -> int:
     return prune_rows(PixelEvent, (PixelEvent.created_at < older_than) & done)
 
 
+def prune_unattached_clicks(older_than: dt.datetime) -> int:
+    """Clicks whose token expired (7 days) without a /start: they can never become a lead. Clicks
+    that did are kept: they are leads' first and last touch."""
+    return prune_rows(Click, (Click.clicked_at < older_than) & Click.lead_id.is_null())
+
+
+def prune_notifications(older_than: dt.datetime) -> int:
+    """Payment notifications: the charge keeps what they changed; the log of them is for a while."""
+    return prune_rows(PaymentNotification, PaymentNotification.received_at < older_than)
+
+
 @dramatiq.actor(
     actor_name="maintenance.prune",
     queue_name=MAINTENANCE,
@@ -60,4 +73,7 @@ def prune() -> None:
     updates = prune_processed_updates(now - dt.timedelta(hours=settings.PROCESSED_UPDATE_RETENTION_HOURS))
     outbound = prune_outbound(now - dt.timedelta(days=OUTBOUND_RETENTION_DAYS))
     events = prune_pixel_events(now - dt.timedelta(days=PIXEL_EVENT_RETENTION_DAYS))
-    log.info("pruned processed_updates=%d outbound_messages=%d pixel_events=%d", updates, outbound, events)
+    clicks = prune_unattached_clicks(now - dt.timedelta(days=CLICK_RETENTION_DAYS))
+    notifications = prune_notifications(now - dt.timedelta(days=NOTIFICATION_RETENTION_DAYS))
+    log.info("pruned processed_updates=%d outbound_messages=%d pixel_events=%d clicks=%d notifications=%d",
+             updates, outbound, events, clicks, notifications)  # fmt: skip

@@ -12,18 +12,24 @@ from __future__ import annotations
 import datetime as dt
 import html
 import logging
+import random
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
+from dramatiq.rate_limits import ConcurrentRateLimiter
+from dramatiq.rate_limits.backends import RedisBackend
 from peewee import IntegrityError
 
 import settings
 from actors import delivery, pixel, runtime
-from actors.broker import PAYMENTS, counters, retry_when
+from actors.broker import PAYMENTS, SETTLE, broker, counters, retry_when
 from actors.enqueue import unit_of_work
 from actors.funnel import CAPTION_LIMIT, Recipient, telegram_length
 from actors.outbox import OWED, Send, deliver
@@ -32,7 +38,7 @@ from db import hot
 from db.catalog import BotConfig, OfferConfig, fill
 from db.database import transaction, utcnow
 from db.models import Charge, Delivery, PaymentNotification
-from gateways.payments import qr
+from gateways.payments import qr, registry
 from gateways.payments.base import (
     ChargeRequest,
     ChargeStatus,
@@ -58,11 +64,34 @@ CREATING_STALE = dt.timedelta(seconds=60)
 RESHOW_AFTER = dt.timedelta(seconds=60)
 # Reconciliation keeps asking this long after a charge's expiry before calling it expired.
 EXPIRY_GRACE = dt.timedelta(minutes=5)
+# After expiry, a code still payable at its gateway is asked about at growing intervals for this long.
+LATE_CHECK_FIRST = dt.timedelta(minutes=15)
+LATE_CHECK_MAX = dt.timedelta(hours=6)
+LATE_PAYMENT_WINDOW = dt.timedelta(days=7)
 CHECKOUT_RETRIES = 2
 
 
 class Busy(Exception):
     """Another worker is creating this lead's charge for this offer right now."""
+
+
+@contextmanager
+def gateway_slot(gateway_id: str) -> Iterator[None]:
+    """One of at most GATEWAY_CONCURRENCY calls in flight to a gateway, across every worker: a slow
+    or hanging gateway holds that many threads, never all of them. When none is free, the message
+    goes back to its queue for a moment (dramatiq.Retry) and the thread serves other sellers."""
+    limiter = ConcurrentRateLimiter(_slots_backend(), f"gateway:{gateway_id}", limit=settings.GATEWAY_CONCURRENCY,
+                                    ttl=int(settings.PAYMENT_TIMEOUT_SECONDS * 3000))  # fmt: skip
+    with limiter.acquire(raise_on_failure=False) as acquired:
+        if not acquired:
+            counters.inc("grimbots_gateway_busy_total", {"gateway": gateway_id})
+            raise dramatiq.Retry(f"gateway {gateway_id} at its concurrency limit", delay=random.randint(200, 800))
+        yield
+
+
+@lru_cache(maxsize=1)
+def _slots_backend() -> RedisBackend:
+    return RedisBackend(client=broker.client)
 
 
 def brl(amount: Decimal) -> str:
@@ -123,7 +152,8 @@ def create_at_gateway(charge: Charge, bot: BotConfig, offer: OfferConfig, gatewa
         idempotency_key=charge.idempotency_key,
         expires_in_seconds=bot.charge_minutes * 60,
     )
-    created = gateway.create_charge(request)
+    with gateway_slot(charge.gateway_id):
+        created = gateway.create_charge(request)
     now = utcnow()
     values = {"status": "pending", "external_id": created.charge_id, "br_code": created.br_code,
               "expires_at": created.expires_at, "updated_at": now,
@@ -306,6 +336,9 @@ def _transition(
         pixel.purchase(track, charge, paid, now)
         return "paid"
     closed = {"open_key": None, "next_check_at": None, "updated_at": now}
+    if status is ChargeStatus.EXPIRED and charge.gateway_kind in registry.LATE_PAYABLE:
+        # Its code can still be paid at the gateway: keep asking (the buyer who pays late gets access).
+        closed["next_check_at"] = now + late_check_delay(0)
     if status in (ChargeStatus.EXPIRED, ChargeStatus.FAILED):
         won = hot.update(Charge, {"status": status.value, **closed}, BY_ID_IN_STATUS, (charge.id, "pending"))
         return status.value if won else "repeated"
@@ -338,7 +371,7 @@ def settle_and_deliver(
 
 @dramatiq.actor(
     actor_name="payments.notify",
-    queue_name=PAYMENTS,
+    queue_name=SETTLE,
     max_retries=20,
     min_backoff=1_000,
     max_backoff=300_000,
@@ -364,7 +397,8 @@ def notify(gateway_id: str, notification: dict[str, Any]) -> None:
             log.warning("payment notification dropped: gateway gone gateway=%s", gateway_id)
             return
         try:
-            state = gateway.fetch_status(external_id)
+            with gateway_slot(gateway_id):
+                state = gateway.fetch_status(external_id)
         except PaymentPermanent as exc:
             record_notification("ignored", charge.id, utcnow(), record)
             log.warning("payment status refused gateway=%s charge=%s error=%s", gateway_id, charge.id, exc)
@@ -383,9 +417,12 @@ def check_button(
     """The buyer says they paid: ask the gateway now, settle, and answer the button with where it stands."""
     charge = Charge.get_or_none((Charge.id == charge_id) & (Charge.bot_id == bot.id) & (Charge.lead_id == lead_id))
     settled = None
-    if charge is not None and charge.status == "pending" and gateway is not None:
+    # Expired too: a buyer who paid a code after our expiry (still payable at some gateways) and
+    # whose notification was lost is told the truth and gets access, not "expired".
+    if charge is not None and charge.status in ("pending", "expired") and gateway is not None:
         try:
-            state = gateway.fetch_status(charge.external_id or "")
+            with gateway_slot(charge.gateway_id):
+                state = gateway.fetch_status(charge.external_id or "")
         except PaymentError as exc:
             log.warning("check button: status unavailable charge=%s error=%s", charge.id, type(exc).__name__)
         else:
@@ -407,7 +444,7 @@ def check_button(
 
 @dramatiq.actor(
     actor_name="payments.check",
-    queue_name=PAYMENTS,
+    queue_name=SETTLE,
     max_retries=3,
     min_backoff=500,
     retry_when=retry_when(3),
@@ -430,21 +467,33 @@ def next_check_delay(checks: int) -> dt.timedelta:
     return dt.timedelta(seconds=min(seconds, settings.PAYMENT_CHECK_MAX_SECONDS))
 
 
+def late_check_delay(checks: int) -> dt.timedelta:
+    """After expiry, for gateways whose codes outlive it: 15 min doubling to 6 h."""
+    return min(LATE_CHECK_FIRST * 2 ** min(checks, 10), LATE_CHECK_MAX)
+
+
 def due_charges(limit: int = 500) -> list[int]:
-    """Pending charges that have gone quiet, each claimed for one check (a conditional bump of
-    next_check_at: overlapping clock runs cannot both take it)."""
+    """Charges that have gone quiet, each claimed for one check (a conditional bump of
+    next_check_at: overlapping clock runs cannot both take it): pending ones, and expired ones
+    whose code can still be paid at the gateway, for LATE_PAYMENT_WINDOW after expiry."""
     now = utcnow()
     claimed = []
     rows = (
-        Charge.select(Charge.id, Charge.checks, Charge.next_check_at)
-        .where((Charge.status == "pending") & (Charge.next_check_at <= now))
+        Charge.select(Charge.id, Charge.checks, Charge.next_check_at, Charge.status, Charge.expires_at)
+        .where(Charge.status.in_(["pending", "expired"]) & (Charge.next_check_at <= now))
         .order_by(Charge.next_check_at)
         .limit(limit)
     )
     for row in rows:
+        if row.status == "pending":
+            following: dt.datetime | None = now + next_check_delay(row.checks + 1)
+        elif row.expires_at is not None and now - row.expires_at > LATE_PAYMENT_WINDOW:
+            following = None  # the last look: nobody pays a week-old code
+        else:
+            following = now + late_check_delay(row.checks + 1)
         won = (
-            Charge.update(checks=Charge.checks + 1, next_check_at=now + next_check_delay(row.checks + 1))
-            .where((Charge.id == row.id) & (Charge.next_check_at == row.next_check_at) & (Charge.status == "pending"))
+            Charge.update(checks=Charge.checks + 1, next_check_at=following)
+            .where((Charge.id == row.id) & (Charge.next_check_at == row.next_check_at) & (Charge.status == row.status))
             .execute()
         )
         if won:
@@ -463,12 +512,21 @@ def abandon_stale_creations() -> int:
 
 
 def recheck_charge(charge: Charge, gateway: PaymentGateway) -> Settled | None:
-    """Ask the gateway about one pending charge; past its expiry (and a grace), call it expired."""
+    """Ask the gateway about one pending charge (past its expiry and a grace: call it expired), or
+    about an expired one whose code can still be paid there (paid: delivered; dead there too: no
+    more asking)."""
     try:
-        state = gateway.fetch_status(charge.external_id or "")
+        with gateway_slot(charge.gateway_id):
+            state = gateway.fetch_status(charge.external_id or "")
     except PaymentPermanent as exc:
         log.warning("reconcile: status refused charge=%s error=%s", charge.id, exc)
         state = None
+    if charge.status == "expired":
+        if state is not None and state.status is ChargeStatus.PAID:
+            return settle_and_deliver(charge, state.status, state.amount, source="reconcile")
+        if state is None or state.status is not ChargeStatus.PENDING:
+            hot.update(Charge, {"next_check_at": None}, BY_ID_IN_STATUS, (charge.id, "expired"))
+        return None
     if state is not None and state.status is not ChargeStatus.PENDING:
         return settle_and_deliver(charge, state.status, state.amount, source="reconcile")
     if charge.expires_at is not None and utcnow() > charge.expires_at + EXPIRY_GRACE:
@@ -478,7 +536,7 @@ def recheck_charge(charge: Charge, gateway: PaymentGateway) -> Settled | None:
 
 @dramatiq.actor(
     actor_name="payments.recheck",
-    queue_name=PAYMENTS,
+    queue_name=SETTLE,
     max_retries=3,
     min_backoff=5_000,
     retry_when=retry_when(3),  # the next reconciliation round asks again anyway
@@ -487,7 +545,7 @@ def recheck_charge(charge: Charge, gateway: PaymentGateway) -> Settled | None:
 )
 def recheck(charge_id: int) -> None:
     charge = Charge.get_or_none(Charge.id == charge_id)
-    if charge is None or charge.status != "pending":
+    if charge is None or charge.status not in ("pending", "expired"):
         return
     gateway = runtime.payment_gateway(charge.gateway_id)
     if gateway is None:
@@ -496,7 +554,7 @@ def recheck(charge_id: int) -> None:
     recheck_charge(charge, gateway)
 
 
-@dramatiq.actor(actor_name="payments.reconcile", queue_name=PAYMENTS, max_retries=0, time_limit=120_000,
+@dramatiq.actor(actor_name="payments.reconcile", queue_name=SETTLE, max_retries=0, time_limit=120_000,
                 max_age=60_000)  # fmt: skip
 def reconcile() -> None:
     """From the clock: ask about quiet pending charges, give up on interrupted creations, and

@@ -69,8 +69,12 @@ def telegram() -> TelegramGateway:
     return TelegramGateway(default_client(settings.TELEGRAM_TIMEOUT_SECONDS), settings.TELEGRAM_API_BASE)
 
 
+@lru_cache(maxsize=1)
 def cache() -> redis.Redis:
-    """Redis for short-lived data (file_id cache, rate limits): the broker's own client."""
+    """Redis for short-lived data (ad clicks, the file_id cache): CACHE_URL when set, else the
+    broker's own client."""
+    if settings.CACHE_URL:
+        return redis.Redis.from_url(settings.CACHE_URL, socket_timeout=5, socket_connect_timeout=2)
     return broker.client
 
 

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+import clicks
 import settings
 import telemetry
 from actors.metrics import HEARTBEAT_PREFIX, HEARTBEAT_TTL_SECONDS, heartbeat_key
@@ -28,7 +29,7 @@ from db.catalog import Catalog
 from db.database import db, init_db
 from edge.enqueue import BatchEnqueuer
 from edge.fast import FAST_ROUTES, Edge, WebhookEndpoint
-from edge.metrics import MetricsMiddleware, metrics_endpoint, register_shared_collector
+from edge.metrics import MetricsMiddleware, metrics_endpoint, register_shared_collector, start_private_listener
 from gateways.payments import registry
 from gateways.payments.base import PaymentGateway
 
@@ -52,6 +53,12 @@ class EdgeState:
         self._unused_client = httpx.Client(timeout=1.0)
         self._unused_bank = redis.Redis.from_url(redis_url)
         self.enqueuer = BatchEnqueuer(self.redis)
+        # Clicks: on CACHE_URL when set (no ceiling: its eviction policy bounds it), else beside the queues.
+        cache_url = settings.CACHE_URL or redis_url
+        self.cache = (self.redis if cache_url == redis_url else
+                      aioredis.Redis.from_url(cache_url, socket_timeout=0.5, socket_connect_timeout=0.5))  # fmt: skip
+        self.click_ceiling = 0 if settings.CACHE_URL else settings.CLICK_MEMORY_MB * 1024 * 1024
+        self._store = self.cache.register_script(clicks.STORE)
         self.poll_seconds = poll_seconds
         self.stopping = asyncio.Event()
 
@@ -73,6 +80,14 @@ class EdgeState:
             except (KeyError, ValueError) as exc:  # a broken gateway must not take the others down
                 log.error("gateway not loaded gateway=%s error=%s", g.id, type(exc).__name__)
         return adapters
+
+    async def store_click(self, click: clicks.Click, doc: str) -> str:
+        """Keep a click for 7 days unless a limit says no: "tracked", or which limit."""
+        keys = clicks.store_keys(click, time.time())
+        per_ip, per_bot = settings.CLICKS_PER_IP_PER_MINUTE, settings.CLICKS_PER_BOT_PER_SECOND
+        args = clicks.store_args(doc, per_ip=per_ip, per_bot=per_bot, ceiling_bytes=self.click_ceiling)
+        outcome = await self._store(keys=keys, args=args)
+        return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
 
     async def refresh(self) -> None:
         await anyio.to_thread.run_sync(self._refresh)
@@ -140,7 +155,13 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
     return error(405, "method not allowed")
 
 
-def create_app(*, redis_url: str | None = None, poll_seconds: float | None = None) -> Edge:
+def create_app(
+    *,
+    redis_url: str | None = None,
+    poll_seconds: float | None = None,
+    metrics_port: int | None = None,
+    metrics_token: str | None = None,
+) -> Edge:
     telemetry.init_sentry()
     register_shared_collector(redis.Redis.from_url(redis_url or settings.REDIS_URL, socket_timeout=1.0,
                                                    socket_connect_timeout=0.5))  # fmt: skip
@@ -156,14 +177,20 @@ def create_app(*, redis_url: str | None = None, poll_seconds: float | None = Non
         except Exception as exc:  # noqa: BLE001 - the poller keeps trying; webhooks answer 503 meanwhile
             log.warning("edge config not loaded at start error=%s", type(exc).__name__)
         poller = asyncio.create_task(edge.poll_config(), name="edge-config-poller")
+        port = settings.METRICS_PORT if metrics_port is None else metrics_port
+        metrics_server = start_private_listener(settings.METRICS_HOST, port)
         try:
             yield {}
         finally:
+            if metrics_server is not None:
+                await anyio.to_thread.run_sync(metrics_server.shutdown)
+                metrics_server.server_close()
             # A stop signal, not task.cancel(): a cancel that lands inside anyio's to_thread call is
             # taken by anyio as its own, and the poller would go on polling.
             edge.stopping.set()
             edge._unused_client.close()
-            shutdown = (("poller", poller), ("enqueuer", edge.enqueuer.stop()), ("redis", edge.redis.aclose()))
+            shutdown = (("poller", poller), ("enqueuer", edge.enqueuer.stop()), ("redis", edge.redis.aclose()),
+                        ("cache", edge.cache.aclose()))  # fmt: skip
             for step, awaitable in shutdown:
                 try:
                     await asyncio.wait_for(awaitable, 5.0)
@@ -185,5 +212,6 @@ def create_app(*, redis_url: str | None = None, poll_seconds: float | None = Non
         exception_handlers={404: not_found, 405: method_not_allowed},
         lifespan=lifespan,
     )
+    app.state.metrics_token = metrics_token or settings.METRICS_TOKEN
     app.router.redirect_slashes = False  # the contract: any other path, a trailing slash included, is 404
     return Edge(app)

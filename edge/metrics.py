@@ -1,21 +1,31 @@
 """/metrics: the edge's own requests (by route template and status, with latency), and, read at
-scrape time from Redis, the queues' depths and ages and the workers' shared counters."""
+scrape time from Redis, the queues' depths and ages and the workers' shared counters. Served on
+a private listener (METRICS_HOST:METRICS_PORT), and on the public one only with METRICS_TOKEN."""
 
 from __future__ import annotations
 
+import hmac
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import anyio.to_thread
 import redis
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger(__name__)
+
 REQUESTS = Counter("grimbots_edge_requests_total", "Edge HTTP requests", ["route", "status"])
+CLICKS = Counter(
+    "grimbots_clicks_total",
+    "Ad clicks at /r by outcome: tracked, limited_ip, limited_bot, memory_ceiling, redis_down, crawler",
+    ["outcome"],
+)
 LATENCY = Histogram(
     "grimbots_edge_request_duration_seconds",
     "Edge HTTP request latency",
@@ -122,6 +132,30 @@ def register_shared_collector(client: redis.Redis) -> None:
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    """/metrics on the public listener: only with `Authorization: Bearer {METRICS_TOKEN}`. The
+    figures (every seller's revenue among them) are otherwise served on the private listener
+    (METRICS_HOST:METRICS_PORT), never to whoever can reach the webhooks."""
+    token = request.app.state.metrics_token
+    if not token:
+        return JSONResponse({"error": "not found"}, status_code=404)
+    given = request.headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode("latin-1", "replace"), f"Bearer {token}".encode()):
+        return JSONResponse({"error": "metrics need the bearer token"}, status_code=401,
+                            headers={"www-authenticate": "Bearer"})  # fmt: skip
     # Collectors call Redis synchronously: keep that off the event loop.
     body = await anyio.to_thread.run_sync(generate_latest)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def start_private_listener(host: str, port: int) -> Any:
+    """Serve /metrics (and only that) on host:port from a thread; None when the port is 0 or taken
+    (several edge processes on one machine: the first one serves, the shared figures are the same)."""
+    if not port:
+        return None
+    try:
+        server, _thread = start_http_server(port, addr=host)
+    except OSError as exc:
+        log.warning("metrics listener not started host=%s port=%s error=%s", host, port, type(exc).__name__)
+        return None
+    log.info("metrics listener started host=%s port=%s", host, port)
+    return server

@@ -2,7 +2,8 @@
 cookies, every utm_*, IP, user agent, time), keep it in Redis under an opaque token for 7 days,
 enqueue its PageView, and send the browser on to `https://t.me/{username}?start={token}`.
 
-One Redis write and one enqueue, no database. A click is never lost to a bad parameter (it is
+One Redis call (rate limits per IP and per bot, a ceiling on click data, the write: clicks.STORE)
+and one enqueue, no database. A click is never lost to a bad parameter (it is
 left out); if Redis cannot take the click, the browser still goes to the bot, without a token.
 Crawlers and link-preview fetchers are sent on too, without a token: they are not clicks."""
 
@@ -18,6 +19,7 @@ import clicks
 import settings
 from actors import pixel
 from edge.enqueue import EnqueueError, message_bytes
+from edge.metrics import CLICKS
 from edge.webhooks import header, refused
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ async def serve_click(edge: Any, bot_id: str, scope: Scope, receive: Receive, se
     bot_url = f"https://t.me/{quote(bot.username)}"
     user_agent = _header(scope, b"user-agent")
     if clicks.is_crawler(user_agent):  # a link preview or Meta's ad review: not a buyer's click
+        CLICKS.labels("crawler").inc()
         await redirect(send, bot_url)
         return 302
     query = scope.get("query_string", b"").decode("latin-1")
@@ -64,9 +67,12 @@ async def serve_click(edge: Any, bot_id: str, scope: Scope, receive: Receive, se
     )
     doc = click.to_json()
     try:
-        await edge.redis.set(clicks.key(click.token), doc, ex=clicks.TTL_SECONDS)
+        outcome = await edge.store_click(click, doc)
     except Exception as exc:  # noqa: BLE001 - the buyer still reaches the bot, untracked
         log.warning("click not stored bot=%s error=%s", bot_id, type(exc).__name__)
+        outcome = "redis_down"
+    CLICKS.labels(outcome).inc()
+    if outcome != "tracked":  # over a limit or the ceiling: the buyer still reaches the bot, untracked
         await redirect(send, bot_url)
         return 302
     redis_id, data = message_bytes(pixel.record_click, (bot_id,), doc)

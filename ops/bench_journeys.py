@@ -270,7 +270,7 @@ def run(*, seconds: float, rate: int, out: Path, processes: int = 2, threads: in
         env.fake_meta(meta_port)
         env.edge(edge_port)
         env.worker("chat", threads=threads, processes=processes)
-        env.worker("payments", threads=payment_threads, processes=payment_processes, queues=("payments",))
+        env.worker("payments", threads=payment_threads, processes=payment_processes, queues=("payments", "settle"))
         env.worker("pixel", threads=4, processes=1, queues=("pixel",))
         edge, telegram = f"http://127.0.0.1:{edge_port}", f"http://127.0.0.1:{telegram_port}"
         meta = f"http://127.0.0.1:{meta_port}"

@@ -20,6 +20,7 @@ import pytest
 if not os.environ.get("REDIS_URL") or not os.environ.get("DATABASE_URL"):
     pytest.exit("run the suite with ops/test: it starts Redis and the databases and sets REDIS_URL/DATABASE_URL", 2)
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+os.environ.setdefault("METRICS_PORT", "0")  # tests that want the private listener give it a port
 
 import redis
 

@@ -139,6 +139,9 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 
 class PaymentGateway(Protocol):
     kind: ClassVar[str]
+    # Whether a code can still be paid at the gateway after our charge expired (PushinPay's codes
+    # never expire there; a static sandbox code neither): then we keep asking about it for a while.
+    late_payable: ClassVar[bool]
 
     def create_charge(self, request: ChargeRequest) -> CreatedCharge: ...
 

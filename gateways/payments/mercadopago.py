@@ -66,6 +66,7 @@ def signature_parts(value: str) -> dict[str, str]:
 
 class MercadoPagoGateway:
     kind: ClassVar[str] = "mercadopago"
+    late_payable: ClassVar[bool] = False  # date_of_expiration: the code dies with the charge
 
     def __init__(
         self, *, access_token: str, webhook_secret: str, client: httpx.Client, base_url: str,
@@ -114,8 +115,15 @@ class MercadoPagoGateway:
         doc = request_json(self.client, self.kind, "GET", f"{self.base_url}/v1/payments/{charge_id}",
                            headers=self._auth())  # fmt: skip
         status = STATUSES.get(str(doc.get("status")), ChargeStatus.PENDING)
-        amount = doc.get("transaction_amount")
-        return ChargeState(status, Decimal(str(amount)) if amount is not None else None)
+        # What the payer paid, not what was asked: transaction_details.total_paid_amount.
+        details = doc.get("transaction_details")
+        paid = details.get("total_paid_amount") if isinstance(details, dict) else None
+        if status is not ChargeStatus.PAID or not isinstance(paid, (int, float, str)):
+            return ChargeState(status, None)
+        try:
+            return ChargeState(status, Decimal(str(paid)).quantize(Decimal("0.01")))
+        except ArithmeticError:
+            return ChargeState(status, None)
 
     def authenticate(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
         given = header(headers, "x-signature")

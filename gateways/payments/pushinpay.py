@@ -47,6 +47,7 @@ TOKEN_HEADER = "x-pushinpay-token"
 
 class PushinPayGateway:
     kind: ClassVar[str] = "pushinpay"
+    late_payable: ClassVar[bool] = True  # its codes carry no expiry
 
     def __init__(
         self, *, api_token: str, webhook_secret: str, client: httpx.Client, base_url: str, notification_url: str
@@ -87,7 +88,8 @@ class PushinPayGateway:
         if not isinstance(doc, dict):
             raise PaymentTransient("pushinpay: unexpected answer")
         status = STATUSES.get(str(doc.get("status")).lower(), ChargeStatus.PENDING)
-        return ChargeState(status, from_cents(doc.get("value")))
+        # The transaction's value, read from PushinPay as paid (its API documents no other field).
+        return ChargeState(status, from_cents(doc.get("value")) if status is ChargeStatus.PAID else None)
 
     def authenticate(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
         given = header(headers, TOKEN_HEADER)

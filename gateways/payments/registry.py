@@ -36,6 +36,12 @@ KINDS: dict[str, Factory] = {
 }
 
 
+# Kinds whose codes can be paid after our expiry: reconciliation keeps asking about them.
+LATE_PAYABLE = frozenset(
+    cls.kind for cls in (SandboxGateway, MercadoPagoGateway, PushinPayGateway, WooviGateway) if cls.late_payable
+)
+
+
 def build(
     kind: str,
     *,

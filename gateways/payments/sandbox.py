@@ -52,6 +52,7 @@ def sign(secret: str, body: bytes) -> str:
 
 class SandboxGateway:
     kind: ClassVar[str] = "sandbox"
+    late_payable: ClassVar[bool] = True  # a static BR Code
 
     def __init__(
         self, *, webhook_secret: str, pix_key: str, merchant_name: str, merchant_city: str, bank: redis.Redis

@@ -64,6 +64,7 @@ def _public_key(pem: str) -> rsa.RSAPublicKey:
 
 class WooviGateway:
     kind: ClassVar[str] = "woovi"
+    late_payable: ClassVar[bool] = False  # expiresIn: the code dies with the charge
 
     def __init__(self, *, app_id: str, client: httpx.Client, base_url: str, public_key: str = WOOVI_PUBLIC_KEY) -> None:
         self.app_id = app_id
@@ -132,8 +133,9 @@ class WooviGateway:
         charge = doc.get("charge")
         if not isinstance(charge, dict) or not charge.get("correlationID"):
             raise BadNotification("charge.correlationID is missing")
-        amount = from_cents(charge.get("value")) if status is ChargeStatus.PAID else None
-        return Notification(str(charge["correlationID"]), status, amount)
+        # Woovi signs every customer's webhooks with one key: the signature proves the sender, not
+        # that the charge is this merchant's. Its status (and amount) are fetched with our app_id.
+        return Notification(str(charge["correlationID"]), None, None)
 
 
 def _parse_time(value: Any) -> dt.datetime | None:

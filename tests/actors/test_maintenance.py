@@ -2,7 +2,7 @@ import datetime as dt
 
 from actors import maintenance
 from db.database import utcnow
-from db.models import OutboundMessage, PixelEvent, ProcessedUpdate
+from db.models import Click, OutboundMessage, PaymentNotification, PixelEvent, ProcessedUpdate
 from tests.conftest import drain
 
 
@@ -17,9 +17,15 @@ def test_prune_deletes_only_records_whose_job_is_done() -> None:
     for event_id, at, state in events:
         PixelEvent.create(event_id=event_id, event_name="PageView", bot_id="demo", pixel_id="1", event_time=at,
                           payload={}, state=state, next_attempt_at=at, created_at=at)  # fmt: skip
+    for token, at, lead in (("k1", old, None), ("k2", old, 7), ("k3", recent, None)):
+        Click.create(token=token, bot_id="demo", lead_id=lead, utm={}, clicked_at=at)
+    for external_id, at in (("n1", now - dt.timedelta(days=100)), ("n2", recent)):
+        PaymentNotification.create(gateway_id="main", external_id=external_id, outcome="applied", received_at=at)
     maintenance.prune.send()
     drain("maintenance")
     assert [u.update_id for u in ProcessedUpdate.select()] == [2]
+    assert sorted(c.token for c in Click.select()) == ["k2", "k3"]  # a lead's click is its touch: kept
+    assert [n.external_id for n in PaymentNotification.select()] == ["n2"]
     assert sorted(m.key for m in OutboundMessage.select()) == ["b", "c"]  # one still in flight is kept
     assert sorted(e.event_id for e in PixelEvent.select()) == ["e3", "e4"]  # pending: the sweep's business
 

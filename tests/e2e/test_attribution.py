@@ -74,7 +74,7 @@ def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TrackedEnv]:
         platform.fake_telegram(telegram_port)
         platform.fake_meta(meta_port)
         platform.edge(edge_port)
-        platform.worker(queues=("updates", "funnel", "payments", "pixel"), threads=8)
+        platform.worker(queues=("updates", "funnel", "payments", "settle", "pixel"), threads=8)
         yield TrackedEnv(platform, telegram_port, edge_port, meta_port, bot)
 
 

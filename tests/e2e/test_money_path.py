@@ -88,7 +88,7 @@ def env(tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest) -> 
     with logs_on_failure(platform, request):
         platform.fake_telegram(telegram_port)
         platform.edge(edge_port)
-        platform.worker(queues=("updates", "funnel", "payments"), threads=8)
+        platform.worker(queues=("updates", "funnel", "payments", "settle"), threads=8)
         yield Env(platform, telegram_port, edge_port, demo_bot)
 
 

@@ -26,8 +26,8 @@ def client(demo_bot: BotConfig) -> Iterator[TestClient]:
 
 def queued() -> list[Message[Any]]:
     client = broker.client
-    ids = client.lrange("dramatiq:payments", 0, -1)
-    return [Message.decode(client.hget("dramatiq:payments.msgs", i)) for i in ids]  # type: ignore[arg-type]
+    ids = client.lrange("dramatiq:settle", 0, -1)
+    return [Message.decode(client.hget("dramatiq:settle.msgs", i)) for i in ids]  # type: ignore[arg-type]
 
 
 def signed(body: bytes, secret: str = "whsec-1") -> dict[str, str]:

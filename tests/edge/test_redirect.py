@@ -8,6 +8,7 @@ from dramatiq import Message
 from starlette.testclient import TestClient
 
 import clicks
+import settings
 from actors.broker import broker
 from db.catalog import BotConfig
 from edge.app import create_app
@@ -90,3 +91,44 @@ def test_crawlers_and_link_previews_are_sent_on_but_not_counted(client: TestClie
     response = client.get("/r/demo?fbclid=X", headers={"User-Agent": agent})
     assert response.status_code == 302 and response.headers["location"] == "https://t.me/demo_bot"
     assert queued_clicks() == [] and not list(broker.client.scan_iter("grimbots:click:*"))
+
+
+def location_has_token(response: Any) -> bool:
+    return TOKEN_URL.match(response.headers["location"]) is not None
+
+
+def test_clicks_over_the_per_ip_limit_still_redirect_untracked(client: TestClient) -> None:
+    """A flood from one address stores and enqueues nothing past the limit (30 a minute)."""
+    tracked = [location_has_token(client.get("/r/demo?utm_source=fb", headers={"User-Agent": UA}))
+               for _ in range(40)]  # fmt: skip
+    assert tracked.count(True) == settings.CLICKS_PER_IP_PER_MINUTE and tracked[-1] is False
+    assert len(queued_clicks()) == settings.CLICKS_PER_IP_PER_MINUTE
+    assert len(list(broker.client.scan_iter("grimbots:click:*"))) == settings.CLICKS_PER_IP_PER_MINUTE
+
+
+def test_clicks_over_the_per_bot_limit_still_redirect_untracked(demo_bot: BotConfig) -> None:
+    with TestClient(create_app(poll_seconds=0.1), follow_redirects=False) as client:
+        edge = client.app.state.edge  # type: ignore[attr-defined]
+        outcomes = []
+        for i in range(settings.CLICKS_PER_BOT_PER_SECOND + 50):  # as many addresses as clicks
+            click = clicks.capture("demo", "", peer=f"10.9.{i // 250}.{i % 250}", user_agent=UA)
+            outcomes.append(client.portal.call(edge.store_click, click, click.to_json()))  # type: ignore[union-attr]
+    assert outcomes.count("limited_bot") >= 1 and outcomes.count("limited_ip") == 0
+
+
+def test_click_data_stops_at_its_memory_ceiling(client: TestClient) -> None:
+    edge = client.app.state.edge  # type: ignore[attr-defined]
+    click = clicks.capture("demo", "utm_source=fb", peer="10.0.0.1", user_agent=UA)
+    edge.click_ceiling = 3 * len(click.to_json())  # a tiny ceiling: three clicks
+    outcomes = []
+    for i in range(5):
+        click = clicks.capture("demo", "utm_source=fb", peer=f"10.0.0.{i}", user_agent=UA)
+        outcomes.append(client.portal.call(edge.store_click, click, click.to_json()))  # type: ignore[union-attr]
+    assert outcomes == ["tracked"] * 3 + ["memory_ceiling"] * 2
+
+
+def test_a_click_is_capped_in_size() -> None:
+    query = "&".join(f"utm_{c}={'x' * 200}" for c in "abcdefghij") + "&fbclid=" + "F" * 500
+    click = clicks.capture("demo", query, peer="10.0.0.1", user_agent="U" * 900, source_url="https://e/r?" + query)
+    assert len(click.to_json().encode()) <= clicks.MAX_CLICK_BYTES
+    assert click.fbclid == "F" * 500 and click.user_agent == "U" * clicks.USER_AGENT_MAX  # what Meta matches on

@@ -3,6 +3,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from dramatiq import Message
 from starlette.testclient import TestClient
@@ -10,6 +11,7 @@ from starlette.testclient import TestClient
 from actors.broker import broker
 from db.catalog import BotConfig
 from edge.app import create_app
+from ops.procs import free_port
 from tests.conftest import apply_config
 
 URL = "/webhook/telegram/demo"
@@ -17,9 +19,21 @@ GOOD = {"X-Telegram-Bot-Api-Secret-Token": "tg-secret-1"}
 
 
 @pytest.fixture
-def client(demo_bot: BotConfig) -> Iterator[TestClient]:
-    with TestClient(create_app(poll_seconds=0.1)) as test_client:
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def client(demo_bot: BotConfig, metrics_port: int) -> Iterator[TestClient]:
+    with TestClient(create_app(poll_seconds=0.1, metrics_port=metrics_port)) as test_client:
         yield test_client
+
+
+def scrape(port: int) -> str:
+    """/metrics from the private listener, as Prometheus reads it."""
+    response = httpx.get(f"http://127.0.0.1:{port}/metrics")
+    assert response.status_code == 200
+    return response.text
 
 
 def queued_updates() -> list[Message[Any]]:
@@ -89,11 +103,11 @@ def test_redis_down_is_a_fast_503(demo_bot: BotConfig) -> None:
         assert ready.status_code == 503 and "redis" in ready.json()["failed"]
 
 
-def test_health_ready_metrics_and_unknown_routes(client: TestClient) -> None:
+def test_health_ready_metrics_and_unknown_routes(client: TestClient, metrics_port: int) -> None:
     assert client.get("/health").status_code == 200
     assert client.get("/ready").json()["ready"] is True
     client.post(URL, json={"update_id": 5}, headers=GOOD)
-    metrics = client.get("/metrics").text
+    metrics = scrape(metrics_port)
     assert 'grimbots_edge_requests_total{route="/webhook/telegram/{bot_id}",status="200"}' in metrics
     assert client.get("/nope").status_code == 404
     assert client.get(URL).status_code == 405
@@ -138,7 +152,7 @@ def test_spliced_message_is_what_dramatiq_would_encode() -> None:
     assert abs(ours.message_timestamp - theirs.message_timestamp) < 5_000
 
 
-def test_metrics_show_queues_and_shared_worker_counters(client: TestClient) -> None:
+def test_metrics_show_queues_and_shared_worker_counters(client: TestClient, metrics_port: int) -> None:
     from actors.metrics import SharedCounters
 
     client.post(URL, json={"update_id": 6}, headers=GOOD)
@@ -148,8 +162,23 @@ def test_metrics_show_queues_and_shared_worker_counters(client: TestClient) -> N
         "grimbots_worker_messages_total", {"actor": "updates.route", "queue": "updates", "outcome": "done"}, 5
     )
     worker_counters.flush()
-    text = client.get("/metrics").text
+    text = scrape(metrics_port)
     assert 'grimbots_queue_ready{queue="updates"} 2.0' in text
     assert 'grimbots_queue_dead{queue="updates"} 0.0' in text
     assert 'grimbots_worker_messages_total{actor="updates.route",outcome="done",queue="updates"} 5.0' in text
     assert "grimbots_metrics_redis_up 1.0" in text
+
+
+def test_public_metrics_are_refused_without_the_token(client: TestClient, metrics_port: int) -> None:
+    """Revenue per seller is on /metrics: the public listener serves it to no one by default."""
+    assert client.get("/metrics").status_code == 404
+    assert "grimbots_edge_requests_total" in scrape(metrics_port)
+
+
+def test_public_metrics_with_a_bearer_token(demo_bot: BotConfig) -> None:
+    with TestClient(create_app(poll_seconds=0.1, metrics_token="scrape-me")) as public:
+        assert public.get("/metrics").status_code == 401
+        assert public.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert public.get("/metrics", headers={"Authorization": "Bearer ção".encode()}).status_code == 401
+        ok = public.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+        assert ok.status_code == 200 and "grimbots_edge_requests_total" in ok.text
