@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # A pending delivery untouched this long is restarted by reconciliation (its worker is gone).
 STALLED = dt.timedelta(seconds=60)
+# A paid delivery is retried this long (with the actor's backoff, restarted by reconcile), then failed.
+GIVE_UP = dt.timedelta(days=3)
 
 
 def send_key(charge_id: int) -> str:
@@ -107,8 +109,24 @@ def deliver_now_or_later(charge_id: int, telegram: TelegramGateway, throttle: Th
         hand_off(deliver_actor, (charge_id,), exc)
 
 
+def give_up_old() -> int:
+    """Deliveries still pending GIVE_UP after the payment: failed, counted and logged (the seller
+    sees them in `ops payments` and the alert), no longer retried."""
+    now = utcnow()
+    failed = (
+        Delivery.update(state="failed", error=f"not delivered within {GIVE_UP.days} days", updated_at=now)
+        .where((Delivery.state == "pending") & (Delivery.created_at < now - GIVE_UP))
+        .execute()
+    )
+    if failed:
+        counters.inc("grimbots_deliveries_total", {"outcome": "gave_up"}, failed)
+        log.error("deliveries given up count=%d after_days=%d", failed, GIVE_UP.days)
+    return int(failed)
+
+
 def restart_stalled(limit: int = 500) -> int:
-    """Pending deliveries nobody has touched for a while (their worker died): enqueued again."""
+    """Pending deliveries nobody has touched for a while (their worker died, or the actor ran out
+    of retries): enqueued again, until GIVE_UP after the payment."""
     cutoff = utcnow() - STALLED
     restarted = 0
     for row in (
@@ -135,7 +153,7 @@ def restart_stalled(limit: int = 500) -> int:
     max_backoff=600_000,
     retry_when=retry_when(30),
     time_limit=60_000,
-    max_age=3 * 24 * 3600 * 1000,  # retried for days: the buyer paid
+    max_age=3 * 24 * 3600 * 1000,  # the buyer paid: retried (and restarted by reconcile) until GIVE_UP
 )
 def deliver_actor(charge_id: int) -> None:
     deliver_charge(charge_id, runtime.telegram(), runtime.throttle())

@@ -562,6 +562,7 @@ def reconcile() -> None:
     for charge_id in due_charges():
         recheck.send(charge_id)
     abandoned = abandon_stale_creations()
+    delivery.give_up_old()
     restarted = delivery.restart_stalled()
     if abandoned or restarted:
         log.info("reconcile abandoned_creations=%d restarted_deliveries=%d", abandoned, restarted)

@@ -34,7 +34,8 @@ def bot_config(bot_id: str) -> BotConfig | None:
     return bot
 
 
-_payment_gateways: dict[tuple[str, int | None], PaymentGateway] = {}
+# Per gateway: the configuration version its adapter was built from, and the adapter.
+_payment_gateways: dict[str, tuple[int | None, PaymentGateway]] = {}
 
 
 def payment_gateway(gateway_id: str) -> PaymentGateway | None:
@@ -44,13 +45,12 @@ def payment_gateway(gateway_id: str) -> PaymentGateway | None:
     config = cat.gateway(gateway_id)
     if config is None:
         return None
-    key = (gateway_id, cat.version)
-    adapter = _payment_gateways.get(key)
-    if adapter is None:
-        adapter = registry.build(config.kind, gateway_id=config.id, webhook_secret=config.webhook_secret,
-                                 options=config.settings, client=payments_client(), bank=broker.client)  # fmt: skip
-        _payment_gateways.clear()  # older versions are of no use
-        _payment_gateways[key] = adapter
+    cached = _payment_gateways.get(gateway_id)
+    if cached is not None and cached[0] == cat.version:
+        return cached[1]
+    adapter = registry.build(config.kind, gateway_id=config.id, webhook_secret=config.webhook_secret,
+                             options=config.settings, client=payments_client(), bank=broker.client)  # fmt: skip
+    _payment_gateways[gateway_id] = (cat.version, adapter)
     return adapter
 
 

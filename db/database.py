@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from peewee import Database, DatabaseProxy, PostgresqlDatabase, SqliteDatabase
+from playhouse.db_url import parse as parse_db_url
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 db = DatabaseProxy()
@@ -54,17 +55,20 @@ def make_database(url: str, *, pooled: bool = True) -> Database:
             path or ":memory:", pragmas=SQLITE_PRAGMAS, check_same_thread=False, returning_clause=True
         )
     if scheme in ("postgres", "postgresql"):
-        params: dict[str, Any] = {
-            "host": parsed.hostname or "127.0.0.1",
-            "port": parsed.port or 5432,
-            "user": unquote(parsed.username) if parsed.username else None,
-            "password": unquote(parsed.password) if parsed.password else None,
-            "connect_timeout": 5,
-        }
-        name = parsed.path.lstrip("/")
+        # peewee's db_url keeps every ?key=value (sslmode=require, sslrootcert=..., application_name)
+        # for psycopg2; user and password are taken percent-decoded, which it does not do.
+        params: dict[str, Any] = {**parse_db_url(url.replace(parsed.scheme + "://", "postgresql://", 1))}
+        name = params.pop("database", "") or ""
+        params["host"] = parsed.hostname or "127.0.0.1"
+        params["port"] = parsed.port or 5432
+        params["user"] = unquote(parsed.username) if parsed.username else None
+        params["password"] = unquote(parsed.password) if parsed.password else None
+        params.setdefault("connect_timeout", 5)
         params = {k: v for k, v in params.items() if v is not None}
         if pooled:
-            return PooledPostgresqlDatabase(name, max_connections=64, stale_timeout=300, timeout=10, **params)
+            pool = {k: params.pop(k, default) for k, default in
+                    (("max_connections", 64), ("stale_timeout", 300), ("timeout", 10))}  # fmt: skip
+            return PooledPostgresqlDatabase(name, **pool, **params)
         return PostgresqlDatabase(name, **params)
     raise ValueError(f"DATABASE_URL: unsupported scheme {parsed.scheme!r} (use sqlite:/// or postgresql://)")
 

@@ -24,7 +24,7 @@ URL = re.compile(r"^https?://\S+$")
 GATEWAY_KINDS: dict[str, dict[str, bool]] = {
     # kind → its own keys (True = required), besides id, kind, webhook_secret
     "sandbox": {"pix_key": True, "merchant_name": True, "merchant_city": True},
-    "mercadopago": {"access_token": True, "merchant_name": False, "merchant_city": False},
+    "mercadopago": {"access_token": True, "payer_email": False, "merchant_name": False, "merchant_city": False},
     "pushinpay": {"api_token": True, "merchant_name": False, "merchant_city": False},
     "woovi": {"app_id": True, "public_key": False, "merchant_name": False, "merchant_city": False},
 }

@@ -372,3 +372,92 @@ def test_stale_creations_are_abandoned_and_stalled_deliveries_restarted(
     assert delivery.restart_stalled() == 0
     Delivery.update(updated_at=utcnow() - dt.timedelta(minutes=5)).execute()
     assert delivery.restart_stalled() == 1 and delivery.restart_stalled() == 0
+
+
+def test_a_late_payable_code_is_still_asked_about_after_expiry_and_delivers_when_paid(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle,
+    fake_telegram: FakeTelegramTransport,
+) -> None:  # fmt: skip
+    """A sandbox (static) or PushinPay code can be paid after our expiry: a buyer who does, and
+    whose notification is lost, gets access through reconciliation, not "expired" for ever."""
+    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    Charge.update(expires_at=utcnow() - dt.timedelta(minutes=10)).execute()
+    assert payments.recheck_charge(Charge.get_by_id(charge.id), sandbox).outcome == "expired"  # type: ignore[union-attr]
+    row = Charge.get_by_id(charge.id)
+    assert row.status == "expired" and row.next_check_at is not None  # still asked about, later
+    Charge.update(next_check_at=utcnow() - dt.timedelta(seconds=1)).execute()
+    assert payments.due_charges() == [charge.id]
+    assert payments.recheck_charge(Charge.get_by_id(charge.id), sandbox) is None  # still unpaid: next time
+    assert Charge.get_by_id(charge.id).next_check_at is not None
+    sandbox.pay(charge.external_id)  # the buyer pays the old code; the notification never comes
+    settled = payments.settle(Charge.get_by_id(charge.id), *_state(sandbox, charge), source="reconcile")
+    assert settled.deliver and Charge.get_by_id(charge.id).status == "paid"  # the one winner: it delivers
+    assert Delivery.get(Delivery.charge_id == charge.id).state == "pending"
+
+
+def test_an_expired_charge_is_asked_about_for_a_week_at_most(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+) -> None:
+    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    payments.settle(charge, ChargeStatus.EXPIRED, None, source="expiry")
+    Charge.update(expires_at=utcnow() - dt.timedelta(days=8), next_check_at=utcnow()).execute()
+    assert payments.due_charges() == [charge.id]  # one last look...
+    assert Charge.get_by_id(charge.id).next_check_at is None  # ... and no more
+
+
+def test_an_expired_mercadopago_charge_is_not_asked_about_again(demo_bot: BotConfig, lead: Recipient) -> None:
+    now = utcnow()
+    charge = Charge.create(bot_id="demo", lead_id=lead.lead_id, offer_id=vip(demo_bot), gateway_id="mp",
+                           gateway_kind="mercadopago", external_id="9", idempotency_key="k", amount=Decimal("19.90"),
+                           status="pending", expires_at=now, next_check_at=now)  # fmt: skip
+    payments.settle(charge, ChargeStatus.EXPIRED, None, source="expiry")
+    assert Charge.get_by_id(charge.id).next_check_at is None  # its code died with it at Mercado Pago
+
+
+def test_the_check_button_settles_a_charge_paid_after_our_expiry(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle,
+    fake_telegram: FakeTelegramTransport,
+) -> None:  # fmt: skip
+    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    payments.settle(charge, ChargeStatus.EXPIRED, None, source="expiry")
+    sandbox.pay(charge.external_id)
+    payments.check_button(demo_bot, lead.lead_id, charge.id, 901, "cb-9", sandbox, telegram, throttle)
+    answer = [p for m, p in fake_telegram.calls if m == "answerCallbackQuery"][-1]
+    assert answer["text"] == demo_bot.text("payment_confirmed") and Charge.get_by_id(charge.id).status == "paid"
+
+
+def test_a_gateway_at_its_concurrency_limit_sends_the_message_back_instead_of_holding_a_thread(
+    redis_client: redis.Redis,
+) -> None:
+    import dramatiq
+
+    import settings
+
+    held = [payments.gateway_slot("slow-gw") for _ in range(settings.GATEWAY_CONCURRENCY)]
+    for slot in held:
+        slot.__enter__()
+    try:
+        with pytest.raises(dramatiq.Retry), payments.gateway_slot("slow-gw"):
+            pass
+        with payments.gateway_slot("other-gw"):  # another seller's gateway is not affected
+            pass
+    finally:
+        for slot in held:
+            slot.__exit__(None, None, None)
+    with payments.gateway_slot("slow-gw"):  # free again
+        pass
+
+
+def test_a_delivery_still_pending_after_three_days_is_failed_not_retried_for_ever(
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+) -> None:
+    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    payments.settle(charge, ChargeStatus.PAID, None, source="notification")
+    Delivery.update(created_at=utcnow() - dt.timedelta(days=2), updated_at=utcnow() - dt.timedelta(hours=1)).execute()
+    assert delivery.give_up_old() == 0 and delivery.restart_stalled() == 1  # two days: still trying
+    Delivery.update(created_at=utcnow() - dt.timedelta(days=3, minutes=1)).execute()
+    assert delivery.give_up_old() == 1
+    row = Delivery.get()
+    assert row.state == "failed" and row.error == "not delivered within 3 days"
+    Delivery.update(updated_at=utcnow() - dt.timedelta(hours=1)).execute()
+    assert delivery.restart_stalled() == 0

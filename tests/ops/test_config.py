@@ -127,3 +127,17 @@ def test_buyer_texts_and_checkout_options_reach_the_catalog(tmp_config: Callable
     assert not bot.send_qr and bot.charge_minutes == 30 and bot.texts["pix"] == "Copie: {code} ({amount})"
     assert bot.texts["charge_failed"] == DEFAULT_TEXTS["charge_failed"]  # defaults fill the rest
     assert bot.text("pix", code="X", amount="1,00") == "Copie: X (1,00)"
+
+
+def test_mercadopago_payer_email_is_accepted(tmp_config: Callable[[str], Path]) -> None:
+    text = """
+[[gateways]]
+id = "mp"
+kind = "mercadopago"
+webhook_secret = "mp-secret"
+access_token = "APP_USR-1"
+payer_email = "vendas@example.com"
+"""
+    code, out = run_apply(tmp_config(text))
+    assert code == 0, out
+    assert Gateway.get_by_id("mp").settings["payer_email"] == "vendas@example.com"
