@@ -58,8 +58,9 @@ def is_crawler(user_agent: str | None) -> bool:
     return bool(user_agent) and _CRAWLER.search(user_agent or "") is not None
 
 
-def _sign(body: bytes) -> bytes:
-    return hmac.new(settings.SECRET_KEY.encode(), b"click:" + body, hashlib.sha256).digest()[:_SIG_BYTES]
+def _sign(body: bytes, key: str | None = None) -> bytes:
+    secret = key if key is not None else settings.SECRET_KEY
+    return hmac.new(secret.encode(), b"click:" + body, hashlib.sha256).digest()[:_SIG_BYTES]
 
 
 def new_token(now: float | None = None) -> str:
@@ -75,7 +76,8 @@ def verify_token(token: str, now: float | None = None) -> bool:
     if base64.urlsafe_b64encode(raw).decode().rstrip("=") != token:  # one spelling per token
         return False
     body, signature = raw[:-_SIG_BYTES], raw[-_SIG_BYTES:]
-    if not hmac.compare_digest(signature, _sign(body)):
+    keys = (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)  # tokens issued before a rotation still count
+    if not any(hmac.compare_digest(signature, _sign(body, key)) for key in keys):
         return False
     (issued,) = struct.unpack(">I", body[:4])
     age = (now if now is not None else time.time()) - issued

@@ -29,6 +29,11 @@ def _secret_key() -> str:
     """SECRET_KEY from the environment, else the one generated into var/secret_key."""
     value = os.environ.get("SECRET_KEY", "").strip()
     if value:
+        if value.upper().startswith("CHANGE-ME"):
+            raise SystemExit(
+                "SECRET_KEY is still the placeholder from ops/deploy/env.example: set a long random value, "
+                "e.g. the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
         return value
     path = VAR_DIR / "secret_key"
     try:
@@ -112,3 +117,6 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip() or None
 PROCESSED_UPDATE_RETENTION_HOURS = _env_int("PROCESSED_UPDATE_RETENTION_HOURS", 72)
 
 SECRET_KEY = _secret_key()
+# Earlier keys, comma-separated, newest first: credentials encrypted and click tokens signed with
+# them still work after SECRET_KEY changes (`python -m ops rotate-credentials` re-encrypts).
+SECRET_KEY_FALLBACKS = tuple(k.strip() for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k.strip())

@@ -8,7 +8,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from peewee import TextField
 
 
@@ -24,16 +24,23 @@ def _current() -> Fernet:
     return _fernet(settings.SECRET_KEY)
 
 
+def _any_key() -> MultiFernet:
+    """SECRET_KEY first, then SECRET_KEY_FALLBACKS: what was encrypted before a rotation still reads."""
+    import settings
+
+    return MultiFernet([_fernet(key) for key in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)])
+
+
 def encrypt(value: str) -> str:
     return _current().encrypt(value.encode()).decode()
 
 
 def decrypt(token: str) -> str:
     try:
-        return _current().decrypt(token.encode()).decode()
+        return _any_key().decrypt(token.encode()).decode()
     except InvalidToken:
         # Never echo the stored value: it is a credential.
-        raise ValueError("stored credential cannot be decrypted with this SECRET_KEY") from None
+        raise ValueError("stored credential cannot be decrypted with SECRET_KEY or SECRET_KEY_FALLBACKS") from None
 
 
 class EncryptedField(TextField):

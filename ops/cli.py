@@ -12,6 +12,15 @@ import click
 import settings
 
 
+def _reais(amount: str) -> str:
+    """ "19.9" → "R$ 19,90", as buyers and sellers read prices (JSON output keeps "19.90")."""
+    from decimal import Decimal
+
+    from actors.payments import brl
+
+    return f"R$ {brl(Decimal(amount))}"
+
+
 def _database():  # type: ignore[no-untyped-def]
     from db.database import init_db
 
@@ -24,9 +33,56 @@ def _migrate_quietly() -> list[str]:
     return migrate(_database())
 
 
-@click.group(help="Operate the GrimBots platform. Run from the repository root with the venv's python.")
+class Commands(click.Group):
+    """Every command: Redis or the database not answering is one clear line and exit status 1,
+    naming what is down (never a traceback, never a password)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import redis
+        from peewee import OperationalError
+
+        try:
+            return super().invoke(ctx)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise click.ClickException(f"Redis at {_safe_url(settings.REDIS_URL)} is not answering "
+                                       f"({type(exc).__name__}): start it, or set REDIS_URL") from None  # fmt: skip
+        except OperationalError as exc:
+            raise click.ClickException(f"the database at {_safe_url(settings.DATABASE_URL)} is not answering "
+                                       f"({type(exc).__name__}): start it, or set DATABASE_URL") from None  # fmt: skip
+
+
+def _safe_url(url: str) -> str:
+    """A URL without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname or ""
+        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+@click.group(cls=Commands, help="Operate the GrimBots platform. Run from the repository root with the venv's python "
+             "(.venv/bin/python -m ops ...).")  # fmt: skip
 def cli() -> None:
     pass
+
+
+@cli.command("rotate-credentials", help="Re-encrypt every stored credential with the current SECRET_KEY (after "
+             "a rotation: the old key in SECRET_KEY_FALLBACKS until this has run). Safe to run twice.")  # fmt: skip
+def rotate_credentials() -> None:
+    from db.database import transaction
+    from db.models import Bot, Gateway
+
+    database = _database()
+    with database.connection_context(), transaction():
+        count = 0
+        for model in (Gateway, Bot):
+            for row in model.select():
+                row.save()  # every field written again: encrypted fields with the current key
+                count += 1
+    click.echo(f"re-encrypted the credentials of {count} gateway(s) and bot(s) with the current SECRET_KEY")
 
 
 @cli.command(help="Bring the database schema up to date. Safe to run twice.")
@@ -177,7 +233,7 @@ def status(as_json: bool) -> None:
                f"error rate {error_rate:.2%} (since the counters began)")  # fmt: skip
     click.echo("updates   " + (", ".join(f"{k} {int(v)}" for k, v in sorted(updates.items())) or "none yet"))
     money = payment_summary()
-    click.echo(f"payments  last 24 h: {money['charges']} charges, {money['paid']} paid, R$ {money['revenue']}; "
+    click.echo(f"payments  last 24 h: {money['charges']} charges, {money['paid']} paid, {_reais(money['revenue'])}; "
                f"deliveries waiting {money['deliveries_pending']}, failed {money['deliveries_failed']}")  # fmt: skip
     events = pixel_summary()
     click.echo("pixel     last 24 h: " + ", ".join(f"{n} {state}" for state, n in events.items()))
@@ -202,11 +258,13 @@ def payments(bot: str | None, status: str | None, since_hours: int | None, limit
     if as_json:
         click.echo(json.dumps({"charges": report.as_dicts(lines), "totals": report.as_dicts(sums)}, indent=2))
         return
-    click.echo(f"{'id':>7} {'bot':<12}{'offer':<12}{'status':<10}{'amount':>10}{'paid':>10}  "
+    click.echo(f"{'id':>7} {'bot':<12}{'offer (id)':<16}{'status':<10}{'amount':>12}{'paid':>12}  "
                f"{'delivery':<9}{'created (UTC)':<21}paid at")  # fmt: skip
     for c in lines:
         state = c.status + ("!" if c.underpaid else "")
-        click.echo(f"{c.id:>7} {c.bot[:11]:<12}{c.offer[:11]:<12}{state:<10}{c.amount:>10}{c.paid_amount or '-':>10}  "
+        offer = f"{c.offer[:10]} ({c.offer_id})"
+        paid = _reais(c.paid_amount) if c.paid_amount else "-"
+        click.echo(f"{c.id:>7} {c.bot[:11]:<12}{offer:<16}{state:<10}{_reais(c.amount):>12}{paid:>12}  "
                    f"{c.delivery or '-':<9}{c.created_at:<21}{c.paid_at or '-'}")  # fmt: skip
         if c.error:
             click.echo(f"{'':>8}error: {c.error}")
@@ -216,7 +274,7 @@ def payments(bot: str | None, status: str | None, since_hours: int | None, limit
         click.echo("! = paid less than the charge's amount: flagged, not delivered")
     click.echo("totals" + (f" (last {since_hours} h)" if since_hours else ""))
     for t in sums:
-        click.echo(f"  {t.bot:<12} {t.charges} charges, {t.paid} paid ({t.conversion:.1%}), R$ {t.revenue}")
+        click.echo(f"  {t.bot:<12} {t.charges} charges, {t.paid} paid ({t.conversion:.1%}), {_reais(t.revenue)}")
 
 
 @cli.command("pixel-events", help="Recent Meta Conversions API events with state, attempts, the match keys "
@@ -244,7 +302,7 @@ def pixel_events(bot: str | None, state: str | None, event: str | None, since_ho
     click.echo(f"{'id':>7} {'bot':<12}{'event':<17}{'state':<9}{'tries':>5}  {'matched by':<19}{'time (UTC)':<21}"
                "sent at")  # fmt: skip
     for e in lines:
-        value = f" R$ {e.value:.2f}" if e.value is not None else ""
+        value = f" {_reais(str(e.value))}" if e.value is not None else ""
         click.echo(f"{e.id:>7} {e.bot[:11]:<12}{e.event:<17}{e.state:<9}{e.attempts:>5}  {','.join(e.matched_by):<19}"
                    f"{e.event_time:<21}{e.sent_at or '-'}{value}")  # fmt: skip
         if e.error:
@@ -274,7 +332,7 @@ def sandbox_pay(charge: str, amount: str | None, notify: bool) -> None:
 
     from actors.broker import redis_client
     from db.models import Charge, Gateway
-    from gateways.payments.base import PaymentPermanent
+    from gateways.payments.base import ChargeStatus, PaymentPermanent
     from gateways.payments.sandbox import SandboxGateway, sign
 
     try:
@@ -289,10 +347,15 @@ def sandbox_pay(charge: str, amount: str | None, notify: bool) -> None:
         gateway = Gateway.get_by_id(row.gateway_id)
     bank = SandboxGateway(webhook_secret=gateway.webhook_secret, bank=redis_client(), **gateway.settings)
     try:
-        paid = bank.pay(row.external_id or "", paid)
+        before = bank.fetch_status(row.external_id or "")
+        if before.status is ChargeStatus.PAID:
+            paid = before.amount if before.amount is not None else row.amount
+            click.echo(f"charge {row.id} was already paid ({_reais(str(paid))}) in the sandbox bank: nothing paid")
+        else:
+            paid = bank.pay(row.external_id or "", paid)
+            click.echo(f"charge {row.id} paid {_reais(str(paid))} in the sandbox bank")
     except PaymentPermanent as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"charge {row.id} paid R$ {paid} in the sandbox bank")
     if notify:
         body = json.dumps({"event": "charge.paid", "charge_id": row.external_id, "amount": str(paid)}).encode()
         url = f"{settings.PUBLIC_BASE_URL}/webhook/payment/{row.gateway_id}"

@@ -375,7 +375,8 @@ def apply(config: ConfigFile) -> list[str]:
                 where = (Offer.bot == b.id) & (Offer.slug == o.slug)
                 outcome = _upsert(Offer, where, values, {"bot": b.id, "slug": o.slug})
                 if outcome != "unchanged":
-                    changes.append(f"{outcome} offer {b.id}/{o.slug}")
+                    offer_id = Offer.select(Offer.id).where(where).scalar()
+                    changes.append(f"{outcome} offer {b.id}/{o.slug} (button buy:{offer_id})")
             kept = [o.slug for o in b.offers]
             stale = Offer.select().where((Offer.bot == b.id) & Offer.active & Offer.slug.not_in(kept or [""]))
             for offer in stale:

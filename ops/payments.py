@@ -20,6 +20,7 @@ class ChargeLine:
     id: int
     bot: str
     offer: str
+    offer_id: int
     status: str
     amount: str
     paid_amount: str | None
@@ -67,6 +68,7 @@ def recent(bot: str | None = None, status: str | None = None, since: dt.datetime
             id=c.id,
             bot=c.bot_id,
             offer=getattr(c, "slug", None) or str(c.offer_id),  # from the joined tables
+            offer_id=c.offer_id,
             status=c.status,
             amount=str(c.amount),
             paid_amount=str(c.paid_amount) if c.paid_amount is not None else None,

@@ -142,12 +142,16 @@ def test_payments_lists_charges_and_totals_and_sandbox_pay_marks_the_bank(demo_b
     assert doc["totals"] == [{"bot": "demo", "charges": 2, "paid": 1, "revenue": "10.00", "conversion": 0.5}]
     text = CliRunner().invoke(cli, ["payments", "--status", "paid"]).output
     assert "paid!" in text and "flagged, not delivered" in text and "pending" not in text.split("totals")[0]
+    assert f"vip ({offer.id})" in text and "R$ 19,90" in text and "R$ 10,00" in text  # as sellers read money
     assert CliRunner().invoke(cli, ["payments", "--status", "bogus"]).exit_code == 2
 
     assert bank.fetch_status(created.charge_id).status == "pending"
     result = CliRunner().invoke(cli, ["sandbox", "pay", str(pending.id)])
     assert result.exit_code == 0, result.output
+    assert f"charge {pending.id} paid R$ 19,90" in result.output
     assert bank.fetch_status(created.charge_id).status == "paid"
+    again = CliRunner().invoke(cli, ["sandbox", "pay", str(pending.id)])
+    assert again.exit_code == 0 and "was already paid (R$ 19,90)" in again.output
     missing = CliRunner().invoke(cli, ["sandbox", "pay", "999999"])
     assert missing.exit_code == 1 and "no sandbox charge" in missing.output
 
@@ -186,9 +190,19 @@ def test_pixel_events_lists_events_with_their_match_keys_never_the_values(demo_b
     text = CliRunner().invoke(cli, ["pixel-events"]).output
     for private in ("SECRETCLICK", "203.0.113.9", "UA-PRIVATE"):
         assert private not in text and private not in result.output
-    assert "R$ 19.90" in text and "error: meta: HTTP 400" in text
+    assert "R$ 19,90" in text and "error: meta: HTTP 400" in text
     failed = CliRunner().invoke(cli, ["pixel-events", "--state", "failed", "--json"]).output
     assert [e["event_id"] for e in json.loads(failed)["events"]] == ["vc.demo.1"]
     assert CliRunner().invoke(cli, ["pixel-events", "--state", "bogus"]).exit_code == 2
     status = json.loads(CliRunner().invoke(cli, ["status", "--json"]).output)
     assert status["pixel_events"] == {"pending": 0, "sending": 0, "sent": 1, "failed": 1, "expired": 0}
+
+
+def test_commands_say_which_service_is_down_instead_of_a_traceback() -> None:
+    env = {**os.environ, "REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"}
+    for command in (["queues"], ["status"], ["retry-dead"]):
+        out = subprocess.run([sys.executable, "-m", "ops", *command], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+        assert out.returncode == 1, out
+        assert "Redis at redis://:***@127.0.0.1:1/0 is not answering" in out.stderr
+        assert "Traceback" not in out.stderr and "hunter2" not in out.stderr
