@@ -105,6 +105,10 @@ CLICKS_PER_BOT_PER_SECOND = _env_int("CLICKS_PER_BOT_PER_SECOND", 300)
 # Meta Conversions API: request timeout; how long a new event waits for others to share its request.
 META_TIMEOUT_SECONDS = float(_env("META_TIMEOUT_SECONDS", "10"))
 META_LINGER_MS = _env_int("META_LINGER_MS", 1000)
+# A Telegram send claimed by a worker that has not recorded its outcome this long is decided then:
+# what the buyer is owed is sent again (the worker died with the request in flight), marketing is not.
+# Longer than any Telegram call can take (TELEGRAM_TIMEOUT_SECONDS and a flood wait slept inline).
+OUTBOX_STALE_CLAIM_SECONDS = _env_int("OUTBOX_STALE_CLAIM_SECONDS", 120)
 # A /start's welcome or a button's PIX code not recorded done this long after the update is
 # re-driven by the clock (then with backoff), whatever Redis lost.
 OWED_REDRIVE_SECONDS = _env_int("OWED_REDRIVE_SECONDS", 30)

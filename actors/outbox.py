@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import dramatiq
 
+import settings
 from actors.broker import counters
 from actors.throttle import Throttle
 from db import hot
@@ -40,7 +41,7 @@ from gateways.telegram import (
 log = logging.getLogger(__name__)
 
 # A send left in `sending` longer than this by a worker that is gone counts as unknown.
-STALE_CLAIM_SECONDS = 120
+STALE_CLAIM_SECONDS = settings.OUTBOX_STALE_CLAIM_SECONDS
 # Flood waits up to this long are slept through; longer ones go back to the queue with a delay.
 MAX_INLINE_FLOOD_WAIT = 3.0
 _UNKNOWN = object()

@@ -1,0 +1,155 @@
+"""Chaos, sized to stay within a minute each: a stream of /start updates while a worker process is
+SIGKILLed again and again, and while Redis is stopped and SIGKILLed mid-stream. Every update the
+edge answered 200 gets its welcome (at least once: a send whose answer a killed worker never
+read is sent again, CONTRACT §5.5); nothing the edge refused is owed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from db.catalog import BotConfig
+from ops.procs import Platform, Process, free_port, wait_until
+from tests.conftest import logs_on_failure
+
+SECRET = {"X-Telegram-Bot-Api-Secret-Token": "tg-secret-1"}
+CHAOS_ENV = {
+    "WORKER_HEARTBEAT_TIMEOUT_MS": "3000",  # a killed worker's unacked messages come back after 3 s
+    "BROKER_MAINTENANCE_CHANCE": "1000000",
+    "CONFIG_POLL_SECONDS": "0.5",
+    "OWED_REDRIVE_SECONDS": "3",  # the clock re-drives what Redis lost after 3 s
+    "OUTBOX_STALE_CLAIM_SECONDS": "5",  # a dead worker's claim is decided after 5 s
+    "RECONCILE_INTERVAL_SECONDS": "2",
+}
+
+
+def start_update(update_id: int, user_id: int) -> dict[str, object]:
+    return {
+        "update_id": update_id,
+        "message": {"message_id": update_id, "date": int(time.time()), "text": "/start",
+                    "from": {"id": user_id, "is_bot": False, "first_name": f"U{user_id}"},
+                    "chat": {"id": user_id, "type": "private"}},
+    }  # fmt: skip
+
+
+class Chaos:
+    def __init__(self, platform: Platform, telegram: str, edge: str) -> None:
+        self.platform, self.telegram, self.edge = platform, telegram, edge
+        self.client = httpx.Client(timeout=5)
+
+    def post(self, update_id: int, user_id: int) -> int:
+        try:
+            url = f"{self.edge}/webhook/telegram/demo"
+            return self.client.post(url, json=start_update(update_id, user_id), headers=SECRET).status_code
+        except httpx.HTTPError:
+            return 0
+
+    def welcomes(self) -> Counter[int]:
+        calls = httpx.get(f"{self.telegram}/_calls", timeout=10).json()
+        return Counter(int(c["params"]["chat_id"]) for c in calls if c["method"] == "sendPhoto")
+
+
+def run_platform(tmp_path: Path, request: pytest.FixtureRequest, **env: str) -> Iterator[Chaos]:
+    telegram_port, edge_port = free_port(), free_port()
+    platform = Platform(tmp_path, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", **CHAOS_ENV, **env)
+    with logs_on_failure(platform, request):
+        platform.fake_telegram(telegram_port)
+        platform.edge(edge_port)
+        platform.clock()
+        yield Chaos(platform, f"http://127.0.0.1:{telegram_port}", f"http://127.0.0.1:{edge_port}")
+
+
+@pytest.fixture
+def chaos(tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest) -> Iterator[Chaos]:
+    yield from run_platform(tmp_path, request)
+
+
+@pytest.mark.timeout(120)
+def test_workers_killed_again_and_again_lose_no_welcome(chaos: Chaos) -> None:
+    httpx.post(f"{chaos.telegram}/_config", json={"delay": 0.05})  # sends take a while: kills land mid-send
+    steady = chaos.platform.worker("steady", threads=4)
+    victim: Process = chaos.platform.worker("victim-0", threads=4)
+    accepted: list[int] = []
+    kills = 0
+    started = time.monotonic()
+    for i in range(300):
+        user = 20_000 + i
+        if chaos.post(10_000 + i, user) == 200:
+            accepted.append(user)
+        if time.monotonic() - started > 1.5 * (kills + 1):  # every 1.5 s: SIGKILL, and a fresh one
+            victim.kill()
+            kills += 1
+            victim = chaos.platform.worker(f"victim-{kills}", threads=4)
+        time.sleep(0.02)
+    assert kills >= 4 and len(accepted) == 300
+    wait_until(lambda: set(chaos.welcomes()) >= set(accepted), 60, "a welcome for every accepted /start",
+               interval=0.5)  # fmt: skip
+    doubled = sum(n - 1 for n in chaos.welcomes().values())
+    # Only sends whose answer a killed worker never read go out twice: at most its threads per kill.
+    assert doubled <= 4 * kills
+    assert steady.proc.poll() is None
+
+
+class OwnRedis:
+    """A redis-server of this test's own, as ops/run starts it (AOF fsynced on every write)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port, self.dir = free_port(), directory
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+                "--appendonly", "yes", "--appendfsync", "always", "--save", ""]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: redis.Redis(port=self.port).ping(), 10, "redis-server")
+
+    def stop_then_kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)  # stopped: connections hang, then time out...
+        time.sleep(1.0)
+        os.kill(self.proc.pid, signal.SIGKILL)  # ... and killed, with no chance to write anything more
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.proc.kill()
+
+
+@pytest.mark.timeout(120)
+def test_redis_stopped_and_killed_mid_stream_loses_no_accepted_update(
+    tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest, own_redis: OwnRedis
+) -> None:
+    for chaos in run_platform(tmp_path, request, REDIS_URL=f"redis://127.0.0.1:{own_redis.port}/0"):
+        chaos.platform.worker("worker", threads=4)
+        accepted: list[int] = []
+        refused = 0
+        for i in range(240):
+            user = 40_000 + i
+            if i == 80:
+                own_redis.stop_then_kill()
+            if i == 140:
+                own_redis.start()  # back from its AOF: everything it acknowledged is still there
+            status = chaos.post(30_000 + i, user)
+            if status == 200:
+                accepted.append(user)
+            else:
+                assert status in (503, 0)  # never a 200 for an update it did not keep
+                refused += 1
+            time.sleep(0.02)
+        assert refused > 0 and len(accepted) > 150
+        wait_until(lambda: set(chaos.welcomes()) >= set(accepted), 60, "a welcome for every accepted /start",
+                   interval=0.5)  # fmt: skip
