@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -58,6 +59,7 @@ class Chaos:
         return Counter(int(c["params"]["chat_id"]) for c in calls if c["method"] == "sendPhoto")
 
 
+@contextmanager
 def run_platform(tmp_path: Path, request: pytest.FixtureRequest, **env: str) -> Iterator[Chaos]:
     telegram_port, edge_port = free_port(), free_port()
     platform = Platform(tmp_path, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", **CHAOS_ENV, **env)
@@ -70,7 +72,8 @@ def run_platform(tmp_path: Path, request: pytest.FixtureRequest, **env: str) -> 
 
 @pytest.fixture
 def chaos(tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest) -> Iterator[Chaos]:
-    yield from run_platform(tmp_path, request)
+    with run_platform(tmp_path, request) as running:
+        yield running
 
 
 @pytest.mark.timeout(120)
@@ -133,7 +136,7 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 def test_redis_stopped_and_killed_mid_stream_loses_no_accepted_update(
     tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest, own_redis: OwnRedis
 ) -> None:
-    for chaos in run_platform(tmp_path, request, REDIS_URL=f"redis://127.0.0.1:{own_redis.port}/0"):
+    with run_platform(tmp_path, request, REDIS_URL=f"redis://127.0.0.1:{own_redis.port}/0") as chaos:
         chaos.platform.worker("worker", threads=4)
         accepted: list[int] = []
         refused = 0
