@@ -35,7 +35,11 @@ class RedisServer:
         args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
                 "--save", "", "--appendonly", "yes", "--appendfsync", "always"]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: redis.Redis(port=self.port).ping(), 10, "redis-server")
+        wait_until(self.ping, 10, "redis-server")
+
+    def ping(self) -> bool:
+        with redis.Redis(port=self.port) as client:
+            return bool(client.ping())
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -100,6 +104,8 @@ def test_a_fetch_whose_answer_was_lost_is_given_back_when_the_consumer_restarts(
     assert client.smembers(acks) == {handed.options["redis_message_id"].encode()}  # ... the held one is not
     consumer.ack(handed)
     assert client.scard(acks) == 0
+    client.close()
+    test_broker.client.close()
 
 
 def test_a_consumer_started_while_redis_is_down_raises_the_connection_error_dramatiq_expects(

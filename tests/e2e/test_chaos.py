@@ -67,7 +67,11 @@ def run_platform(tmp_path: Path, request: pytest.FixtureRequest, **env: str) -> 
         platform.fake_telegram(telegram_port)
         platform.edge(edge_port)
         platform.clock()
-        yield Chaos(platform, f"http://127.0.0.1:{telegram_port}", f"http://127.0.0.1:{edge_port}")
+        chaos = Chaos(platform, f"http://127.0.0.1:{telegram_port}", f"http://127.0.0.1:{edge_port}")
+        try:
+            yield chaos
+        finally:
+            chaos.client.close()
 
 
 @pytest.fixture
@@ -113,7 +117,11 @@ class OwnRedis:
         args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
                 "--appendonly", "yes", "--appendfsync", "always", "--save", ""]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: redis.Redis(port=self.port).ping(), 10, "redis-server")
+        wait_until(self.ping, 10, "redis-server")
+
+    def ping(self) -> bool:
+        with redis.Redis(port=self.port) as client:
+            return bool(client.ping())
 
     def stop_then_kill(self) -> None:
         assert self.proc is not None
