@@ -138,6 +138,7 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     yield server
     if server.proc is not None and server.proc.poll() is None:
         server.proc.kill()
+        server.proc.wait(10)
 
 
 @pytest.mark.timeout(120)
