@@ -63,10 +63,12 @@ def _safe_url(url: str) -> str:
     return url
 
 
-@click.group(cls=Commands, help="Operate the GrimBots platform. Run from the repository root with the venv's python "
-             "(.venv/bin/python -m ops ...).")  # fmt: skip
-def cli() -> None:
-    pass
+@click.group(cls=Commands, invoke_without_command=True, help="Operate the GrimBots platform. Run from the "
+             "repository root with the venv's python (.venv/bin/python -m ops ...).")  # fmt: skip
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    if ctx.invoked_subcommand is None:  # bare `python -m ops`: what it can do, not an error
+        click.echo(ctx.get_help())
 
 
 @cli.command("rotate-credentials", help="Re-encrypt every stored credential with the current SECRET_KEY (after "

@@ -206,3 +206,8 @@ def test_commands_say_which_service_is_down_instead_of_a_traceback() -> None:
         assert out.returncode == 1, out
         assert "Redis at redis://:***@127.0.0.1:1/0 is not answering" in out.stderr
         assert "Traceback" not in out.stderr and "hunter2" not in out.stderr
+
+
+def test_bare_ops_prints_its_commands() -> None:
+    out = subprocess.run([sys.executable, "-m", "ops"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "apply" in out.stdout and "set-webhooks" in out.stdout
