@@ -38,6 +38,43 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: fl
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+class RedisServer:
+    """A redis-server of a test's own on 127.0.0.1, configured as ops/run runs it (AOF fsynced on
+    every write), that the test may stop, kill and start again from its AOF."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port, self.dir = free_port(), directory
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+                "--appendonly", "yes", "--appendfsync", "always", "--save", ""]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.ping, 10, "redis-server")
+
+    def ping(self) -> bool:
+        import redis
+
+        with redis.Redis(port=self.port) as client:
+            return bool(client.ping())
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop_then_kill(self, stopped_seconds: float = 1.0) -> None:
+        """SIGSTOP (connections hang, then time out), then SIGKILL: no chance to write anything more."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        time.sleep(stopped_seconds)
+        self.kill()
+
+
 class Process:
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
         self.name = name

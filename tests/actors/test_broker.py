@@ -5,7 +5,6 @@ set go back to their queue. Against a real redis-server of the test's own, stopp
 from __future__ import annotations
 
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,35 +15,9 @@ import pytest
 import redis
 
 from actors.broker import GivingBackConsumer, make_broker
-from ops.procs import free_port, wait_until
+from ops.procs import RedisServer, wait_until
 
 QUEUE = "broker-test"
-
-
-class RedisServer:
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.dir = directory
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
-                "--save", "", "--appendonly", "yes", "--appendfsync", "always"]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self.ping, 10, "redis-server")
-
-    def ping(self) -> bool:
-        with redis.Redis(port=self.port) as client:
-            return bool(client.ping())
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 @pytest.fixture

@@ -5,9 +5,6 @@ read is sent again, CONTRACT §5.5); nothing the edge refused is owed."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,10 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from db.catalog import BotConfig
-from ops.procs import Platform, Process, free_port, wait_until
+from ops.procs import Platform, Process, RedisServer, free_port, wait_until
 from tests.conftest import logs_on_failure
 
 SECRET = {"X-Telegram-Bot-Api-Secret-Token": "tg-secret-1"}
@@ -106,44 +102,17 @@ def test_workers_killed_again_and_again_lose_no_welcome(chaos: Chaos) -> None:
     assert steady.proc.poll() is None
 
 
-class OwnRedis:
-    """A redis-server of this test's own, as ops/run starts it (AOF fsynced on every write)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port, self.dir = free_port(), directory
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
-                "--appendonly", "yes", "--appendfsync", "always", "--save", ""]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self.ping, 10, "redis-server")
-
-    def ping(self) -> bool:
-        with redis.Redis(port=self.port) as client:
-            return bool(client.ping())
-
-    def stop_then_kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)  # stopped: connections hang, then time out...
-        time.sleep(1.0)
-        os.kill(self.proc.pid, signal.SIGKILL)  # ... and killed, with no chance to write anything more
-        self.proc.wait(10)
-
-
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
     server.start()
     yield server
-    if server.proc is not None and server.proc.poll() is None:
-        server.proc.kill()
-        server.proc.wait(10)
+    server.kill()
 
 
 @pytest.mark.timeout(120)
 def test_redis_stopped_and_killed_mid_stream_loses_no_accepted_update(
-    tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest, own_redis: OwnRedis
+    tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest, own_redis: RedisServer
 ) -> None:
     with run_platform(tmp_path, request, REDIS_URL=f"redis://127.0.0.1:{own_redis.port}/0") as chaos:
         chaos.platform.worker("worker", threads=4)
