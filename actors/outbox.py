@@ -114,7 +114,7 @@ def _release(key: str) -> None:
 
 def _resolve_stale(row: OutboundMessage, send: Send) -> bool:
     """A claim left behind by a dead worker: decide per the send's policy. True = send now."""
-    age = (utcnow() - row.claimed_at).total_seconds() if row.claimed_at is not None else 0.0
+    age = (utcnow() - row.claimed_at).total_seconds() if row.claimed_at is not None else STALE_CLAIM_SECONDS
     if age < STALE_CLAIM_SECONDS:
         # Another worker may still be on it, or may have died on it: come back when the claim is
         # stale and decide then. Skipping it now would leave it `sending` for ever.

@@ -182,7 +182,7 @@ def route_update(bot: BotConfig, update: dict[str, Any], cache: redis.Redis | No
     worker died) writes nothing and is routed again: the stages it reaches are idempotent per update.
     A /start attaches the ad click it came with to the lead and records its ViewContent."""
     update_id = update["update_id"]
-    if not isinstance(update_id, int) or not 0 < update_id < INT64:
+    if not isinstance(update_id, int) or isinstance(update_id, bool) or not 0 < update_id < INT64:
         raise MalformedUpdate("update_id is not a positive 64-bit integer")
     kind = classify(update)
     click = ad_click(bot, kind, update, cache or runtime.cache())
