@@ -56,9 +56,9 @@ def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
 
 
 def offer_keyboard(bot: BotConfig) -> dict[str, Any] | None:
-    if not bot.offers:
+    if not bot.buttons:
         return None
-    rows = [[{"text": offer.label, "callback_data": f"buy:{offer.id}"}] for offer in bot.offers]
+    rows = [[{"text": offer.label, "callback_data": f"buy:{offer.id}"}] for offer in bot.buttons]
     return {"inline_keyboard": rows}
 
 

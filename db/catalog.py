@@ -23,6 +23,11 @@ DEFAULT_TEXTS: dict[str, str] = {
     "payment_confirmed": "Pagamento confirmado!",
     "charge_failed": "Não conseguimos gerar seu PIX agora. Tente novamente em instantes.",
     "charge_expired": "Este PIX expirou. Toque no plano de novo para gerar outro.",
+    "copy_button": "Copiar código PIX",
+    "bump": "Quer levar também {offer} por mais R$ {amount}?",  # [bots.bumps.<offer>] text overrides it
+    "bump_accept": "Sim, quero!",
+    "bump_decline": "Não, obrigado",
+    "followup_button": "Quero — R$ {amount}",  # the button of an upsell or downsell: {offer}, {amount}
 }
 
 
@@ -46,6 +51,33 @@ class OfferConfig:
     delivery_text: str
     delivery_link: str | None
     delivery_chat_id: int | None
+    hidden: bool = False  # no button of its own
+    bump_id: int | None = None  # the offer proposed as an order bump on a press of this one
+
+
+@dataclass(frozen=True)
+class Bump:
+    """An order bump's question and buttons (the bot's texts unless [bots.bumps.<offer>] says)."""
+
+    text: str | None = None
+    accept: str | None = None
+    decline: str | None = None
+
+
+@dataclass(frozen=True)
+class FollowupConfig:
+    """An upsell (after the delivery of `after_offer_id`) or a downsell (`when` a lead has not
+    bought or not paid), `delay_seconds` after its cause; its button buys `offer_id` at `price`."""
+
+    kind: str  # upsell | downsell
+    position: int
+    delay_seconds: int
+    text: str
+    media_url: str | None
+    offer_id: int
+    price: Decimal
+    after_offer_id: int | None = None  # upsells
+    when: str | None = None  # downsells: not_bought | unpaid
 
 
 @dataclass(frozen=True)
@@ -64,12 +96,24 @@ class BotConfig:
     texts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TEXTS))
     charge_minutes: int = 30
     send_qr: bool = True
+    bumps: dict[int, Bump] = field(default_factory=dict)  # by the bump offer's id
+    upsells: tuple[FollowupConfig, ...] = ()
+    downsells: tuple[FollowupConfig, ...] = ()
 
     def __repr__(self) -> str:  # never print the token or secrets
         return f"BotConfig(id={self.id!r}, username={self.username!r})"
 
     def offer(self, offer_id: int) -> OfferConfig | None:
         return next((o for o in self.offers if o.id == offer_id), None)
+
+    @property
+    def buttons(self) -> tuple[OfferConfig, ...]:
+        """The offers shown under the welcome: hidden ones are sold only as bumps and follow-ups."""
+        return tuple(o for o in self.offers if not o.hidden)
+
+    def followup(self, kind: str, position: int) -> FollowupConfig | None:
+        items = self.upsells if kind == "upsell" else self.downsells
+        return items[position] if 0 <= position < len(items) else None
 
     def text(self, name: str, **values: Any) -> str:
         """A buyer text with its {placeholders} filled (plain replacement: a seller's stray
@@ -89,12 +133,28 @@ def load_gateways() -> dict[str, GatewayConfig]:
 
 
 def load_bots() -> dict[str, BotConfig]:
+    rows: dict[str, list[Offer]] = {}
+    for o in Offer.select().where(Offer.active).order_by(Offer.bot, Offer.position, Offer.id):
+        rows.setdefault(o.bot_id, []).append(o)  # type: ignore[attr-defined]  # peewee's FK id accessor
     offers: dict[str, list[OfferConfig]] = {}
-    query = Offer.select().where(Offer.active).order_by(Offer.bot, Offer.position, Offer.id)
-    for o in query:
-        offers.setdefault(o.bot_id, []).append(  # type: ignore[attr-defined]  # peewee's FK id accessor
-            OfferConfig(o.id, o.slug, o.label, o.price, o.delivery_text, o.delivery_link, o.delivery_chat_id)
-        )
+    for bot_id, bot_rows in rows.items():
+        ids = {o.slug: o.id for o in bot_rows}
+        offers[bot_id] = [
+            OfferConfig(
+                o.id,
+                o.slug,
+                o.label,
+                o.price,
+                o.delivery_text,
+                o.delivery_link,
+                o.delivery_chat_id,
+                hidden=o.hidden,
+                bump_id=ids.get(o.bump_slug) if o.bump_slug else None,
+            )
+            for o in bot_rows
+        ]
+    bots = {b.id: b for b in Bot.select()}
+    selling = {b.id: _selling(b.selling or {}, {o.slug: o for o in rows.get(b.id, [])}) for b in bots.values()}
     return {
         b.id: BotConfig(
             id=b.id,
@@ -111,9 +171,47 @@ def load_bots() -> dict[str, BotConfig]:
             texts={**DEFAULT_TEXTS, **(b.texts or {})},
             charge_minutes=b.charge_minutes,
             send_qr=b.send_qr,
+            **selling[b.id],
         )
-        for b in Bot.select()
+        for b in bots.values()
     }
+
+
+def _selling(doc: dict[str, Any], offers: dict[str, Offer]) -> dict[str, Any]:
+    """The bot's stored bumps/upsells/downsells with offers resolved to the ids they have now; an
+    entry naming an offer that is gone is left out. An upsell sells at the offer's own price."""
+    ids = {slug: o.id for slug, o in offers.items()}
+    bumps = {ids[slug]: Bump(t.get("text"), t.get("accept"), t.get("decline"))
+             for slug, t in (doc.get("bumps") or {}).items() if slug in ids}  # fmt: skip
+    upsells = tuple(
+        FollowupConfig(
+            "upsell",
+            i,
+            int(u["delay"]),
+            u["text"],
+            u.get("media_url"),
+            ids[u["offer"]],
+            offers[u["offer"]].price,
+            after_offer_id=ids[u["after_offer"]],
+        )  # fmt: skip
+        for i, u in enumerate(doc.get("upsells") or [])
+        if u["offer"] in ids and u["after_offer"] in ids
+    )
+    downsells = tuple(
+        FollowupConfig(
+            "downsell",
+            i,
+            int(d["delay"]),
+            d["text"],
+            d.get("media_url"),
+            ids[d["offer"]],
+            Decimal(d["price"]),
+            when=d["when"],
+        )  # fmt: skip
+        for i, d in enumerate(doc.get("downsells") or [])
+        if d["offer"] in ids
+    )
+    return {"bumps": bumps, "upsells": upsells, "downsells": downsells}
 
 
 def current_version() -> int:

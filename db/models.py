@@ -63,6 +63,8 @@ class Bot(BaseModel):
     texts = JSONField(default=dict)  # what buyers read around a payment; defaults in db/catalog.py
     charge_minutes = IntegerField(default=30)  # how long a PIX charge can be paid
     send_qr = BooleanField(default=True)  # a QR image with the copy-and-paste code
+    # Bumps' texts, upsells and downsells as configured (offers by their ids in the file): db/catalog.py
+    selling = JSONField(default=dict)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
@@ -78,6 +80,8 @@ class Offer(BaseModel):
     delivery_chat_id = BigIntegerField(null=True)
     position = IntegerField(default=0)
     active = BooleanField(default=True)
+    hidden = BooleanField(default=False)  # no button of its own: sold only as a bump, upsell or downsell
+    bump_slug = CharField(max_length=64, null=True)  # the offer proposed as an order bump on a press
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
@@ -230,6 +234,8 @@ class Charge(BaseModel):
     open_key = CharField(max_length=64, null=True, unique=True)
     created_by_update = BigIntegerField(null=True)  # the button press that created it
     amount = DecimalField(max_digits=12, decimal_places=2)
+    bump_offer_id = IntegerField(null=True)  # an accepted order bump, in the same charge (and amount)
+    followup_id = IntegerField(null=True)  # the upsell or downsell whose button opened it
     status = CharField(max_length=16, default="creating")
     br_code = TextField(null=True)
     expires_at = DateTimeField(null=True)
@@ -261,6 +267,7 @@ class Delivery(BaseModel):
     bot_id = CharField(max_length=64)
     state = CharField(max_length=16, default="pending")  # pending | sent | failed
     invite_link = TextField(null=True)  # the one-use link made for delivery_chat_id
+    bump_invite_link = TextField(null=True)  # the same for the bump's delivery_chat_id
     attempts = IntegerField(default=0)
     error = TextField(null=True)
     created_at = DateTimeField(default=utcnow)
@@ -288,6 +295,53 @@ class PaymentNotification(BaseModel):
         indexes = ((("gateway_id", "external_id"), False), (("received_at",), False))
 
 
+class BumpAnswer(BaseModel):
+    """A lead's answer to an offer's order bump: asked once, the first answer stands."""
+
+    id = AutoField()
+    lead_id = IntegerField()
+    offer_id = IntegerField()
+    bump_offer_id = IntegerField()
+    accepted = BooleanField()
+    answered_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "bump_answer"
+        indexes = ((("lead_id", "offer_id"), True),)
+
+
+class Followup(BaseModel):
+    """A message scheduled for later (an upsell after a delivery, a downsell to a lead who has not
+    paid): a durable schedule. `key` makes each one once (`up:{charge}:{position}`,
+    `down:{lead}:{position}`); the clock claims due rows by moving `due_at` on (a lease), and the
+    send decides, at send time, whether it still goes: scheduled → sent | cancelled | failed |
+    unknown (a worker died with the request in flight: marketing is not sent again)."""
+
+    id = AutoField()
+    key = CharField(max_length=128, unique=True)
+    bot_id = CharField(max_length=64)
+    lead_id = IntegerField()
+    kind = CharField(max_length=16)  # upsell | downsell
+    position = IntegerField()  # in the bot's list of that kind
+    offer_id = IntegerField()  # what its button buys
+    amount = DecimalField(max_digits=12, decimal_places=2)  # at what price
+    charge_id = IntegerField(null=True)  # an upsell's paid charge
+    due_at = DateTimeField()
+    state = CharField(max_length=16, default="scheduled")
+    attempts = IntegerField(default=0)
+    error = TextField(null=True)  # why it failed or was cancelled
+    created_at = DateTimeField(default=utcnow)
+    sent_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "followup"
+        indexes = (
+            (("state", "due_at"), False),
+            (("lead_id", "kind", "state"), False),
+            (("bot_id", "created_at"), False),
+        )
+
+
 class ConfigState(BaseModel):
     """A single row whose version `ops apply` bumps in the same transaction as the change it makes;
     running processes poll it to reload their cached configuration."""
@@ -301,4 +355,4 @@ class ConfigState(BaseModel):
 
 
 MODELS = [Gateway, Bot, Offer, Lead, Click, ProcessedUpdate, OutboundMessage, Charge, Delivery,
-          PaymentNotification, PixelEvent, ConfigState]  # fmt: skip
+          PaymentNotification, PixelEvent, BumpAnswer, Followup, ConfigState]  # fmt: skip

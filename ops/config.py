@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,22 @@ BOT_KEYS = {
     "offers",
     "texts",
     "checkout",
+    "bumps",
+    "upsells",
+    "downsells",
 }
 WELCOME_KEYS = {"text", "media_url"}
 CHECKOUT_KEYS = {"expires_minutes", "send_qr"}
 # answerCallbackQuery texts: Telegram takes at most 200 characters
 CALLBACK_TEXTS = {"payment_pending", "payment_confirmed"}
-OFFER_KEYS = {"id", "label", "price", "delivery_text", "delivery_link", "delivery_chat_id"}
+OFFER_KEYS = {"id", "label", "price", "delivery_text", "delivery_link", "delivery_chat_id", "hidden", "bump"}
+BUMP_KEYS = {"text", "accept", "decline"}
+UPSELL_KEYS = {"after_offer", "delay", "text", "media_url", "offer"}
+DOWNSELL_KEYS = {"when", "delay", "text", "media_url", "offer", "discount_percent", "price"}
+DOWNSELL_WHEN = ("not_bought", "unpaid")
+DURATION = re.compile(r"^(\d{1,6})([smhd])$")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DELAY_SECONDS = 365 * 86400
 
 
 class ConfigError(ValueError):
@@ -74,6 +84,8 @@ class OfferSpec:
     delivery_text: str
     delivery_link: str | None
     delivery_chat_id: int | None
+    hidden: bool = False
+    bump: str | None = None  # the slug of the offer proposed as an order bump
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,9 @@ class BotSpec:
     texts: dict[str, str] = field(default_factory=dict)  # overrides of db.catalog.DEFAULT_TEXTS
     charge_minutes: int = 30
     send_qr: bool = True
+    # {"bumps": {slug: {text, accept, decline}}, "upsells": [...], "downsells": [...]}, offers by
+    # slug and delays in seconds: stored on the bot, resolved to offer ids by db/catalog.py.
+    selling: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -173,6 +188,97 @@ def _price(table: dict[str, Any], where: str) -> Decimal:
     return price
 
 
+def duration_seconds(value: Any, key: str) -> int:
+    """ "90s", "10m", "3d" → seconds."""
+    match = DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(key, 'must be a duration such as "90s", "10m", "2h" or "3d"')
+    seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_DELAY_SECONDS:
+        raise ConfigError(key, "must be at most 365 days")
+    return seconds
+
+
+def _offer_ref(table: dict[str, Any], name: str, where: str, slugs: set[str]) -> str:
+    slug = _req(table, name, where)
+    if slug not in slugs:
+        raise ConfigError(f"{where}.{name}", f"no offer {slug!r} in this bot's offers")
+    return slug
+
+
+def _selling(table: dict[str, Any], where: str, offers: list[OfferSpec]) -> dict[str, Any]:
+    """Bumps' texts, upsells and downsells, every offer reference checked against this bot's offers."""
+    slugs = {o.slug for o in offers}
+    prices = {o.slug: o.price for o in offers}
+    for i, offer in enumerate(offers):
+        if offer.bump is not None:
+            key = f"{where}.offers[{i}].bump"
+            if offer.bump == offer.slug:
+                raise ConfigError(key, "an offer cannot be its own bump")
+            if offer.bump not in slugs:
+                raise ConfigError(key, f"no offer {offer.bump!r} in this bot's offers")
+    bumps: dict[str, dict[str, str]] = {}
+    for slug, texts in _table(table.get("bumps", {}), f"{where}.bumps").items():
+        at = f"{where}.bumps.{slug}"
+        if slug not in slugs:
+            raise ConfigError(at, f"no offer {slug!r} in this bot's offers")
+        texts = _table(texts, at)
+        _no_unknown(texts, BUMP_KEYS, at)
+        bumps[slug] = {name: _req(texts, name, at, max_len=64 if name != "text" else 1000) for name in texts}
+    upsells = []
+    for i, up in enumerate(_tables(table.get("upsells", []), f"{where}.upsells")):
+        at = f"{where}.upsells[{i}]"
+        _no_unknown(up, UPSELL_KEYS, at)
+        upsells.append({
+            "after_offer": _offer_ref(up, "after_offer", at, slugs),
+            "delay": duration_seconds(up.get("delay", "0s"), f"{at}.delay"),
+            "text": _req(up, "text", at, max_len=1000),
+            "media_url": _str(up, "media_url", at, required=False, pattern=URL, what="an http(s) URL"),
+            "offer": _offer_ref(up, "offer", at, slugs),
+        })  # fmt: skip
+    downsells = []
+    for i, down in enumerate(_tables(table.get("downsells", []), f"{where}.downsells")):
+        at = f"{where}.downsells[{i}]"
+        _no_unknown(down, DOWNSELL_KEYS, at)
+        when = down.get("when")
+        if when not in DOWNSELL_WHEN:
+            raise ConfigError(f"{at}.when", f"must be one of {', '.join(DOWNSELL_WHEN)}")
+        if "delay" not in down:
+            raise ConfigError(f"{at}.delay", "is required")
+        target = _offer_ref(down, "offer", at, slugs)
+        if ("discount_percent" in down) == ("price" in down):
+            raise ConfigError(f"{at}.discount_percent", "give discount_percent or price (one of them)")
+        if "price" in down:
+            price = _price(down, at)
+        else:
+            percent = down["discount_percent"]
+            if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 99:
+                raise ConfigError(f"{at}.discount_percent", "must be a whole number from 1 to 99")
+            price = discounted(prices[target], percent)
+        downsells.append({
+            "when": when,
+            "delay": duration_seconds(down["delay"], f"{at}.delay"),
+            "text": _req(down, "text", at, max_len=1000),
+            "media_url": _str(down, "media_url", at, required=False, pattern=URL, what="an http(s) URL"),
+            "offer": target,
+            "price": str(price),
+        })  # fmt: skip
+    selling: dict[str, Any] = {}
+    if bumps:
+        selling["bumps"] = bumps
+    if upsells:
+        selling["upsells"] = upsells
+    if downsells:
+        selling["downsells"] = downsells
+    return selling
+
+
+def discounted(price: Decimal, percent: int) -> Decimal:
+    """`percent` off, rounded half up to cents, never under R$ 0.01."""
+    value = (price * (100 - percent) / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return max(value, Decimal("0.01"))
+
+
 def _gateway(table: dict[str, Any], where: str) -> GatewaySpec:
     kind = _req(table, "kind", where)
     if kind not in GATEWAY_KINDS:
@@ -202,7 +308,12 @@ def _offer(table: dict[str, Any], where: str) -> OfferSpec:
         raise ConfigError(f"{where}.delivery_link", "is required (or delivery_chat_id)")
     if link is not None and chat is not None:
         raise ConfigError(f"{where}.delivery_chat_id", "give delivery_link or delivery_chat_id, not both")
+    hidden = table.get("hidden", False)
+    if not isinstance(hidden, bool):
+        raise ConfigError(f"{where}.hidden", "must be true or false")
     return OfferSpec(
+        hidden=hidden,
+        bump=_str(table, "bump", where, required=False),
         slug=_req(table, "id", where, pattern=SLUG, what="1–64 characters of A-Za-z0-9_-"),
         label=_req(table, "label", where, max_len=128),
         price=_price(table, where),
@@ -256,6 +367,7 @@ def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
     if offers and gateway is None:
         raise ConfigError(f"{where}.gateway", "is required for a bot with offers")
     texts = _texts(_table(table.get("texts", {}), f"{where}.texts"), f"{where}.texts")
+    selling = _selling(table, where, offers)
     charge_minutes, send_qr = _checkout(_table(table.get("checkout", {}), f"{where}.checkout"), f"{where}.checkout")
     pixel_id = _str(table, "pixel_id", where, required=False, pattern=re.compile(r"^\d{1,32}$"), what="digits")
     pixel_token = _str(table, "pixel_access_token", where, required=False)
@@ -284,6 +396,7 @@ def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
         texts=texts,
         charge_minutes=charge_minutes,
         send_qr=send_qr,
+        selling=selling,
     )
 
 
@@ -358,6 +471,7 @@ def apply(config: ConfigFile) -> list[str]:
                 "texts": b.texts,
                 "charge_minutes": b.charge_minutes,
                 "send_qr": b.send_qr,
+                "selling": b.selling,
             }
             outcome = _upsert(Bot, Bot.id == b.id, values, {"id": b.id})
             if outcome != "unchanged":
@@ -371,6 +485,8 @@ def apply(config: ConfigFile) -> list[str]:
                     "delivery_chat_id": o.delivery_chat_id,
                     "position": position,
                     "active": True,
+                    "hidden": o.hidden,
+                    "bump_slug": o.bump,
                 }
                 where = (Offer.bot == b.id) & (Offer.slug == o.slug)
                 outcome = _upsert(Offer, where, values, {"bot": b.id, "slug": o.slug})
