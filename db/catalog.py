@@ -193,7 +193,7 @@ def _selling(doc: dict[str, Any], offers: dict[str, Offer]) -> dict[str, Any]:
             ids[u["offer"]],
             offers[u["offer"]].price,
             after_offer_id=ids[u["after_offer"]],
-        )  # fmt: skip
+        )
         for i, u in enumerate(doc.get("upsells") or [])
         if u["offer"] in ids and u["after_offer"] in ids
     )
@@ -207,7 +207,7 @@ def _selling(doc: dict[str, Any], offers: dict[str, Offer]) -> dict[str, Any]:
             ids[d["offer"]],
             Decimal(d["price"]),
             when=d["when"],
-        )  # fmt: skip
+        )
         for i, d in enumerate(doc.get("downsells") or [])
         if d["offer"] in ids
     )
