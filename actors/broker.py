@@ -36,11 +36,12 @@ from gateways.telegram import TelegramPermanent
 # Queues, one per pipeline stage; the Procfile groups them into worker process types.
 UPDATES = "updates"  # Telegram updates in, routed
 FUNNEL = "funnel"  # /start welcome and later funnel steps
+FOLLOWUPS = "followups"  # upsells and downsells when due (marketing: after what buyers are owed)
 PAYMENTS = "payments"  # charge creation: a button press → a PIX code (slow or down gateways wait here)
 SETTLE = "settle"  # payment notifications, the check button, reconciliation, deliveries
 PIXEL = "pixel"  # ad clicks and Meta Conversions API events
 MAINTENANCE = "maintenance"  # clock-driven housekeeping
-QUEUES = (UPDATES, FUNNEL, PAYMENTS, SETTLE, PIXEL, MAINTENANCE)
+QUEUES = (UPDATES, FUNNEL, FOLLOWUPS, PAYMENTS, SETTLE, PIXEL, MAINTENANCE)
 
 
 def retry_when(max_retries: int) -> Callable[[int, BaseException], bool]:

@@ -8,18 +8,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from dataclasses import dataclass
 
 import dramatiq
 
 import settings
-from actors import runtime
+from actors import followups, runtime
 from actors.broker import SETTLE, counters, retry_when
 from actors.funnel import mark_unreachable
 from actors.outbox import NOT_NOW, Send, deliver, hand_off
 from actors.throttle import Throttle
 from db import hot
-from db.database import utcnow
-from db.models import Delivery, OutboundMessage
+from db.database import transaction, utcnow
+from db.models import Delivery, Offer, OutboundMessage
 from gateways.telegram import TelegramGateway, TelegramPermanent, TelegramRetryAfter
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,48 @@ def _fail(charge_id: int, error: str) -> None:
     log.warning("delivery failed charge=%s error=%s", charge_id, error)
 
 
+@dataclass(frozen=True)
+class Part:
+    """One offer's share of a delivery: the offer itself, or an accepted order bump."""
+
+    key: str
+    text: str
+    link: str | None
+    chat_id: int | None  # delivery_chat_id: a one-use invite link is made for it
+    link_column: str  # where the delivery row keeps that link
+    invite: str | None
+
+
+def _parts(charge_id: int, job: hot.DeliveryJob) -> list[Part]:
+    parts = [Part(send_key(charge_id), job.delivery_text, job.delivery_link, job.delivery_chat_id, "invite_link",
+                  job.invite_link)]  # fmt: skip
+    if job.bump_offer_id is not None:
+        bump = Offer.get_or_none(Offer.id == job.bump_offer_id)
+        if bump is not None:
+            parts.append(Part(f"{send_key(charge_id)}:bump", bump.delivery_text, bump.delivery_link,
+                              bump.delivery_chat_id, "bump_invite_link", job.bump_invite_link))  # fmt: skip
+    return parts
+
+
+def _link(part: Part, job: hot.DeliveryJob, bot_token: str, telegram: TelegramGateway, charge_id: int) -> str | None:
+    """The part's link: its delivery_link, or the one-use invite link made (once) for its chat."""
+    if part.chat_id is None:
+        return part.link
+    if part.invite is not None:
+        return part.invite
+    try:
+        link = invite_link(telegram, bot_token, part.chat_id, charge_id)
+    except TelegramRetryAfter as exc:
+        raise dramatiq.Retry("createChatInviteLink: flood wait", delay=int(exc.retry_after * 1000) + 50) from None
+    column = getattr(Delivery, part.link_column)
+    Delivery.update({column: link}).where((Delivery.id == job.delivery_id) & column.is_null()).execute()
+    return str(getattr(Delivery.get_by_id(job.delivery_id), part.link_column))
+
+
 def deliver_charge(charge_id: int, telegram: TelegramGateway, throttle: Throttle) -> str | None:
-    """Send one paid charge's delivery; safe to call again. Returns the delivery's state after,
-    None when there is none. Raises dramatiq.Retry / TelegramTransient to be retried."""
+    """Send one paid charge's delivery (its offer's, and an accepted bump's: each exactly once);
+    safe to call again. Returns the delivery's state after, None when there is none. Raises
+    dramatiq.Retry / TelegramTransient to be retried."""
     job = hot.delivery_job(charge_id)
     if job is None or job.state != "pending":
         return job.state if job is not None else None
@@ -62,40 +102,35 @@ def deliver_charge(charge_id: int, telegram: TelegramGateway, throttle: Throttle
         _fail(charge_id, "bot no longer configured")
         return "failed"
     hot.count_delivery_attempt(job.delivery_id, utcnow())
-    link = job.delivery_link
-    if job.delivery_chat_id is not None:
-        link = job.invite_link
-        if link is None:
-            try:
-                link = invite_link(telegram, bot.token, job.delivery_chat_id, charge_id)
-            except TelegramRetryAfter as exc:
-                raise dramatiq.Retry(
-                    "createChatInviteLink: flood wait", delay=int(exc.retry_after * 1000) + 50
-                ) from None
-            except TelegramPermanent as exc:  # the bot is not an admin there, or the chat is gone
-                _fail(charge_id, f"createChatInviteLink: {exc.description}")
-                return "failed"
-            Delivery.update(invite_link=link).where(
-                (Delivery.id == job.delivery_id) & Delivery.invite_link.is_null()
-            ).execute()
-            link = Delivery.get_by_id(job.delivery_id).invite_link
-    text = "\n\n".join(part for part in (job.delivery_text.strip(), link or "") if part)
-    send = Send(send_key(charge_id), "sendMessage", {"chat_id": job.chat_id, "text": text}, if_unknown="resend")
-    outcome = deliver(telegram, throttle, bot.token, bot.id, job.chat_id, [send])
+    sends = []
+    for part in _parts(charge_id, job):
+        try:
+            link = _link(part, job, bot.token, telegram, charge_id)
+        except TelegramPermanent as exc:  # the bot is not an admin there, or the chat is gone
+            _fail(charge_id, f"createChatInviteLink: {exc.description}")
+            return "failed"
+        text = "\n\n".join(piece for piece in (part.text.strip(), link or "") if piece)
+        sends.append(Send(part.key, "sendMessage", {"chat_id": job.chat_id, "text": text}, if_unknown="resend"))
+    outcome = deliver(telegram, throttle, bot.token, bot.id, job.chat_id, sends)
     if outcome.failed is not None:
         if outcome.blocked:
             mark_unreachable(job.lead_id)
         _fail(charge_id, outcome.failed)
         return "failed"
-    sent = hot.first(OutboundMessage, '"key" = {p}', (send.key,))
-    if sent is None or sent.state != "sent":
+    rows = [hot.first(OutboundMessage, '"key" = {p}', (send.key,)) for send in sends]
+    if any(row is None or row.state != "sent" for row in rows):
         return "pending"  # another worker is sending it right now
     now = utcnow()
-    done = hot.update(Delivery, {"state": "sent", "delivered_at": sent.finished_at or now, "updated_at": now},
-                      '"id" = {p} AND "state" = {p}', (job.delivery_id, "pending"))  # fmt: skip
+    finished = max((row.finished_at for row in rows if row is not None and row.finished_at), default=now)
+    with transaction():
+        done = hot.update(Delivery, {"state": "sent", "delivered_at": finished, "updated_at": now},
+                          '"id" = {p} AND "state" = {p}', (job.delivery_id, "pending"))  # fmt: skip
+        if done:  # its upsells, once: in the transaction that records the delivery
+            offers = (job.offer_id, job.bump_offer_id) if job.bump_offer_id else (job.offer_id,)
+            followups.schedule_upsells(bot, charge_id, job.lead_id, offers, now)
     if done:
         counters.inc("grimbots_deliveries_total", {"outcome": "sent"})
-        log.info("delivered bot=%s charge=%s", bot.id, charge_id)
+        log.info("delivered bot=%s charge=%s parts=%d", bot.id, charge_id, len(sends))
     return "sent"
 
 

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 WELCOME = "welcome"
 CHECKOUT = "checkout:"
+FOLLOWUP = "followup:"  # a press on an upsell's or downsell's button: a code at its price
 # How long a debt is worth re-driving: as long as its stage's own max_age.
-WINDOWS = {WELCOME: dt.timedelta(hours=6), CHECKOUT: dt.timedelta(minutes=10)}
+WINDOWS = {WELCOME: dt.timedelta(hours=6), CHECKOUT: dt.timedelta(minutes=10), FOLLOWUP: dt.timedelta(minutes=10)}
 MAX_BACKOFF = dt.timedelta(minutes=30)
 BATCH = 500
 
@@ -36,13 +37,21 @@ def checkout(offer_id: int) -> str:
     return f"{CHECKOUT}{offer_id}"
 
 
+def followup(followup_id: int) -> str:
+    return f"{FOLLOWUP}{followup_id}"
+
+
 def paid(bot_id: str, update_id: int) -> None:
     """The stage an update owed has recorded its outcome (sent, refused, or nothing to do)."""
     hot.settle_owed(bot_id, update_id, utcnow())
 
 
 def _window(owed: str) -> dt.timedelta:
-    return WINDOWS[CHECKOUT if owed.startswith(CHECKOUT) else owed]
+    return WINDOWS[_prefix(owed)]
+
+
+def _prefix(owed: str) -> str:
+    return next((p for p in (CHECKOUT, FOLLOWUP) if owed.startswith(p)), owed)
 
 
 def _backoff(redrives: int, first: dt.timedelta) -> dt.timedelta:
@@ -79,7 +88,7 @@ def due(first: dt.timedelta, limit: int = BATCH) -> list[ProcessedUpdate]:
 
 
 def _kind(owed: str | None) -> str:
-    return "checkout" if (owed or "").startswith(CHECKOUT) else str(owed)
+    return _prefix(owed or "").rstrip(":")
 
 
 def redrive_row(row: ProcessedUpdate) -> None:
@@ -88,12 +97,13 @@ def redrive_row(row: ProcessedUpdate) -> None:
         return
     if row.owed == WELCOME:
         funnel.welcome.send(row.bot_id, row.lead_id, row.update_id)
-    elif row.owed.startswith(CHECKOUT):
+    elif row.owed.startswith((CHECKOUT, FOLLOWUP)):
         lead = Lead.get_or_none(Lead.id == row.lead_id)
         if lead is None:
             return
-        offer_id = int(row.owed[len(CHECKOUT) :])
-        payments.checkout_actor.send(row.bot_id, row.lead_id, lead.chat_id, offer_id, row.update_id)
+        target = int(row.owed.split(":", 1)[1])
+        offer_id, followup_id = (target, 0) if row.owed.startswith(CHECKOUT) else (0, target)
+        payments.checkout_actor.send(row.bot_id, row.lead_id, lead.chat_id, offer_id, row.update_id, followup_id)
     counters.inc("grimbots_owed_total", {"owed": _kind(row.owed), "outcome": "redriven"})
     log.info("owed work re-driven bot=%s update=%s owed=%s redrives=%d", row.bot_id, row.update_id,
              _kind(row.owed), row.redrives + 1)  # fmt: skip

@@ -28,16 +28,16 @@ from dramatiq.rate_limits.backends import RedisBackend
 from peewee import IntegrityError
 
 import settings
-from actors import delivery, pixel, runtime
+from actors import delivery, followups, pixel, runtime
 from actors.broker import PAYMENTS, SETTLE, broker, counters, retry_when
 from actors.enqueue import unit_of_work
 from actors.funnel import CAPTION_LIMIT, Recipient, telegram_length
 from actors.outbox import OWED, Send, deliver
 from actors.throttle import Throttle
 from db import hot
-from db.catalog import BotConfig, OfferConfig, fill
+from db.catalog import BotConfig, OfferConfig, brl, fill
 from db.database import transaction, utcnow
-from db.models import Charge, Delivery, PaymentNotification
+from db.models import BumpAnswer, Charge, Delivery, Followup, PaymentNotification
 from gateways.payments import qr, registry
 from gateways.payments.base import (
     ChargeRequest,
@@ -69,6 +69,8 @@ LATE_CHECK_FIRST = dt.timedelta(minutes=15)
 LATE_CHECK_MAX = dt.timedelta(hours=6)
 LATE_PAYMENT_WINDOW = dt.timedelta(days=7)
 CHECKOUT_RETRIES = 2
+COPY_TEXT_LIMIT = 256  # a CopyTextButton copies at most 256 characters
+BUMP_QUESTION_QUIET = 60  # seconds: a double tap does not ask the bump question twice
 
 
 class Busy(Exception):
@@ -94,21 +96,36 @@ def _slots_backend() -> RedisBackend:
     return RedisBackend(client=broker.client)
 
 
-def brl(amount: Decimal) -> str:
-    """19.9 → "19,90", the way buyers read prices."""
-    whole, cents = f"{amount:.2f}".split(".")
-    groups = f"{int(whole):,}".replace(",", ".")
-    return f"{groups},{cents}"
-
-
 # --- buying ----------------------------------------------------------------------------------
 
 
-def open_charge(bot: BotConfig, lead_id: int, offer: OfferConfig, update_id: int) -> tuple[Charge, bool]:
+@dataclass(frozen=True)
+class Basket:
+    """What a tap buys: the offer, an accepted order bump, or a follow-up's price."""
+
+    offer: OfferConfig
+    bump: OfferConfig | None = None
+    followup_id: int | None = None  # the upsell or downsell whose button this was
+    price: Decimal | None = None  # the follow-up's price (a downsell's discount)
+
+    @property
+    def amount(self) -> Decimal:
+        base = self.price if self.price is not None else self.offer.price
+        return base + (self.bump.price if self.bump is not None else Decimal("0"))
+
+    def open_key(self, lead_id: int) -> str:
+        # A follow-up's charge (another price) never stands in for the offer's own, nor the reverse.
+        suffix = f":f{self.followup_id}" if self.followup_id else ""
+        return f"{lead_id}:{self.offer.id}{suffix}"
+
+
+def open_charge(bot: BotConfig, lead_id: int, offer: OfferConfig | Basket, update_id: int) -> tuple[Charge, bool]:
     """The charge this tap is about: the lead's open one for the offer while it is still worth
     paying, else a new one in `creating`. Returns (charge, whether this tap must create it at the
     gateway). Raises Busy while another tap's charge is being created."""
-    open_key = f"{lead_id}:{offer.id}"
+    basket = offer if isinstance(offer, Basket) else Basket(offer)
+    offer = basket.offer
+    open_key = basket.open_key(lead_id)
     now = utcnow()
     try:
         with transaction():
@@ -130,7 +147,8 @@ def open_charge(bot: BotConfig, lead_id: int, offer: OfferConfig, update_id: int
             values = dict(
                 bot_id=bot.id, lead_id=lead_id, offer_id=offer.id, gateway_id=bot.gateway_id,
                 gateway_kind=_gateway_kind(bot), idempotency_key=uuid.uuid4().hex, open_key=open_key,
-                created_by_update=update_id, amount=offer.price, status="creating", underpaid=False, checks=0,
+                created_by_update=update_id, amount=basket.amount, status="creating", underpaid=False, checks=0,
+                bump_offer_id=basket.bump.id if basket.bump else None, followup_id=basket.followup_id,
                 created_at=now, updated_at=now,
             )  # fmt: skip
             return hot.loaded(Charge, {"id": hot.insert(Charge, values), **values}), True
@@ -163,6 +181,7 @@ def create_at_gateway(charge: Charge, bot: BotConfig, offer: OfferConfig, gatewa
         won = hot.update(Charge, values, BY_ID_IN_STATUS, (charge.id, "creating"))
         if won:
             pixel.initiate_checkout(track, charge, now)
+            followups.schedule_downsells(bot, charge.lead_id, "unpaid", now)  # once per lead: the first charge
     if not won:  # a worker that took over a stale creation got there first
         return hot.first(Charge, BY_ID, (charge.id,)) or charge
     counters.inc("grimbots_payments_charges_total", {"outcome": "created"})
@@ -189,7 +208,10 @@ def pix_text(bot: BotConfig, charge: Charge, offer: OfferConfig) -> str:
 
 def plan_code_message(bot: BotConfig, charge: Charge, offer: OfferConfig, chat_id: int, key: str) -> list[Send]:
     text = pix_text(bot, charge, offer)
-    keyboard = {"inline_keyboard": [[{"text": bot.text("check_button"), "callback_data": f"chk:{charge.id}"}]]}
+    rows: list[list[dict[str, Any]]] = [[{"text": bot.text("check_button"), "callback_data": f"chk:{charge.id}"}]]
+    if charge.br_code and len(charge.br_code) <= COPY_TEXT_LIMIT:  # Bot API 7.11 CopyTextButton
+        rows.append([{"text": bot.text("copy_button"), "copy_text": {"text": charge.br_code}}])
+    keyboard = {"inline_keyboard": rows}
     message = {"chat_id": chat_id, "text": text, "parse_mode": "HTML", "reply_markup": keyboard,
                "link_preview_options": {"is_disabled": True}}  # fmt: skip
     if not bot.send_qr:
@@ -214,15 +236,16 @@ def checkout(
     throttle: Throttle,
     *,
     last_attempt: bool = True,
+    followup_id: int = 0,
 ) -> Charge | None:
     """One tap on an offer's button, safe to repeat: the charge (created or reused) and its code
     message. A gateway that fails for good (or for the last time) → the charge is recorded failed
     and the buyer is told to try again. PaymentTransient propagates while attempts remain."""
-    offer = bot.offer(offer_id)
-    if offer is None or gateway is None:
-        log.warning("checkout dropped: offer or gateway gone bot=%s offer=%s", bot.id, offer_id)
+    basket = choose(bot, lead, offer_id, followup_id, update_id, telegram, throttle)
+    if basket is None or gateway is None:
         return None
-    charge, create = open_charge(bot, lead.lead_id, offer, update_id)
+    offer = basket.offer
+    charge, create = open_charge(bot, lead.lead_id, basket, update_id)
     if create:
         try:
             charge = create_at_gateway(charge, bot, offer, gateway)
@@ -243,6 +266,49 @@ def checkout(
     if outcome.sent:
         hot.update(Charge, {"shown_at": utcnow()}, BY_ID, (charge.id,))
     return charge
+
+
+def choose(bot: BotConfig, lead: Recipient, offer_id: int, followup_id: int, update_id: int,
+           telegram: TelegramGateway, throttle: Throttle) -> Basket | None:  # fmt: skip
+    """What this tap buys, or None when there is nothing to charge yet: the follow-up's offer at
+    its price; or the offer, with its order bump once the lead has answered the bump question
+    (asked here, once, when they have not)."""
+    if followup_id:
+        row = Followup.get_or_none((Followup.id == followup_id) & (Followup.lead_id == lead.lead_id))
+        offer = bot.offer(row.offer_id) if row is not None and row.bot_id == bot.id else None
+        if row is None or offer is None:
+            log.warning("checkout dropped: follow-up or its offer gone bot=%s followup=%s", bot.id, followup_id)
+            return None
+        return Basket(offer, followup_id=row.id, price=row.amount)
+    offer = bot.offer(offer_id)
+    if offer is None:
+        log.warning("checkout dropped: offer gone bot=%s offer=%s", bot.id, offer_id)
+        return None
+    bump = bot.offer(offer.bump_id) if offer.bump_id else None
+    if bump is None:
+        return Basket(offer)
+    answer = BumpAnswer.get_or_none((BumpAnswer.lead_id == lead.lead_id) & (BumpAnswer.offer_id == offer.id))
+    if answer is None:
+        ask_bump(bot, lead, offer, bump, update_id, telegram, throttle)
+        return None
+    return Basket(offer, bump if answer.accepted else None)
+
+
+def ask_bump(bot: BotConfig, lead: Recipient, offer: OfferConfig, bump: OfferConfig, update_id: int,
+             telegram: TelegramGateway, throttle: Throttle) -> None:  # fmt: skip
+    """The order bump's question with its two buttons (`bmp:{offer}:y` / `:n`)."""
+    if not runtime.cache().set(f"grimbots:bumpq:{lead.lead_id}:{offer.id}", 1, nx=True, ex=BUMP_QUESTION_QUIET):
+        return  # asked a moment ago (a double tap)
+    texts = bot.bumps.get(bump.id)
+    text = (texts.text if texts and texts.text else None) or bot.text("bump", offer=bump.label, amount=brl(bump.price))
+    accept = (texts.accept if texts and texts.accept else None) or bot.text("bump_accept")
+    decline = (texts.decline if texts and texts.decline else None) or bot.text("bump_decline")
+    keyboard = {"inline_keyboard": [[{"text": accept, "callback_data": f"bmp:{offer.id}:y"}],
+                                    [{"text": decline, "callback_data": f"bmp:{offer.id}:n"}]]}  # fmt: skip
+    params = {"chat_id": lead.chat_id, "text": text, "reply_markup": keyboard}
+    deliver(telegram, throttle, bot.token, bot.id, lead.chat_id,
+            [Send(f"bump:{lead.lead_id}:{offer.id}:{update_id}", "sendMessage", params, OWED)])  # fmt: skip
+    counters.inc("grimbots_bumps_total", {"outcome": "asked"})
 
 
 def _tell_failed(
@@ -268,7 +334,9 @@ def _retries() -> int:
     time_limit=60_000,
     max_age=10 * 60 * 1000,  # a code minutes late is worse than "try again"
 )
-def checkout_actor(bot_id: str, lead_id: int, chat_id: int, offer_id: int, update_id: int) -> None:
+def checkout_actor(
+    bot_id: str, lead_id: int, chat_id: int, offer_id: int, update_id: int, followup_id: int = 0
+) -> None:
     bot = runtime.bot_config(bot_id)
     if bot is None:
         hot.settle_owed(bot_id, update_id, utcnow())
@@ -276,7 +344,7 @@ def checkout_actor(bot_id: str, lead_id: int, chat_id: int, offer_id: int, updat
     gateway = runtime.payment_gateway(bot.gateway_id) if bot.gateway_id else None
     try:
         checkout(bot, Recipient(lead_id, chat_id, True), offer_id, update_id, gateway, runtime.telegram(),
-                 runtime.throttle(), last_attempt=_retries() >= CHECKOUT_RETRIES)  # fmt: skip
+                 runtime.throttle(), last_attempt=_retries() >= CHECKOUT_RETRIES, followup_id=followup_id)  # fmt: skip
     except Busy:
         raise dramatiq.Retry("charge being created by another tap", delay=500) from None
     hot.settle_owed(bot_id, update_id, utcnow())  # the tap has its code (or its "try again")
@@ -334,6 +402,7 @@ def _transition(
         hot.insert(Delivery, {"charge_id": charge.id, "bot_id": charge.bot_id, "state": "pending", "attempts": 0,
                               "created_at": now, "updated_at": now}, ignore_conflicts=True)  # fmt: skip
         pixel.purchase(track, charge, paid, now)
+        followups.cancel_downsells(charge.lead_id, "paid")
         return "paid"
     closed = {"open_key": None, "next_check_at": None, "updated_at": now}
     if status is ChargeStatus.EXPIRED and charge.gateway_kind in registry.LATE_PAYABLE:

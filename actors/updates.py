@@ -15,7 +15,7 @@ import redis
 
 import clicks
 import settings
-from actors import funnel, owed, payments, pixel, runtime
+from actors import followups, funnel, owed, payments, pixel, runtime
 from actors.broker import UPDATES, counters, retry_when
 from actors.enqueue import unit_of_work
 from actors.outbox import NOT_NOW, hand_off
@@ -23,7 +23,7 @@ from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig
 from db.database import utcnow
-from db.models import Lead
+from db.models import BumpAnswer, Lead
 from gateways.telegram import TelegramGateway
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,24 @@ def _record(bot: BotConfig, kind: str, update: dict[str, Any]) -> funnel.Recipie
     if kind == "message":
         return upsert_lead(bot.id, user, chat_id, reachable=True)
     if kind == "callback":
-        return upsert_lead(bot.id, user, chat_id, reachable=None)
+        lead = upsert_lead(bot.id, user, chat_id, reachable=None)
+        action, target = parse_callback_data(update["callback_query"].get("data"))
+        if action in ("bump_yes", "bump_no"):
+            record_bump_answer(bot, lead.lead_id, target, action == "bump_yes")
+        return lead
     return upsert_lead(bot.id, user, chat_id, reachable=kind == "unblock")
+
+
+def record_bump_answer(bot: BotConfig, lead_id: int, offer_id: int, accepted: bool) -> None:
+    """The lead's answer to the offer's order bump: the first one stands (a late or repeated press
+    of either button changes nothing)."""
+    offer = bot.offer(offer_id)
+    if offer is None or offer.bump_id is None:
+        return
+    values = {"lead_id": lead_id, "offer_id": offer_id, "bump_offer_id": offer.bump_id, "accepted": accepted,
+              "answered_at": utcnow()}  # fmt: skip
+    if hot.insert(BumpAnswer, values, ignore_conflicts=True) is not None:
+        counters.inc("grimbots_bumps_total", {"outcome": "accepted" if accepted else "declined"})
 
 
 def _known_lead(bot: BotConfig, kind: str, update: dict[str, Any]) -> funnel.Recipient | None:
@@ -196,6 +212,7 @@ def route_update(bot: BotConfig, update: dict[str, Any], cache: redis.Redis | No
             if owes is not None:  # the clock re-drives it unless its stage says done first
                 hot.owe(record_id, lead.lead_id, owes, now + dt.timedelta(seconds=settings.OWED_REDRIVE_SECONDS))
         if new and kind == "start" and lead is not None:
+            followups.schedule_downsells(bot, lead.lead_id, "not_bought", now)  # once per lead
             row = pixel.attach_click(bot, lead.lead_id, click) if click is not None else None
             pixel.view_content(bot, lead.lead_id, update_id, int(update["message"]["from"]["id"]), row)
     counters.inc("grimbots_updates_total", {"kind": kind, "repeated": "false" if new else "true"})
@@ -213,8 +230,10 @@ def owed_by(kind: str, update: dict[str, Any], lead: funnel.Recipient) -> str | 
         return owed.WELCOME
     if kind == "callback":
         action, target = parse_callback_data(update["callback_query"].get("data"))
-        if action == "buy":
+        if action in BUYING:
             return owed.checkout(target)
+        if action == "followup":
+            return owed.followup(target)
     return None
 
 
@@ -248,21 +267,29 @@ def follow_up(
             funnel.answer_callback(bot, chat_id, callback_id, telegram, throttle)
         except NOT_NOW as exc:  # after the flood wait, if that is what it was
             hand_off(funnel.callback, (bot.id, chat_id, callback_id), exc)
-        if action == "buy":
-            # Gateways are slow and sometimes down: buying runs on the payments queue, never
-            # holding a thread that welcomes need.
+        # Gateways are slow and sometimes down: buying runs on the payments queue, never holding a
+        # thread that welcomes need.
+        if action in BUYING:
             payments.checkout_actor.send(bot.id, lead.lead_id, chat_id, target, routed.update_id)
+        elif action == "followup":
+            payments.checkout_actor.send(bot.id, lead.lead_id, chat_id, 0, routed.update_id, target)
+
+
+CALLBACKS = {"buy": "buy", "chk": "check", "fu": "followup", "bmp:y": "bump_yes", "bmp:n": "bump_no"}
+BUYING = ("buy", "bump_yes", "bump_no")  # presses that end in a charge for the offer they name
 
 
 def parse_callback_data(data: Any) -> tuple[str | None, int]:
-    """("buy", offer id) for an offer's button, ("check", charge id) for "check payment", else (None, 0)."""
+    """(action, id) of our buttons: ("buy", offer) an offer's button, ("check", charge) "check
+    payment", ("followup", followup id) an upsell's or downsell's, ("bump_yes" | "bump_no", offer)
+    the answer to an offer's order bump (`bmp:{offer}:y|n`); else (None, 0)."""
     if isinstance(data, str):
         prefix, _, rest = data.partition(":")
-        if rest.isdigit() and len(rest) <= 18:
-            if prefix == "buy":
-                return "buy", int(rest)
-            if prefix == "chk":
-                return "check", int(rest)
+        if prefix == "bmp":
+            rest, _, answer = rest.partition(":")
+            prefix = f"bmp:{answer}"
+        if rest.isdigit() and len(rest) <= 18 and prefix in CALLBACKS:
+            return CALLBACKS[prefix], int(rest)
     return None, 0
 
 

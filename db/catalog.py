@@ -121,6 +121,13 @@ class BotConfig:
         return fill(self.texts.get(name) or DEFAULT_TEXTS[name], **values)
 
 
+def brl(amount: Decimal) -> str:
+    """19.9 → "19,90", the way buyers read prices."""
+    whole, cents = f"{amount:.2f}".split(".")
+    groups = f"{int(whole):,}".replace(",", ".")
+    return f"{groups},{cents}"
+
+
 def fill(template: str, **values: Any) -> str:
     """`template` with each {name} replaced by its value."""
     for key, value in values.items():

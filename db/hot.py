@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar
 
-from peewee import Model
+from peewee import Model, SqliteDatabase
 
 from db.database import db
 
@@ -62,7 +62,7 @@ WHERE "key" = {p}
 
 DELIVERY_JOB = """
 SELECT d."id", d."state", d."invite_link", c."bot_id", l."id", l."chat_id", o."delivery_text", o."delivery_link",
-       o."delivery_chat_id"
+       o."delivery_chat_id", c."offer_id", c."bump_offer_id", d."bump_invite_link"
 FROM "delivery" d JOIN "charge" c ON c."id" = d."charge_id" JOIN "lead" l ON l."id" = c."lead_id"
      JOIN "offer" o ON o."id" = c."offer_id"
 WHERE d."charge_id" = {p}
@@ -147,6 +147,9 @@ class DeliveryJob:
     delivery_text: str
     delivery_link: str | None
     delivery_chat_id: int | None
+    offer_id: int
+    bump_offer_id: int | None  # an accepted order bump: delivered too
+    bump_invite_link: str | None
 
 
 def delivery_job(charge_id: int) -> DeliveryJob | None:
@@ -231,3 +234,24 @@ def update(model: type[Model], values: dict[str, Any], where: str, params: tuple
     names = tuple(values)
     converted = tuple(fields[n].db_value(values[n]) for n in names)
     return int(db.execute_sql(_update(model, names, where, db.param), converted + params).rowcount)
+
+
+# --- durable schedules: rows with a due time, claimed by moving it on (a lease) -------------------
+
+CLAIM_DUE = """
+UPDATE "{table}" SET "due_at" = {p}, "{counter}" = "{counter}" + 1
+WHERE "id" IN (SELECT "id" FROM "{table}" WHERE {where} AND "due_at" <= {p} ORDER BY "due_at" LIMIT {limit}{lock})
+RETURNING "id"
+"""
+
+
+def claim_due(table: str, where: str, now: dt.datetime, lease: dt.timedelta, *, counter: str = "attempts",
+              limit: int = 500) -> list[int]:  # fmt: skip
+    """Claim up to `limit` rows of `table` due at `now` (and matching `where`, hand-written SQL):
+    their `due_at` moves to `now + lease`, so until then no other claimer takes them, and when the
+    lease runs out with the work undone (Redis lost the message, a worker died) they come due again.
+    One statement: on PostgreSQL the inner SELECT takes its rows FOR UPDATE SKIP LOCKED, so clocks
+    and workers claiming at once never wait for or take each other's rows; SQLite has one writer."""
+    lock = "" if isinstance(db.obj, SqliteDatabase) else " FOR UPDATE SKIP LOCKED"
+    sql = _sql(CLAIM_DUE, db.param, table=table, where=where, counter=counter, limit=str(int(limit)), lock=lock)
+    return [int(row[0]) for row in db.execute_sql(sql, (now + lease, now)).fetchall()]

@@ -12,7 +12,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 import settings
 import telemetry
-from actors import maintenance, owed, payments, pixel
+from actors import followups, maintenance, owed, payments, pixel
 from actors.broker import broker
 from actors.metrics import HEARTBEAT_SECONDS, beat
 
@@ -27,6 +27,7 @@ def build_scheduler() -> BlockingScheduler:
         ("reconcile", payments.reconcile.send, every, False),
         ("pixel-sweep", pixel.sweep_actor.send, every, False),
         ("owed-redrive", owed.redrive.send, max(5, settings.OWED_REDRIVE_SECONDS // 2), False),
+        ("followups", followups.dispatch_actor.send, 2, False),  # due follow-ups out within 10 s
         ("heartbeat", _beat, HEARTBEAT_SECONDS, False),
     )
     for job_id, job, seconds, at_start in jobs:

@@ -80,7 +80,7 @@ def test_a_buy_press_owes_its_code_and_is_redriven_to_checkout(demo_bot: BotConf
     come_due(503)
     owed.redrive()
     [message] = [m for m in queued("payments") if m.actor_name == "payments.checkout"]
-    assert message.args == ("demo", routed.lead_id, 42, offer.id, 503)
+    assert message.args == ("demo", routed.lead_id, 42, offer.id, 503, 0)
 
 
 def test_owed_work_is_abandoned_after_its_window_counted_and_logged(

@@ -66,7 +66,10 @@ def test_a_tap_creates_one_charge_and_sends_the_code_with_its_qr_and_a_check_but
     assert params["photo"] == qr.png(charge.br_code)  # rendered here, uploaded: no third-party QR URL
     assert f"<code>{charge.br_code}</code>" in params["caption"] and "19,90" in params["caption"]
     assert params["reply_markup"] == {
-        "inline_keyboard": [[{"text": demo_bot.text("check_button"), "callback_data": f"chk:{charge.id}"}]]
+        "inline_keyboard": [
+            [{"text": demo_bot.text("check_button"), "callback_data": f"chk:{charge.id}"}],
+            [{"text": demo_bot.text("copy_button"), "copy_text": {"text": charge.br_code}}],  # Bot API 7.11
+        ]
     }
     assert Charge.get_by_id(charge.id).shown_at is not None
 
