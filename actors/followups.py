@@ -28,10 +28,12 @@ from actors import runtime
 from actors.broker import FOLLOWUPS, counters, retry_when
 from actors.funnel import CAPTION_LIMIT, mark_unreachable, media_method, telegram_length
 from actors.outbox import MARKETING, Send, deliver
+from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig, FollowupConfig, brl
 from db.database import transaction, utcnow
 from db.models import Charge, Followup, Lead
+from gateways.telegram import TelegramGateway
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +138,7 @@ def _close(row: Followup, state: str, error: str | None = None) -> bool:
     return won
 
 
-def send(followup_id: int) -> str | None:
+def send(followup_id: int, telegram: TelegramGateway, throttle: Throttle) -> str | None:
     """Send one due follow-up, or cancel it; safe to call again. Returns its state after."""
     row = Followup.get_or_none(Followup.id == followup_id)
     if row is None or row.state != "scheduled":
@@ -153,8 +155,7 @@ def send(followup_id: int) -> str | None:
     assert bot is not None and lead is not None
     item = bot.followup(row.kind, row.position)
     assert item is not None
-    outcome = deliver(runtime.telegram(), runtime.throttle(), bot.token, bot.id, lead.chat_id,
-                      plan(bot, row, item, lead.chat_id))  # fmt: skip
+    outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, plan(bot, row, item, lead.chat_id))
     if outcome.failed is not None:
         if outcome.blocked:
             mark_unreachable(lead.id)
@@ -178,7 +179,7 @@ def send(followup_id: int) -> str | None:
     max_age=3600 * 1000,  # the row stays due: the clock sends it again when this message is gone
 )
 def send_actor(followup_id: int) -> None:
-    send(followup_id)
+    send(followup_id, runtime.telegram(), runtime.throttle())
 
 
 def dispatch(limit: int = 500) -> int:

@@ -29,7 +29,8 @@ def test_apply_example_then_again_changes_nothing() -> None:
     assert ConfigState.get_by_id(1).version == version
     bot = Bot.get_by_id("demo")
     assert bot.token == "123456:TEST" and bot.gateway_id == "main"
-    assert [o.price for o in Offer.select().order_by(Offer.position)] == [Decimal("19.90"), Decimal("149.90")]
+    assert [o.price for o in Offer.select().order_by(Offer.position)] == [Decimal("19.90"), Decimal("149.90"),
+                                                                          Decimal("9.90")]  # fmt: skip
 
 
 def test_credentials_are_encrypted_at_rest() -> None:
