@@ -185,6 +185,16 @@ def payment_summary() -> dict[str, Any]:
         return report.last_day()
 
 
+def selling_summary() -> list[dict[str, Any]]:
+    import datetime as dt
+
+    from db.database import utcnow
+    from ops import selling
+
+    with _database().connection_context():
+        return selling.as_dicts(selling.totals(since=utcnow() - dt.timedelta(hours=24)))
+
+
 def pixel_summary() -> dict[str, int]:
     from ops import pixel_events
 
@@ -216,7 +226,8 @@ def status(as_json: bool) -> None:
     error_rate = errors / handled if handled else 0.0
     if as_json:
         doc = {"processes": seen, "queues": stats, "messages": outcomes, "error_rate": error_rate, "updates": updates,
-               "payments": payment_summary(), "pixel_events": pixel_summary()}  # fmt: skip
+               "payments": payment_summary(), "pixel_events": pixel_summary(),
+               "selling": selling_summary()}  # fmt: skip
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(f"processes ({len(seen)} alive)")
@@ -239,6 +250,10 @@ def status(as_json: bool) -> None:
                f"deliveries waiting {money['deliveries_pending']}, failed {money['deliveries_failed']}")  # fmt: skip
     events = pixel_summary()
     click.echo("pixel     last 24 h: " + ", ".join(f"{n} {state}" for state, n in events.items()))
+    for t in selling_summary():
+        click.echo(f"selling   last 24 h, {t['bot']}: bumps {t['bumps_accepted']}/{t['bumps_asked']} taken, "
+                   f"upsells {t['upsells_paid']}/{t['upsells_sent']} paid, "
+                   f"downsells {t['downsells_paid']}/{t['downsells_sent']} paid")  # fmt: skip
 
 
 @cli.command(help="Recent charges with status, amounts, times and delivery; totals per bot.")
@@ -252,13 +267,16 @@ def payments(bot: str | None, status: str | None, since_hours: int | None, limit
 
     from db.database import utcnow
     from ops import payments as report
+    from ops import selling
 
     since = utcnow() - dt.timedelta(hours=since_hours) if since_hours else None
     with _database().connection_context():
         lines = report.recent(bot, status, since, limit)
         sums = report.totals(bot, since)
+        extra = selling.totals(bot, since)
     if as_json:
-        click.echo(json.dumps({"charges": report.as_dicts(lines), "totals": report.as_dicts(sums)}, indent=2))
+        doc = {"charges": report.as_dicts(lines), "totals": report.as_dicts(sums), "selling": selling.as_dicts(extra)}
+        click.echo(json.dumps(doc, indent=2))
         return
     click.echo(f"{'id':>7} {'bot':<12}{'offer (id)':<16}{'status':<10}{'amount':>12}{'paid':>12}  "
                f"{'delivery':<9}{'created (UTC)':<21}paid at")  # fmt: skip
@@ -277,6 +295,40 @@ def payments(bot: str | None, status: str | None, since_hours: int | None, limit
     click.echo("totals" + (f" (last {since_hours} h)" if since_hours else ""))
     for t in sums:
         click.echo(f"  {t.bot:<12} {t.charges} charges, {t.paid} paid ({t.conversion:.1%}), {_reais(t.revenue)}")
+    for s in extra:
+        click.echo(f"  {s.bot:<12} bumps {s.bumps_accepted}/{s.bumps_asked} taken ({s.bump_take_rate:.1%}); "
+                   f"upsells {s.upsells_paid} paid of {s.upsells_sent} sent; "
+                   f"downsells {s.downsells_paid} paid of {s.downsells_sent} sent")  # fmt: skip
+
+
+@cli.command(help="Follow-ups (upsells, downsells): each with its state, when it is or was due, and why it was "
+             "cancelled or failed; counts per bot, kind and state.")  # fmt: skip
+@click.option("--bot", help="Only this bot.")
+@click.option("--state", type=click.Choice(["scheduled", "sent", "cancelled", "failed", "unknown"]))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="Follow-ups listed.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def followups(bot: str | None, state: str | None, limit: int, as_json: bool) -> None:
+    from ops import selling
+
+    with _database().connection_context():
+        lines = selling.recent(bot, state, limit)
+        counts = selling.counts(bot)
+    if as_json:
+        click.echo(json.dumps({"followups": selling.as_dicts(lines), "counts": counts}, indent=2))
+        return
+    click.echo(f"{'id':>7} {'bot':<12}{'lead':>14} {'kind':<9}{'#':>2} {'price':>12} {'state':<10}"
+               f"{'due (UTC)':<21}sent at")  # fmt: skip
+    for f in lines:
+        click.echo(f"{f.id:>7} {f.bot[:11]:<12}{f.lead:>14} {f.kind:<9}{f.position:>2} {_reais(f.amount):>12} "
+                   f"{f.state:<10}{f.due_at:<21}{f.sent_at or '-'}")  # fmt: skip
+        if f.error:
+            click.echo(f"{'':>8}{'cancelled' if f.state == 'cancelled' else 'error'}: {f.error}")
+    if not lines:
+        click.echo("no follow-ups")
+    click.echo("counts")
+    for bot_id, kinds in sorted(counts.items()):
+        for kind, states in sorted(kinds.items()):
+            click.echo(f"  {bot_id:<12} {kind:<9} " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
 
 
 @cli.command("pixel-events", help="Recent Meta Conversions API events with state, attempts, the match keys "

@@ -329,3 +329,41 @@ def test_concurrent_dispatchers_claim_each_follow_up_once(bot: BotConfig) -> Non
     for t in threads:
         t.join()
     assert len(claimed) == len(set(claimed)) == 40  # 4 × 3 × 7 = 84 tries for 40 rows: each taken once
+
+
+def test_followups_payments_and_status_show_the_schedule_take_rate_and_conversions(
+    bot: BotConfig, sandbox: SandboxGateway, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+) -> None:  # fmt: skip
+    import json
+
+    from click.testing import CliRunner
+
+    from ops.cli import cli
+
+    lead = start(bot, 1)
+    vip = offer_id(bot, "vip")
+    press(bot, 2, f"bmp:{vip}:y")
+    first = payments.checkout(bot, lead, vip, 2, sandbox, telegram, throttle)
+    assert first is not None
+    unpaid = Followup.get(Followup.position == 1)
+    Followup.update(due_at=utcnow()).where(Followup.id == unpaid.id).execute()
+    assert followups.send(unpaid.id, telegram, throttle) == "sent"
+    charge = payments.checkout(bot, lead, 0, 3, sandbox, telegram, throttle, followup_id=unpaid.id)
+    assert charge is not None
+    payments.settle(charge, ChargeStatus.PAID, None, source="notification")  # cancels the not_bought one
+
+    out = CliRunner().invoke(cli, ["followups", "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    assert {(f["kind"], f["position"], f["state"]) for f in doc["followups"]} == {("downsell", 0, "cancelled"),
+                                                                                ("downsell", 1, "sent")}  # fmt: skip
+    assert doc["followups"][0]["lead"] == 777
+    assert doc["counts"] == {"demo": {"downsell": {"cancelled": 1, "sent": 1}}}
+    text = CliRunner().invoke(cli, ["followups", "--state", "cancelled"]).output
+    assert "cancelled: paid" in text and "R$ 15,00" in text
+    selling = json.loads(CliRunner().invoke(cli, ["payments", "--json"]).output)["selling"]
+    assert selling == [{"bot": "demo", "bumps_asked": 1, "bumps_accepted": 1, "bump_take_rate": 1.0,
+                        "upsells_sent": 0, "upsells_paid": 0, "downsells_sent": 1, "downsells_paid": 1}]  # fmt: skip
+    status = CliRunner().invoke(cli, ["status"]).output
+    assert "bumps 1/1 taken" in status and "downsells 1/1 paid" in status
