@@ -25,7 +25,7 @@ from typing import Any
 import dramatiq
 
 from actors import runtime
-from actors.broker import FOLLOWUPS, counters, retry_when
+from actors.broker import FOLLOWUPS, broker, counters, retry_when
 from actors.funnel import CAPTION_LIMIT, mark_unreachable, media_method, telegram_length
 from actors.outbox import MARKETING, Send, deliver
 from actors.throttle import Throttle
@@ -38,6 +38,7 @@ from gateways.telegram import TelegramGateway
 log = logging.getLogger(__name__)
 
 LEASE = dt.timedelta(seconds=60)
+MAX_QUEUED = 2_000  # sends waiting in the queue at most (a worker drains hundreds a second)
 DUE = "\"state\" = 'scheduled'"
 
 
@@ -191,8 +192,14 @@ def dispatch(limit: int = 500) -> int:
     return len(ids)
 
 
+def room() -> int:
+    """How many more sends may be queued: a backlog of due follow-ups is fed to the workers as they
+    drain it, so no claim's lease runs out while its send is still waiting in the queue."""
+    return max(0, MAX_QUEUED - int(broker.client.llen(f"{broker.namespace}:{FOLLOWUPS}")))
+
+
 @dramatiq.actor(actor_name="followups.dispatch", queue_name=FOLLOWUPS, max_retries=0, time_limit=60_000,
                 max_age=10_000)  # fmt: skip
 def dispatch_actor() -> None:
-    while dispatch() == 500:  # a backlog: keep claiming while there is more
-        pass
+    while (free := room()) > 0 and dispatch(min(free, 500)) == min(free, 500):
+        pass  # a backlog: keep claiming while there is more and room for it

@@ -12,7 +12,7 @@ from peewee import Model
 import settings
 from actors.broker import MAINTENANCE, retry_when
 from db.database import utcnow
-from db.models import Click, OutboundMessage, PaymentNotification, PixelEvent, ProcessedUpdate
+from db.models import Click, Followup, OutboundMessage, PaymentNotification, PixelEvent, ProcessedUpdate
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,11 @@ def prune_unattached_clicks(older_than: dt.datetime) -> int:
     return prune_rows(Click, (Click.clicked_at < older_than) & Click.lead_id.is_null())
 
 
+def prune_followups(older_than: dt.datetime) -> int:
+    """Follow-ups whose fate is settled; scheduled ones are the clock's."""
+    return prune_rows(Followup, (Followup.created_at < older_than) & (Followup.state != "scheduled"))
+
+
 def prune_notifications(older_than: dt.datetime) -> int:
     """Payment notifications: the charge keeps what they changed; the log of them is for a while."""
     return prune_rows(PaymentNotification, PaymentNotification.received_at < older_than)
@@ -75,5 +80,6 @@ def prune() -> None:
     events = prune_pixel_events(now - dt.timedelta(days=PIXEL_EVENT_RETENTION_DAYS))
     clicks = prune_unattached_clicks(now - dt.timedelta(days=CLICK_RETENTION_DAYS))
     notifications = prune_notifications(now - dt.timedelta(days=NOTIFICATION_RETENTION_DAYS))
-    log.info("pruned processed_updates=%d outbound_messages=%d pixel_events=%d clicks=%d notifications=%d",
-             updates, outbound, events, clicks, notifications)  # fmt: skip
+    followups = prune_followups(now - dt.timedelta(days=NOTIFICATION_RETENTION_DAYS))
+    log.info("pruned processed_updates=%d outbound_messages=%d pixel_events=%d clicks=%d notifications=%d "
+             "followups=%d", updates, outbound, events, clicks, notifications, followups)  # fmt: skip

@@ -367,3 +367,15 @@ def test_followups_payments_and_status_show_the_schedule_take_rate_and_conversio
                         "upsells_sent": 0, "upsells_paid": 0, "downsells_sent": 1, "downsells_paid": 1}]  # fmt: skip
     status = CliRunner().invoke(cli, ["status"]).output
     assert "bumps 1/1 taken" in status and "downsells 1/1 paid" in status
+
+
+def test_the_dispatcher_feeds_a_backlog_only_as_fast_as_the_queue_drains(bot: BotConfig) -> None:
+    from actors.broker import broker
+
+    for i in range(30):
+        Followup.create(key=f"b{i}", bot_id="demo", lead_id=1, kind="downsell", position=0, offer_id=1,
+                        amount=Decimal("1.00"), due_at=utcnow() - dt.timedelta(seconds=1))  # fmt: skip
+    broker.client.rpush("dramatiq:followups", *[f"queued-{i}" for i in range(followups.MAX_QUEUED - 10)])
+    followups.dispatch_actor()
+    assert Followup.select().where(Followup.attempts == 1).count() == 10  # only what the queue has room for
+    assert broker.client.llen("dramatiq:followups") == followups.MAX_QUEUED
