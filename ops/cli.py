@@ -438,9 +438,12 @@ def retry_dead_command(queue_name: str | None) -> None:
 
 @cli.command(
     help="Benchmarks: `edge` (ack throughput and latency vs bare Starlette, /start → welcome latency); "
-    "`journeys` (start → charge → paid → delivered per second with the sandbox gateway, paid → delivered latency)."
+    "`journeys` (start → charge → paid → delivered per second with the sandbox gateway, paid → delivered latency); "
+    "`followups` (time to drain --total due follow-ups over --bots bots, /start → welcome latency meanwhile)."
 )
-@click.argument("what", type=click.Choice(["edge", "journeys"]))
+@click.argument("what", type=click.Choice(["edge", "journeys", "followups"]))
+@click.option("--total", default=50_000, show_default=True, help="followups: due follow-ups to drain.")
+@click.option("--bots", default=100, show_default=True, help="followups: bots they are spread over.")
 @click.option("--seconds", default=10.0, show_default=True, help="Duration of each measured run.")
 @click.option("--concurrency", default=64, show_default=True, help="Open connections for the ack benchmark.")
 @click.option("--rate", default=200, show_default=True, help="Updates per second for the welcome benchmark.")
@@ -450,9 +453,15 @@ def retry_dead_command(queue_name: str | None) -> None:
 @click.option("--payment-processes", default=1, show_default=True, help="journeys: payments worker processes.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("var/bench"), show_default=True)
 def bench(
-    what: str, seconds: float, concurrency: int, rate: int, processes: int, threads: int, qr: bool,
-    payment_processes: int, out: Path,
+    what: str, total: int, bots: int, seconds: float, concurrency: int, rate: int, processes: int, threads: int,
+    qr: bool, payment_processes: int, out: Path,
 ) -> None:  # fmt: skip
+    if what == "followups":
+        from ops import bench_followups
+
+        bench_followups.run(total=total, bots=bots, rate=min(rate, 50), seconds=seconds, out=out,
+                            processes=processes, threads=threads)  # fmt: skip
+        return
     if what == "journeys":
         from ops import bench_journeys
 

@@ -1,0 +1,223 @@
+"""`python -m ops bench followups`: N due follow-ups (downsells) across B bots, drained by the chat
+workers and the clock against the local fake Telegram: time to drain, sends per second, the cost
+of the clock's claim per tick, and /start → welcome latency while the drain runs (the scan and the
+sends must not slow the funnel). Uses REDIS_URL and DATABASE_URL as given (ops/bench starts
+throwaway ones). Results go to --out as JSON and Markdown, with the machine's figures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ops.bench import SECRET, _drive, machine, percentile
+from ops.procs import Platform, free_port, wait_until
+
+
+def bench_config(bots: int) -> dict[str, Any]:
+    return {
+        "gateways": [
+            {
+                "id": "bench-gw",
+                "kind": "sandbox",
+                "webhook_secret": "s",
+                "pix_key": "pix@example.com",
+                "merchant_name": "BENCH",
+                "merchant_city": "SAO PAULO",
+            }
+        ],
+        "bots": [
+            {
+                "id": f"bench-{i}",
+                "token": f"{900000 + i}:BENCH",
+                "username": f"bench_{i}_bot",
+                "webhook_secret": SECRET,
+                "gateway": "bench-gw",
+                "welcome": {"text": "Olá! Escolha seu plano:"},
+                "offers": [{"id": "vip", "label": "VIP", "price": "19.90", "delivery_link": "https://t.me/+V"}],
+                "downsells": [
+                    {
+                        "when": "not_bought",
+                        "delay": "1h",
+                        "text": "Volte! 50% off.",
+                        "offer": "vip",
+                        "discount_percent": 50,
+                    }
+                ],
+            }
+            for i in range(bots)
+        ],
+    }
+
+
+def seed(total: int, bots: int) -> None:
+    """`total` leads spread over the bots, each with one downsell due now."""
+    from db.catalog import load_bots
+    from db.database import init_db, utcnow
+    from db.migrate import migrate
+    from db.models import Followup, Gateway, Lead
+    from ops import config
+
+    database = init_db()
+    migrate(database)
+    with database.connection_context():
+        known = {g.id for g in Gateway.select(Gateway.id)}
+        config.apply(config.parse(bench_config(bots), known))
+        offers = {bot_id: bot.offers[0].id for bot_id, bot in load_bots().items()}
+        now = utcnow()
+        base = int(time.time()) * 1000  # fresh user ids on a reused database
+        for start in range(0, total, 1000):
+            with database.atomic():
+                leads = [
+                    {
+                        "bot": f"bench-{i % bots}",
+                        "telegram_user_id": base + i,
+                        "chat_id": base + i,
+                        "first_name": "B",
+                        "first_seen_at": now,
+                        "last_seen_at": now,
+                    }
+                    for i in range(start, min(start + 1000, total))
+                ]
+                Lead.insert_many(leads).execute()
+                first, last = base + start, base + start + 999
+                query = Lead.select(Lead.id, Lead.bot).where(Lead.telegram_user_id.between(first, last))
+                rows: list[tuple[int, str]] = list(query.tuples())  # type: ignore[arg-type]
+                Followup.insert_many(
+                    [
+                        {
+                            "key": f"down:{lead_id}:0",
+                            "bot_id": bot_id,
+                            "lead_id": lead_id,
+                            "kind": "downsell",
+                            "position": 0,
+                            "offer_id": offers[bot_id],
+                            "amount": Decimal("9.95"),
+                            "due_at": now,
+                            "state": "scheduled",
+                            "attempts": 0,
+                            "created_at": now,
+                        }
+                        for lead_id, bot_id in rows
+                    ]
+                ).execute()
+
+
+def claim_cost(runs: int = 10) -> dict[str, float]:
+    """The clock's claim of 500 due rows, as each tick runs it (rolled back: nothing is taken)."""
+    from actors.followups import DUE, LEASE
+    from db import hot
+    from db.database import init_db, utcnow
+
+    database = init_db()
+    timings = []
+    with database.connection_context():
+        for _ in range(runs):
+            with database.atomic() as txn:
+                started = time.perf_counter()
+                hot.claim_due("followup", DUE, utcnow(), LEASE, limit=500)
+                timings.append((time.perf_counter() - started) * 1000)
+                txn.rollback()
+    return {"median_ms": round(statistics.median(timings), 2), "max_ms": round(max(timings), 2)}
+
+
+def remaining() -> dict[str, int]:
+    from peewee import fn
+
+    from db.database import init_db
+    from db.models import Followup
+
+    with init_db().connection_context():
+        query = Followup.select(Followup.state, fn.COUNT(Followup.id)).where(Followup.kind == "downsell")
+        rows: list[tuple[str, int]] = list(query.group_by(Followup.state).tuples())  # type: ignore[arg-type]
+        return {state: int(n) for state, n in rows}
+
+
+def run(*, total: int, bots: int, rate: int, seconds: float, out: Path, processes: int, threads: int) -> dict[str, Any]:
+    seed(total, bots)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "followups": total,
+        "bots": bots,
+        "claim_500": claim_cost(),
+    }
+    work = Path(tempfile.mkdtemp(prefix="grimbots-bench-followups-"))
+    telegram_port, edge_port = free_port(), free_port()
+    env = Platform(work, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", LOG_LEVEL="WARNING")
+    telegram = f"http://127.0.0.1:{telegram_port}"
+    try:
+        env.fake_telegram(telegram_port)
+        env.edge(edge_port)
+        for i in range(processes):
+            env.worker(f"chat-{i}", threads=threads, queues=("updates", "funnel", "followups"))
+        started = time.monotonic()
+        env.clock()
+        # The funnel during the drain: /start → welcome at `rate`, chats in a range of their own.
+        base = int(time.time()) * 100_000
+        sent, acks, failures = asyncio.run(_drive(f"http://127.0.0.1:{edge_port}", rate, seconds, base))
+        wait_until(lambda: remaining().get("scheduled", 0) == 0, 1800, "the drain", interval=1.0)
+        drained = time.monotonic() - started
+        calls = httpx.get(f"{telegram}/_calls", timeout=120).json()
+        welcomes = {
+            c["params"]["chat_id"]: c["at"]
+            for c in calls
+            if c["method"] == "sendMessage" and int(c["params"]["chat_id"]) >= base
+        }
+        latencies = [(welcomes[chat] - at) * 1000 for chat, at in sent.items() if chat in welcomes]
+        states = remaining()
+        results["drain"] = {
+            "seconds": round(drained, 1),
+            "sent": states.get("sent", 0),
+            "sends_per_second": round(states.get("sent", 0) / drained, 1),
+            "states": states,
+            "worker_processes": processes,
+            "worker_threads": threads,
+        }
+        results["welcome_during_drain"] = {
+            "rate_per_second": rate,
+            "seconds": seconds,
+            "updates": len(sent),
+            "welcomes": len(latencies),
+            "edge_failures": failures,
+            "p50_ms": percentile(latencies, 0.5),
+            "p99_ms": percentile(latencies, 0.99),
+            "ack_p99_ms": percentile(acks, 0.99),
+        }
+    finally:
+        env.close()
+        shutil.rmtree(work, ignore_errors=True)
+    write(results, out)
+    return results
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = results["when"].replace(":", "")
+    (out / f"followups-{stamp}.json").write_text(json.dumps(results, indent=2))
+    m, d, w, c = results["machine"], results["drain"], results["welcome_during_drain"], results["claim_500"]
+    rows = [
+        ("machine", f"{m['cpus']} × {m['cpu']}, {m['memory_gib']} GiB, Python {m['python']}, {m['redis']}"),
+        ("database", m["database"]),
+        ("follow-ups due at once", f"{results['followups']} over {results['bots']} bots"),
+        (
+            "time to drain",
+            f"{d['seconds']} s ({d['sends_per_second']} sends/s, {d['worker_processes']} chat "
+            f"processes × {d['worker_threads']} threads); states {d['states']}",
+        ),
+        ("the clock's claim of 500 due rows", f"median {c['median_ms']} ms, max {c['max_ms']} ms"),
+        (
+            f"/start → welcome at {w['rate_per_second']}/s during the drain",
+            f"p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms ({w['welcomes']}/{w['updates']} welcomes)",
+        ),
+    ]
+    text = "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+    (out / f"followups-{stamp}.md").write_text(text)
+    print(text)
