@@ -12,6 +12,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
