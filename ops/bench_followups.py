@@ -152,7 +152,17 @@ def last_id() -> int:
         return int(Followup.select(fn.MAX(Followup.id)).scalar() or 0)
 
 
-def run(*, total: int, bots: int, rate: int, seconds: float, out: Path, processes: int, threads: int) -> dict[str, Any]:
+def run(
+    *,
+    total: int,
+    bots: int,
+    rate: int,
+    seconds: float,
+    out: Path,
+    processes: int,
+    threads: int,
+    followup_threads: int = 2,
+) -> dict[str, Any]:
     seed(total, bots)
     seeded = last_id()
     results: dict[str, Any] = {
@@ -169,8 +179,9 @@ def run(*, total: int, bots: int, rate: int, seconds: float, out: Path, processe
     try:
         env.fake_telegram(telegram_port)
         env.edge(edge_port)
-        for i in range(processes):
-            env.worker(f"chat-{i}", threads=threads, queues=("updates", "funnel", "followups"))
+        for i in range(processes):  # as the Procfile runs them: the funnel and marketing apart
+            env.worker(f"chat-{i}", threads=threads, queues=("updates", "funnel"))
+        env.worker("followups", threads=followup_threads, queues=("followups",))
         started = time.monotonic()
         env.clock()
         # The funnel during the drain: /start → welcome at `rate`, chats in a range of their own.
@@ -222,8 +233,9 @@ def write(results: dict[str, Any], out: Path) -> None:
         ("follow-ups due at once", f"{results['followups']} over {results['bots']} bots"),
         (
             "time to drain",
-            f"{d['seconds']} s ({d['sends_per_second']} sends/s, {d['worker_processes']} chat "
-            f"processes × {d['worker_threads']} threads); states {d['states']}",
+            f"{d['seconds']} s ({d['sends_per_second']} sends/s; 1 followups process × {d['followup_threads']} "
+            f"threads beside {d['worker_processes']} chat processes × {d['worker_threads']} threads); "
+            f"states {d['states']}",
         ),
         ("the clock's claim of 500 due rows", f"median {c['median_ms']} ms, max {c['max_ms']} ms"),
         (
