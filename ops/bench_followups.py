@@ -204,6 +204,7 @@ def run(
             "states": states,
             "worker_processes": processes,
             "worker_threads": threads,
+            "followup_threads": followup_threads,
         }
         results["welcome_during_drain"] = {
             "rate_per_second": rate,
