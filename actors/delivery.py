@@ -9,6 +9,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import dramatiq
 
@@ -35,11 +36,16 @@ def send_key(charge_id: int) -> str:
     return f"delivery:{charge_id}"
 
 
-def invite_link(telegram: TelegramGateway, token: str, chat_id: int, charge_id: int) -> str:
-    """A link only one person can use, expiring after DELIVERY_INVITE_HOURS. Made at most once per
-    delivery that records it; a second one (a worker died before recording) is harmless."""
+def invite_link(telegram: TelegramGateway, token: str, chat_id: int, charge_id: int, by_request: bool = False) -> str:
+    """A link only one person can use (or, `by_request`, one whose joins wait for our approval),
+    expiring after DELIVERY_INVITE_HOURS. Made at most once per delivery that records it; a second
+    one (a worker died before recording) is harmless."""
     expire = int(time.time()) + settings.DELIVERY_INVITE_HOURS * 3600
-    params = {"chat_id": chat_id, "name": f"charge {charge_id}"[:32], "member_limit": 1, "expire_date": expire}
+    params: dict[str, Any] = {"chat_id": chat_id, "name": f"charge {charge_id}"[:32], "expire_date": expire}
+    if by_request:
+        params["creates_join_request"] = True  # Telegram refuses member_limit with it
+    else:
+        params["member_limit"] = 1
     result = telegram.call(token, "createChatInviteLink", params)
     return str(result["invite_link"])
 
@@ -62,16 +68,18 @@ class Part:
     chat_id: int | None  # delivery_chat_id: a one-use invite link is made for it
     link_column: str  # where the delivery row keeps that link
     invite: str | None
+    by_request: bool = False
 
 
 def _parts(charge_id: int, job: hot.DeliveryJob) -> list[Part]:
     parts = [Part(send_key(charge_id), job.delivery_text, job.delivery_link, job.delivery_chat_id, "invite_link",
-                  job.invite_link)]  # fmt: skip
+                  job.invite_link, bool(job.join_by_request))]  # fmt: skip
     if job.bump_offer_id is not None:
         bump = Offer.get_or_none(Offer.id == job.bump_offer_id)
         if bump is not None:
             parts.append(Part(f"{send_key(charge_id)}:bump", bump.delivery_text, bump.delivery_link,
-                              bump.delivery_chat_id, "bump_invite_link", job.bump_invite_link))  # fmt: skip
+                              bump.delivery_chat_id, "bump_invite_link", job.bump_invite_link,
+                              bump.join_by_request))  # fmt: skip
     return parts
 
 
@@ -82,7 +90,7 @@ def _link(part: Part, job: hot.DeliveryJob, bot_token: str, telegram: TelegramGa
     if part.invite is not None:
         return part.invite
     try:
-        link = invite_link(telegram, bot_token, part.chat_id, charge_id)
+        link = invite_link(telegram, bot_token, part.chat_id, charge_id, part.by_request)
     except TelegramRetryAfter as exc:
         raise dramatiq.Retry("createChatInviteLink: flood wait", delay=int(exc.retry_after * 1000) + 50) from None
     column = getattr(Delivery, part.link_column)

@@ -24,7 +24,7 @@ from typing import Any
 
 import dramatiq
 
-from actors import runtime
+from actors import runtime, subscriptions
 from actors.broker import FOLLOWUPS, broker, counters, retry_when
 from actors.funnel import CAPTION_LIMIT, mark_unreachable, media_method, telegram_length
 from actors.outbox import MARKETING, Send, deliver
@@ -146,6 +146,8 @@ def send(followup_id: int, telegram: TelegramGateway, throttle: Throttle) -> str
         return row.state if row is not None else None
     if row.due_at > utcnow() + LEASE:  # not due (a stray message): the clock brings it when it is
         return row.state
+    if row.kind in ("reminder", "expiry"):  # a subscription's
+        return subscriptions.send_due(row, telegram, throttle)
     bot = runtime.bot_config(row.bot_id)
     lead = Lead.get_or_none(Lead.id == row.lead_id)
     reason = why_not(row, bot, lead)

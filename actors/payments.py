@@ -28,7 +28,7 @@ from dramatiq.rate_limits.backends import RedisBackend
 from peewee import IntegrityError
 
 import settings
-from actors import delivery, followups, pixel, runtime
+from actors import delivery, followups, pixel, runtime, subscriptions
 from actors.broker import PAYMENTS, SETTLE, broker, counters, retry_when
 from actors.enqueue import unit_of_work
 from actors.funnel import CAPTION_LIMIT, Recipient, telegram_length
@@ -403,6 +403,10 @@ def _transition(
                               "created_at": now, "updated_at": now}, ignore_conflicts=True)  # fmt: skip
         pixel.purchase(track, charge, paid, now)
         followups.cancel_downsells(charge.lead_id, "paid")
+        bot = runtime.bot_config(charge.bot_id)
+        offer = bot.offer(charge.offer_id) if bot is not None else None
+        if bot is not None and offer is not None:
+            subscriptions.extend(bot, charge, offer, now)  # a subscription offer: start or extend it
         return "paid"
     closed = {"open_key": None, "next_check_at": None, "updated_at": now}
     if status is ChargeStatus.EXPIRED and charge.gateway_kind in registry.LATE_PAYABLE:

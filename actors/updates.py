@@ -15,7 +15,7 @@ import redis
 
 import clicks
 import settings
-from actors import followups, funnel, owed, payments, pixel, runtime
+from actors import followups, funnel, owed, payments, pixel, runtime, subscriptions
 from actors.broker import UPDATES, counters, retry_when
 from actors.enqueue import unit_of_work
 from actors.outbox import NOT_NOW, hand_off
@@ -86,6 +86,10 @@ def classify(update: dict[str, Any]) -> str:
         return "message"
     if isinstance(update.get("callback_query"), dict):
         return "callback"
+    if isinstance(update.get("chat_join_request"), dict):
+        return "join_request"
+    if isinstance(update.get("chat_member"), dict):
+        return "chat_member"
     member = update.get("my_chat_member")
     if isinstance(member, dict) and (member.get("chat") or {}).get("type") == "private":
         status = (member.get("new_chat_member") or {}).get("status")
@@ -249,6 +253,9 @@ def follow_up(
     interval to every welcome. When the stage cannot finish now (a flood wait, Telegram down), it
     is handed to its own actor, which retries it on its own schedule."""
     lead = routed.lead
+    if routed.kind in ("join_request", "chat_member"):
+        members(bot, routed, update, telegram, throttle)
+        return
     if routed.kind == "start" and lead is not None:
         try:
             funnel.send_welcome(bot, lead, routed.update_id, telegram, throttle, cache)
@@ -277,6 +284,24 @@ def follow_up(
 
 CALLBACKS = {"buy": "buy", "chk": "check", "fu": "followup", "bmp:y": "bump_yes", "bmp:n": "bump_no"}
 BUYING = ("buy", "bump_yes", "bump_no")  # presses that end in a charge for the offer they name
+
+
+def members(bot: BotConfig, routed: Routed, update: dict[str, Any], telegram: TelegramGateway,
+            throttle: Throttle) -> None:  # fmt: skip
+    """Who joins a subscription's chat: a join request approved or declined (or, for a payer whose
+    payment is being settled, decided when it settles); a member who came through a link issued
+    to someone else removed."""
+    try:
+        if routed.kind == "join_request":
+            request = update["chat_join_request"]
+            if subscriptions.decide_join(bot, request, routed.update_id, telegram, throttle) == "wait":
+                subscriptions.join_actor.send_with_options(args=(bot.id, routed.update_id, request),
+                                                           delay=subscriptions.JOIN_RECHECK_MS)  # fmt: skip
+        else:
+            subscriptions.check_member(bot, update["chat_member"], routed.update_id, telegram, throttle)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("member update refused: malformed bot=%s update=%s error=%s", bot.id, routed.update_id,
+                    type(exc).__name__)  # fmt: skip
 
 
 def parse_callback_data(data: Any) -> tuple[str | None, int]:

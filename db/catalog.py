@@ -28,6 +28,9 @@ DEFAULT_TEXTS: dict[str, str] = {
     "bump_accept": "Sim, quero!",
     "bump_decline": "Não, obrigado",
     "followup_button": "Quero — R$ {amount}",  # the button of an upsell or downsell: {offer}, {amount}
+    "reminder_text": "Sua assinatura vence em {days} dia(s). Renove para não perder o acesso.",
+    "expired_text": "Sua assinatura venceu. Toque para renovar.",
+    "renew_button": "Renovar — R$ {amount}",
 }
 
 
@@ -53,6 +56,8 @@ class OfferConfig:
     delivery_chat_id: int | None
     hidden: bool = False  # no button of its own
     bump_id: int | None = None  # the offer proposed as an order bump on a press of this one
+    duration_seconds: int | None = None  # a subscription to delivery_chat_id for this long
+    join_by_request: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ class BotConfig:
     bumps: dict[int, Bump] = field(default_factory=dict)  # by the bump offer's id
     upsells: tuple[FollowupConfig, ...] = ()
     downsells: tuple[FollowupConfig, ...] = ()
+    remind_before: tuple[int, ...] = ()  # seconds before a subscription's end, longest first
 
     def __repr__(self) -> str:  # never print the token or secrets
         return f"BotConfig(id={self.id!r}, username={self.username!r})"
@@ -157,6 +163,8 @@ def load_bots() -> dict[str, BotConfig]:
                 o.delivery_chat_id,
                 hidden=o.hidden,
                 bump_id=ids.get(o.bump_slug) if o.bump_slug else None,
+                duration_seconds=o.duration_seconds,
+                join_by_request=o.join_by_request,
             )
             for o in bot_rows
         ]
@@ -175,7 +183,7 @@ def load_bots() -> dict[str, BotConfig]:
             welcome_text=b.welcome_text,
             welcome_media_url=b.welcome_media_url,
             offers=tuple(offers.get(b.id, ())),
-            texts={**DEFAULT_TEXTS, **(b.texts or {})},
+            texts={**DEFAULT_TEXTS, **selling[b.id].pop("sub_texts"), **(b.texts or {})},
             charge_minutes=b.charge_minutes,
             send_qr=b.send_qr,
             **selling[b.id],
@@ -218,7 +226,10 @@ def _selling(doc: dict[str, Any], offers: dict[str, Offer]) -> dict[str, Any]:
         for i, d in enumerate(doc.get("downsells") or [])
         if d["offer"] in ids
     )
-    return {"bumps": bumps, "upsells": upsells, "downsells": downsells}
+    subscriptions = doc.get("subscriptions") or {}
+    texts = {k: subscriptions[k] for k in ("reminder_text", "expired_text") if subscriptions.get(k)}
+    remind = tuple(int(seconds) for seconds in subscriptions.get("remind_before", ()))
+    return {"bumps": bumps, "upsells": upsells, "downsells": downsells, "remind_before": remind, "sub_texts": texts}
 
 
 def current_version() -> int:

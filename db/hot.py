@@ -62,7 +62,7 @@ WHERE "key" = {p}
 
 DELIVERY_JOB = """
 SELECT d."id", d."state", d."invite_link", c."bot_id", l."id", l."chat_id", o."delivery_text", o."delivery_link",
-       o."delivery_chat_id", c."offer_id", c."bump_offer_id", d."bump_invite_link"
+       o."delivery_chat_id", c."offer_id", c."bump_offer_id", d."bump_invite_link", o."join_by_request"
 FROM "delivery" d JOIN "charge" c ON c."id" = d."charge_id" JOIN "lead" l ON l."id" = c."lead_id"
      JOIN "offer" o ON o."id" = c."offer_id"
 WHERE d."charge_id" = {p}
@@ -150,6 +150,7 @@ class DeliveryJob:
     offer_id: int
     bump_offer_id: int | None  # an accepted order bump: delivered too
     bump_invite_link: str | None
+    join_by_request: bool  # the link asks to join (a subscription decides who is approved)
 
 
 def delivery_job(charge_id: int) -> DeliveryJob | None:

@@ -81,6 +81,8 @@ class Offer(BaseModel):
     position = IntegerField(default=0)
     active = BooleanField(default=True)
     hidden = BooleanField(default=False)  # no button of its own: sold only as a bump, upsell or downsell
+    duration_seconds = IntegerField(null=True)  # a subscription to delivery_chat_id for this long
+    join_by_request = BooleanField(default=False)  # its link asks to join; only paying members are approved
     bump_slug = CharField(max_length=64, null=True)  # the offer proposed as an order bump on a press
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
@@ -326,6 +328,7 @@ class Followup(BaseModel):
     offer_id = IntegerField()  # what its button buys
     amount = DecimalField(max_digits=12, decimal_places=2)  # at what price
     charge_id = IntegerField(null=True)  # an upsell's paid charge
+    subscription_id = IntegerField(null=True)  # a reminder's or an expiry's subscription
     due_at = DateTimeField()
     state = CharField(max_length=16, default="scheduled")
     attempts = IntegerField(default=0)
@@ -342,6 +345,32 @@ class Followup(BaseModel):
         )
 
 
+class Subscription(BaseModel):
+    """A lead's access to a chat (a VIP channel) until `ends_at`: one per (lead, chat), started or
+    extended by the transaction that wins a subscription offer's charge → paid. Its reminders and
+    its expiry are `followup` rows (kinds reminder, expiry) keyed by the end they were made for, so
+    a renewal leaves the old ones to be cancelled at send time."""
+
+    id = AutoField()
+    bot_id = CharField(max_length=64)
+    lead_id = IntegerField()
+    chat_id = BigIntegerField()
+    offer_id = IntegerField()
+    started_at = DateTimeField()  # the first start: renewals do not move it
+    ends_at = DateTimeField()
+    state = CharField(max_length=16, default="active")  # active | expired
+    renewals = IntegerField(default=0)
+    last_charge_id = IntegerField(null=True)
+    error = TextField(null=True)  # Telegram's description of what failed (not an admin, chat gone, ...)
+    error_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "subscription"
+        indexes = ((("lead_id", "chat_id"), True), (("bot_id", "state", "ends_at"), False))
+
+
 class ConfigState(BaseModel):
     """A single row whose version `ops apply` bumps in the same transaction as the change it makes;
     running processes poll it to reload their cached configuration."""
@@ -355,4 +384,4 @@ class ConfigState(BaseModel):
 
 
 MODELS = [Gateway, Bot, Offer, Lead, Click, ProcessedUpdate, OutboundMessage, Charge, Delivery,
-          PaymentNotification, PixelEvent, BumpAnswer, Followup, ConfigState]  # fmt: skip
+          PaymentNotification, PixelEvent, BumpAnswer, Followup, Subscription, ConfigState]  # fmt: skip

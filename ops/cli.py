@@ -121,7 +121,8 @@ def apply(file: Path) -> None:
         click.echo("nothing changed")
 
 
-ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+# chat_member and chat_join_request: subscriptions (who joins a VIP chat, and through which link).
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "chat_member", "chat_join_request"]
 
 
 @cli.command(

@@ -45,12 +45,15 @@ BOT_KEYS = {
     "bumps",
     "upsells",
     "downsells",
+    "subscriptions",
 }
 WELCOME_KEYS = {"text", "media_url"}
 CHECKOUT_KEYS = {"expires_minutes", "send_qr"}
 # answerCallbackQuery texts: Telegram takes at most 200 characters
 CALLBACK_TEXTS = {"payment_pending", "payment_confirmed"}
-OFFER_KEYS = {"id", "label", "price", "delivery_text", "delivery_link", "delivery_chat_id", "hidden", "bump"}
+OFFER_KEYS = {"id", "label", "price", "delivery_text", "delivery_link", "delivery_chat_id", "hidden", "bump",
+              "duration", "join_by_request"}  # fmt: skip
+SUBSCRIPTION_KEYS = {"remind_before", "reminder_text", "expired_text"}
 BUMP_KEYS = {"text", "accept", "decline"}
 UPSELL_KEYS = {"after_offer", "delay", "text", "media_url", "offer"}
 DOWNSELL_KEYS = {"when", "delay", "text", "media_url", "offer", "discount_percent", "price"}
@@ -86,6 +89,8 @@ class OfferSpec:
     delivery_chat_id: int | None
     hidden: bool = False
     bump: str | None = None  # the slug of the offer proposed as an order bump
+    duration_seconds: int | None = None  # a subscription to delivery_chat_id
+    join_by_request: bool = False
 
 
 @dataclass(frozen=True)
@@ -264,6 +269,10 @@ def _selling(table: dict[str, Any], where: str, offers: list[OfferSpec]) -> dict
             "price": str(price),
         })  # fmt: skip
     selling: dict[str, Any] = {}
+    subscriptions = _subscriptions(_table(table.get("subscriptions", {}), f"{where}.subscriptions"),
+                                   f"{where}.subscriptions")  # fmt: skip
+    if subscriptions:
+        selling["subscriptions"] = subscriptions
     if bumps:
         selling["bumps"] = bumps
     if upsells:
@@ -271,6 +280,24 @@ def _selling(table: dict[str, Any], where: str, offers: list[OfferSpec]) -> dict
     if downsells:
         selling["downsells"] = downsells
     return selling
+
+
+def _subscriptions(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """[bots.subscriptions]: reminders before the end (durations, each once), and the two texts."""
+    _no_unknown(table, SUBSCRIPTION_KEYS, where)
+    if not table:
+        return {}
+    reminders = table.get("remind_before", [])
+    if not isinstance(reminders, list):
+        raise ConfigError(f"{where}.remind_before", 'must be a list of durations such as ["3d", "1d"]')
+    seconds = sorted({duration_seconds(r, f"{where}.remind_before[{i}]") for i, r in enumerate(reminders)},
+                     reverse=True)  # fmt: skip
+    doc: dict[str, Any] = {"remind_before": seconds}
+    for name in ("reminder_text", "expired_text"):
+        value = _str(table, name, where, required=False, max_len=1000)
+        if value is not None:
+            doc[name] = value
+    return doc
 
 
 def discounted(price: Decimal, percent: int) -> Decimal:
@@ -311,8 +338,19 @@ def _offer(table: dict[str, Any], where: str) -> OfferSpec:
     hidden = table.get("hidden", False)
     if not isinstance(hidden, bool):
         raise ConfigError(f"{where}.hidden", "must be true or false")
+    duration = duration_seconds(table["duration"], f"{where}.duration") if "duration" in table else None
+    if duration is not None and duration < 60:
+        raise ConfigError(f"{where}.duration", "must be at least a minute")
+    by_request = table.get("join_by_request", False)
+    if not isinstance(by_request, bool):
+        raise ConfigError(f"{where}.join_by_request", "must be true or false")
+    if (duration is not None or by_request) and chat is None:
+        key = "duration" if duration is not None else "join_by_request"
+        raise ConfigError(f"{where}.{key}", "needs delivery_chat_id (the chat the subscription gives access to)")
     return OfferSpec(
         hidden=hidden,
+        duration_seconds=duration,
+        join_by_request=by_request,
         bump=_str(table, "bump", where, required=False),
         slug=_req(table, "id", where, pattern=SLUG, what="1–64 characters of A-Za-z0-9_-"),
         label=_req(table, "label", where, max_len=128),
@@ -487,6 +525,8 @@ def apply(config: ConfigFile) -> list[str]:
                     "active": True,
                     "hidden": o.hidden,
                     "bump_slug": o.bump,
+                    "duration_seconds": o.duration_seconds,
+                    "join_by_request": o.join_by_request,
                 }
                 where = (Offer.bot == b.id) & (Offer.slug == o.slug)
                 outcome = _upsert(Offer, where, values, {"bot": b.id, "slug": o.slug})

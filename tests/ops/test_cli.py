@@ -84,7 +84,8 @@ def test_set_webhooks_calls_telegram_for_every_bot(demo_bot: BotConfig, tmp_path
         assert call["token"] == "123456:TEST" and call["method"] == "setWebhook"
         assert call["params"]["url"] == "https://bots.example.com/webhook/telegram/demo"
         assert call["params"]["secret_token"] == "tg-secret-1"
-        assert set(call["params"]["allowed_updates"]) == {"message", "callback_query", "my_chat_member"}
+        assert set(call["params"]["allowed_updates"]) == {"message", "callback_query", "my_chat_member", "chat_member",
+                                                          "chat_join_request"}  # fmt: skip
     finally:
         platform.close()
 

@@ -1,0 +1,275 @@
+"""Subscriptions (CONTRACT §9): paid access to a chat until an end, reminded before it, removed at
+it, renewed by paying again; join requests decided by who pays; a member who joins through a link
+issued to another buyer removed and the link revoked.
+
+- `extend` runs in the transaction that wins a subscription offer's charge → paid: one row per
+  (lead, chat), end = max(now, current end) + duration, and its expiry and reminders as follow-up
+  rows (kinds `expiry`, `reminder`) keyed by the end they were made for: after a renewal the old
+  ones find another end at send time and are cancelled.
+- Removal (ban, then unban only if banned: they may come back by paying) is owed: sent again when a
+  crash leaves it unknown; the expired text and reminders are marketing.
+- Telegram refusing (the bot is not an admin, the chat is gone, the user blocked the bot) is
+  recorded on the subscription with Telegram's description, counted, and not retried."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from typing import Any
+
+import dramatiq
+
+from actors import runtime
+from actors.broker import FUNNEL, counters, retry_when
+from actors.outbox import MARKETING, OWED, Outcome, Send, deliver
+from actors.throttle import Throttle
+from db import hot
+from db.catalog import BotConfig, OfferConfig, brl
+from db.database import is_sqlite, utcnow
+from db.models import Charge, Delivery, Followup, Lead, Subscription
+from gateways.telegram import TelegramGateway
+
+log = logging.getLogger(__name__)
+
+# A join request from a payer whose payment is being settled waits for it this long at most
+# (Telegram keeps a request answerable for 5 minutes).
+JOIN_WAIT = dt.timedelta(minutes=5)
+JOIN_RECHECK_MS = 10_000
+
+
+def _epoch(moment: dt.datetime) -> int:
+    return int(moment.replace(tzinfo=dt.UTC).timestamp())
+
+
+def extend(bot: BotConfig, charge: Charge, offer: OfferConfig, now: dt.datetime) -> Subscription | None:
+    """Start or extend the lead's subscription to the offer's chat; schedule its expiry and its
+    reminders. Call inside the transaction that wins the charge → paid."""
+    if offer.duration_seconds is None or offer.delivery_chat_id is None:
+        return None
+    duration = dt.timedelta(seconds=offer.duration_seconds)
+    where = (Subscription.lead_id == charge.lead_id) & (Subscription.chat_id == offer.delivery_chat_id)
+    query = Subscription.select().where(where)
+    current = (query if is_sqlite() else query.for_update()).first()
+    if current is None:
+        sub = Subscription.create(bot_id=bot.id, lead_id=charge.lead_id, chat_id=offer.delivery_chat_id,
+                                  offer_id=offer.id, started_at=now, ends_at=now + duration, state="active",
+                                  renewals=0, last_charge_id=charge.id, created_at=now, updated_at=now)  # fmt: skip
+        counters.inc("grimbots_subscriptions_total", {"outcome": "started"})
+    else:
+        ends = max(now, current.ends_at) + duration
+        Subscription.update(ends_at=ends, state="active", renewals=Subscription.renewals + 1, offer_id=offer.id,
+                            last_charge_id=charge.id, error=None, error_at=None,
+                            updated_at=now).where(Subscription.id == current.id).execute()  # fmt: skip
+        sub = Subscription.get_by_id(current.id)
+        counters.inc("grimbots_subscriptions_total", {"outcome": "renewed"})
+    schedule(bot, sub, offer, now)
+    return sub
+
+
+def schedule(bot: BotConfig, sub: Subscription, offer: OfferConfig, now: dt.datetime) -> None:
+    end = _epoch(sub.ends_at)
+    base = {"bot_id": bot.id, "lead_id": sub.lead_id, "offer_id": offer.id, "amount": offer.price,
+            "subscription_id": sub.id, "state": "scheduled", "attempts": 0, "created_at": now}  # fmt: skip
+    hot.insert(Followup, {**base, "key": f"expire:{sub.id}:{end}", "kind": "expiry", "position": 0,
+                          "due_at": sub.ends_at}, ignore_conflicts=True)  # fmt: skip
+    for i, seconds in enumerate(bot.remind_before):
+        due = sub.ends_at - dt.timedelta(seconds=seconds)
+        if due > now:
+            hot.insert(Followup, {**base, "key": f"remind:{sub.id}:{end}:{i}", "kind": "reminder", "position": i,
+                                  "due_at": due}, ignore_conflicts=True)  # fmt: skip
+
+
+def _for_this_end(row: Followup, sub: Subscription) -> bool:
+    """Whether the row was scheduled for the subscription's current end (not an earlier one)."""
+    parts = row.key.split(":")
+    return len(parts) >= 3 and parts[2] == str(_epoch(sub.ends_at))
+
+
+def renew_button(bot: BotConfig, row: Followup) -> dict[str, Any]:
+    text = bot.text("renew_button", amount=brl(row.amount))
+    return {"inline_keyboard": [[{"text": text[:64], "callback_data": f"fu:{row.id}"}]]}
+
+
+def _close(row: Followup, state: str, error: str | None = None) -> str:
+    values: dict[str, Any] = {"state": state, "error": error}
+    if state == "sent":
+        values["sent_at"] = utcnow()
+    if Followup.update(**values).where((Followup.id == row.id) & (Followup.state == "scheduled")).execute():
+        counters.inc("grimbots_followups_total", {"kind": row.kind, "outcome": state})
+    return state
+
+
+def record_error(sub: Subscription, error: str) -> None:
+    Subscription.update(error=error[:500], error_at=utcnow(), updated_at=utcnow()).where(
+        Subscription.id == sub.id
+    ).execute()
+    counters.inc("grimbots_subscription_errors_total", {"bot": sub.bot_id})
+    log.warning("subscription error bot=%s subscription=%s error=%s", sub.bot_id, sub.id, error)
+
+
+def send_due(row: Followup, telegram: TelegramGateway, throttle: Throttle) -> str:
+    """A reminder or an expiry, due now: sent, done, or cancelled (renewed, gone)."""
+    sub = Subscription.get_or_none(Subscription.id == row.subscription_id)
+    bot = runtime.bot_config(row.bot_id)
+    lead = Lead.get_or_none(Lead.id == row.lead_id)
+    if sub is None or bot is None or lead is None:
+        return _close(row, "cancelled", "bot, lead or subscription gone")
+    if not _for_this_end(row, sub):
+        return _close(row, "cancelled", "renewed")
+    if row.kind == "reminder":
+        if sub.state != "active" or not lead.reachable:
+            return _close(row, "cancelled", "not active" if sub.state != "active" else "lead unreachable")
+        days = max(1, math.ceil((sub.ends_at - utcnow()).total_seconds() / 86400))
+        params = {"chat_id": lead.chat_id, "text": bot.text("reminder_text", days=days),
+                  "reply_markup": renew_button(bot, row)}  # fmt: skip
+        outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id,
+                          [Send(f"followup:{row.id}", "sendMessage", params, MARKETING)])  # fmt: skip
+        return _close(row, *_state(outcome))
+    return expire(row, sub, bot, lead, telegram, throttle)
+
+
+def _state(outcome: Outcome) -> tuple[str, str | None]:
+    if outcome.failed is not None:
+        return "failed", outcome.failed[:500]
+    return ("sent", None) if outcome.sent else ("unknown", None)
+
+
+def remove(bot: BotConfig, chat_id: int, user_id: int, key: str, telegram: TelegramGateway,
+           throttle: Throttle) -> Outcome:  # fmt: skip
+    """Take a user out of a chat in a way that lets them back in later (by paying): ban, then
+    unban only if banned. Owed: resent if a crash leaves it unknown; admin calls, not messages."""
+    sends = [
+        Send(f"{key}:ban", "banChatMember", {"chat_id": chat_id, "user_id": user_id}, OWED, throttled=False),
+        Send(
+            f"{key}:unban",
+            "unbanChatMember",
+            {"chat_id": chat_id, "user_id": user_id, "only_if_banned": True},
+            OWED,
+            throttled=False,
+        ),
+    ]
+    return deliver(telegram, throttle, bot.token, bot.id, chat_id, sends)
+
+
+def expire(row: Followup, sub: Subscription, bot: BotConfig, lead: Lead, telegram: TelegramGateway,
+           throttle: Throttle) -> str:  # fmt: skip
+    outcome = remove(bot, sub.chat_id, lead.telegram_user_id, f"expire:{sub.id}:{_epoch(sub.ends_at)}", telegram,
+                     throttle)  # fmt: skip
+    if outcome.failed is not None:
+        record_error(sub, outcome.failed)
+        return _close(row, "failed", outcome.failed[:500])
+    won = (
+        Subscription.update(state="expired", updated_at=utcnow())
+        .where((Subscription.id == sub.id) & (Subscription.ends_at == sub.ends_at) & (Subscription.state == "active"))
+        .execute()
+    )
+    if won:
+        counters.inc("grimbots_subscriptions_total", {"outcome": "expired"})
+        log.info("subscription expired bot=%s subscription=%s", bot.id, sub.id)
+    if lead.reachable:
+        params = {"chat_id": lead.chat_id, "text": bot.text("expired_text"), "reply_markup": renew_button(bot, row)}
+        deliver(telegram, throttle, bot.token, bot.id, lead.chat_id,
+                [Send(f"followup:{row.id}", "sendMessage", params, MARKETING)])  # fmt: skip
+    return _close(row, "sent")
+
+
+# --- join requests and shared links ------------------------------------------------------------
+
+
+def active(lead_id: int, chat_id: int) -> bool:
+    return (
+        Subscription.select()
+        .where(
+            (Subscription.lead_id == lead_id)
+            & (Subscription.chat_id == chat_id)
+            & (Subscription.state == "active")
+            & (Subscription.ends_at > utcnow())
+        )
+        .exists()
+    )
+
+
+def settling(bot: BotConfig, lead_id: int, chat_id: int) -> bool:
+    """The lead has a charge for a subscription to this chat that is still being paid."""
+    offers = [o.id for o in bot.offers if o.delivery_chat_id == chat_id and o.duration_seconds]
+    if not offers:
+        return False
+    return (
+        Charge.select()
+        .where((Charge.lead_id == lead_id) & Charge.offer_id.in_(offers) & Charge.status.in_(["creating", "pending"]))
+        .exists()
+    )
+
+
+def decide_join(bot: BotConfig, request: dict[str, Any], update_id: int, telegram: TelegramGateway,
+                throttle: Throttle) -> str:  # fmt: skip
+    """approve | decline | wait: approve a user with an active subscription to the chat, decline
+    everyone else, and wait (up to JOIN_WAIT) for a payer whose payment is being settled."""
+    chat_id, user_id = int(request["chat"]["id"]), int(request["from"]["id"])
+    lead = Lead.get_or_none((Lead.bot == bot.id) & (Lead.telegram_user_id == user_id))
+    if lead is not None and active(lead.id, chat_id):
+        decision = "approve"
+    elif lead is not None and settling(bot, lead.id, chat_id):
+        requested = float(request.get("date") or 0)
+        if utcnow().replace(tzinfo=dt.UTC).timestamp() - requested < JOIN_WAIT.total_seconds() - 15:
+            return "wait"
+        decision = "decline"
+    else:
+        decision = "decline"
+    method = "approveChatJoinRequest" if decision == "approve" else "declineChatJoinRequest"
+    send = Send(f"join:{bot.id}:{update_id}", method, {"chat_id": chat_id, "user_id": user_id}, OWED,
+                throttled=False)  # fmt: skip
+    outcome = deliver(telegram, throttle, bot.token, bot.id, chat_id, [send])
+    counters.inc("grimbots_join_requests_total", {"decision": decision})
+    if outcome.failed is not None and lead is not None:
+        sub = Subscription.get_or_none((Subscription.lead_id == lead.id) & (Subscription.chat_id == chat_id))
+        if sub is not None:
+            record_error(sub, f"{method}: {outcome.failed}")
+    log.info("join request %sd bot=%s chat=%s", decision, bot.id, chat_id)
+    return decision
+
+
+def check_member(bot: BotConfig, member: dict[str, Any], update_id: int, telegram: TelegramGateway,
+                 throttle: Throttle) -> bool:  # fmt: skip
+    """A member who joined through a link issued to another buyer: removed, and the link revoked
+    (the buyer it was issued to keeps their access). Returns True when it removed someone."""
+    new = member.get("new_chat_member") or {}
+    link = (member.get("invite_link") or {}).get("invite_link")
+    if new.get("status") != "member" or not isinstance(link, str):
+        return False
+    joiner = int((new.get("user") or {}).get("id") or 0)
+    chat_id = int(member["chat"]["id"])
+    same_link = (Delivery.invite_link == link) | (Delivery.bump_invite_link == link)
+    issued = Delivery.get_or_none((Delivery.bot_id == bot.id) & same_link)
+    if issued is None:
+        return False
+    charge = Charge.get_or_none(Charge.id == issued.charge_id)
+    owner = Lead.get_or_none(Lead.id == charge.lead_id) if charge is not None else None
+    if owner is None or owner.telegram_user_id == joiner:
+        return False
+    outcome = remove(bot, chat_id, joiner, f"share:{bot.id}:{update_id}", telegram, throttle)
+    params = {"chat_id": chat_id, "invite_link": link}
+    revoke = Send(f"share:{bot.id}:{update_id}:revoke", "revokeChatInviteLink", params, OWED, throttled=False)
+    deliver(telegram, throttle, bot.token, bot.id, chat_id, [revoke])
+    counters.inc("grimbots_shared_links_total", {"outcome": "removed" if outcome.failed is None else "failed"})
+    log.warning("shared link caught bot=%s chat=%s charge=%s", bot.id, chat_id, issued.charge_id)
+    return True
+
+
+@dramatiq.actor(
+    actor_name="subscriptions.join",
+    queue_name=FUNNEL,
+    max_retries=40,
+    min_backoff=JOIN_RECHECK_MS,
+    retry_when=retry_when(40),
+    time_limit=60_000,
+    max_age=int(JOIN_WAIT.total_seconds() * 1000),  # Telegram stops taking an answer after 5 minutes
+)
+def join_actor(bot_id: str, update_id: int, request: dict[str, Any]) -> None:
+    """A join request whose requester's payment was being settled: asked again until it is."""
+    bot = runtime.bot_config(bot_id)
+    if bot is None:
+        return
+    if decide_join(bot, request, update_id, runtime.telegram(), runtime.throttle()) == "wait":
+        raise dramatiq.Retry("payment being settled", delay=JOIN_RECHECK_MS)
