@@ -1,0 +1,229 @@
+"""Subscriptions (CONTRACT §9): paid access to a chat that expires, reminds, renews, and keeps
+non-payers out."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import time
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from actors import delivery, followups, payments, subscriptions, updates
+from actors.funnel import Recipient
+from actors.throttle import Throttle
+from db.catalog import BotConfig, load_bots
+from db.database import utcnow
+from db.models import Charge, Delivery, Followup, Subscription
+from gateways.payments.base import ChargeStatus
+from gateways.payments.sandbox import SandboxGateway
+from gateways.telegram import TelegramGateway
+from ops import config
+from tests.conftest import DEMO_CONFIG, FakeTelegramTransport, apply_config, telegram_error
+
+CHAT = -100123
+USER = {"id": 555, "first_name": "Vip"}
+
+
+def vip_config(**offer: Any) -> dict[str, Any]:
+    data = copy.deepcopy(DEMO_CONFIG)
+    bot = data["bots"][0]
+    bot["offers"][1].update(duration="30d", **offer)  # "anual": delivery_chat_id = -100123
+    bot["subscriptions"] = {"remind_before": ["3d", "1d"], "reminder_text": "Vence em {days} dia(s).",
+                            "expired_text": "Venceu. Renove!"}  # fmt: skip
+    return data
+
+
+@pytest.fixture
+def bot() -> BotConfig:
+    apply_config(vip_config())
+    return load_bots()["demo"]
+
+
+@pytest.fixture
+def sandbox(redis_client: redis.Redis) -> SandboxGateway:
+    return SandboxGateway(webhook_secret="whsec-1", pix_key="pix@example.com", merchant_name="GRIMBOTS DEMO",
+                          merchant_city="SAO PAULO", bank=redis_client)  # fmt: skip
+
+
+@pytest.fixture
+def lead(bot: BotConfig) -> Recipient:
+    return updates.upsert_lead(bot.id, USER, 555)
+
+
+def anual(bot: BotConfig) -> int:
+    return next(o.id for o in bot.offers if o.slug == "anual")
+
+
+def invite(fake: FakeTelegramTransport, link: str = "https://t.me/+Inv") -> None:
+    fake.queue("createChatInviteLink", httpx.Response(200, json={"ok": True, "result": {"invite_link": link}}))
+
+
+def pay(bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle,
+        update_id: int, followup_id: int = 0) -> Charge:  # fmt: skip
+    charge = payments.checkout(bot, lead, anual(bot), update_id, sandbox, telegram, throttle, followup_id=followup_id)
+    assert charge is not None
+    assert payments.settle(charge, ChargeStatus.PAID, None, source="notification").deliver
+    return charge
+
+
+def test_configuration(bot: BotConfig) -> None:
+    offer = bot.offer(anual(bot))
+    assert offer is not None and offer.duration_seconds == 30 * 86400 and not offer.join_by_request
+    assert bot.remind_before == (3 * 86400, 86400) and bot.text("expired_text") == "Venceu. Renove!"
+    for edit, key in (
+        (lambda b: b["offers"][0].update(duration="30d"), "bots[0].offers[0].duration"),  # no delivery_chat_id
+        (lambda b: b["offers"][0].update(join_by_request=True), "bots[0].offers[0].join_by_request"),
+        (lambda b: b["offers"][1].update(duration="30 days"), "bots[0].offers[1].duration"),
+        (lambda b: b["offers"][1].update(join_by_request="yes"), "bots[0].offers[1].join_by_request"),
+        (lambda b: b["subscriptions"].update(remind_before="3d"), "bots[0].subscriptions.remind_before"),
+        (lambda b: b["subscriptions"].update(remind_before=["3x"]), "bots[0].subscriptions.remind_before[0]"),
+        (lambda b: b["subscriptions"].update(color="red"), "bots[0].subscriptions.color"),
+    ):
+        data = vip_config()
+        edit(data["bots"][0])
+        with pytest.raises(config.ConfigError) as exc:
+            config.parse(data, set())
+        assert exc.value.key == key
+
+
+def test_paying_starts_a_subscription_with_its_expiry_and_reminders_and_renewing_extends_it(
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    pay(bot, lead, sandbox, telegram, throttle, 1)
+    sub = Subscription.get()
+    first_end = sub.ends_at
+    assert (sub.chat_id, sub.state, sub.renewals) == (CHAT, "active", 0)
+    assert abs((first_end - utcnow()).total_seconds() - 30 * 86400) < 5
+    assert sorted((f.kind, f.position) for f in Followup.select()) == [("expiry", 0), ("reminder", 0), ("reminder", 1)]
+
+    pay(bot, lead, sandbox, telegram, throttle, 2)  # a renewal before the end: from the current end
+    sub = Subscription.get()
+    assert sub.renewals == 1 and sub.started_at <= first_end and sub.ends_at == first_end + dt.timedelta(days=30)
+    Followup.update(due_at=utcnow()).where(Followup.state == "scheduled").execute()
+    old = Followup.select().where(Followup.key.startswith(f"expire:{sub.id}:")).order_by(Followup.id).first()
+    assert followups.send(old.id, telegram, throttle) == "cancelled" and Followup.get_by_id(old.id).error == "renewed"
+    assert Subscription.get().state == "active"
+
+
+def test_expiry_removes_the_member_tells_them_and_a_renewal_re_admits(
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    invite(fake_telegram)
+    charge = pay(bot, lead, sandbox, telegram, throttle, 1)
+    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"
+    Subscription.update(ends_at=utcnow() - dt.timedelta(seconds=1)).execute()
+    sub = Subscription.get()
+    end = int(sub.ends_at.replace(tzinfo=dt.UTC).timestamp())
+    expiry = Followup.create(key=f"expire:{sub.id}:{end}", bot_id="demo", lead_id=lead.lead_id, kind="expiry",
+                             position=0, offer_id=anual(bot), amount=charge.amount, subscription_id=sub.id,
+                             due_at=utcnow())  # fmt: skip
+    fake_telegram.calls.clear()
+    assert followups.send(expiry.id, telegram, throttle) == "sent"
+    assert followups.send(expiry.id, telegram, throttle) == "sent"  # again: nothing more
+    assert [m for m, _ in fake_telegram.calls] == ["banChatMember", "unbanChatMember", "sendMessage"]
+    ban, unban, told = (p for _, p in fake_telegram.calls)
+    assert int(ban["chat_id"]) == CHAT and int(ban["user_id"]) == 555 and unban["only_if_banned"] is True
+    assert told["text"] == "Venceu. Renove!"
+    assert told["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == f"fu:{expiry.id}"
+    assert Subscription.get().state == "expired"
+
+    invite(fake_telegram, "https://t.me/+Again")  # the renew button: a new period from now, a new link
+    renewal = pay(bot, lead, sandbox, telegram, throttle, 3, followup_id=expiry.id)
+    assert renewal.amount == charge.amount and delivery.deliver_charge(renewal.id, telegram, throttle) == "sent"
+    sub = Subscription.get()
+    assert sub.state == "active" and abs((sub.ends_at - utcnow()).total_seconds() - 30 * 86400) < 5
+    assert "https://t.me/+Again" in fake_telegram.calls[-1][1]["text"]
+
+
+def test_a_reminder_says_how_many_days_are_left(
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    pay(bot, lead, sandbox, telegram, throttle, 1)
+    reminder = Followup.get((Followup.kind == "reminder") & (Followup.position == 0))
+    Followup.update(due_at=utcnow()).where(Followup.id == reminder.id).execute()  # as the clock brings it
+    fake_telegram.calls.clear()
+    assert followups.send(reminder.id, telegram, throttle) == "sent"
+    [(method, params)] = fake_telegram.calls
+    assert method == "sendMessage" and params["text"] == "Vence em 30 dia(s)."  # sent early here: 30 days left
+
+
+def test_a_bot_that_is_not_an_admin_records_the_error_and_does_not_retry(
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    pay(bot, lead, sandbox, telegram, throttle, 1)
+    expiry = Followup.get(Followup.kind == "expiry")
+    Followup.update(due_at=utcnow()).where(Followup.id == expiry.id).execute()
+    fake_telegram.queue("banChatMember", telegram_error(400, "Bad Request: not enough rights to restrict/ban"))
+    assert followups.send(expiry.id, telegram, throttle) == "failed"
+    sub = Subscription.get()
+    assert sub.error == "Bad Request: not enough rights to restrict/ban" and sub.state == "active"
+    assert followups.send(expiry.id, telegram, throttle) == "failed"  # decided: not tried again
+    assert [m for m, _ in fake_telegram.calls].count("banChatMember") == 1
+
+
+def join_request(user: int = 555, date: float | None = None) -> dict[str, Any]:
+    return {"chat": {"id": CHAT, "type": "channel"}, "from": {"id": user, "first_name": "X"}, "user_chat_id": user,
+            "date": int(date if date is not None else time.time())}  # fmt: skip
+
+
+def test_join_requests_approve_members_decline_strangers_and_wait_for_a_settling_payer(
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    assert subscriptions.decide_join(bot, join_request(999), 1, telegram, throttle) == "decline"  # a stranger
+    charge = payments.checkout(bot, lead, anual(bot), 2, sandbox, telegram, throttle)
+    assert charge is not None and charge.status == "pending"
+    assert subscriptions.decide_join(bot, join_request(), 3, telegram, throttle) == "wait"  # paying right now
+    old = join_request(date=time.time() - 300)
+    assert subscriptions.decide_join(bot, old, 4, telegram, throttle) == "decline"  # Telegram stopped waiting
+    payments.settle(charge, ChargeStatus.PAID, None, source="notification")
+    assert subscriptions.decide_join(bot, join_request(), 3, telegram, throttle) == "approve"
+    answers = [(m, int(p["user_id"])) for m, p in fake_telegram.calls if m.endswith("ChatJoinRequest")]
+    assert answers == [("declineChatJoinRequest", 999), ("declineChatJoinRequest", 555),
+                       ("approveChatJoinRequest", 555)]  # fmt: skip
+
+
+def test_a_join_by_request_offer_delivers_a_link_that_asks_to_join(
+    lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+) -> None:  # fmt: skip
+    apply_config(vip_config(join_by_request=True))
+    bot = load_bots()["demo"]
+    invite(fake_telegram)
+    charge = pay(bot, lead, sandbox, telegram, throttle, 1)
+    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"
+    [link] = [p for m, p in fake_telegram.calls if m == "createChatInviteLink"]
+    assert link["creates_join_request"] is True and "member_limit" not in link
+
+
+def member_joined(user: int, link: str) -> dict[str, Any]:
+    return {"chat": {"id": CHAT, "type": "channel"}, "from": {"id": user}, "date": 0,
+            "old_chat_member": {"status": "left", "user": {"id": user}},
+            "new_chat_member": {"status": "member", "user": {"id": user}},
+            "invite_link": {"invite_link": link, "creator": {"id": 1}}}  # fmt: skip
+
+
+def test_a_member_who_joins_through_another_buyers_link_is_removed_and_the_link_revoked(
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    invite(fake_telegram, "https://t.me/+Mine")
+    charge = pay(bot, lead, sandbox, telegram, throttle, 1)
+    delivery.deliver_charge(charge.id, telegram, throttle)
+    assert Delivery.get().invite_link == "https://t.me/+Mine"
+    fake_telegram.calls.clear()
+    assert not subscriptions.check_member(bot, member_joined(555, "https://t.me/+Mine"), 10, telegram, throttle)
+    assert fake_telegram.calls == []  # the buyer themself
+    assert subscriptions.check_member(bot, member_joined(666, "https://t.me/+Mine"), 11, telegram, throttle)
+    assert [(m, p.get("user_id"), p.get("invite_link")) for m, p in fake_telegram.calls] == [
+        ("banChatMember", 666, None), ("unbanChatMember", 666, None),
+        ("revokeChatInviteLink", None, "https://t.me/+Mine")]  # fmt: skip
+    assert Subscription.get().state == "active"  # the buyer who shared it keeps access
