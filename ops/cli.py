@@ -196,6 +196,13 @@ def selling_summary() -> list[dict[str, Any]]:
         return selling.as_dicts(selling.totals(since=utcnow() - dt.timedelta(hours=24)))
 
 
+def subscription_summary() -> list[dict[str, Any]]:
+    from ops import selling
+
+    with _database().connection_context():
+        return selling.subscription_totals()
+
+
 def pixel_summary() -> dict[str, int]:
     from ops import pixel_events
 
@@ -228,7 +235,7 @@ def status(as_json: bool) -> None:
     if as_json:
         doc = {"processes": seen, "queues": stats, "messages": outcomes, "error_rate": error_rate, "updates": updates,
                "payments": payment_summary(), "pixel_events": pixel_summary(),
-               "selling": selling_summary()}  # fmt: skip
+               "selling": selling_summary(), "subscriptions": subscription_summary()}  # fmt: skip
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(f"processes ({len(seen)} alive)")
@@ -251,6 +258,9 @@ def status(as_json: bool) -> None:
                f"deliveries waiting {money['deliveries_pending']}, failed {money['deliveries_failed']}")  # fmt: skip
     events = pixel_summary()
     click.echo("pixel     last 24 h: " + ", ".join(f"{n} {state}" for state, n in events.items()))
+    for t in subscription_summary():
+        click.echo(f"subs      {t['bot']}: {t['active']} active, {t['renewals_30d']} renewed, {t['churned_30d']} "
+                   f"churned in 30 days, MRR {_reais(t['mrr'])}")  # fmt: skip
     for t in selling_summary():
         click.echo(f"selling   last 24 h, {t['bot']}: bumps {t['bumps_accepted']}/{t['bumps_asked']} taken, "
                    f"upsells {t['upsells_paid']}/{t['upsells_sent']} paid, "
@@ -330,6 +340,33 @@ def followups(bot: str | None, state: str | None, limit: int, as_json: bool) -> 
     for bot_id, kinds in sorted(counts.items()):
         for kind, states in sorted(kinds.items()):
             click.echo(f"  {bot_id:<12} {kind:<9} " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+
+
+@cli.command(help="Subscriptions (VIP chats): buyer, chat, offer, first start, end, state; with --json a list "
+             "of objects. Per bot: active, renewed and churned in 30 days, monthly recurring revenue.")  # fmt: skip
+@click.option("--bot", help="Only this bot.")
+@click.option("--state", type=click.Choice(["active", "expired"]))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list of objects.")
+def subscriptions(bot: str | None, state: str | None, as_json: bool) -> None:
+    from ops import selling
+
+    with _database().connection_context():
+        rows = selling.subscriptions(bot, state)
+        totals = selling.subscription_totals(bot)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'bot':<12}{'lead':>14} {'chat':>16} {'offer':<12}{'start (UTC)':<22}{'end (UTC)':<22}state")
+    for r in rows:
+        click.echo(f"{r['bot'][:11]:<12}{r['lead']:>14} {r['chat']:>16} {r['offer'][:11]:<12}{r['start']:<22}"
+                   f"{r['end']:<22}{r['state']}")  # fmt: skip
+        if r["error"]:
+            click.echo(f"{'':>12}error: {r['error']}")
+    if not rows:
+        click.echo("no subscriptions")
+    for t in totals:
+        click.echo(f"  {t['bot']:<12} {t['active']} active, {t['renewals_30d']} renewed and {t['churned_30d']} "
+                   f"churned in 30 days ({t['churn_30d']:.1%}), MRR {_reais(t['mrr'])}")  # fmt: skip
 
 
 @cli.command("pixel-events", help="Recent Meta Conversions API events with state, attempts, the match keys "

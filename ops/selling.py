@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import Any
 
 from peewee import fn
 
+from db.database import utcnow
 from db.models import BumpAnswer, Charge, Followup, Lead
 
 STATES = ("scheduled", "sent", "cancelled", "failed", "unknown")
@@ -142,3 +144,71 @@ def as_dicts(items: list[FollowupLine] | list[SellingTotals]) -> list[dict[str, 
 
 def _time(value: dt.datetime | None) -> str | None:
     return value.replace(microsecond=0).isoformat(sep=" ") if value is not None else None
+
+
+# --- subscriptions ---------------------------------------------------------------------------
+
+
+def subscriptions(bot: str | None = None, state: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    """One object per (lead, chat), as CONTRACT §9 shows them: the buyer's Telegram user id, the
+    chat, the offer, the first start and the end in ISO-8601 UTC, the state (and the last error)."""
+    from db.models import Offer, Subscription
+
+    now = utcnow()
+    query = (
+        Subscription.select(Subscription, Lead.telegram_user_id, Offer.slug)
+        .join(Lead, on=(Lead.id == Subscription.lead_id))
+        .switch(Subscription)
+        .join(Offer, on=(Offer.id == Subscription.offer_id))
+        .order_by(Subscription.ends_at)
+        .limit(limit)
+        .objects()
+    )
+    if bot:
+        query = query.where(Subscription.bot_id == bot)
+    rows = []
+    for s in query:
+        current = "active" if s.state == "active" and s.ends_at > now else "expired"
+        if state and current != state:
+            continue
+        user, slug = s.telegram_user_id, s.slug  # type: ignore[attr-defined]  # from the joined tables
+        rows.append({"bot": s.bot_id, "lead": user, "chat": s.chat_id, "offer": slug,
+                     "start": _iso(s.started_at), "end": _iso(s.ends_at), "state": current,
+                     "renewals": s.renewals, "error": s.error})  # fmt: skip
+    return rows
+
+
+def subscription_totals(bot: str | None = None) -> list[dict[str, Any]]:
+    """Per bot: active subscriptions, renewals and churn of the last 30 days, and monthly recurring
+    revenue (each active subscription's price brought to 30 days)."""
+    from db.models import Offer, Subscription
+
+    now = utcnow()
+    month_ago = now - dt.timedelta(days=30)
+    result: dict[str, dict[str, Any]] = {}
+    query = Subscription.select(Subscription, Offer.price, Offer.duration_seconds).join(
+        Offer, on=(Offer.id == Subscription.offer_id)
+    )
+    if bot:
+        query = query.where(Subscription.bot_id == bot)
+    for s in query.objects():
+        row = result.setdefault(s.bot_id, {"bot": s.bot_id, "active": 0, "renewals_30d": 0, "churned_30d": 0,
+                                           "mrr": Decimal("0.00")})  # fmt: skip
+        if s.state == "active" and s.ends_at > now:
+            row["active"] += 1
+            price, seconds = s.price, s.duration_seconds  # type: ignore[attr-defined]  # from the joined offer
+            if seconds:
+                row["mrr"] += (price * Decimal(30 * 86400) / Decimal(seconds)).quantize(Decimal("0.01"))
+        elif month_ago <= s.ends_at <= now:
+            row["churned_30d"] += 1
+        if s.renewals and s.updated_at >= month_ago:
+            row["renewals_30d"] += 1
+    for row in result.values():
+        base = row["active"] + row["churned_30d"]
+        row["churn_30d"] = round(row["churned_30d"] / base, 4) if base else 0.0
+        row["mrr"] = str(row["mrr"])
+    return [result[k] for k in sorted(result)]
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.replace(microsecond=0).isoformat() + "Z"

@@ -227,3 +227,26 @@ def test_a_member_who_joins_through_another_buyers_link_is_removed_and_the_link_
         ("banChatMember", 666, None), ("unbanChatMember", 666, None),
         ("revokeChatInviteLink", None, "https://t.me/+Mine")]  # fmt: skip
     assert Subscription.get().state == "active"  # the buyer who shared it keeps access
+
+
+def test_ops_subscriptions_and_status_show_them(
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    import json
+
+    from click.testing import CliRunner
+
+    from ops.cli import cli
+
+    pay(bot, lead, sandbox, telegram, throttle, 1)
+    out = CliRunner().invoke(cli, ["subscriptions", "--json"])
+    assert out.exit_code == 0, out.output
+    [row] = json.loads(out.output)
+    assert (row["lead"], row["chat"], row["offer"], row["state"]) == (555, CHAT, "anual", "active")
+    assert row["start"].endswith("Z") and dt.datetime.fromisoformat(row["end"].rstrip("Z")) > utcnow()
+    assert json.loads(CliRunner().invoke(cli, ["subscriptions", "--state", "expired", "--json"]).output) == []
+    status = json.loads(CliRunner().invoke(cli, ["status", "--json"]).output)["subscriptions"]
+    assert status == [{"bot": "demo", "active": 1, "renewals_30d": 0, "churned_30d": 0, "churn_30d": 0.0,
+                       "mrr": "149.90"}]  # fmt: skip
+    assert "1 active" in CliRunner().invoke(cli, ["subscriptions"]).output
