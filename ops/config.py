@@ -339,8 +339,8 @@ def _offer(table: dict[str, Any], where: str) -> OfferSpec:
     if not isinstance(hidden, bool):
         raise ConfigError(f"{where}.hidden", "must be true or false")
     duration = duration_seconds(table["duration"], f"{where}.duration") if "duration" in table else None
-    if duration is not None and duration < 60:
-        raise ConfigError(f"{where}.duration", "must be at least a minute")
+    if duration is not None and duration < 10:
+        raise ConfigError(f"{where}.duration", "must be at least 10 seconds")
     by_request = table.get("join_by_request", False)
     if not isinstance(by_request, bool):
         raise ConfigError(f"{where}.join_by_request", "must be true or false")

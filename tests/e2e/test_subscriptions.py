@@ -1,0 +1,93 @@
+"""A VIP channel with real processes and short durations: pay → a join-request link → approved;
+a stranger declined; the reminder; expiry removes the member and tells them; the renew button
+re-admits; a member who joins through the buyer's link is removed and the link revoked."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from db.catalog import BotConfig, load_bots
+from db.models import Subscription
+from ops.procs import Platform, free_port, wait_until
+from tests.actors.test_subscriptions import CHAT, vip_config
+from tests.conftest import apply_config, logs_on_failure
+from tests.e2e.test_selling import Shop
+
+BUYER, STRANGER = 7001, 7002
+
+
+@pytest.fixture
+def shop(tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest) -> Iterator[Shop]:
+    data = vip_config(join_by_request=True)
+    data["bots"][0]["offers"][1]["duration"] = "14s"
+    data["bots"][0]["subscriptions"]["remind_before"] = ["7s"]
+    apply_config(data)
+    telegram_port, edge_port = free_port(), free_port()
+    platform = Platform(tmp_path, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", CONFIG_POLL_SECONDS="0.5")
+    with logs_on_failure(platform, request):
+        platform.fake_telegram(telegram_port)
+        platform.edge(edge_port)
+        platform.clock()
+        platform.worker("chat", queues=("updates", "funnel", "followups"), threads=4)
+        platform.worker("money", queues=("payments", "settle"), threads=4)
+        yield Shop(platform, f"http://127.0.0.1:{telegram_port}", f"http://127.0.0.1:{edge_port}",
+                   load_bots()["demo"])  # fmt: skip
+
+
+def calls(shop: Shop, method: str) -> list[dict[str, Any]]:
+    return [c["params"] for c in httpx.get(f"{shop.telegram}/_calls").json() if c["method"] == method]
+
+
+def join(shop: Shop, user: int) -> None:
+    shop.post(chat_join_request={"chat": {"id": CHAT, "type": "channel"}, "from": {"id": user, "first_name": "X"},
+                                 "user_chat_id": user, "date": int(time.time())})  # fmt: skip
+
+
+def code_caption(shop: Shop, user: int, count: int) -> str:
+    photos = wait_until(lambda: [p for p in shop.calls("sendPhoto", user) if "<code>" in p.get("caption", "")][
+        count - 1 :], 20, "the code")  # fmt: skip
+    return str(photos[0]["caption"])
+
+
+@pytest.mark.timeout(120)
+def test_a_vip_channel_from_payment_to_expiry_and_back(shop: Shop) -> None:
+    anual = next(o.id for o in shop.bot.offers if o.slug == "anual")
+    shop.start(BUYER)
+    shop.press(BUYER, f"buy:{anual}")
+    shop.pay(code_caption(shop, BUYER, 1))
+    [link] = wait_until(lambda: calls(shop, "createChatInviteLink"), 20, "the join-request link")
+    assert link["creates_join_request"] is True and "member_limit" not in link
+    wait_until(lambda: any("https://t.me/+fake" in t for t in shop.texts(BUYER)), 20, "the delivery")
+
+    join(shop, BUYER)
+    join(shop, STRANGER)
+    wait_until(lambda: len(calls(shop, "approveChatJoinRequest") + calls(shop, "declineChatJoinRequest")) == 2, 20,
+               "both join requests decided")  # fmt: skip
+    assert [int(p["user_id"]) for p in calls(shop, "approveChatJoinRequest")] == [BUYER]
+    assert [int(p["user_id"]) for p in calls(shop, "declineChatJoinRequest")] == [STRANGER]
+
+    # Someone else joins through the buyer's link: removed, the link revoked.
+    buyer_link = next(t for t in shop.texts(BUYER) if "https://t.me/+fake" in t).split()[-1]
+    shop.post(chat_member={"chat": {"id": CHAT, "type": "channel"}, "from": {"id": STRANGER}, "date": 0,
+                           "old_chat_member": {"status": "left", "user": {"id": STRANGER}},
+                           "new_chat_member": {"status": "member", "user": {"id": STRANGER}},
+                           "invite_link": {"invite_link": buyer_link}})  # fmt: skip
+    wait_until(lambda: calls(shop, "revokeChatInviteLink"), 20, "the shared link revoked")
+    assert [int(p["user_id"]) for p in calls(shop, "banChatMember")] == [STRANGER]
+
+    wait_until(lambda: "Vence em 1 dia(s)." in shop.texts(BUYER), 20, "the reminder")
+    wait_until(lambda: "Venceu. Renove!" in shop.texts(BUYER), 30, "the expiry")
+    assert [int(p["user_id"]) for p in calls(shop, "banChatMember")] == [STRANGER, BUYER]
+    assert Subscription.get().state == "expired"
+    renew = next(p for p in shop.calls("sendMessage", BUYER) if p.get("text") == "Venceu. Renove!")
+    shop.press(BUYER, renew["reply_markup"]["inline_keyboard"][0][0]["callback_data"])
+    shop.pay(code_caption(shop, BUYER, 2))
+    wait_until(lambda: Subscription.get().state == "active", 20, "the renewal")
+    wait_until(lambda: len(calls(shop, "createChatInviteLink")) == 2, 20, "a new link after removal")
+    assert Subscription.get().renewals == 1
