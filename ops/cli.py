@@ -477,9 +477,11 @@ def retry_dead_command(queue_name: str | None) -> None:
 @cli.command(
     help="Benchmarks: `edge` (ack throughput and latency vs bare Starlette, /start → welcome latency); "
     "`journeys` (start → charge → paid → delivered per second with the sandbox gateway, paid → delivered latency); "
-    "`followups` (time to drain --total due follow-ups over --bots bots, /start → welcome latency meanwhile)."
+    "`followups` (time to drain --total due follow-ups over --bots bots, /start → welcome latency meanwhile); "
+    "`subscriptions` (--total active subscriptions, --expiring of them in one minute: time to remove them all)."
 )
-@click.argument("what", type=click.Choice(["edge", "journeys", "followups"]))
+@click.argument("what", type=click.Choice(["edge", "journeys", "followups", "subscriptions"]))
+@click.option("--expiring", default=5_000, show_default=True, help="subscriptions: how many end in the same minute.")
 @click.option("--total", default=50_000, show_default=True, help="followups: due follow-ups to drain.")
 @click.option("--bots", default=100, show_default=True, help="followups: bots they are spread over.")
 @click.option("--seconds", default=10.0, show_default=True, help="Duration of each measured run.")
@@ -491,9 +493,15 @@ def retry_dead_command(queue_name: str | None) -> None:
 @click.option("--payment-processes", default=1, show_default=True, help="journeys: payments worker processes.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("var/bench"), show_default=True)
 def bench(
-    what: str, total: int, bots: int, seconds: float, concurrency: int, rate: int, processes: int, threads: int,
-    qr: bool, payment_processes: int, out: Path,
+    what: str, expiring: int, total: int, bots: int, seconds: float, concurrency: int, rate: int, processes: int,
+    threads: int, qr: bool, payment_processes: int, out: Path,
 ) -> None:  # fmt: skip
+    if what == "subscriptions":
+        from ops import bench_subscriptions
+
+        bench_subscriptions.run(total=total if total != 50_000 else 100_000, expiring=expiring, rate=min(rate, 50),
+                                seconds=seconds, out=out, processes=processes, threads=threads)  # fmt: skip
+        return
     if what == "followups":
         from ops import bench_followups
 

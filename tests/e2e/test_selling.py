@@ -73,7 +73,8 @@ def shop(tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest) ->
     apply_config(data)
     telegram_port, edge_port = free_port(), free_port()
     platform = Platform(tmp_path, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", CONFIG_POLL_SECONDS="0.5",
-                        OUTBOX_STALE_CLAIM_SECONDS="3")  # fmt: skip
+                        OUTBOX_STALE_CLAIM_SECONDS="3", WORKER_HEARTBEAT_TIMEOUT_MS="3000",
+                        BROKER_MAINTENANCE_CHANCE="1000000")  # a killed worker's messages come back in 3 s  # fmt: skip
     with logs_on_failure(platform, request):
         platform.fake_telegram(telegram_port)
         platform.edge(edge_port)
@@ -121,7 +122,7 @@ def test_a_worker_killed_while_sending_a_follow_up_sends_it_exactly_once(shop: S
     chat.kill()  # mid-send: the request reached Telegram, its answer will never be read
     httpx.post(f"{shop.telegram}/_config", json={"delay": 0})
     shop.platform.worker("chat-2", queues=("updates", "funnel", "followups"), threads=4)
-    wait_until(lambda: Followup.get(Followup.position == 0).state != "scheduled", 30, "the follow-up decided")
+    wait_until(lambda: Followup.get(Followup.position == 0).state != "scheduled", 60, "the follow-up decided")
     time.sleep(3)
     assert shop.texts(9100).count("Volte!") == 1  # marketing: decided "unknown", never sent twice
     assert Followup.get(Followup.position == 0).state == "unknown"

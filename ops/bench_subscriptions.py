@@ -1,0 +1,282 @@
+"""`python -m ops bench subscriptions`: N active subscriptions over the bench bots, E of them
+expiring within the same minute; the clock and the followups worker remove each member (ban +
+unban) and tell them, against the local fake Telegram. Reports how long until every one due was
+removed, Telegram calls per second achieved (against 30 messages/s per bot), and /start → welcome
+latency meanwhile. Uses REDIS_URL and DATABASE_URL as given (ops/bench starts throwaway ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ops.bench import BOTS, SECRET, _drive, machine, percentile
+from ops.procs import Platform, free_port, wait_until
+
+CHAT_BASE = -1_009_000_000_000
+
+
+def bench_config(bots: int) -> dict[str, Any]:
+    return {
+        "gateways": [
+            {
+                "id": "bench-gw",
+                "kind": "sandbox",
+                "webhook_secret": "s",
+                "pix_key": "pix@example.com",
+                "merchant_name": "BENCH",
+                "merchant_city": "SAO PAULO",
+            }
+        ],
+        "bots": [
+            {
+                "id": f"bench-{i}",
+                "token": f"{900000 + i}:BENCH",
+                "username": f"bench_{i}_bot",
+                "webhook_secret": SECRET,
+                "gateway": "bench-gw",
+                "welcome": {"text": "Olá! Escolha seu plano:"},
+                "offers": [
+                    {
+                        "id": "vip",
+                        "label": "VIP",
+                        "price": "29.90",
+                        "delivery_chat_id": CHAT_BASE - i,
+                        "duration": "30d",
+                    }
+                ],
+                "subscriptions": {"expired_text": "Sua assinatura venceu. Toque para renovar."},
+            }
+            for i in range(bots)
+        ],
+    }
+
+
+def seed(total: int, expiring: int, bots: int) -> tuple[int, dt.datetime]:
+    """`total` active subscriptions, the first `expiring` of them ending within the next minute
+    (from 10 s on), each with its expiry row. Returns (the last expiring row's id, the first end)."""
+    from decimal import Decimal
+
+    from db.catalog import load_bots
+    from db.database import init_db, utcnow
+    from db.migrate import migrate
+    from db.models import Followup, Gateway, Lead, Subscription
+    from ops import config
+
+    database = init_db()
+    migrate(database)
+    with database.connection_context():
+        known = {g.id for g in Gateway.select(Gateway.id)}
+        config.apply(config.parse(bench_config(bots), known))
+        offers = {bot_id: bot.offers[0].id for bot_id, bot in load_bots().items()}
+        now = utcnow()
+        first_end = now + dt.timedelta(seconds=10)
+        base = int(time.time()) * 1000
+        last_expiring = 0
+        for start in range(0, total, 1000):
+            with database.atomic():
+                span = range(start, min(start + 1000, total))
+                Lead.insert_many(
+                    [
+                        {
+                            "bot": f"bench-{i % bots}",
+                            "telegram_user_id": base + i,
+                            "chat_id": base + i,
+                            "first_name": "B",
+                            "first_seen_at": now,
+                            "last_seen_at": now,
+                        }
+                        for i in span
+                    ]
+                ).execute()
+                query = Lead.select(Lead.id, Lead.bot, Lead.telegram_user_id).where(
+                    Lead.telegram_user_id.between(base + start, base + start + 999)
+                )
+                leads: list[tuple[int, str, int]] = list(query.tuples())  # type: ignore[arg-type]
+                subs = []
+                for lead_id, bot_id, user in leads:
+                    i = user - base
+                    ends = (
+                        first_end + dt.timedelta(seconds=50 * i / expiring)
+                        if i < expiring
+                        else now + dt.timedelta(days=30)
+                    )
+                    subs.append(
+                        {
+                            "bot_id": bot_id,
+                            "lead_id": lead_id,
+                            "chat_id": CHAT_BASE - int(bot_id.split("-")[1]),
+                            "offer_id": offers[bot_id],
+                            "started_at": now,
+                            "ends_at": ends,
+                            "state": "active",
+                            "renewals": 0,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
+                Subscription.insert_many(subs).execute()
+                rows: list[tuple[int, str, int, int, dt.datetime]] = list(  # type: ignore[arg-type]
+                    Subscription.select(
+                        Subscription.id,
+                        Subscription.bot_id,
+                        Subscription.lead_id,
+                        Subscription.offer_id,
+                        Subscription.ends_at,
+                    )
+                    .where(Subscription.lead_id.in_([lead_id for lead_id, _, _ in leads]))
+                    .tuples()
+                )
+                expiries = []
+                for sub_id, bot_id, lead_id, offer_id, ends in rows:
+                    epoch = int(ends.replace(tzinfo=dt.UTC).timestamp())
+                    expiries.append(
+                        {
+                            "key": f"expire:{sub_id}:{epoch}",
+                            "bot_id": bot_id,
+                            "lead_id": lead_id,
+                            "kind": "expiry",
+                            "position": 0,
+                            "offer_id": offer_id,
+                            "amount": Decimal("29.90"),
+                            "subscription_id": sub_id,
+                            "due_at": ends,
+                            "state": "scheduled",
+                            "attempts": 0,
+                            "created_at": now,
+                        }
+                    )
+                Followup.insert_many(expiries).execute()
+        last_expiring = int(
+            Followup.select(Followup.id)
+            .where((Followup.kind == "expiry") & (Followup.due_at < now + dt.timedelta(days=1)))
+            .order_by(Followup.id.desc())
+            .scalar()
+            or 0
+        )
+    return last_expiring, first_end
+
+
+def due_left(now: dt.datetime) -> int:
+    from db.database import init_db
+    from db.models import Followup
+
+    with init_db().connection_context():
+        return int(
+            Followup.select()
+            .where((Followup.kind == "expiry") & (Followup.state == "scheduled") & (Followup.due_at <= now))
+            .count()
+        )
+
+
+def run(
+    *,
+    total: int,
+    expiring: int,
+    rate: int,
+    seconds: float,
+    out: Path,
+    processes: int,
+    threads: int,
+    followup_threads: int = 4,
+) -> dict[str, Any]:
+    from db.database import utcnow
+
+    _, first_end = seed(total, expiring, BOTS)
+    last_end = first_end + dt.timedelta(seconds=50)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "subscriptions": total,
+        "expiring": expiring,
+        "bots": BOTS,
+    }
+    work = Path(tempfile.mkdtemp(prefix="grimbots-bench-subscriptions-"))
+    telegram_port, edge_port = free_port(), free_port()
+    env = Platform(work, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", LOG_LEVEL="WARNING")
+    telegram = f"http://127.0.0.1:{telegram_port}"
+    try:
+        env.fake_telegram(telegram_port)
+        env.edge(edge_port)
+        for i in range(processes):
+            env.worker(f"chat-{i}", threads=threads, queues=("updates", "funnel"))
+        env.worker("followups", threads=followup_threads, queues=("followups",))
+        env.clock()
+        base = int(time.time()) * 100_000
+        sent, acks, failures = asyncio.run(_drive(f"http://127.0.0.1:{edge_port}", rate, seconds, base))
+        wait_until(lambda: utcnow() > last_end and due_left(last_end) == 0, 1800, "every removal", interval=1.0)
+        done = utcnow()
+        calls = httpx.get(f"{telegram}/_calls", timeout=120).json()
+        removal = [
+            c
+            for c in calls
+            if c["method"] in ("banChatMember", "unbanChatMember", "sendMessage")
+            and int(c["params"].get("chat_id", 0)) < base
+        ]
+        starts = [c["at"] for c in removal]
+        span = (max(starts) - min(starts)) if starts else 0.0
+        welcomes = {
+            c["params"]["chat_id"]: c["at"]
+            for c in calls
+            if c["method"] == "sendMessage" and int(c["params"]["chat_id"]) >= base
+        }
+        latencies = [(welcomes[chat] - at) * 1000 for chat, at in sent.items() if chat in welcomes]
+        results["removal"] = {
+            "last_due_to_all_removed_seconds": round((done - last_end).total_seconds(), 1),
+            "bans": sum(1 for c in removal if c["method"] == "banChatMember"),
+            "telegram_calls": len(removal),
+            "calls_per_second": round(len(removal) / span, 1) if span else None,
+            "per_bot_message_limit": 30,
+            "followup_threads": followup_threads,
+        }
+        results["welcome_meanwhile"] = {
+            "rate_per_second": rate,
+            "seconds": seconds,
+            "updates": len(sent),
+            "welcomes": len(latencies),
+            "edge_failures": failures,
+            "p50_ms": percentile(latencies, 0.5),
+            "p99_ms": percentile(latencies, 0.99),
+            "ack_p99_ms": percentile(acks, 0.99),
+        }
+    finally:
+        env.close()
+        shutil.rmtree(work, ignore_errors=True)
+    write(results, out)
+    return results
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = results["when"].replace(":", "")
+    (out / f"subscriptions-{stamp}.json").write_text(json.dumps(results, indent=2))
+    m, r, w = results["machine"], results["removal"], results["welcome_meanwhile"]
+    rows = [
+        ("machine", f"{m['cpus']} × {m['cpu']}, {m['memory_gib']} GiB, Python {m['python']}, {m['redis']}"),
+        ("database", m["database"]),
+        (
+            "subscriptions",
+            f"{results['subscriptions']} active over {results['bots']} bots, {results['expiring']} "
+            "ending within the same 50 s",
+        ),
+        ("all removed", f"{r['last_due_to_all_removed_seconds']} s after the last one was due ({r['bans']} bans)"),
+        (
+            "Telegram calls",
+            f"{r['telegram_calls']} (ban, unban, message) at {r['calls_per_second']}/s; limit 30 "
+            f"messages/s per bot × {results['bots']} bots",
+        ),
+        (
+            f"/start → welcome at {w['rate_per_second']}/s meanwhile",
+            f"p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms ({w['welcomes']}/{w['updates']} welcomes)",
+        ),
+    ]
+    text = "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+    (out / f"subscriptions-{stamp}.md").write_text(text)
+    print(text)
