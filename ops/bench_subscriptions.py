@@ -123,7 +123,7 @@ def seed(total: int, expiring: int, bots: int) -> tuple[int, dt.datetime]:
                         }
                     )
                 Subscription.insert_many(subs).execute()
-                rows: list[tuple[int, str, int, int, dt.datetime]] = list(  # type: ignore[arg-type]
+                query = (
                     Subscription.select(
                         Subscription.id,
                         Subscription.bot_id,
@@ -134,6 +134,7 @@ def seed(total: int, expiring: int, bots: int) -> tuple[int, dt.datetime]:
                     .where(Subscription.lead_id.in_([lead_id for lead_id, _, _ in leads]))
                     .tuples()
                 )
+                rows: list[tuple[int, str, int, int, dt.datetime]] = list(sub_query)  # type: ignore[arg-type]
                 expiries = []
                 for sub_id, bot_id, lead_id, offer_id, ends in rows:
                     epoch = int(ends.replace(tzinfo=dt.UTC).timestamp())
