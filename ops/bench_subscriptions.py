@@ -123,7 +123,7 @@ def seed(total: int, expiring: int, bots: int) -> tuple[int, dt.datetime]:
                         }
                     )
                 Subscription.insert_many(subs).execute()
-                query = (
+                sub_query = (
                     Subscription.select(
                         Subscription.id,
                         Subscription.bot_id,
