@@ -29,7 +29,9 @@ def shop(tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest) ->
     data["bots"][0]["subscriptions"]["remind_before"] = ["7s"]
     apply_config(data)
     telegram_port, edge_port = free_port(), free_port()
-    platform = Platform(tmp_path, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", CONFIG_POLL_SECONDS="0.5")
+    platform = Platform(tmp_path, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", CONFIG_POLL_SECONDS="0.5",
+                        OUTBOX_STALE_CLAIM_SECONDS="3", WORKER_HEARTBEAT_TIMEOUT_MS="3000",
+                        BROKER_MAINTENANCE_CHANCE="1000000")  # fmt: skip
     with logs_on_failure(platform, request):
         platform.fake_telegram(telegram_port)
         platform.edge(edge_port)
@@ -91,3 +93,26 @@ def test_a_vip_channel_from_payment_to_expiry_and_back(shop: Shop) -> None:
     wait_until(lambda: Subscription.get().state == "active", 20, "the renewal")
     wait_until(lambda: len(calls(shop, "createChatInviteLink")) == 2, 20, "a new link after removal")
     assert Subscription.get().renewals == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_during_expiry_still_removes_the_member_and_tells_them_once(shop: Shop) -> None:
+    anual = next(o.id for o in shop.bot.offers if o.slug == "anual")
+    shop.start(BUYER)
+    shop.press(BUYER, f"buy:{anual}")
+    shop.pay(code_caption(shop, BUYER, 1))
+    wait_until(lambda: any("https://t.me/+fake" in t for t in shop.texts(BUYER)), 20, "the delivery")
+    wait_until(lambda: "Vence em 1 dia(s)." in shop.texts(BUYER), 20, "the reminder")
+    httpx.post(f"{shop.telegram}/_config", json={"delay": 3.0})  # Telegram hangs: the ban will be in flight
+    wait_until(lambda: calls(shop, "banChatMember"), 30, "the ban in flight")
+    next(p for p in shop.platform.processes if p.name == "chat").kill()
+    httpx.post(f"{shop.telegram}/_config", json={"delay": 0})
+    shop.platform.worker("chat-2", queues=("updates", "funnel", "followups"), threads=4)
+    wait_until(lambda: "Venceu. Renove!" in shop.texts(BUYER), 60, "the expiry finished by another worker")
+    time.sleep(2)
+    assert Subscription.get().state == "expired"
+    assert shop.texts(BUYER).count("Venceu. Renove!") == 1
+    # Removal is owed: the ban whose answer died with the worker is sent again (harmless: the
+    # member is removed once), and the unban that lets them back by paying follows.
+    assert {int(p["user_id"]) for p in calls(shop, "banChatMember")} == {BUYER}
+    assert [int(p["user_id"]) for p in calls(shop, "unbanChatMember")] == [BUYER]
