@@ -164,6 +164,35 @@ def bench_config(bots: int) -> dict[str, Any]:
     }
 
 
+def seller_config(bots: int, offer: dict[str, Any], **bot: Any) -> dict[str, Any]:
+    """The bench bots (ids, tokens and secret as `bench_config`) selling one offer through a sandbox
+    gateway, with more keys per bot (`downsells`, `subscriptions`, ...)."""
+    data = bench_config(bots)
+    data["gateways"] = [{"id": "bench-gw", "kind": "sandbox", "webhook_secret": "s", "pix_key": "pix@example.com",
+                         "merchant_name": "BENCH", "merchant_city": "SAO PAULO"}]  # fmt: skip
+    for entry in data["bots"]:
+        entry.update(gateway="bench-gw", offers=[dict(offer)], **bot)
+    return data
+
+
+def report(name: str, results: dict[str, Any], rows: list[tuple[str, str]], out: Path) -> str:
+    """Write a benchmark's results to `out` as JSON, and as a Markdown table (the machine first,
+    then `rows`); print the table and return it."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = results["when"].replace(":", "")
+    (out / f"{name}-{stamp}.json").write_text(json.dumps(results, indent=2))
+    m = results["machine"]
+    rows = [
+        ("machine", f"{m['cpus']} × {m['cpu']}, {m['memory_gib']} GiB, Python {m['python']}, {m['redis']}"),
+        ("database", m["database"]),
+        *rows,
+    ]
+    text = "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+    (out / f"{name}-{stamp}.md").write_text(text)
+    print(text)
+    return text
+
+
 def apply_bench_config() -> None:
     from db.database import init_db
     from db.migrate import migrate

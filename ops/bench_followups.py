@@ -7,7 +7,6 @@ throwaway ones). Results go to --out as JSON and Markdown, with the machine's fi
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import statistics
 import tempfile
@@ -18,44 +17,14 @@ from typing import Any
 
 import httpx
 
-from ops.bench import SECRET, _drive, machine, percentile
+from ops.bench import _drive, machine, percentile, report, seller_config
 from ops.procs import Platform, free_port, wait_until
 
 
 def bench_config(bots: int) -> dict[str, Any]:
-    return {
-        "gateways": [
-            {
-                "id": "bench-gw",
-                "kind": "sandbox",
-                "webhook_secret": "s",
-                "pix_key": "pix@example.com",
-                "merchant_name": "BENCH",
-                "merchant_city": "SAO PAULO",
-            }
-        ],
-        "bots": [
-            {
-                "id": f"bench-{i}",
-                "token": f"{900000 + i}:BENCH",
-                "username": f"bench_{i}_bot",
-                "webhook_secret": SECRET,
-                "gateway": "bench-gw",
-                "welcome": {"text": "Olá! Escolha seu plano:"},
-                "offers": [{"id": "vip", "label": "VIP", "price": "19.90", "delivery_link": "https://t.me/+V"}],
-                "downsells": [
-                    {
-                        "when": "not_bought",
-                        "delay": "1h",
-                        "text": "Volte! 50% off.",
-                        "offer": "vip",
-                        "discount_percent": 50,
-                    }
-                ],
-            }
-            for i in range(bots)
-        ],
-    }
+    downsell = {"when": "not_bought", "delay": "1h", "text": "Volte! 50% off.", "offer": "vip", "discount_percent": 50}
+    offer = {"id": "vip", "label": "VIP", "price": "19.90", "delivery_link": "https://t.me/+V"}
+    return seller_config(bots, offer, downsells=[downsell])
 
 
 def seed(total: int, bots: int) -> None:
@@ -224,13 +193,8 @@ def run(
 
 
 def write(results: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = results["when"].replace(":", "")
-    (out / f"followups-{stamp}.json").write_text(json.dumps(results, indent=2))
-    m, d, w, c = results["machine"], results["drain"], results["welcome_during_drain"], results["claim_500"]
+    d, w, c = results["drain"], results["welcome_during_drain"], results["claim_500"]
     rows = [
-        ("machine", f"{m['cpus']} × {m['cpu']}, {m['memory_gib']} GiB, Python {m['python']}, {m['redis']}"),
-        ("database", m["database"]),
         ("follow-ups due at once", f"{results['followups']} over {results['bots']} bots"),
         (
             "time to drain",
@@ -244,6 +208,4 @@ def write(results: dict[str, Any], out: Path) -> None:
             f"p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms ({w['welcomes']}/{w['updates']} welcomes)",
         ),
     ]
-    text = "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
-    (out / f"followups-{stamp}.md").write_text(text)
-    print(text)
+    report("followups", results, rows, out)

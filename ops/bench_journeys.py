@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import httpx
 
 import settings
-from ops.bench import LoadConnection, cpu_seconds, machine, open_loop, percentile, redis_pid
+from ops.bench import LoadConnection, cpu_seconds, machine, open_loop, percentile, redis_pid, report
 from ops.procs import Platform, free_port, wait_until
 
 BOTS = 40  # three messages per journey at 200 journeys/s stay under Telegram's 30/s per bot
@@ -300,10 +300,7 @@ def run(*, seconds: float, rate: int, out: Path, processes: int = 2, threads: in
 
 
 def write(results: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = results["when"].replace(":", "")
-    (out / f"journeys-{stamp}.json").write_text(json.dumps(results, indent=2))
-    m, j = results["machine"], results["journeys"]
+    j = results["journeys"]
 
     def stage(name: str) -> str:
         s = j.get(name)
@@ -316,8 +313,6 @@ def write(results: dict[str, Any], out: Path) -> None:
         f"QR image {'on' if j['send_qr'] else 'off'}"
     )
     rows = [
-        ("machine", f"{m['cpus']} × {m['cpu']}, {m['memory_gib']} GiB, Python {m['python']}, {m['redis']}"),
-        ("database", m["database"]),
         (f"journeys started at {j['rate_per_second']}/s for {j['seconds']} s", f"{done}, failures {j['failures']}"),
         ("workers", workers),
         ("click → redirect", stage("click_redirect_ms")),
@@ -328,6 +323,4 @@ def write(results: dict[str, Any], out: Path) -> None:
         ("CPU per journey", ", ".join(f"{name} {ms} ms" for name, ms in j.get("cpu_ms_per_journey", {}).items())),
         ("whole journey (start → delivered)", stage("journey_ms")),
     ]
-    text = "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
-    (out / f"journeys-{stamp}.md").write_text(text)
-    print(text)
+    report("journeys", results, rows, out)

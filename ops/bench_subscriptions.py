@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import shutil
 import tempfile
 import time
@@ -17,46 +16,18 @@ from typing import Any
 
 import httpx
 
-from ops.bench import BOTS, SECRET, _drive, machine, percentile
+from ops.bench import BOTS, _drive, machine, percentile, report, seller_config
 from ops.procs import Platform, free_port, wait_until
 
 CHAT_BASE = -1_009_000_000_000
 
 
 def bench_config(bots: int) -> dict[str, Any]:
-    return {
-        "gateways": [
-            {
-                "id": "bench-gw",
-                "kind": "sandbox",
-                "webhook_secret": "s",
-                "pix_key": "pix@example.com",
-                "merchant_name": "BENCH",
-                "merchant_city": "SAO PAULO",
-            }
-        ],
-        "bots": [
-            {
-                "id": f"bench-{i}",
-                "token": f"{900000 + i}:BENCH",
-                "username": f"bench_{i}_bot",
-                "webhook_secret": SECRET,
-                "gateway": "bench-gw",
-                "welcome": {"text": "Olá! Escolha seu plano:"},
-                "offers": [
-                    {
-                        "id": "vip",
-                        "label": "VIP",
-                        "price": "29.90",
-                        "delivery_chat_id": CHAT_BASE - i,
-                        "duration": "30d",
-                    }
-                ],
-                "subscriptions": {"expired_text": "Sua assinatura venceu. Toque para renovar."},
-            }
-            for i in range(bots)
-        ],
-    }
+    data = seller_config(bots, {"id": "vip", "label": "VIP", "price": "29.90", "duration": "30d"},
+                         subscriptions={"expired_text": "Sua assinatura venceu. Toque para renovar."})  # fmt: skip
+    for i, bot in enumerate(data["bots"]):
+        bot["offers"][0]["delivery_chat_id"] = CHAT_BASE - i
+    return data
 
 
 def seed(total: int, expiring: int, bots: int) -> tuple[int, dt.datetime]:
@@ -257,13 +228,8 @@ def run(
 
 
 def write(results: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = results["when"].replace(":", "")
-    (out / f"subscriptions-{stamp}.json").write_text(json.dumps(results, indent=2))
-    m, r, w = results["machine"], results["removal"], results["welcome_meanwhile"]
+    r, w = results["removal"], results["welcome_meanwhile"]
     rows = [
-        ("machine", f"{m['cpus']} × {m['cpu']}, {m['memory_gib']} GiB, Python {m['python']}, {m['redis']}"),
-        ("database", m["database"]),
         (
             "subscriptions",
             f"{results['subscriptions']} active over {results['bots']} bots, {results['expiring']} "
@@ -280,6 +246,4 @@ def write(results: dict[str, Any], out: Path) -> None:
             f"p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms ({w['welcomes']}/{w['updates']} welcomes)",
         ),
     ]
-    text = "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
-    (out / f"subscriptions-{stamp}.md").write_text(text)
-    print(text)
+    report("subscriptions", results, rows, out)
