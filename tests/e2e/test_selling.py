@@ -8,6 +8,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,25 @@ class Shop:
                 + self.calls("sendPhoto", chat)]  # fmt: skip
 
 
+@contextmanager
+def open_shop(tmp_path: Path, request: pytest.FixtureRequest, data: dict[str, Any]) -> Iterator[Shop]:
+    """The configuration applied, and the platform running: edge, clock, chat and money workers
+    (a killed worker's messages come back in 3 s; a dead worker's claim is decided after 3 s)."""
+    apply_config(data)
+    telegram_port, edge_port = free_port(), free_port()
+    platform = Platform(tmp_path, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", CONFIG_POLL_SECONDS="0.5",
+                        OUTBOX_STALE_CLAIM_SECONDS="3", WORKER_HEARTBEAT_TIMEOUT_MS="3000",
+                        BROKER_MAINTENANCE_CHANCE="1000000")  # fmt: skip
+    with logs_on_failure(platform, request):
+        platform.fake_telegram(telegram_port)
+        platform.edge(edge_port)
+        platform.clock()
+        platform.worker("chat", queues=("updates", "funnel", "followups"), threads=4)
+        platform.worker("money", queues=("payments", "settle"), threads=4)
+        yield Shop(platform, f"http://127.0.0.1:{telegram_port}", f"http://127.0.0.1:{edge_port}",
+                   load_bots()["demo"])  # fmt: skip
+
+
 @pytest.fixture
 def shop(tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest) -> Iterator[Shop]:
     data = selling_config()
@@ -70,19 +90,8 @@ def shop(tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest) ->
     bot["upsells"][0]["after_offer"] = "vip"
     bot["offers"][1]["delivery_link"] = "https://t.me/+Anual"  # no invite link in the fake
     del bot["offers"][1]["delivery_chat_id"]
-    apply_config(data)
-    telegram_port, edge_port = free_port(), free_port()
-    platform = Platform(tmp_path, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", CONFIG_POLL_SECONDS="0.5",
-                        OUTBOX_STALE_CLAIM_SECONDS="3", WORKER_HEARTBEAT_TIMEOUT_MS="3000",
-                        BROKER_MAINTENANCE_CHANCE="1000000")  # a killed worker's messages come back in 3 s  # fmt: skip
-    with logs_on_failure(platform, request):
-        platform.fake_telegram(telegram_port)
-        platform.edge(edge_port)
-        platform.clock()
-        platform.worker("chat", queues=("updates", "funnel", "followups"), threads=4)
-        platform.worker("money", queues=("payments", "settle"), threads=4)
-        yield Shop(platform, f"http://127.0.0.1:{telegram_port}", f"http://127.0.0.1:{edge_port}",
-                   load_bots()["demo"])  # fmt: skip
+    with open_shop(tmp_path, request, data) as running:
+        yield running
 
 
 @pytest.mark.timeout(120)

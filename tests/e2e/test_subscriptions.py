@@ -12,12 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from db.catalog import BotConfig, load_bots
+from db.catalog import BotConfig
 from db.models import Subscription
-from ops.procs import Platform, free_port, wait_until
+from ops.procs import wait_until
 from tests.actors.test_subscriptions import CHAT, vip_config
-from tests.conftest import apply_config, logs_on_failure
-from tests.e2e.test_selling import Shop
+from tests.e2e.test_selling import Shop, open_shop
 
 BUYER, STRANGER = 7001, 7002
 
@@ -27,19 +26,8 @@ def shop(tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest) ->
     data = vip_config(join_by_request=True)
     data["bots"][0]["offers"][1]["duration"] = "14s"
     data["bots"][0]["subscriptions"]["remind_before"] = ["7s"]
-    apply_config(data)
-    telegram_port, edge_port = free_port(), free_port()
-    platform = Platform(tmp_path, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", CONFIG_POLL_SECONDS="0.5",
-                        OUTBOX_STALE_CLAIM_SECONDS="3", WORKER_HEARTBEAT_TIMEOUT_MS="3000",
-                        BROKER_MAINTENANCE_CHANCE="1000000")  # fmt: skip
-    with logs_on_failure(platform, request):
-        platform.fake_telegram(telegram_port)
-        platform.edge(edge_port)
-        platform.clock()
-        platform.worker("chat", queues=("updates", "funnel", "followups"), threads=4)
-        platform.worker("money", queues=("payments", "settle"), threads=4)
-        yield Shop(platform, f"http://127.0.0.1:{telegram_port}", f"http://127.0.0.1:{edge_port}",
-                   load_bots()["demo"])  # fmt: skip
+    with open_shop(tmp_path, request, data) as running:
+        yield running
 
 
 def calls(shop: Shop, method: str) -> list[dict[str, Any]]:
