@@ -175,6 +175,28 @@ def seller_config(bots: int, offer: dict[str, Any], **bot: Any) -> dict[str, Any
     return data
 
 
+def warm_up(edge: str, telegram: str) -> None:
+    """Posts a few /start and waits for their welcomes: connections, caches and code paths are
+    warm before anything is measured (a cold worker's first welcome takes most of a second)."""
+    base = int(time.time()) * 100_000 - 50_000
+    asyncio.run(_drive(edge, 20, 1.0, base))
+    wait_until(lambda: sum(1 for c in httpx.get(f"{telegram}/_calls", timeout=60).json()
+                           if c["method"] == "sendMessage" and int(c["params"]["chat_id"]) >= base) >= 20,
+               60, "warm-up welcomes")  # fmt: skip
+
+
+def welcomes_meanwhile(calls: list[dict[str, Any]], sent: dict[int, float], acks: list[float], failures: int,
+                       first_chat: int, rate: int, seconds: float) -> dict[str, Any]:  # fmt: skip
+    """/start → welcome latency of the updates `_drive` posted (chats from `first_chat` on), from
+    the fake Telegram's recorded calls: what the funnel got while something else loaded the machine."""
+    welcomes = {c["params"]["chat_id"]: c["at"] for c in calls
+                if c["method"] == "sendMessage" and int(c["params"]["chat_id"]) >= first_chat}  # fmt: skip
+    latencies = [(welcomes[chat] - at) * 1000 for chat, at in sent.items() if chat in welcomes]
+    return {"rate_per_second": rate, "seconds": seconds, "updates": len(sent), "welcomes": len(latencies),
+            "edge_failures": failures, "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
+            "ack_p99_ms": percentile(acks, 0.99)}  # fmt: skip
+
+
 def report(name: str, results: dict[str, Any], rows: list[tuple[str, str]], out: Path) -> str:
     """Write a benchmark's results to `out` as JSON, and as a Markdown table (the machine first,
     then `rows`); print the table and return it."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from ops.bench import BOTS, _drive, machine, percentile, report, seller_config
+from ops.bench import BOTS, _drive, machine, report, seller_config, warm_up, welcomes_meanwhile
 from ops.procs import Platform, free_port, wait_until
 
 CHAT_BASE = -1_009_000_000_000
@@ -182,6 +182,7 @@ def run(
         for i in range(processes):
             env.worker(f"chat-{i}", threads=threads, queues=("updates", "funnel"))
         env.worker("followups", threads=followup_threads, queues=("followups",))
+        warm_up(f"http://127.0.0.1:{edge_port}", telegram)  # before the clock: no removals yet
         env.clock()
         base = int(time.time()) * 100_000
         sent, acks, failures = asyncio.run(_drive(f"http://127.0.0.1:{edge_port}", rate, seconds, base))
@@ -196,12 +197,6 @@ def run(
         ]
         starts = [c["at"] for c in removal]
         span = (max(starts) - min(starts)) if starts else 0.0
-        welcomes = {
-            c["params"]["chat_id"]: c["at"]
-            for c in calls
-            if c["method"] == "sendMessage" and int(c["params"]["chat_id"]) >= base
-        }
-        latencies = [(welcomes[chat] - at) * 1000 for chat, at in sent.items() if chat in welcomes]
         results["removal"] = {
             "last_due_to_all_removed_seconds": round((done - last_end).total_seconds(), 1),
             "bans": sum(1 for c in removal if c["method"] == "banChatMember"),
@@ -210,16 +205,7 @@ def run(
             "per_bot_message_limit": 30,
             "followup_threads": followup_threads,
         }
-        results["welcome_meanwhile"] = {
-            "rate_per_second": rate,
-            "seconds": seconds,
-            "updates": len(sent),
-            "welcomes": len(latencies),
-            "edge_failures": failures,
-            "p50_ms": percentile(latencies, 0.5),
-            "p99_ms": percentile(latencies, 0.99),
-            "ack_p99_ms": percentile(acks, 0.99),
-        }
+        results["welcome_meanwhile"] = welcomes_meanwhile(calls, sent, acks, failures, base, rate, seconds)
     finally:
         env.close()
         shutil.rmtree(work, ignore_errors=True)
