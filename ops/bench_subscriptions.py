@@ -189,12 +189,9 @@ def run(
         wait_until(lambda: utcnow() > last_end and due_left(last_expiring) == 0, 1800, "every removal", interval=1.0)
         done = utcnow()
         calls = httpx.get(f"{telegram}/_calls", timeout=120).json()
-        removal = [
-            c
-            for c in calls
-            if c["method"] in ("banChatMember", "unbanChatMember", "sendMessage")
-            and int(c["params"].get("chat_id", 0)) < base
-        ]
+        expired_text = bench_config(1)["bots"][0]["subscriptions"]["expired_text"]
+        removal = [c for c in calls if c["method"] in ("banChatMember", "unbanChatMember")
+                   or (c["method"] == "sendMessage" and c["params"].get("text") == expired_text)]  # fmt: skip
         starts = [c["at"] for c in removal]
         span = (max(starts) - min(starts)) if starts else 0.0
         results["removal"] = {
