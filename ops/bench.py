@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,50 @@ def welcomes_meanwhile(calls: list[dict[str, Any]], sent: dict[int, float], acks
     return {"rate_per_second": rate, "seconds": seconds, "updates": len(sent), "welcomes": len(latencies),
             "edge_failures": failures, "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
             "ack_p99_ms": percentile(acks, 0.99)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What `against_the_funnel` saw: every call the fake Telegram got, the funnel's latency
+    meanwhile, and when the scheduled work was done."""
+
+    calls: list[dict[str, Any]]
+    funnel: dict[str, Any]
+    seconds: float  # from the clock's start to `done()`
+    finished_at: Any  # naive UTC, as the database keeps time
+
+
+def against_the_funnel(prefix: str, done: Callable[[], bool], *, rate: int, seconds: float, processes: int,
+                       threads: int, followup_threads: int) -> Drained:  # fmt: skip
+    """Scheduled work (follow-ups, expiries) already seeded in the database, run by the processes
+    as the Procfile runs them (chat workers for the funnel, a followups process apart) against a
+    local fake Telegram: the funnel warmed up first, then the clock started, /start driven at
+    `rate` meanwhile, until `done()`."""
+    from db.database import utcnow
+
+    work = Path(tempfile.mkdtemp(prefix=f"grimbots-bench-{prefix}-"))
+    telegram_port, edge_port = free_port(), free_port()
+    env = Platform(work, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", LOG_LEVEL="WARNING")
+    edge, telegram = f"http://127.0.0.1:{edge_port}", f"http://127.0.0.1:{telegram_port}"
+    try:
+        env.fake_telegram(telegram_port)
+        env.edge(edge_port)
+        for i in range(processes):
+            env.worker(f"chat-{i}", threads=threads, queues=("updates", "funnel"))
+        env.worker("followups", threads=followup_threads, queues=("followups",))
+        warm_up(edge, telegram)  # before the clock: no scheduled work runs yet
+        started = time.monotonic()
+        env.clock()
+        base = int(time.time()) * 100_000  # the funnel's chats, in a range of their own
+        sent, acks, failures = asyncio.run(_drive(edge, rate, seconds, base))
+        wait_until(done, 1800, "the scheduled work", interval=1.0)
+        elapsed, finished_at = time.monotonic() - started, utcnow()
+        calls = httpx.get(f"{telegram}/_calls", timeout=120).json()
+        return Drained(calls, welcomes_meanwhile(calls, sent, acks, failures, base, rate, seconds), elapsed,
+                       finished_at)  # fmt: skip
+    finally:
+        env.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def report(name: str, results: dict[str, Any], rows: list[tuple[str, str]], out: Path) -> str:

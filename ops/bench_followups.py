@@ -6,19 +6,13 @@ throwaway ones). Results go to --out as JSON and Markdown, with the machine's fi
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 import statistics
-import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from ops.bench import _drive, machine, report, seller_config, warm_up, welcomes_meanwhile
-from ops.procs import Platform, free_port, wait_until
+from ops.bench import BOTS, against_the_funnel, machine, report, seller_config
 
 
 def bench_config(bots: int) -> dict[str, Any]:
@@ -39,7 +33,8 @@ def seed(total: int, bots: int) -> None:
     migrate(database)
     with database.connection_context():
         known = {g.id for g in Gateway.select(Gateway.id)}
-        config.apply(config.parse(bench_config(bots), known))
+        # The funnel is driven over the first BOTS bench bots: configure them even when fewer are seeded.
+        config.apply(config.parse(bench_config(max(bots, BOTS)), known))
         offers = {bot_id: bot.offers[0].id for bot_id, bot in load_bots().items()}
         now = utcnow()
         base = int(time.time()) * 1000  # fresh user ids on a reused database
@@ -141,39 +136,20 @@ def run(
         "bots": bots,
         "claim_500": claim_cost(),
     }
-    work = Path(tempfile.mkdtemp(prefix="grimbots-bench-followups-"))
-    telegram_port, edge_port = free_port(), free_port()
-    env = Platform(work, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", LOG_LEVEL="WARNING")
-    telegram = f"http://127.0.0.1:{telegram_port}"
-    try:
-        env.fake_telegram(telegram_port)
-        env.edge(edge_port)
-        for i in range(processes):  # as the Procfile runs them: the funnel and marketing apart
-            env.worker(f"chat-{i}", threads=threads, queues=("updates", "funnel"))
-        env.worker("followups", threads=followup_threads, queues=("followups",))
-        warm_up(f"http://127.0.0.1:{edge_port}", telegram)  # before the clock: no drain yet
-        started = time.monotonic()
-        env.clock()
-        # The funnel during the drain: /start → welcome at `rate`, chats in a range of their own.
-        base = int(time.time()) * 100_000
-        sent, acks, failures = asyncio.run(_drive(f"http://127.0.0.1:{edge_port}", rate, seconds, base))
-        wait_until(lambda: remaining(seeded).get("scheduled", 0) == 0, 1800, "the drain", interval=1.0)
-        drained = time.monotonic() - started
-        calls = httpx.get(f"{telegram}/_calls", timeout=120).json()
-        states = remaining(seeded)
-        results["drain"] = {
-            "seconds": round(drained, 1),
-            "sent": states.get("sent", 0),
-            "sends_per_second": round(states.get("sent", 0) / drained, 1),
-            "states": states,
-            "worker_processes": processes,
-            "worker_threads": threads,
-            "followup_threads": followup_threads,
-        }
-        results["welcome_during_drain"] = welcomes_meanwhile(calls, sent, acks, failures, base, rate, seconds)
-    finally:
-        env.close()
-        shutil.rmtree(work, ignore_errors=True)
+    drained = against_the_funnel("followups", lambda: remaining(seeded).get("scheduled", 0) == 0, rate=rate,
+                                 seconds=seconds, processes=processes, threads=threads,
+                                 followup_threads=followup_threads)  # fmt: skip
+    states = remaining(seeded)
+    results["drain"] = {
+        "seconds": round(drained.seconds, 1),
+        "sent": states.get("sent", 0),
+        "sends_per_second": round(states.get("sent", 0) / drained.seconds, 1),
+        "states": states,
+        "worker_processes": processes,
+        "worker_threads": threads,
+        "followup_threads": followup_threads,
+    }
+    results["welcome_during_drain"] = drained.funnel
     write(results, out)
     return results
 

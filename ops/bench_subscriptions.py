@@ -6,18 +6,12 @@ latency meanwhile. Uses REDIS_URL and DATABASE_URL as given (ops/bench starts th
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from ops.bench import BOTS, _drive, machine, report, seller_config, warm_up, welcomes_meanwhile
-from ops.procs import Platform, free_port, wait_until
+from ops.bench import BOTS, against_the_funnel, machine, report, seller_config
 
 CHAT_BASE = -1_009_000_000_000
 
@@ -172,40 +166,23 @@ def run(
         "expiring": expiring,
         "bots": BOTS,
     }
-    work = Path(tempfile.mkdtemp(prefix="grimbots-bench-subscriptions-"))
-    telegram_port, edge_port = free_port(), free_port()
-    env = Platform(work, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}", LOG_LEVEL="WARNING")
-    telegram = f"http://127.0.0.1:{telegram_port}"
-    try:
-        env.fake_telegram(telegram_port)
-        env.edge(edge_port)
-        for i in range(processes):
-            env.worker(f"chat-{i}", threads=threads, queues=("updates", "funnel"))
-        env.worker("followups", threads=followup_threads, queues=("followups",))
-        warm_up(f"http://127.0.0.1:{edge_port}", telegram)  # before the clock: no removals yet
-        env.clock()
-        base = int(time.time()) * 100_000
-        sent, acks, failures = asyncio.run(_drive(f"http://127.0.0.1:{edge_port}", rate, seconds, base))
-        wait_until(lambda: utcnow() > last_end and due_left(last_expiring) == 0, 1800, "every removal", interval=1.0)
-        done = utcnow()
-        calls = httpx.get(f"{telegram}/_calls", timeout=120).json()
-        expired_text = bench_config(1)["bots"][0]["subscriptions"]["expired_text"]
-        removal = [c for c in calls if c["method"] in ("banChatMember", "unbanChatMember")
-                   or (c["method"] == "sendMessage" and c["params"].get("text") == expired_text)]  # fmt: skip
-        starts = [c["at"] for c in removal]
-        span = (max(starts) - min(starts)) if starts else 0.0
-        results["removal"] = {
-            "last_due_to_all_removed_seconds": round((done - last_end).total_seconds(), 1),
-            "bans": sum(1 for c in removal if c["method"] == "banChatMember"),
-            "telegram_calls": len(removal),
-            "calls_per_second": round(len(removal) / span, 1) if span else None,
-            "per_bot_message_limit": 30,
-            "followup_threads": followup_threads,
-        }
-        results["welcome_meanwhile"] = welcomes_meanwhile(calls, sent, acks, failures, base, rate, seconds)
-    finally:
-        env.close()
-        shutil.rmtree(work, ignore_errors=True)
+    drained = against_the_funnel("subscriptions", lambda: utcnow() > last_end and due_left(last_expiring) == 0,
+                                 rate=rate, seconds=seconds, processes=processes, threads=threads,
+                                 followup_threads=followup_threads)  # fmt: skip
+    expired_text = bench_config(1)["bots"][0]["subscriptions"]["expired_text"]
+    removal = [c for c in drained.calls if c["method"] in ("banChatMember", "unbanChatMember")
+               or (c["method"] == "sendMessage" and c["params"].get("text") == expired_text)]  # fmt: skip
+    starts = [c["at"] for c in removal]
+    span = (max(starts) - min(starts)) if starts else 0.0
+    results["removal"] = {
+        "last_due_to_all_removed_seconds": round((drained.finished_at - last_end).total_seconds(), 1),
+        "bans": sum(1 for c in removal if c["method"] == "banChatMember"),
+        "telegram_calls": len(removal),
+        "calls_per_second": round(len(removal) / span, 1) if span else None,
+        "per_bot_message_limit": 30,
+        "followup_threads": followup_threads,
+    }
+    results["welcome_meanwhile"] = drained.funnel
     write(results, out)
     return results
 
