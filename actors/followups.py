@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
 
 import dramatiq
 
@@ -28,6 +27,7 @@ from actors import runtime, subscriptions
 from actors.broker import FOLLOWUPS, broker, counters, retry_when
 from actors.funnel import CAPTION_LIMIT, mark_unreachable, media_method, telegram_length
 from actors.outbox import MARKETING, Send, deliver
+from actors.schedule import close, close_after
 from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig, FollowupConfig, brl
@@ -129,16 +129,6 @@ def plan(bot: BotConfig, row: Followup, item: FollowupConfig, chat_id: int) -> l
     return [Send(f"{key}:media", method, {"chat_id": chat_id, field: item.media_url}, MARKETING), message]
 
 
-def _close(row: Followup, state: str, error: str | None = None) -> bool:
-    values: dict[str, Any] = {"state": state, "error": error}
-    if state == "sent":
-        values["sent_at"] = utcnow()
-    won = bool(Followup.update(**values).where((Followup.id == row.id) & (Followup.state == "scheduled")).execute())
-    if won:
-        counters.inc("grimbots_followups_total", {"kind": row.kind, "outcome": state})
-    return won
-
-
 def send(followup_id: int, telegram: TelegramGateway, throttle: Throttle) -> str | None:
     """Send one due follow-up, or cancel it; safe to call again. Returns its state after."""
     row = Followup.get_or_none(Followup.id == followup_id)
@@ -152,20 +142,16 @@ def send(followup_id: int, telegram: TelegramGateway, throttle: Throttle) -> str
     lead = Lead.get_or_none(Lead.id == row.lead_id)
     reason = why_not(row, bot, lead)
     if reason is not None:
-        _close(row, "cancelled", reason)
+        close(row, "cancelled", reason)
         log.info("followup cancelled bot=%s followup=%s kind=%s reason=%s", row.bot_id, row.id, row.kind, reason)
         return "cancelled"
     assert bot is not None and lead is not None
     item = bot.followup(row.kind, row.position)
     assert item is not None
     outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, plan(bot, row, item, lead.chat_id))
-    if outcome.failed is not None:
-        if outcome.blocked:
-            mark_unreachable(lead.id)
-        _close(row, "failed", outcome.failed[:500])
-        return "failed"
-    state = "sent" if outcome.sent else "unknown"  # skipped: its fate was left unknown by a crash
-    _close(row, state)
+    if outcome.blocked:
+        mark_unreachable(lead.id)
+    state = close_after(row, outcome)
     log.info("followup %s bot=%s followup=%s kind=%s", state, row.bot_id, row.id, row.kind)
     return state
 

@@ -23,6 +23,7 @@ import dramatiq
 from actors import runtime
 from actors.broker import FUNNEL, counters, retry_when
 from actors.outbox import MARKETING, OWED, Outcome, Send, deliver
+from actors.schedule import close, close_after
 from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig, OfferConfig, brl
@@ -91,15 +92,6 @@ def renew_button(bot: BotConfig, row: Followup) -> dict[str, Any]:
     return {"inline_keyboard": [[{"text": text[:64], "callback_data": f"fu:{row.id}"}]]}
 
 
-def _close(row: Followup, state: str, error: str | None = None) -> str:
-    values: dict[str, Any] = {"state": state, "error": error}
-    if state == "sent":
-        values["sent_at"] = utcnow()
-    if Followup.update(**values).where((Followup.id == row.id) & (Followup.state == "scheduled")).execute():
-        counters.inc("grimbots_followups_total", {"kind": row.kind, "outcome": state})
-    return state
-
-
 def record_error(sub: Subscription, error: str) -> None:
     Subscription.update(error=error[:500], error_at=utcnow(), updated_at=utcnow()).where(
         Subscription.id == sub.id
@@ -114,25 +106,19 @@ def send_due(row: Followup, telegram: TelegramGateway, throttle: Throttle) -> st
     bot = runtime.bot_config(row.bot_id)
     lead = Lead.get_or_none(Lead.id == row.lead_id)
     if sub is None or bot is None or lead is None:
-        return _close(row, "cancelled", "bot, lead or subscription gone")
+        return close(row, "cancelled", "bot, lead or subscription gone")
     if not _for_this_end(row, sub):
-        return _close(row, "cancelled", "renewed")
+        return close(row, "cancelled", "renewed")
     if row.kind == "reminder":
         if sub.state != "active" or not lead.reachable:
-            return _close(row, "cancelled", "not active" if sub.state != "active" else "lead unreachable")
+            return close(row, "cancelled", "not active" if sub.state != "active" else "lead unreachable")
         days = max(1, math.ceil((sub.ends_at - utcnow()).total_seconds() / 86400))
         params = {"chat_id": lead.chat_id, "text": bot.text("reminder_text", days=days),
                   "reply_markup": renew_button(bot, row)}  # fmt: skip
         outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id,
                           [Send(f"followup:{row.id}", "sendMessage", params, MARKETING)])  # fmt: skip
-        return _close(row, *_state(outcome))
+        return close_after(row, outcome)
     return expire(row, sub, bot, lead, telegram, throttle)
-
-
-def _state(outcome: Outcome) -> tuple[str, str | None]:
-    if outcome.failed is not None:
-        return "failed", outcome.failed[:500]
-    return ("sent", None) if outcome.sent else ("unknown", None)
 
 
 def remove(bot: BotConfig, chat_id: int, user_id: int, key: str, telegram: TelegramGateway,
@@ -158,7 +144,7 @@ def expire(row: Followup, sub: Subscription, bot: BotConfig, lead: Lead, telegra
                      throttle)  # fmt: skip
     if outcome.failed is not None:
         record_error(sub, outcome.failed)
-        return _close(row, "failed", outcome.failed[:500])
+        return close(row, "failed", outcome.failed[:500])
     won = (
         Subscription.update(state="expired", updated_at=utcnow())
         .where((Subscription.id == sub.id) & (Subscription.ends_at == sub.ends_at) & (Subscription.state == "active"))
@@ -171,7 +157,7 @@ def expire(row: Followup, sub: Subscription, bot: BotConfig, lead: Lead, telegra
         params = {"chat_id": lead.chat_id, "text": bot.text("expired_text"), "reply_markup": renew_button(bot, row)}
         deliver(telegram, throttle, bot.token, bot.id, lead.chat_id,
                 [Send(f"followup:{row.id}", "sendMessage", params, MARKETING)])  # fmt: skip
-    return _close(row, "sent")
+    return close(row, "sent")
 
 
 # --- join requests and shared links ------------------------------------------------------------

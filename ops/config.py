@@ -268,18 +268,10 @@ def _selling(table: dict[str, Any], where: str, offers: list[OfferSpec]) -> dict
             "offer": target,
             "price": str(price),
         })  # fmt: skip
-    selling: dict[str, Any] = {}
     subscriptions = _subscriptions(_table(table.get("subscriptions", {}), f"{where}.subscriptions"),
                                    f"{where}.subscriptions")  # fmt: skip
-    if subscriptions:
-        selling["subscriptions"] = subscriptions
-    if bumps:
-        selling["bumps"] = bumps
-    if upsells:
-        selling["upsells"] = upsells
-    if downsells:
-        selling["downsells"] = downsells
-    return selling
+    parts = {"subscriptions": subscriptions, "bumps": bumps, "upsells": upsells, "downsells": downsells}
+    return {name: part for name, part in parts.items() if part}
 
 
 def _subscriptions(table: dict[str, Any], where: str) -> dict[str, Any]:
