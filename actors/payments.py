@@ -402,8 +402,9 @@ def _transition(
         hot.insert(Delivery, {"charge_id": charge.id, "bot_id": charge.bot_id, "state": "pending", "attempts": 0,
                               "created_at": now, "updated_at": now}, ignore_conflicts=True)  # fmt: skip
         pixel.purchase(track, charge, paid, now)
-        followups.cancel_downsells(charge.lead_id, "paid")
         bot = runtime.bot_config(charge.bot_id)
+        if bot is None or bot.downsells:  # a bot without downsells has none to cancel (one statement less)
+            followups.cancel_downsells(charge.lead_id, "paid")
         offer = bot.offer(charge.offer_id) if bot is not None else None
         if bot is not None and offer is not None:
             subscriptions.extend(bot, charge, offer, now)  # a subscription offer: start or extend it
