@@ -96,6 +96,7 @@ class Click:
     ip: str | None = None
     user_agent: str | None = None
     source_url: str | None = None  # the redirect URL as clicked (event_source_url)
+    pool: str | None = None  # the redirect pool (GET /p/{pool_id}) that chose this bot
 
     def __repr__(self) -> str:  # IP and user agent are personal data: never in a log line
         return f"Click(bot_id={self.bot_id!r}, token={self.token!r})"
@@ -116,6 +117,7 @@ class Click:
             ip=doc.get("ip"),
             user_agent=doc.get("user_agent"),
             source_url=doc.get("source_url"),
+            pool=doc.get("pool"),
         )
 
 
@@ -187,6 +189,7 @@ def capture(
     user_agent: str | None = None,
     source_url: str | None = None,
     now: float | None = None,
+    pool: str | None = None,
 ) -> Click:
     """A click from the raw request parts. Anything malformed is left out, never an error."""
     at = time.time() if now is None else now
@@ -215,6 +218,7 @@ def capture(
         ip=client_ip(peer, forwarded_for),
         user_agent=ua,
         source_url=source_url[:SOURCE_URL_MAX] if source_url else None,
+        pool=pool,
     )
     return within_budget(click)
 

@@ -77,7 +77,17 @@ BROKER_MAINTENANCE_CHANCE = _env_int("BROKER_MAINTENANCE_CHANCE", 10_000)
 # How often running processes look for configuration applied by `ops apply`.
 CONFIG_POLL_SECONDS = float(_env("CONFIG_POLL_SECONDS", "1.0"))
 # Telegram outbound limits, shared by every worker through Redis.
-TELEGRAM_BOT_RATE = _env_int("TELEGRAM_BOT_RATE", 30)  # messages per second per bot
+TELEGRAM_BOT_RATE = _env_int("TELEGRAM_BOT_RATE", 30)  # messages per bot in any TELEGRAM_WINDOW_MS
+# The window of TELEGRAM_BOT_RATE: a second, plus a margin for the jitter between taking a slot and the
+# request reaching Telegram (CONTRACT §10: at most 30 sends per bot in any 1-second window).
+TELEGRAM_WINDOW_MS = _env_int("TELEGRAM_WINDOW_MS", 1020)
+# Broadcasts created with --paid (allow_paid_broadcast: Telegram charges Stars per message over the
+# free limit) are paced at this many messages per second per bot instead.
+TELEGRAM_PAID_BROADCAST_RATE = _env_int("TELEGRAM_PAID_BROADCAST_RATE", 1000)
+# Senders per running broadcast (each sends one message at a time): enough to fill the bot's rate
+# at Telegram's latency (4 × ~100 ms round trips ≥ 30/s). Broadcast worker threads should be at
+# least BROADCAST_LANES × broadcasts running at once.
+BROADCAST_LANES = _env_int("BROADCAST_LANES", 4)
 TELEGRAM_CHAT_RATE = _env_int("TELEGRAM_CHAT_RATE", 1)  # messages per second per chat
 TELEGRAM_CHAT_BURST = _env_int("TELEGRAM_CHAT_BURST", 3)  # a welcome's parts go out together
 TELEGRAM_TIMEOUT_SECONDS = float(_env("TELEGRAM_TIMEOUT_SECONDS", "10"))

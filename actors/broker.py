@@ -37,11 +37,12 @@ from gateways.telegram import TelegramPermanent
 UPDATES = "updates"  # Telegram updates in, routed
 FUNNEL = "funnel"  # /start welcome and later funnel steps
 FOLLOWUPS = "followups"  # upsells and downsells when due (marketing: after what buyers are owed)
+BROADCASTS = "broadcasts"  # remarketing broadcasts' senders (a worker of their own: the funnel never waits)
 PAYMENTS = "payments"  # charge creation: a button press → a PIX code (slow or down gateways wait here)
 SETTLE = "settle"  # payment notifications, the check button, reconciliation, deliveries
 PIXEL = "pixel"  # ad clicks and Meta Conversions API events
 MAINTENANCE = "maintenance"  # clock-driven housekeeping
-QUEUES = (UPDATES, FUNNEL, FOLLOWUPS, PAYMENTS, SETTLE, PIXEL, MAINTENANCE)
+QUEUES = (UPDATES, FUNNEL, FOLLOWUPS, BROADCASTS, PAYMENTS, SETTLE, PIXEL, MAINTENANCE)
 
 
 def retry_when(max_retries: int) -> Callable[[int, BaseException], bool]:

@@ -25,8 +25,8 @@ import dramatiq
 
 from actors import runtime, subscriptions
 from actors.broker import FOLLOWUPS, broker, counters, retry_when
-from actors.funnel import CAPTION_LIMIT, mark_unreachable, media_method, telegram_length
-from actors.outbox import MARKETING, Send, deliver
+from actors.funnel import mark_unreachable, marketing_sends
+from actors.outbox import Send, deliver
 from actors.schedule import close, close_after
 from actors.throttle import Throttle
 from db import hot
@@ -117,16 +117,7 @@ def plan(bot: BotConfig, row: Followup, item: FollowupConfig, chat_id: int) -> l
     label = offer.label if offer is not None else ""
     button = bot.text("followup_button", amount=brl(row.amount), offer=label)
     keyboard = {"inline_keyboard": [[{"text": button[:64], "callback_data": f"fu:{row.id}"}]]}
-    key = f"followup:{row.id}"
-    text = item.text.strip()
-    message = Send(key, "sendMessage", {"chat_id": chat_id, "text": text, "reply_markup": keyboard}, MARKETING)
-    if not item.media_url:
-        return [message]
-    method, field = media_method(item.media_url)
-    if telegram_length(text) <= CAPTION_LIMIT:
-        params = {"chat_id": chat_id, field: item.media_url, "caption": text, "reply_markup": keyboard}
-        return [Send(key, method, params, MARKETING)]
-    return [Send(f"{key}:media", method, {"chat_id": chat_id, field: item.media_url}, MARKETING), message]
+    return marketing_sends(f"followup:{row.id}", chat_id, item.text, item.media_url, keyboard)
 
 
 def send(followup_id: int, telegram: TelegramGateway, throttle: Throttle) -> str | None:

@@ -13,7 +13,7 @@ import redis
 
 from actors import runtime
 from actors.broker import FUNNEL, retry_when
-from actors.outbox import OWED, Outcome, Send, deliver
+from actors.outbox import MARKETING, OWED, Outcome, Send, deliver
 from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig
@@ -108,6 +108,27 @@ def plan_welcome(
             params["reply_markup"] = keyboard
         sends.append(Send(f"{key}:text:{i}", "sendMessage", params, OWED))
     return sends
+
+
+def marketing_sends(key: str, chat_id: int, text: str, media_url: str | None, keyboard: dict[str, Any] | None,
+                    *, extra: dict[str, Any] | None = None, own_slot: bool = False) -> list[Send]:  # fmt: skip
+    """A marketing message (a follow-up, a broadcast): its text, with its media when it has one (as
+    a caption when the text fits in one, else the media first), and `keyboard` on the text. Sent
+    with the marketing policy: a send whose fate a crash left unknown is not sent again.
+    `own_slot`: the caller takes the rate-limit slot itself and must be able to stop while a 429
+    waits (a broadcast): the sends neither take a slot nor sleep through a flood wait."""
+    text, extra = text.strip(), extra or {}
+    options: dict[str, Any] = {"throttled": not own_slot, "wait_inline": not own_slot}
+    markup = {"reply_markup": keyboard} if keyboard is not None else {}
+    message = Send(key, "sendMessage", {"chat_id": chat_id, "text": text, **markup, **extra}, MARKETING, **options)
+    if not media_url:
+        return [message]
+    method, field = media_method(media_url)
+    if telegram_length(text) <= CAPTION_LIMIT:
+        params = {"chat_id": chat_id, field: media_url, "caption": text, **markup, **extra}
+        return [Send(key, method, params, MARKETING, **options)]
+    media = Send(f"{key}:media", method, {"chat_id": chat_id, field: media_url, **extra}, MARKETING, **options)
+    return [media, message]
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,11 @@ class Send:
     # A second form to try once when Telegram rejects the first with 400 (a stale file_id, say).
     fallback: dict[str, Any] | None = None
     # Answers (answerCallbackQuery) are not messages: they do not count against the chat's rate.
+    # Broadcasts take their slot themselves (at marketing priority) before calling deliver.
     throttled: bool = True
+    # A short flood wait (429) is slept through and the send made again; False: the send goes back
+    # to its caller (dramatiq.Retry) at once: a broadcast must be stoppable while it waits.
+    wait_inline: bool = True
     # Uploads: field → (file name, bytes, content type); the call goes out as multipart.
     files: dict[str, tuple[str, bytes, str]] | None = field(default=None, repr=False)
     on_sent: Callable[[Any], None] | None = field(default=None, compare=False)
@@ -179,7 +183,7 @@ def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str
         except TelegramRetryAfter as exc:
             counters.inc("grimbots_telegram_flood_waits_total", {"method": send.method})
             throttle.pause_bot(bot_id, exc.retry_after)
-            if exc.retry_after <= MAX_INLINE_FLOOD_WAIT and attempt == 0:
+            if exc.retry_after <= MAX_INLINE_FLOOD_WAIT and attempt == 0 and send.wait_inline:
                 time.sleep(exc.retry_after)
                 if send.throttled:
                     throttle.acquire(bot_id, chat_id)

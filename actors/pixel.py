@@ -162,7 +162,8 @@ def store_click(click: clicks.Click) -> tuple[Click, bool]:
         return row, False
     hot.insert(Click, dict(
         token=click.token, bot_id=click.bot_id, fbclid=click.fbclid, fbc=click.fbc, fbp=click.fbp, utm=click.utm,
-        ip=click.ip, user_agent=click.user_agent, source_url=click.source_url, clicked_at=from_ms(click.at_ms),
+        ip=click.ip, user_agent=click.user_agent, source_url=click.source_url, pool_id=click.pool,
+        clicked_at=from_ms(click.at_ms),
     ), ignore_conflicts=True)  # fmt: skip
     row = hot.first(Click, BY_TOKEN, (click.token,))  # ours, or a concurrent insert's
     assert row is not None

@@ -66,7 +66,10 @@ def meta() -> MetaGateway:
 
 @lru_cache(maxsize=1)
 def telegram() -> TelegramGateway:
-    return TelegramGateway(default_client(settings.TELEGRAM_TIMEOUT_SECONDS), settings.TELEGRAM_API_BASE)
+    from actors import pools  # a refused token marks its bot unhealthy for redirect pools
+
+    return TelegramGateway(default_client(settings.TELEGRAM_TIMEOUT_SECONDS), settings.TELEGRAM_API_BASE,
+                           on_token_refused=pools.token_refused)  # fmt: skip
 
 
 @lru_cache(maxsize=1)
@@ -83,6 +86,8 @@ def throttle() -> Throttle:
     return Throttle(
         broker.client,
         bot_rate=settings.TELEGRAM_BOT_RATE,
+        window_ms=settings.TELEGRAM_WINDOW_MS,
+        paid_rate=settings.TELEGRAM_PAID_BROADCAST_RATE,
         chat_rate=settings.TELEGRAM_CHAT_RATE,
         chat_burst=settings.TELEGRAM_CHAT_BURST,
     )

@@ -1,8 +1,19 @@
-"""Outbound Telegram rate limits shared by every worker process: token buckets in Redis.
+"""Outbound Telegram rate limits shared by every worker process, kept in Redis.
 
-Per bot (about 30 messages/s) and per chat (about 1 message/s, with a small burst so a welcome's
-parts go out together), plus a bot-wide pause after a 429. A caller that must wait sleeps when
-the wait is short and is re-queued with a delay when it is long: messages queue, never fail."""
+Per bot: at most `bot_rate` sends in any window of `window_ms` (a sliding log of the last sends'
+times: CONTRACT §10, "at most 30 sends per bot in any 1-second window", with a small margin for
+the jitter between taking a slot and the request reaching Telegram). Per chat: a token bucket
+(about 1 message/s, with a small burst so a welcome's parts go out together). A bot-wide pause
+after a 429.
+
+Two priorities share a bot's window: what buyers are owed (the funnel, codes, deliveries) and
+marketing (broadcasts). A funnel send that finds the window full leaves a mark saying when it will
+take the next free slot; marketing sends stand back while the mark is there, so a broadcast at the
+bot's full rate never makes a welcome wait more than one slot. Paid broadcasts
+(`allow_paid_broadcast`) have a window of their own, at the paid rate.
+
+A caller that must wait sleeps when the wait is short and is re-queued with a delay when it is
+long: messages queue, never fail."""
 
 from __future__ import annotations
 
@@ -11,30 +22,38 @@ import time
 import dramatiq
 import redis
 
-# KEYS: bot bucket, chat bucket, bot pause. ARGV: bot rate, bot burst, chat rate, chat burst.
-# Returns 0 when both tokens were taken, else how many ms to wait before trying again.
+# KEYS: bot log, chat bucket, bot pause, funnel mark, stop key ("" = none).
+# ARGV: limit, window ms, chat rate, chat burst, high priority (1/0).
+# Returns 0 when a slot was taken, -1 when the stop key is set, else how many ms to wait first.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if KEYS[5] ~= '' and redis.call('EXISTS', KEYS[5]) == 1 then return -1 end
 local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
 if paused > now then return paused - now end
-local function level(key, rate, burst)
-  local v = redis.call('HMGET', key, 't', 'ts')
-  local tokens, ts = tonumber(v[1]), tonumber(v[2])
-  if not tokens then return burst end
-  return math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
-end
-local brate, bburst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local crate, cburst = tonumber(ARGV[3]), tonumber(ARGV[4])
-local b, c = level(KEYS[1], brate, bburst), level(KEYS[2], crate, cburst)
-if b < 1 or c < 1 then
-  local wait = 1
-  if b < 1 then wait = math.max(wait, math.ceil((1 - b) * 1000 / brate)) end
-  if c < 1 then wait = math.max(wait, math.ceil((1 - c) * 1000 / crate)) end
-  return wait
+local high = ARGV[5] == '1'
+local wait = 0
+if redis.call('LLEN', KEYS[1]) >= limit then
+  local oldest = tonumber(redis.call('LINDEX', KEYS[1], -1))
+  if oldest + window > now then wait = oldest + window - now end
 end
-redis.call('HSET', KEYS[1], 't', tostring(b - 1), 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(bburst * 1000 / brate) + 1000)
+if wait > 0 and high then
+  redis.call('SET', KEYS[4], now + wait + 2, 'PX', wait + 50)
+end
+if not high then
+  local mark = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if mark > now then wait = math.max(wait, mark - now) end
+end
+local v = redis.call('HMGET', KEYS[2], 't', 'ts')
+local c = cburst
+if v[1] then c = math.min(cburst, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * crate / 1000) end
+if c < 1 then wait = math.max(wait, math.ceil((1 - c) * 1000 / crate)) end
+if wait > 0 then return wait end
+redis.call('LPUSH', KEYS[1], now)
+redis.call('LTRIM', KEYS[1], 0, limit - 1)
+redis.call('PEXPIRE', KEYS[1], window + 1000)
 redis.call('HSET', KEYS[2], 't', tostring(c - 1), 'ts', now)
 redis.call('PEXPIRE', KEYS[2], math.ceil(cburst * 1000 / crate) + 1000)
 return 0
@@ -48,6 +67,8 @@ if until_ms > current then redis.call('SET', KEYS[1], until_ms, 'PX', tonumber(A
 return until_ms
 """
 
+STOPPED = -1
+
 
 class Throttle:
     def __init__(
@@ -55,30 +76,40 @@ class Throttle:
         client: redis.Redis,
         *,
         bot_rate: int = 30,
+        window_ms: int = 1000,
         chat_rate: int = 1,
         chat_burst: int = 3,
+        paid_rate: int = 1000,
         max_sleep_ms: int = 2000,
         prefix: str = "grimbots:tg",
     ) -> None:
         self.client = client
-        self.bot_rate, self.chat_rate, self.chat_burst = bot_rate, chat_rate, chat_burst
+        self.bot_rate, self.window_ms, self.paid_rate = bot_rate, window_ms, paid_rate
+        self.chat_rate, self.chat_burst = chat_rate, chat_burst
         self.max_sleep_ms = max_sleep_ms
         self.prefix = prefix
         self._acquire = client.register_script(_ACQUIRE)
         self._pause = client.register_script(_PAUSE)
 
-    def _keys(self, bot_id: str, chat_id: int) -> list[str]:
-        p = self.prefix
-        return [f"{p}:bot:{{{bot_id}}}", f"{p}:chat:{{{bot_id}}}:{chat_id}", f"{p}:pause:{{{bot_id}}}"]
+    def _pause_key(self, bot_id: str) -> str:
+        return f"{self.prefix}:pause:{{{bot_id}}}"
 
-    def try_acquire(self, bot_id: str, chat_id: int) -> int:
-        """Take one send from both buckets; returns 0, or the ms to wait first."""
-        args = [self.bot_rate, self.bot_rate, self.chat_rate, self.chat_burst]
-        return int(self._acquire(keys=self._keys(bot_id, chat_id), args=args))
+    def try_acquire(self, bot_id: str, chat_id: int, *, marketing: bool = False, paid: bool = False,
+                    stop_key: str = "") -> int:  # fmt: skip
+        """Take one send for the bot and the chat: 0, or the ms to wait first, or STOPPED when
+        `stop_key` exists (a broadcast stopped: checked in the same call that would take the slot)."""
+        p = self.prefix
+        log = f"{p}:paid:{{{bot_id}}}" if paid else f"{p}:log:{{{bot_id}}}"
+        keys = [log, f"{p}:chat:{{{bot_id}}}:{chat_id}", self._pause_key(bot_id), f"{p}:funnel:{{{bot_id}}}", stop_key]
+        limit = self.paid_rate if paid else self.bot_rate
+        window = 1000 if paid else self.window_ms
+        args = [limit, window, self.chat_rate, self.chat_burst, 0 if marketing else 1]
+        return int(self._acquire(keys=keys, args=args))
 
     def acquire(self, bot_id: str, chat_id: int) -> None:
-        """Wait for a slot. A long wait raises dramatiq.Retry with that delay instead of holding a
-        worker thread (the message goes back to the queue and this send is made later)."""
+        """Wait for a slot (buyer-facing priority). A long wait raises dramatiq.Retry with that
+        delay instead of holding a worker thread (the message goes back to the queue and this send
+        is made later)."""
         waited = 0
         while (wait := self.try_acquire(bot_id, chat_id)) > 0:
             if waited + wait > self.max_sleep_ms:
@@ -86,6 +117,11 @@ class Throttle:
             time.sleep(wait / 1000)
             waited += wait
 
+    def paused_for(self, bot_id: str) -> int:
+        """ms until the bot's 429 pause ends (0: not paused)."""
+        until = self.client.get(self._pause_key(bot_id))
+        return max(0, int(until) - int(time.time() * 1000)) if until is not None else 0
+
     def pause_bot(self, bot_id: str, seconds: float) -> None:
         """After a 429: no worker sends for this bot until Telegram's retry_after has passed."""
-        self._pause(keys=[self._keys(bot_id, 0)[2]], args=[int(seconds * 1000)])
+        self._pause(keys=[self._pause_key(bot_id)], args=[int(seconds * 1000)])

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from db.models import Bot, ConfigState, Gateway, Offer
+from db.models import Bot, ConfigState, Gateway, Offer, Pool
 
 # What buyers read around a payment, unless the bot's [bots.texts] says otherwise (README lists
 # the keys and their placeholders). answerCallbackQuery texts must stay within 200 characters.
@@ -28,6 +28,7 @@ DEFAULT_TEXTS: dict[str, str] = {
     "bump_accept": "Sim, quero!",
     "bump_decline": "Não, obrigado",
     "followup_button": "Quero — R$ {amount}",  # the button of an upsell or downsell: {offer}, {amount}
+    "broadcast_button": "{offer} — R$ {amount}",  # a broadcast's --offer button: {offer}, {amount}
     "reminder_text": "Sua assinatura vence em {days} dia(s). Renove para não perder o acesso.",
     "expired_text": "Sua assinatura venceu. Toque para renovar.",
     "renew_button": "Renovar — R$ {amount}",
@@ -125,6 +126,14 @@ class BotConfig:
         """A buyer text with its {placeholders} filled (plain replacement: a seller's stray
         brace is just a brace)."""
         return fill(self.texts.get(name) or DEFAULT_TEXTS[name], **values)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """A redirect pool: its bots with their weights, in the order configured."""
+
+    id: str
+    members: tuple[tuple[str, int], ...]
 
 
 def brl(amount: Decimal) -> str:
@@ -232,6 +241,10 @@ def _selling(doc: dict[str, Any], offers: dict[str, Offer]) -> dict[str, Any]:
     return {"bumps": bumps, "upsells": upsells, "downsells": downsells, "remind_before": remind, "sub_texts": texts}
 
 
+def load_pools() -> dict[str, PoolConfig]:
+    return {p.id: PoolConfig(p.id, tuple((str(b), int(w)) for b, w in p.members or [])) for p in Pool.select()}
+
+
 def current_version() -> int:
     row = ConfigState.get_or_none(ConfigState.id == 1)
     return row.version if row is not None else 0
@@ -245,6 +258,7 @@ class Catalog:
         self.version: int | None = None
         self.bots: dict[str, BotConfig] = {}
         self.gateways: dict[str, GatewayConfig] = {}
+        self.pools: dict[str, PoolConfig] = {}
         self._checked_at = 0.0
         self._lock = threading.Lock()
 
@@ -259,8 +273,8 @@ class Catalog:
             version = current_version()
             if version == self.version:
                 return False
-            bots, gateways = load_bots(), load_gateways()
-            self.bots, self.gateways, self.version = bots, gateways, version
+            bots, gateways, pools = load_bots(), load_gateways(), load_pools()
+            self.bots, self.gateways, self.pools, self.version = bots, gateways, pools, version
             return True
 
     def refresh_if_stale(self) -> None:
@@ -272,3 +286,6 @@ class Catalog:
 
     def gateway(self, gateway_id: str) -> GatewayConfig | None:
         return self.gateways.get(gateway_id)
+
+    def pool(self, pool_id: str) -> PoolConfig | None:
+        return self.pools.get(pool_id)

@@ -247,12 +247,14 @@ RETURNING "id"
 
 
 def claim_due(table: str, where: str, now: dt.datetime, lease: dt.timedelta, *, counter: str = "attempts",
-              limit: int = 500) -> list[int]:  # fmt: skip
-    """Claim up to `limit` rows of `table` due at `now` (and matching `where`, hand-written SQL):
+              limit: int = 500, params: tuple[Any, ...] = ()) -> list[int]:  # fmt: skip
+    """Claim up to `limit` rows of `table` due at `now` (and matching `where`, hand-written SQL with
+    {p} placeholders for `params`):
     their `due_at` moves to `now + lease`, so until then no other claimer takes them, and when the
     lease runs out with the work undone (Redis lost the message, a worker died) they come due again.
     One statement: on PostgreSQL the inner SELECT takes its rows FOR UPDATE SKIP LOCKED, so clocks
     and workers claiming at once never wait for or take each other's rows; SQLite has one writer."""
     lock = "" if isinstance(db.obj, SqliteDatabase) else " FOR UPDATE SKIP LOCKED"
+    where = where.replace("{p}", db.param)
     sql = _sql(CLAIM_DUE, db.param, table=table, where=where, counter=counter, limit=str(int(limit)), lock=lock)
-    return [int(row[0]) for row in db.execute_sql(sql, (now + lease, now)).fetchall()]
+    return [int(row[0]) for row in db.execute_sql(sql, (now + lease, *params, now)).fetchall()]

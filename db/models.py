@@ -129,6 +129,7 @@ class Click(BaseModel):
     ip = CharField(max_length=64, null=True)
     user_agent = TextField(null=True)
     source_url = TextField(null=True)
+    pool_id = CharField(max_length=64, null=True)  # the redirect pool (GET /p/{pool_id}) that chose the bot
     clicked_at = DateTimeField()
     attached_at = DateTimeField(null=True)
 
@@ -371,6 +372,60 @@ class Subscription(BaseModel):
         indexes = ((("lead_id", "chat_id"), True), (("bot_id", "state", "ends_at"), False))
 
 
+class Broadcast(BaseModel):
+    """A remarketing message to a segment of one bot's leads (CONTRACT §10). The segment is frozen
+    into `broadcast_recipient` rows when it starts: scheduled → running → done | stopped (stop
+    from scheduled or running)."""
+
+    id = AutoField()
+    bot_id = CharField(max_length=64)
+    segment = CharField(max_length=255)
+    text = TextField()
+    media_url = TextField(null=True)
+    offer_id = IntegerField(null=True)  # a button buying it
+    paid = BooleanField(default=False)  # allow_paid_broadcast: above the free 30/s, paid in Stars
+    state = CharField(max_length=16, default="scheduled")
+    starts_at = DateTimeField()
+    total = IntegerField(null=True)  # the segment's size when it started
+    error = TextField(null=True)  # why it could not start (its bot or offer gone)
+    created_at = DateTimeField(default=utcnow)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)  # done or stopped
+
+    class Meta:
+        table_name = "broadcast"
+        indexes = ((("state", "starts_at"), False), (("bot_id", "created_at"), False))
+
+
+class BroadcastRecipient(BaseModel):
+    """One lead of a broadcast's frozen segment: pending → sent | blocked (403: the lead is marked
+    unreachable) | failed (Telegram refused it) | unknown (a worker died with the request in flight:
+    marketing is not sent again). Senders claim pending rows by moving `due_at` on (a lease)."""
+
+    id = AutoField()
+    broadcast_id = IntegerField()
+    lead_id = IntegerField()
+    chat_id = BigIntegerField()
+    state = CharField(max_length=16, default="pending")
+    due_at = DateTimeField()
+    attempts = IntegerField(default=0)
+    error = TextField(null=True)
+    sent_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "broadcast_recipient"
+        indexes = ((("broadcast_id", "lead_id"), True), (("broadcast_id", "state", "due_at"), False))
+
+
+class Pool(BaseModel):
+    """A redirect pool (CONTRACT §11): one ad link, several bots, chosen by weight among the healthy."""
+
+    id = CharField(primary_key=True, max_length=64)
+    members = JSONField(default=list)  # [[bot id, weight], ...]
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
 class ConfigState(BaseModel):
     """A single row whose version `ops apply` bumps in the same transaction as the change it makes;
     running processes poll it to reload their cached configuration."""
@@ -384,4 +439,5 @@ class ConfigState(BaseModel):
 
 
 MODELS = [Gateway, Bot, Offer, Lead, Click, ProcessedUpdate, OutboundMessage, Charge, Delivery,
-          PaymentNotification, PixelEvent, BumpAnswer, Followup, Subscription, ConfigState]  # fmt: skip
+          PaymentNotification, PixelEvent, BumpAnswer, Followup, Subscription, Broadcast, BroadcastRecipient, Pool,
+          ConfigState]  # fmt: skip

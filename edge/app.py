@@ -24,9 +24,11 @@ from starlette.routing import Route
 import clicks
 import settings
 import telemetry
+from actors import pools
 from actors.metrics import HEARTBEAT_PREFIX, HEARTBEAT_TTL_SECONDS, heartbeat_key
 from db.catalog import Catalog
 from db.database import db, init_db
+from edge import metrics
 from edge.enqueue import BatchEnqueuer
 from edge.fast import FAST_ROUTES, Edge, WebhookEndpoint
 from edge.metrics import MetricsMiddleware, metrics_endpoint, register_shared_collector, start_private_listener
@@ -61,6 +63,7 @@ class EdgeState:
         self._store = self.cache.register_script(clicks.STORE)
         self.poll_seconds = poll_seconds
         self.stopping = asyncio.Event()
+        self.unhealthy: set[str] = set()  # bots Telegram refused (actors.pools): no pool sends buyers to them
 
     def _refresh(self) -> None:
         with db.connection_context():
@@ -99,6 +102,13 @@ class EdgeState:
                 await self.refresh()
             except Exception as exc:  # noqa: BLE001 - keep serving the last snapshot
                 log.warning("edge config refresh failed error=%s", type(exc).__name__)
+            try:
+                self.unhealthy = {
+                    k.decode() if isinstance(k, bytes) else k for k in await self.redis.hkeys(pools.UNHEALTHY)
+                }
+                metrics.health(self.catalog.bots, self.catalog.pools.values(), self.unhealthy)
+            except Exception as exc:  # noqa: BLE001 - keep the last health seen
+                log.debug("edge bot health not read error=%s", type(exc).__name__)
             try:
                 info = json.dumps({"bots": len(self.secrets), "at": time.time()})
                 await self.redis.set(heartbeat_key("web"), info, ex=HEARTBEAT_TTL_SECONDS)

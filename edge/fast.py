@@ -24,6 +24,7 @@ FAST_ROUTES: tuple[tuple[str, str, str, Handler, str], ...] = (
     ("POST", webhooks.PREFIX, webhooks.ROUTE, webhooks.serve_webhook, "bot_id"),
     ("POST", webhooks.PAYMENT_PREFIX, webhooks.PAYMENT_ROUTE, webhooks.serve_payment, "gateway_id"),
     ("GET", redirect.PREFIX, redirect.ROUTE, redirect.serve_click, "bot_id"),
+    ("GET", redirect.POOL_PREFIX, redirect.POOL_ROUTE, redirect.serve_pool, "pool_id"),
 )
 
 

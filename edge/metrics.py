@@ -12,7 +12,15 @@ from typing import Any
 
 import anyio.to_thread
 import redis
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest, start_http_server
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,12 +34,23 @@ CLICKS = Counter(
     "Ad clicks at /r by outcome: tracked, limited_ip, limited_bot, memory_ceiling, redis_down, crawler",
     ["outcome"],
 )
+POOL_CLICKS = Counter("grimbots_pool_clicks_total", "Clicks at /p by pool and the bot chosen", ["pool", "bot"])
+POOL_HEALTHY = Gauge("grimbots_pool_healthy_bots", "Healthy bots in each redirect pool (0: /p answers 503)", ["pool"])
+BOT_HEALTHY = Gauge("grimbots_bot_healthy", "1 unless Telegram refused the bot's token (until getMe succeeds)", ["bot"])
 LATENCY = Histogram(
     "grimbots_edge_request_duration_seconds",
     "Edge HTTP request latency",
     ["route"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+
+
+def health(bots: Any, pools: Any, unhealthy: set[str]) -> None:
+    """The bots' and pools' health gauges, as the edge sees it (set at every poll)."""
+    for bot_id in bots:
+        BOT_HEALTHY.labels(bot_id).set(0 if bot_id in unhealthy else 1)
+    for pool in pools:
+        POOL_HEALTHY.labels(pool.id).set(sum(1 for b, _ in pool.members if b not in unhealthy and b in bots))
 
 
 _children: dict[tuple[str, int], tuple[Any, Any]] = {}

@@ -10,6 +10,7 @@ Crawlers and link-preview fetchers are sent on too, without a token: they are no
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 from urllib.parse import quote
 
@@ -19,13 +20,15 @@ import clicks
 import settings
 from actors import pixel
 from edge.enqueue import EnqueueError, message_bytes
-from edge.metrics import CLICKS
-from edge.webhooks import header, refused
+from edge.metrics import CLICKS, POOL_CLICKS
+from edge.webhooks import header, refused, respond
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/r/"
 ROUTE = "/r/{bot_id}"
+POOL_PREFIX = "/p/"
+POOL_ROUTE = "/p/{pool_id}"
 
 
 def _header(scope: Scope, wanted: bytes) -> str | None:
@@ -44,7 +47,23 @@ async def redirect(send: Send, location: str) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-async def serve_click(edge: Any, bot_id: str, scope: Scope, receive: Receive, send: Send) -> int:
+async def serve_pool(edge: Any, pool_id: str, scope: Scope, receive: Receive, send: Send) -> int:
+    """GET /p/{pool_id}: a click for one healthy bot of the pool, chosen by weight (CONTRACT §11);
+    503 when none is healthy. Health is the edge's copy of actors.pools' set, re-read every poll."""
+    pool = edge.catalog.pool(pool_id)
+    if (status := await refused(edge, send, pool, "unknown pool")) is not None:
+        return status
+    healthy = [(b, w) for b, w in pool.members if b not in edge.unhealthy and edge.catalog.bot(b) is not None]
+    if not healthy:
+        await respond(send, 503, "no healthy bot in this pool")
+        return 503
+    bot_id = random.choices([b for b, _ in healthy], weights=[w for _, w in healthy])[0]
+    POOL_CLICKS.labels(pool_id, bot_id).inc()
+    return await serve_click(edge, bot_id, scope, receive, send, pool=pool_id)
+
+
+async def serve_click(edge: Any, bot_id: str, scope: Scope, receive: Receive, send: Send,
+                      pool: str | None = None) -> int:  # fmt: skip
     bot = edge.catalog.bot(bot_id)
     if (status := await refused(edge, send, bot, "unknown bot")) is not None:
         return status
@@ -63,7 +82,8 @@ async def serve_click(edge: Any, bot_id: str, scope: Scope, receive: Receive, se
         peer=client[0] if client else None,
         forwarded_for=_header(scope, b"x-forwarded-for"),
         user_agent=user_agent,
-        source_url=f"{settings.PUBLIC_BASE_URL}{PREFIX}{quote(bot_id)}" + (f"?{query}" if query else ""),
+        source_url=f"{settings.PUBLIC_BASE_URL}{scope['path']}" + (f"?{query}" if query else ""),
+        pool=pool,
     )
     doc = click.to_json()
     try:

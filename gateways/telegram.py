@@ -15,6 +15,7 @@ with their text."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -57,10 +58,18 @@ def default_client(timeout: float = 10.0) -> httpx.Client:
     return pooled_client(timeout, max_connections=200)
 
 
+# Statuses with which Telegram refuses a bot's token (revoked, or the bot deleted).
+TOKEN_REFUSED = (401, 404)
+
+
 class TelegramGateway:
-    def __init__(self, client: httpx.Client, base_url: str) -> None:
+    def __init__(self, client: httpx.Client, base_url: str,
+                 on_token_refused: Callable[[str, int, str], None] | None = None) -> None:  # fmt: skip
+        """`on_token_refused(token, status, description)` is called when any call is answered
+        401/404 (the bot's health for redirect pools), before the error is raised."""
         self.client = client
         self.base_url = base_url.rstrip("/")
+        self.on_token_refused = on_token_refused
 
     def call(
         self, token: str, method: str, params: dict[str, Any], files: dict[str, tuple[str, bytes, str]] | None = None
@@ -79,7 +88,12 @@ class TelegramGateway:
             raise TelegramTransient(method, f"connection failed ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise TelegramMaybeSent(method, f"no answer ({type(exc).__name__})") from None
-        return self._result(method, response)
+        try:
+            return self._result(method, response)
+        except TelegramPermanent as exc:
+            if exc.status in TOKEN_REFUSED and self.on_token_refused is not None:
+                self.on_token_refused(token, exc.status, exc.description)
+            raise
 
     @staticmethod
     def _result(method: str, response: httpx.Response) -> Any:

@@ -98,20 +98,21 @@ def migrate() -> None:
 
 
 @cli.command(
-    help="Create or update gateways, bots and offers from a TOML file. Validates the whole file first; "
+    help="Create or update gateways, bots, offers and redirect pools from a TOML file. Validates the whole file first; "
     "nothing is written when any key is wrong. Idempotent."
 )
 @click.argument("file", type=click.Path(path_type=Path))
 def apply(file: Path) -> None:
-    from db.models import Gateway
+    from db.models import Bot, Gateway
     from ops import config
 
     database = _database()
     _migrate_quietly()
     with database.connection_context():
         known = {g.id for g in Gateway.select(Gateway.id)}
+        bots = {b.id for b in Bot.select(Bot.id)}
         try:
-            parsed = config.load(file, known)
+            parsed = config.load(file, known, bots)
         except config.ConfigError as exc:
             raise click.ClickException(f"{file}: {exc}") from None
         changes = config.apply(parsed)
@@ -405,6 +406,196 @@ def pixel_events(bot: str | None, state: str | None, event: str | None, since_ho
     for t in sums:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(t.counts.items()))
         click.echo(f"  {t.bot:<12} {t.event:<17} {counts}")
+
+
+@cli.group(help="Remarketing broadcasts: one message to a segment of a bot's leads, each lead once, at the "
+           "bot's limit (segments: all, not_bought, unpaid, paid, expired, utm_campaign=X, utm_source=X).")  # fmt: skip
+def broadcast() -> None:
+    pass
+
+
+def _bot_config(bot_id: str):  # type: ignore[no-untyped-def]
+    from db.catalog import load_bots
+
+    bot = load_bots().get(bot_id)
+    if bot is None:
+        raise click.ClickException(f"--bot: no bot {bot_id!r} (apply a configuration that has it first)")
+    return bot
+
+
+def _segment(segment: str) -> str:
+    from actors.broadcasts import BroadcastError, parse_segment
+
+    try:
+        parse_segment(segment)
+    except BroadcastError as exc:
+        raise click.ClickException(str(exc)) from None
+    return segment
+
+
+def _at(value: str | None):  # type: ignore[no-untyped-def]
+    """--at as naive UTC (without a timezone it is UTC)."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.ClickException(
+            f"--at: {value!r} is not an ISO-8601 time such as 2026-12-01T18:00:00-03:00"
+        ) from None
+    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo is not None else at
+
+
+def _broadcast_line(s: Any) -> str:
+    return (f"{s.id:>6} {s.bot[:11]:<12}{s.segment[:23]:<24}{s.state:<10}{s.total:>7}{s.sent:>7}{s.blocked:>8}"
+            f"{s.failed:>7}{s.pending:>8}  {s.starts_at}")  # fmt: skip
+
+
+BROADCAST_HEADER = f"{'id':>6} {'bot':<12}{'segment':<24}{'state':<10}{'total':>7}{'sent':>7}{'blocked':>8}" \
+                   f"{'failed':>7}{'pending':>8}  starts (UTC)"  # fmt: skip
+
+
+@broadcast.command("preview", help="How many leads the segment holds now (reachable ones only).")
+@click.option("--bot", "bot_id", required=True, help="The bot.")
+@click.option("--segment", required=True, help="all, not_bought, unpaid, paid, expired, utm_campaign=X, utm_source=X.")
+def broadcast_preview(bot_id: str, segment: str) -> None:
+    from actors import broadcasts
+
+    with _database().connection_context():
+        _bot_config(bot_id)
+        click.echo(broadcasts.preview(bot_id, _segment(segment)))
+
+
+@broadcast.command("create", help="Create a broadcast: sent now, or at --at (ISO-8601; without a timezone, UTC). "
+                   "The segment is frozen when it starts. Prints its id.")  # fmt: skip
+@click.option("--bot", "bot_id", required=True, help="The bot.")
+@click.option("--segment", required=True, help="all, not_bought, unpaid, paid, expired, utm_campaign=X, utm_source=X.")
+@click.option("--text", required=True, help="The message (up to 4096 characters).")
+@click.option("--media-url", help="A photo, or a video (.mp4), sent with the text.")
+@click.option(
+    "--offer", help="An offer of the bot (its id in the file, or its button number): adds a button buying it."
+)
+@click.option("--at", "at", help="When to start (ISO-8601), e.g. 2026-12-01T18:00:00-03:00.")
+@click.option("--paid", is_flag=True, help="allow_paid_broadcast: up to TELEGRAM_PAID_BROADCAST_RATE messages/s, "
+              "Telegram charges Stars for messages above the free limit.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help='Print {"id": ...}.')
+def broadcast_create(bot_id: str, segment: str, text: str, media_url: str | None, offer: str | None, at: str | None,
+                     paid: bool, as_json: bool) -> None:  # fmt: skip
+    from actors import broadcasts
+
+    with _database().connection_context():
+        bot = _bot_config(bot_id)
+        try:
+            row = broadcasts.create(bot, _segment(segment), text, media_url=media_url, offer=offer, at=_at(at),
+                                    paid=paid)  # fmt: skip
+        except broadcasts.BroadcastError as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"id": row.id}))
+    else:
+        click.echo(row.id)
+
+
+@broadcast.command("show", help="A broadcast's state (scheduled, running, done, stopped) and counts: total, sent, "
+                   "blocked, failed, pending.")  # fmt: skip
+@click.argument("broadcast_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one object.")
+def broadcast_show(broadcast_id: int, as_json: bool) -> None:
+    from actors import broadcasts
+
+    with _database().connection_context():
+        found = broadcasts.summaries(broadcast_id=broadcast_id)
+    if not found:
+        raise click.ClickException(f"ID: no broadcast {broadcast_id}")
+    s = found[0]
+    if as_json:
+        click.echo(json.dumps(s.as_dict(), indent=2))
+        return
+    click.echo(BROADCAST_HEADER)
+    click.echo(_broadcast_line(s))
+    if s.error:
+        click.echo(f"{'':>7}error: {s.error}")
+
+
+@broadcast.command("stop", help="Stop a broadcast: nothing more is sent (within a second).")
+@click.argument("broadcast_id", type=int)
+def broadcast_stop(broadcast_id: int) -> None:
+    from actors import broadcasts
+    from db.models import Broadcast
+
+    with _database().connection_context():
+        row = Broadcast.get_or_none(Broadcast.id == broadcast_id)
+        if row is None:
+            raise click.ClickException(f"ID: no broadcast {broadcast_id}")
+        if broadcasts.stop(broadcast_id):
+            click.echo(f"broadcast {broadcast_id} stopped")
+        else:
+            click.echo(f"broadcast {broadcast_id} had already ended ({row.state}): nothing to stop")
+
+
+@broadcast.command("list", help="Every broadcast (newest first) with its counts.")
+@click.option("--bot", "bot_id", help="Only this bot's.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list of objects.")
+def broadcast_list(bot_id: str | None, as_json: bool) -> None:
+    from actors import broadcasts
+
+    with _database().connection_context():
+        rows = broadcasts.summaries(bot_id=bot_id)
+    if as_json:
+        click.echo(json.dumps([s.as_dict() for s in rows], indent=2))
+        return
+    click.echo(BROADCAST_HEADER)
+    for s in rows:
+        click.echo(_broadcast_line(s))
+    if not rows:
+        click.echo("no broadcasts")
+
+
+@cli.command(help="Redirect pools (GET /p/{pool_id}): each pool's bots with weight, health (unhealthy: Telegram "
+             "refused the token; re-checked with getMe), tracked clicks; with --json a list of objects.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list of objects.")
+def pools(as_json: bool) -> None:
+    from datetime import UTC, datetime
+
+    from actors.pools import unhealthy
+    from db.catalog import load_bots, load_pools
+    from db.database import db
+
+    with _database().connection_context():
+        configured, bots = load_pools(), load_bots()
+        sql = (
+            'SELECT "pool_id", "bot_id", COUNT(*) FROM "click" WHERE "pool_id" IS NOT NULL GROUP BY "pool_id", "bot_id"'
+        )
+        clicks = {(str(p), str(b)): int(n) for p, b, n in db.execute_sql(sql).fetchall()}
+    refused = unhealthy(_broker_client())
+
+    def since(bot_id: str) -> str | None:
+        at = refused.get(bot_id, {}).get("since")
+        return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S") if at else None
+
+    out: list[dict[str, Any]] = []
+    for pool in sorted(configured.values(), key=lambda p: p.id):
+        members: list[dict[str, Any]] = []
+        for b, w in pool.members:
+            error = refused[b].get("description") if b in refused else None if b in bots else "bot no longer configured"
+            healthy = b not in refused and b in bots
+            members.append({"bot": b, "weight": w, "healthy": healthy, "unhealthy_since": since(b), "error": error,
+                            "clicks": clicks.get((pool.id, b), 0)})  # fmt: skip
+        out.append({"id": pool.id, "healthy_bots": sum(m["healthy"] for m in members), "bots": members,
+                    "clicks": sum(m["clicks"] for m in members)})  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    if not out:
+        click.echo("no pools")
+    for p in out:
+        state = "" if p["healthy_bots"] else "  NO HEALTHY BOT: /p answers 503"
+        click.echo(f"pool {p['id']}: {p['healthy_bots']} of {len(p['bots'])} bots healthy, {p['clicks']} clicks{state}")
+        for m in p["bots"]:
+            health = "healthy" if m["healthy"] else f"UNHEALTHY since {m['unhealthy_since'] or '-'} ({m['error']})"
+            click.echo(f"  {m['bot']:<16} weight {m['weight']:>4}  {m['clicks']:>8} clicks  {health}")
 
 
 @cli.group(help="The sandbox gateway's simulated bank (for demos and tests).")

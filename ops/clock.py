@@ -12,7 +12,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 import settings
 import telemetry
-from actors import followups, maintenance, owed, payments, pixel
+from actors import broadcasts, followups, maintenance, owed, payments, pixel, pools
 from actors.broker import broker
 from actors.metrics import HEARTBEAT_SECONDS, beat
 
@@ -28,6 +28,8 @@ def build_scheduler() -> BlockingScheduler:
         ("pixel-sweep", pixel.sweep_actor.send, every, False),
         ("owed-redrive", owed.redrive.send, max(5, settings.OWED_REDRIVE_SECONDS // 2), False),
         ("followups", followups.dispatch_actor.send, 2, False),  # due follow-ups out within 10 s
+        ("broadcasts", broadcasts.dispatch_actor.send, 1, False),  # start due broadcasts, keep their lanes
+        ("bot-health", pools.recheck_actor.send, pools.RECHECK_SECONDS, False),  # getMe for refused bots
         ("heartbeat", _beat, HEARTBEAT_SECONDS, False),
     )
     for job_id, job, seconds, at_start in jobs:

@@ -12,7 +12,7 @@ from typing import Any
 
 from db.catalog import DEFAULT_TEXTS
 from db.database import transaction, utcnow
-from db.models import Bot, ConfigState, Gateway, Offer
+from db.models import Bot, ConfigState, Gateway, Offer, Pool
 
 SLUG = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 BOT_TOKEN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{1,128}$")
@@ -58,6 +58,9 @@ BUMP_KEYS = {"text", "accept", "decline"}
 UPSELL_KEYS = {"after_offer", "delay", "text", "media_url", "offer"}
 DOWNSELL_KEYS = {"when", "delay", "text", "media_url", "offer", "discount_percent", "price"}
 DOWNSELL_WHEN = ("not_bought", "unpaid")
+POOL_KEYS = {"id", "bots"}
+POOL_MEMBER_KEYS = {"bot", "weight"}
+MAX_WEIGHT = 1000
 DURATION = re.compile(r"^(\d{1,6})([smhd])$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DELAY_SECONDS = 365 * 86400
@@ -114,10 +117,17 @@ class BotSpec:
     selling: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PoolSpec:
+    id: str
+    members: tuple[tuple[str, int], ...]  # (bot id, weight)
+
+
 @dataclass
 class ConfigFile:
     gateways: list[GatewaySpec] = field(default_factory=list)
     bots: list[BotSpec] = field(default_factory=list)
+    pools: list[PoolSpec] = field(default_factory=list)
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -430,9 +440,37 @@ def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
     )
 
 
-def parse(data: dict[str, Any], known_gateways: set[str]) -> ConfigFile:
-    """Validate a decoded TOML document. `known_gateways`: gateway ids already in the database."""
-    _no_unknown(data, {"gateways", "bots"}, "")
+def _pool(table: dict[str, Any], where: str, bot_ids: set[str]) -> PoolSpec:
+    """`[[pools]]`: an id and its bots, each a bot id (weight 1) or `{ bot = "...", weight = N }`."""
+    _no_unknown(table, POOL_KEYS, where)
+    pool_id = _req(table, "id", where, pattern=SLUG)
+    bots = table.get("bots")
+    if not isinstance(bots, list) or not bots:
+        raise ConfigError(f"{where}.bots", "must be a non-empty list of bot ids or { bot = ..., weight = ... }")
+    members: list[tuple[str, int]] = []
+    for i, item in enumerate(bots):
+        at = f"{where}.bots[{i}]"
+        if isinstance(item, str):
+            bot_id, weight = item, 1
+        elif isinstance(item, dict):
+            _no_unknown(item, POOL_MEMBER_KEYS, at)
+            bot_id = _req(item, "bot", at)
+            weight = item.get("weight", 1)
+            if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= MAX_WEIGHT:
+                raise ConfigError(f"{at}.weight", f"must be an integer from 1 to {MAX_WEIGHT}")
+        else:
+            raise ConfigError(at, "must be a bot id or { bot = ..., weight = ... }")
+        if bot_id not in bot_ids:
+            raise ConfigError(at, f"unknown bot {bot_id!r} (not in this file nor applied before)")
+        if any(b == bot_id for b, _ in members):
+            raise ConfigError(at, f"bot {bot_id!r} is in the pool twice")
+        members.append((bot_id, weight))
+    return PoolSpec(pool_id, tuple(members))
+
+
+def parse(data: dict[str, Any], known_gateways: set[str], known_bots: set[str] | None = None) -> ConfigFile:
+    """Validate a decoded TOML document. `known_gateways`, `known_bots`: ids already in the database."""
+    _no_unknown(data, {"gateways", "bots", "pools"}, "")
     config = ConfigFile()
     for i, table in enumerate(_tables(data.get("gateways", []), "gateways")):
         gateway = _gateway(table, f"gateways[{i}]")
@@ -445,10 +483,16 @@ def parse(data: dict[str, Any], known_gateways: set[str]) -> ConfigFile:
         if any(b.id == bot.id for b in config.bots):
             raise ConfigError(f"bots[{i}].id", f"duplicate bot id {bot.id!r}")
         config.bots.append(bot)
+    bot_ids = (known_bots or set()) | {b.id for b in config.bots}
+    for i, table in enumerate(_tables(data.get("pools", []), "pools")):
+        pool = _pool(table, f"pools[{i}]", bot_ids)
+        if any(p.id == pool.id for p in config.pools):
+            raise ConfigError(f"pools[{i}].id", f"duplicate pool id {pool.id!r}")
+        config.pools.append(pool)
     return config
 
 
-def load(path: Path, known_gateways: set[str]) -> ConfigFile:
+def load(path: Path, known_gateways: set[str], known_bots: set[str] | None = None) -> ConfigFile:
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -457,7 +501,7 @@ def load(path: Path, known_gateways: set[str]) -> ConfigFile:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from None
-    return parse(data, known_gateways)
+    return parse(data, known_gateways, known_bots)
 
 
 # --- apply -----------------------------------------------------------------------------------
@@ -531,6 +575,10 @@ def apply(config: ConfigFile) -> list[str]:
                 # Deactivated, not deleted: charges and deliveries keep pointing at it.
                 Offer.update(active=False, updated_at=utcnow()).where(Offer.id == offer.id).execute()
                 changes.append(f"deactivated offer {b.id}/{offer.slug}")
+        for p in config.pools:
+            outcome = _upsert(Pool, Pool.id == p.id, {"members": [list(m) for m in p.members]}, {"id": p.id})
+            if outcome != "unchanged":
+                changes.append(f"{outcome} pool {p.id} (GET /p/{p.id})")
         if changes:
             ConfigState.update(version=ConfigState.version + 1, updated_at=utcnow()).where(
                 ConfigState.id == 1
