@@ -19,7 +19,7 @@ import redis
 
 from actors import runtime
 from actors.broker import MAINTENANCE, broker, counters
-from gateways.telegram import TelegramError, TelegramPermanent
+from gateways.telegram import TelegramError, TelegramGateway, TelegramPermanent
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,10 @@ def token_refused(token: str, status: int, description: str) -> None:
         log.warning("bot health not recorded bot=%s error=%s", bot_id, type(exc).__name__)
 
 
-def recheck() -> dict[str, int]:
+def recheck(telegram: TelegramGateway | None = None) -> dict[str, int]:
     """getMe for each unhealthy bot: healthy again when it succeeds."""
     client = broker.client
-    telegram = runtime.telegram()
+    telegram = telegram or runtime.telegram()
     outcome = {"healthy": 0, "unhealthy": 0}
     for bot_id, doc in unhealthy(client).items():
         bot = runtime.bot_config(bot_id)
