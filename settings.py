@@ -88,6 +88,10 @@ TELEGRAM_PAID_BROADCAST_RATE = _env_int("TELEGRAM_PAID_BROADCAST_RATE", 1000)
 # at Telegram's latency (4 × ~100 ms round trips ≥ 30/s). Broadcast worker threads should be at
 # least BROADCAST_LANES × broadcasts running at once.
 BROADCAST_LANES = _env_int("BROADCAST_LANES", 4)
+# A lane's claim on a batch of recipients: if its worker dies, they are sent by another lane after this.
+BROADCAST_LEASE_SECONDS = _env_int("BROADCAST_LEASE_SECONDS", 60)
+# How often the clock asks Telegram (getMe) whether a bot whose token was refused is back (CONTRACT §11: ≤ 60 s).
+BOT_RECHECK_SECONDS = _env_int("BOT_RECHECK_SECONDS", 15)
 TELEGRAM_CHAT_RATE = _env_int("TELEGRAM_CHAT_RATE", 1)  # messages per second per chat
 TELEGRAM_CHAT_BURST = _env_int("TELEGRAM_CHAT_BURST", 3)  # a welcome's parts go out together
 TELEGRAM_TIMEOUT_SECONDS = float(_env("TELEGRAM_TIMEOUT_SECONDS", "10"))

@@ -53,7 +53,7 @@ STATES = ("scheduled", "running", "done", "stopped")
 COUNTED = ("sent", "blocked", "failed", "unknown", "pending")
 
 BATCH = 10  # recipients a lane claims at a time
-LEASE = dt.timedelta(seconds=60)  # a claimed batch is due again this long after, if still pending
+LEASE = dt.timedelta(seconds=settings.BROADCAST_LEASE_SECONDS)  # a claimed batch is due again after it
 SLICE_SECONDS = 10.0  # a lane sends this long, then goes back to the queue (fair to other broadcasts)
 MAX_INLINE_WAIT_MS = 1000  # longer waits (a 429's pause) put the batch back and the lane with it
 LANE_TTL_SECONDS = 30  # a lane not heard from this long is replaced by the clock

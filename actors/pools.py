@@ -17,6 +17,7 @@ from typing import Any
 import dramatiq
 import redis
 
+import settings
 from actors import runtime
 from actors.broker import MAINTENANCE, broker, counters
 from gateways.telegram import TelegramError, TelegramGateway, TelegramPermanent
@@ -24,7 +25,7 @@ from gateways.telegram import TelegramError, TelegramGateway, TelegramPermanent
 log = logging.getLogger(__name__)
 
 UNHEALTHY = "grimbots:bots:unhealthy"
-RECHECK_SECONDS = 15
+RECHECK_SECONDS = settings.BOT_RECHECK_SECONDS
 REFUSED = (401, 404)
 
 

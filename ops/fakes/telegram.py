@@ -7,6 +7,8 @@ time it arrived), and can be told to answer slowly or with errors:
     GET  /_calls?since=N    the calls recorded from index N on
     GET  /_stats            how many calls so far, and how many are being held by the delay now
     POST /_config           {"delay": seconds, "errors": {"sendMessage": [429, 500]}}  (errors are used up in order)
+                            "blocked_chats": [chat ids]  (every send to them: 403, the user blocked the bot)
+                            "refused_tokens": [tokens]   (every call with them: 401, a revoked token)
     POST /_reset            forget calls and config"""
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class FakeTelegram:
         self.delay = 0.0
         self.errors: dict[str, list[int]] = {}
         self.in_flight = 0
+        self.blocked_chats: set[int] = set()
+        self.refused_tokens: set[str] = set()
         self._ids = itertools.count(1)
 
     def result(self, method: str, params: dict[str, Any]) -> Any:
@@ -96,6 +100,13 @@ async def multipart_params(request: Request) -> dict[str, Any]:
     return params
 
 
+def _chat(params: dict[str, Any]) -> int | None:
+    try:
+        return int(params.get("chat_id"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
 def create_app(fake: FakeTelegram | None = None) -> Starlette:
     fake = fake or FakeTelegram()
 
@@ -113,6 +124,11 @@ def create_app(fake: FakeTelegram | None = None) -> Starlette:
                 await asyncio.sleep(fake.delay)
             finally:
                 fake.in_flight -= 1
+        if token in fake.refused_tokens:
+            return JSONResponse({"ok": False, "error_code": 401, "description": "Unauthorized"}, status_code=401)
+        if method.startswith("send") and _chat(params) in fake.blocked_chats:
+            body = {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}
+            return JSONResponse(body, status_code=403)
         failure = fake.error(method)
         if failure is not None:
             return failure
@@ -126,6 +142,10 @@ def create_app(fake: FakeTelegram | None = None) -> Starlette:
         fake.delay = float(body.get("delay", fake.delay))
         if "errors" in body:
             fake.errors = {k: list(v) for k, v in body["errors"].items()}
+        if "blocked_chats" in body:
+            fake.blocked_chats = {int(c) for c in body["blocked_chats"]}
+        if "refused_tokens" in body:
+            fake.refused_tokens = set(body["refused_tokens"])
         return JSONResponse({"ok": True})
 
     return Starlette(

@@ -153,7 +153,10 @@ def test_no_healthy_bot_is_503_and_ops_pools_says_so(client: TestClient) -> None
     [shown] = json.loads(result.output)
     assert shown["id"] == "campanha1" and shown["healthy_bots"] == 0
     assert [(m["bot"], m["weight"], m["healthy"], m["error"]) for m in shown["bots"]] == [
-        ("demo", 2, False, "Unauthorized"), ("demo2", 1, False, "Unauthorized"), ("demo3", 1, False, "Unauthorized")]  # fmt: skip
+        ("demo", 2, False, "Unauthorized"),
+        ("demo2", 1, False, "Unauthorized"),
+        ("demo3", 1, False, "Unauthorized"),
+    ]
     assert "NO HEALTHY BOT" in CliRunner().invoke(cli, ["pools"]).output
     from prometheus_client import REGISTRY  # the gauges are the edge process's own
 
