@@ -669,12 +669,16 @@ def retry_dead_command(queue_name: str | None) -> None:
     help="Benchmarks: `edge` (ack throughput and latency vs bare Starlette, /start → welcome latency); "
     "`journeys` (start → charge → paid → delivered per second with the sandbox gateway, paid → delivered latency); "
     "`followups` (time to drain --total due follow-ups over --bots bots, /start → welcome latency meanwhile); "
-    "`subscriptions` (--total active subscriptions, --expiring of them in one minute: time to remove them all)."
+    "`subscriptions` (--total active subscriptions, --expiring of them in one minute: time to remove them all); "
+    "`broadcast` (--bots bots (20) × --leads leads broadcast at once: messages/s vs allowed, CPU per message, "
+    "/start → welcome latency meanwhile)."
 )
-@click.argument("what", type=click.Choice(["edge", "journeys", "followups", "subscriptions"]))
+@click.argument("what", type=click.Choice(["edge", "journeys", "followups", "subscriptions", "broadcast"]))
+@click.option("--leads", default=5_000, show_default=True, help="broadcast: leads per bot.")
 @click.option("--expiring", default=5_000, show_default=True, help="subscriptions: how many end in the same minute.")
 @click.option("--total", default=50_000, show_default=True, help="followups: due follow-ups to drain.")
-@click.option("--bots", default=100, show_default=True, help="followups: bots they are spread over.")
+@click.option("--bots", default=100, show_default=True, help="followups: bots they are spread over "
+              "(broadcast: 20 unless given).")  # fmt: skip
 @click.option("--seconds", default=10.0, show_default=True, help="Duration of each measured run.")
 @click.option("--concurrency", default=64, show_default=True, help="Open connections for the ack benchmark.")
 @click.option("--rate", default=200, show_default=True, help="Updates per second for the welcome benchmark.")
@@ -684,9 +688,15 @@ def retry_dead_command(queue_name: str | None) -> None:
 @click.option("--payment-processes", default=1, show_default=True, help="journeys: payments worker processes.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("var/bench"), show_default=True)
 def bench(
-    what: str, expiring: int, total: int, bots: int, seconds: float, concurrency: int, rate: int, processes: int,
-    threads: int, qr: bool, payment_processes: int, out: Path,
+    what: str, leads: int, expiring: int, total: int, bots: int, seconds: float, concurrency: int, rate: int,
+    processes: int, threads: int, qr: bool, payment_processes: int, out: Path,
 ) -> None:  # fmt: skip
+    if what == "broadcast":
+        from ops import bench_broadcast
+
+        bench_broadcast.run(bots=20 if bots == 100 else bots, leads=leads, rate=min(rate, 20), seconds=seconds,
+                            out=out, processes=processes, threads=threads)  # fmt: skip
+        return
     if what == "subscriptions":
         from ops import bench_subscriptions
 
