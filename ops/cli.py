@@ -204,6 +204,16 @@ def subscription_summary() -> list[dict[str, Any]]:
         return selling.subscription_totals()
 
 
+def broadcast_summary() -> list[dict[str, Any]]:
+    """Broadcasts scheduled or running now, with their counts."""
+    from actors import broadcasts
+    from db.models import Broadcast
+
+    with _database().connection_context():
+        live = [b.id for b in Broadcast.select(Broadcast.id).where(Broadcast.state.in_(["scheduled", "running"]))]
+        return [s.as_dict() for bid in live for s in broadcasts.summaries(broadcast_id=bid)]
+
+
 def pixel_summary() -> dict[str, int]:
     from ops import pixel_events
 
@@ -217,6 +227,7 @@ def pixel_summary() -> dict[str, int]:
 def status(as_json: bool) -> None:
     from actors.broker import QUEUES
     from actors.metrics import processes, read
+    from actors.pools import unhealthy
     from ops.queues import queue_stats
 
     client = _broker_client()
@@ -233,10 +244,13 @@ def status(as_json: bool) -> None:
     handled = sum(outcomes.values())
     errors = outcomes.get("retried", 0) + outcomes.get("failed", 0)
     error_rate = errors / handled if handled else 0.0
+    live = broadcast_summary()
+    refused = sorted(unhealthy(client))
     if as_json:
         doc = {"processes": seen, "queues": stats, "messages": outcomes, "error_rate": error_rate, "updates": updates,
                "payments": payment_summary(), "pixel_events": pixel_summary(),
-               "selling": selling_summary(), "subscriptions": subscription_summary()}  # fmt: skip
+               "selling": selling_summary(), "subscriptions": subscription_summary(),
+               "broadcasts": live, "unhealthy_bots": refused}  # fmt: skip
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(f"processes ({len(seen)} alive)")
@@ -266,6 +280,11 @@ def status(as_json: bool) -> None:
         click.echo(f"selling   last 24 h, {t['bot']}: bumps {t['bumps_accepted']}/{t['bumps_asked']} taken, "
                    f"upsells {t['upsells_paid']}/{t['upsells_sent']} paid, "
                    f"downsells {t['downsells_paid']}/{t['downsells_sent']} paid")  # fmt: skip
+    for b in live:
+        click.echo(f"broadcast {b['id']} ({b['bot']}, {b['segment']}): {b['state']}, {b['sent']}/{b['total']} sent, "
+                   f"{b['pending']} pending, {b['blocked']} blocked, {b['failed']} failed")  # fmt: skip
+    if refused:
+        click.echo(f"bots      UNHEALTHY (Telegram refuses the token; out of every pool): {', '.join(refused)}")
 
 
 @cli.command(help="Recent charges with status, amounts, times and delivery; totals per bot.")

@@ -320,6 +320,9 @@ def test_the_commands(bot: BotConfig, leads: dict[str, Lead]) -> None:
     shown = json.loads(cli_run("broadcast", "show", str(bid), "--json").output)
     assert {k: shown[k] for k in ("id", "state", "total", "sent", "blocked", "failed", "pending")} == {
         "id": bid, "state": "scheduled", "total": 5, "sent": 0, "blocked": 0, "failed": 0, "pending": 5}  # fmt: skip
+    status = json.loads(cli_run("status", "--json").output)
+    assert [(b["id"], b["state"]) for b in status["broadcasts"]] == [(bid, "scheduled")]
+    assert f"broadcast {bid} (demo, all): scheduled" in cli_run("status").output
     assert "stopped" in cli_run("broadcast", "stop", str(bid)).output
     listed = json.loads(cli_run("broadcast", "list", "--bot", "demo", "--json").output)
     assert [(b["id"], b["state"]) for b in listed] == [(bid, "stopped")]

@@ -158,6 +158,12 @@ def test_no_healthy_bot_is_503_and_ops_pools_says_so(client: TestClient) -> None
         ("demo3", 1, False, "Unauthorized"),
     ]
     assert "NO HEALTHY BOT" in CliRunner().invoke(cli, ["pools"]).output
+    assert json.loads(CliRunner().invoke(cli, ["status", "--json"]).output)["unhealthy_bots"] == [
+        "demo",
+        "demo2",
+        "demo3",
+    ]
+    assert "UNHEALTHY" in CliRunner().invoke(cli, ["status"]).output
     from prometheus_client import REGISTRY  # the gauges are the edge process's own
 
     assert REGISTRY.get_sample_value("grimbots_pool_healthy_bots", {"pool": "campanha1"}) == 0
