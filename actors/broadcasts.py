@@ -16,6 +16,7 @@ lead once, stoppable within a second.
   starts after it, including those waiting out a 429 (they go back to their lane, never sleep).
 - 429: the bot's sends pause for `retry_after` (the funnel's too, as Telegram asks); the lane puts
   its batch back and comes back after the pause. 403: the lead is marked unreachable, `blocked`.
+  A bot whose token Telegram refuses (actors.pools) waits, sending nothing, until getMe succeeds.
 
     broadcast: scheduled ──► running ──► done          recipient: pending ──► sent | blocked
                     └────────────┴─────► stopped                               | failed | unknown"""
@@ -37,6 +38,7 @@ from actors import runtime
 from actors.broker import BROADCASTS, MAINTENANCE, broker, counters
 from actors.funnel import TEXT_LIMIT, mark_unreachable, marketing_sends, telegram_length
 from actors.outbox import Outcome, deliver
+from actors.pools import RECHECK_SECONDS, UNHEALTHY
 from actors.throttle import STOPPED, Throttle
 from db import hot
 from db.catalog import BotConfig, brl
@@ -384,6 +386,8 @@ def run_lane(broadcast_id: int, lane: int, token: str, telegram: TelegramGateway
     extra = {"allow_paid_broadcast": True} if row.paid else None
     deadline = time.monotonic() + slice_seconds
     while time.monotonic() < deadline:
+        if client.hexists(UNHEALTHY, row.bot_id):  # Telegram refuses its token: wait for getMe, fail no one
+            return "again", RECHECK_SECONDS * 1000
         batch = _claim(broadcast_id, BATCH)
         if not batch:
             client.eval(_RELEASE_LANE, 1, key, token)

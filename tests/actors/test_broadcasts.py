@@ -243,6 +243,22 @@ def test_lanes_side_by_side_send_each_lead_once(
     assert sorted(chats) == list(range(1, 121))
 
 
+def test_a_bot_whose_token_is_refused_waits_instead_of_failing_everyone(
+    bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, telegram: TelegramGateway,
+    fast: Throttle,
+) -> None:  # fmt: skip
+    from actors import pools
+    from actors.broker import broker
+
+    row = broadcasts.create(bot, "all", "Oi")
+    broadcasts.start(row.id)
+    pools.mark_unhealthy(broker.client, "demo", 401, "Unauthorized")
+    assert run(row, telegram, fast) == ("again", pools.RECHECK_SECONDS * 1000)
+    assert fake_telegram.calls == [] and broadcasts.summaries(broadcast_id=row.id)[0].pending == 5
+    broker.client.hdel(pools.UNHEALTHY, "demo")
+    assert run(row, telegram, fast) == ("end", 0) and len(sent_to(fake_telegram)) == 5
+
+
 def test_a_lane_whose_place_was_taken_stops(bot: BotConfig, leads: dict[str, Lead], telegram: TelegramGateway,
                                             fast: Throttle, fake_telegram: FakeTelegramTransport) -> None:  # fmt: skip
     from actors.broker import broker
