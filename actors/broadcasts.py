@@ -29,6 +29,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import dramatiq
@@ -357,12 +358,21 @@ def _keyboard(bot: BotConfig, row: Broadcast) -> dict[str, Any] | None:
     return {"inline_keyboard": [[{"text": label[:64], "callback_data": f"buy:{offer.id}"}]]}
 
 
-def _slot(throttle: Throttle, row: Broadcast, chat_id: int) -> int:
-    """Wait (briefly) for a slot of the bot's window: 0 when taken, STOPPED, or a long wait in ms."""
+class Stopped(Exception):
+    """The broadcast was stopped: no more sends."""
+
+
+def _slot(throttle: Throttle, row: Broadcast, chat_id: int) -> None:
+    """Wait (briefly) for a slot of the bot's window at marketing priority. Raises Stopped, or
+    dramatiq.Retry with the wait when it is long (a 429's pause): the lane puts its batch back."""
     while True:
         wait = throttle.try_acquire(row.bot_id, chat_id, marketing=True, paid=row.paid, stop_key=stop_key(row.id))
-        if wait <= 0 or wait > MAX_INLINE_WAIT_MS:
-            return wait
+        if wait == 0:
+            return
+        if wait == STOPPED:
+            raise Stopped
+        if wait > MAX_INLINE_WAIT_MS:
+            raise dramatiq.Retry(f"bot paused for {wait} ms", delay=wait)
         time.sleep(wait / 1000)
 
 
@@ -400,24 +410,19 @@ def run_lane(broadcast_id: int, lane: int, token: str, telegram: TelegramGateway
         }
         todo = [b for b in batch if b.id not in done]
         for i, r in enumerate(todo):
-            wait = _slot(throttle, row, r.chat_id)
-            if wait == STOPPED:
+            sends = marketing_sends(f"broadcast:{row.id}:{r.lead_id}", r.chat_id, row.text, row.media_url, keyboard,
+                                    extra=extra, own_slot=True)  # fmt: skip
+            try:
+                outcome = deliver(telegram, throttle, bot.token, bot.id, r.chat_id, sends,
+                                  slot=partial(_slot, throttle, row, r.chat_id))  # fmt: skip
+            except Stopped:
                 _record(done, utcnow())
                 client.eval(_RELEASE_LANE, 1, key, token)
                 return "end", 0
-            sends = marketing_sends(f"broadcast:{row.id}:{r.lead_id}", r.chat_id, row.text, row.media_url, keyboard,
-                                    extra=extra, own_slot=True)  # fmt: skip
-            rest = todo[i:]
-            if wait > 0:  # paused (a 429): the batch waits it out in the database, the lane in the queue
-                _record(done, utcnow())
-                _put_back(rest, wait)
-                return "again", wait
-            try:
-                outcome = deliver(telegram, throttle, bot.token, bot.id, r.chat_id, sends)
-            except (dramatiq.Retry, TelegramTransient) as exc:
+            except (dramatiq.Retry, TelegramTransient) as exc:  # a pause (429), a young claim, Telegram down
                 delay = exc.delay if isinstance(exc, dramatiq.Retry) and exc.delay else 5_000
                 _record(done, utcnow())
-                _put_back(rest, delay)
+                _put_back(todo[i:], delay)
                 log.info("broadcast lane waits broadcast=%s lane=%s ms=%d reason=%s", broadcast_id, lane, delay,
                          type(exc).__name__)  # fmt: skip
                 return "again", delay

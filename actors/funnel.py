@@ -115,10 +115,10 @@ def marketing_sends(key: str, chat_id: int, text: str, media_url: str | None, ke
     """A marketing message (a follow-up, a broadcast): its text, with its media when it has one (as
     a caption when the text fits in one, else the media first), and `keyboard` on the text. Sent
     with the marketing policy: a send whose fate a crash left unknown is not sent again.
-    `own_slot`: the caller takes the rate-limit slot itself and must be able to stop while a 429
-    waits (a broadcast): the sends neither take a slot nor sleep through a flood wait."""
+    `own_slot`: the caller gives deliver() its own way of taking a slot and must be able to stop
+    while a 429 waits (a broadcast): the sends never sleep through a flood wait."""
     text, extra = text.strip(), extra or {}
-    options: dict[str, Any] = {"throttled": not own_slot, "wait_inline": not own_slot}
+    options: dict[str, Any] = {"wait_inline": not own_slot}
     markup = {"reply_markup": keyboard} if keyboard is not None else {}
     message = Send(key, "sendMessage", {"chat_id": chat_id, "text": text, **markup, **extra}, MARKETING, **options)
     if not media_url:

@@ -69,8 +69,7 @@ class Send:
     if_unknown: Literal["skip", "resend"] = "skip"
     # A second form to try once when Telegram rejects the first with 400 (a stale file_id, say).
     fallback: dict[str, Any] | None = None
-    # Answers (answerCallbackQuery) are not messages: they do not count against the chat's rate.
-    # Broadcasts take their slot themselves (at marketing priority) before calling deliver.
+    # Answers (answerCallbackQuery) are not messages: they take no slot of the bot's window.
     throttled: bool = True
     # A short flood wait (429) is slept through and the send made again; False: the send goes back
     # to its caller (dramatiq.Retry) at once: a broadcast must be stoppable while it waits.
@@ -130,11 +129,9 @@ def _resolve_stale(row: OutboundMessage, send: Send) -> bool:
     return False
 
 
-def _take(bot_id: str, chat_id: int, send: Send, throttle: Throttle, outcome: Outcome) -> bool | None:
+def _take(bot_id: str, chat_id: int, send: Send, outcome: Outcome) -> bool | None:
     """Claim the send for this worker: True = send it now, False = skip it, None = stop here.
     The common case, a first attempt, costs one statement: the insert that claims it."""
-    if send.throttled:  # wait for a slot before claiming, so a long wait holds no claim
-        throttle.acquire(bot_id, chat_id)
     if _insert_claimed(bot_id, chat_id, send):
         return True
     row = _existing(send.key)
@@ -150,18 +147,36 @@ def _take(bot_id: str, chat_id: int, send: Send, throttle: Throttle, outcome: Ou
 
 
 def deliver(
-    telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str, chat_id: int, sends: Sequence[Send]
+    telegram: TelegramGateway,
+    throttle: Throttle,
+    token: str,
+    bot_id: str,
+    chat_id: int,
+    sends: Sequence[Send],
+    slot: Callable[[], None] | None = None,
 ) -> Outcome:
     """Make each send at most once, in order. Raises dramatiq.Retry / TelegramTransient for the
-    caller's retry machinery; permanent failures are recorded and end the sequence."""
+    caller's retry machinery; permanent failures are recorded and end the sequence.
+
+    A send takes its slot of the bot's window after its claim, right before the request, so the
+    window is kept as Telegram sees it (a slot taken before a database write would leave that
+    write's delay between slot and request). `slot` takes it instead of the funnel's
+    `throttle.acquire` (a broadcast: marketing priority, stoppable); whatever it raises releases
+    the claim first."""
     outcome = Outcome()
     for send in sends:
-        taken = _take(bot_id, chat_id, send, throttle, outcome)
+        taken = _take(bot_id, chat_id, send, outcome)
         if taken is None:
             return outcome
         if not taken:
             outcome.skipped.append(send.key)
             continue
+        if send.throttled:
+            try:
+                slot() if slot is not None else throttle.acquire(bot_id, chat_id)
+            except BaseException:
+                _release(send.key)
+                raise
         result = _call(telegram, throttle, token, bot_id, chat_id, send)
         if isinstance(result, Outcome):
             outcome.blocked, outcome.failed = result.blocked, result.failed

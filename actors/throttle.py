@@ -7,10 +7,11 @@ the jitter between taking a slot and the request reaching Telegram). Per chat: a
 after a 429.
 
 Two priorities share a bot's window: what buyers are owed (the funnel, codes, deliveries) and
-marketing (broadcasts). A funnel send that finds the window full leaves a mark saying when it will
-take the next free slot; marketing sends stand back while the mark is there, so a broadcast at the
-bot's full rate never makes a welcome wait more than one slot. Paid broadcasts
-(`allow_paid_broadcast`) have a window of their own, at the paid rate.
+marketing (broadcasts). A funnel send that finds the window full enters the bot's waiting set
+until it takes a slot (or a second after it expected to); marketing sends stand back while anyone
+is in it, so a broadcast at the bot's full rate makes a welcome wait about one slot, however late
+a busy machine wakes the welcome's thread. Paid broadcasts (`allow_paid_broadcast`) have a window
+of their own, at the paid rate.
 
 A caller that must wait sleeps when the wait is short and is re-queued with a delay when it is
 long: messages queue, never fail."""
@@ -18,12 +19,13 @@ long: messages queue, never fail."""
 from __future__ import annotations
 
 import time
+import uuid
 
 import dramatiq
 import redis
 
-# KEYS: bot log, chat bucket, bot pause, funnel mark, stop key ("" = none).
-# ARGV: limit, window ms, chat rate, chat burst, high priority (1/0).
+# KEYS: bot log, chat bucket, bot pause, funnel waiters (a sorted set: waiter → until), stop key ("" = none).
+# ARGV: limit, window ms, chat rate, chat burst, waiter id ("" = marketing).
 # Returns 0 when a slot was taken, -1 when the stop key is set, else how many ms to wait first.
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -33,24 +35,26 @@ local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
 if paused > now then return paused - now end
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local crate, cburst = tonumber(ARGV[3]), tonumber(ARGV[4])
-local high = ARGV[5] == '1'
+local waiter = ARGV[5]
 local wait = 0
 if redis.call('LLEN', KEYS[1]) >= limit then
   local oldest = tonumber(redis.call('LINDEX', KEYS[1], -1))
   if oldest + window > now then wait = oldest + window - now end
 end
-if wait > 0 and high then
-  redis.call('SET', KEYS[4], now + wait + 2, 'PX', wait + 50)
+if waiter ~= '' and wait > 0 then
+  redis.call('ZADD', KEYS[4], now + wait + 1000, waiter)
+  redis.call('PEXPIRE', KEYS[4], wait + 2000)
 end
-if not high then
-  local mark = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if mark > now then wait = math.max(wait, mark - now) end
+if waiter == '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  if redis.call('ZCARD', KEYS[4]) > 0 then wait = math.max(wait, 5) end
 end
 local v = redis.call('HMGET', KEYS[2], 't', 'ts')
 local c = cburst
 if v[1] then c = math.min(cburst, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * crate / 1000) end
 if c < 1 then wait = math.max(wait, math.ceil((1 - c) * 1000 / crate)) end
 if wait > 0 then return wait end
+if waiter ~= '' then redis.call('ZREM', KEYS[4], waiter) end
 redis.call('LPUSH', KEYS[1], now)
 redis.call('LTRIM', KEYS[1], 0, limit - 1)
 redis.call('PEXPIRE', KEYS[1], window + 1000)
@@ -94,25 +98,31 @@ class Throttle:
     def _pause_key(self, bot_id: str) -> str:
         return f"{self.prefix}:pause:{{{bot_id}}}"
 
+    def _waiters(self, bot_id: str) -> str:
+        return f"{self.prefix}:waiting:{{{bot_id}}}"
+
     def try_acquire(self, bot_id: str, chat_id: int, *, marketing: bool = False, paid: bool = False,
-                    stop_key: str = "") -> int:  # fmt: skip
+                    stop_key: str = "", waiter: str | None = None) -> int:  # fmt: skip
         """Take one send for the bot and the chat: 0, or the ms to wait first, or STOPPED when
-        `stop_key` exists (a broadcast stopped: checked in the same call that would take the slot)."""
+        `stop_key` exists (a broadcast stopped: checked in the same call that would take the slot).
+        A buyer-facing send that must wait is kept in the bot's waiting set under `waiter` (one
+        id per send), which marketing sends yield to."""
         p = self.prefix
         log = f"{p}:paid:{{{bot_id}}}" if paid else f"{p}:log:{{{bot_id}}}"
-        keys = [log, f"{p}:chat:{{{bot_id}}}:{chat_id}", self._pause_key(bot_id), f"{p}:funnel:{{{bot_id}}}", stop_key]
+        keys = [log, f"{p}:chat:{{{bot_id}}}:{chat_id}", self._pause_key(bot_id), self._waiters(bot_id), stop_key]
         limit = self.paid_rate if paid else self.bot_rate
         window = 1000 if paid else self.window_ms
-        args = [limit, window, self.chat_rate, self.chat_burst, 0 if marketing else 1]
-        return int(self._acquire(keys=keys, args=args))
+        who = "" if marketing else (waiter or uuid.uuid4().hex)
+        return int(self._acquire(keys=keys, args=[limit, window, self.chat_rate, self.chat_burst, who]))
 
     def acquire(self, bot_id: str, chat_id: int) -> None:
         """Wait for a slot (buyer-facing priority). A long wait raises dramatiq.Retry with that
         delay instead of holding a worker thread (the message goes back to the queue and this send
         is made later)."""
-        waited = 0
-        while (wait := self.try_acquire(bot_id, chat_id)) > 0:
+        waited, waiter = 0, uuid.uuid4().hex
+        while (wait := self.try_acquire(bot_id, chat_id, waiter=waiter)) > 0:
             if waited + wait > self.max_sleep_ms:
+                self.client.zrem(self._waiters(bot_id), waiter)  # marketing need not wait for it now
                 raise dramatiq.Retry(f"rate limited for {wait} ms", delay=max(wait, 100))
             time.sleep(wait / 1000)
             waited += wait

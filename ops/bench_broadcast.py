@@ -113,9 +113,13 @@ def run(*, bots: int, leads: int, rate: int, seconds: float, out: Path, processe
         env.close()
         shutil.rmtree(work, ignore_errors=True)
     by_bot: dict[str, list[float]] = {}
+    seen: set[tuple[str, int]] = set()
+    duplicates = 0
     for c in calls:
         if c["method"] == "sendMessage" and c["params"].get("text") == TEXT:
             by_bot.setdefault(c["token"], []).append(c["at"])
+            duplicates += (c["token"], c["params"]["chat_id"]) in seen
+            seen.add((c["token"], c["params"]["chat_id"]))
     every = sorted(t for times in by_bot.values() for t in times)
     span = (every[-1] - every[0]) if len(every) > 1 else 0.0
     allowed = bots * settings.TELEGRAM_BOT_RATE * 1000 / settings.TELEGRAM_WINDOW_MS
@@ -123,6 +127,7 @@ def run(*, bots: int, leads: int, rate: int, seconds: float, out: Path, processe
     per_bot = [len(times) / (max(times) - min(times)) for times in by_bot.values() if len(times) > 1]
     results["broadcast"] = {
         "messages": len(every),
+        "sent_twice": duplicates,
         "seconds": round(span, 1),
         "messages_per_second": round(achieved, 1),
         "allowed_per_second": round(allowed, 1),
@@ -149,7 +154,8 @@ def write(results: dict[str, Any], out: Path) -> None:
              f"({results['lanes_per_broadcast']} lanes each; {b['broadcast_processes']} broadcasts processes × "
              f"{b['broadcast_threads']} threads)")  # fmt: skip
     achieved = (f"{b['messages_per_second']} of {b['allowed_per_second']} allowed ({b['share_of_allowed']:.1%}); "
-                f"{b['messages']} in {b['seconds']} s; slowest bot {b['per_bot_per_second_min']}/s")  # fmt: skip
+                f"{b['messages']} in {b['seconds']} s ({b['sent_twice']} twice); slowest bot "
+                f"{b['per_bot_per_second_min']}/s")  # fmt: skip
     welcome = (f"p50 {w['p50_ms']} ms, p90 {w['p90_ms']} ms, p99 {w['p99_ms']} ms "
                f"({w['welcomes']}/{w['updates']} welcomes)")  # fmt: skip
     rows = [
