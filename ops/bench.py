@@ -190,8 +190,10 @@ def welcomes_meanwhile(calls: list[dict[str, Any]], sent: dict[int, float], acks
                        first_chat: int, rate: int, seconds: float) -> dict[str, Any]:  # fmt: skip
     """/start → welcome latency of the updates `_drive` posted (chats from `first_chat` on), from
     the fake Telegram's recorded calls: what the funnel got while something else loaded the machine."""
-    welcomes = {c["params"]["chat_id"]: c["at"] for c in calls
-                if c["method"] == "sendMessage" and int(c["params"]["chat_id"]) >= first_chat}  # fmt: skip
+    welcomes: dict[int, float] = {}
+    for c in calls:  # the first message to each chat: later ones (a broadcast, a follow-up) are not its welcome
+        if c["method"] == "sendMessage" and int(c["params"]["chat_id"]) >= first_chat:
+            welcomes.setdefault(c["params"]["chat_id"], c["at"])
     latencies = [(welcomes[chat] - at) * 1000 for chat, at in sent.items() if chat in welcomes]
     return {"rate_per_second": rate, "seconds": seconds, "updates": len(sent), "welcomes": len(latencies),
             "edge_failures": failures, "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
