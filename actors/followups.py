@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from functools import partial
 
 import dramatiq
 
@@ -139,7 +140,8 @@ def send(followup_id: int, telegram: TelegramGateway, throttle: Throttle) -> str
     assert bot is not None and lead is not None
     item = bot.followup(row.kind, row.position)
     assert item is not None
-    outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, plan(bot, row, item, lead.chat_id))
+    slot = partial(throttle.acquire, bot.id, lead.chat_id, marketing=True)  # buyers' messages go first
+    outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, plan(bot, row, item, lead.chat_id), slot)
     if outcome.blocked:
         mark_unreachable(lead.id)
     state = close_after(row, outcome)

@@ -115,12 +115,12 @@ class Throttle:
         who = "" if marketing else (waiter or uuid.uuid4().hex)
         return int(self._acquire(keys=keys, args=[limit, window, self.chat_rate, self.chat_burst, who]))
 
-    def acquire(self, bot_id: str, chat_id: int) -> None:
-        """Wait for a slot (buyer-facing priority). A long wait raises dramatiq.Retry with that
-        delay instead of holding a worker thread (the message goes back to the queue and this send
-        is made later)."""
+    def acquire(self, bot_id: str, chat_id: int, *, marketing: bool = False) -> None:
+        """Wait for a slot (buyer-facing priority unless `marketing`). A long wait raises
+        dramatiq.Retry with that delay instead of holding a worker thread (the message goes back to
+        the queue and this send is made later)."""
         waited, waiter = 0, uuid.uuid4().hex
-        while (wait := self.try_acquire(bot_id, chat_id, waiter=waiter)) > 0:
+        while (wait := self.try_acquire(bot_id, chat_id, marketing=marketing, waiter=waiter)) > 0:
             if waited + wait > self.max_sleep_ms:
                 self.client.zrem(self._waiters(bot_id), waiter)  # marketing need not wait for it now
                 raise dramatiq.Retry(f"rate limited for {wait} ms", delay=max(wait, 100))

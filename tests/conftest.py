@@ -69,6 +69,11 @@ DEMO_CONFIG = {
 }
 
 
+# Tests of Redis, the edge's parsing and process supervision, not of the database: run once, on
+# PostgreSQL (production's), to keep the two-database suite short.
+once = pytest.mark.skipif(is_sqlite(), reason="database-independent: run on PostgreSQL only")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _schema() -> None:
     migrate(db.obj)

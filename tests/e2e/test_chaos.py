@@ -16,7 +16,7 @@ import pytest
 
 from db.catalog import BotConfig
 from ops.procs import Platform, Process, RedisServer, free_port, wait_until
-from tests.conftest import logs_on_failure
+from tests.conftest import logs_on_failure, once
 
 SECRET = {"X-Telegram-Bot-Api-Secret-Token": "tg-secret-1"}
 CHAOS_ENV = {
@@ -110,6 +110,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
+@once
 @pytest.mark.timeout(120)
 def test_redis_stopped_and_killed_mid_stream_loses_no_accepted_update(
     tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest, own_redis: RedisServer

@@ -14,6 +14,9 @@ import psutil
 import pytest
 
 from ops.procs import ROOT, free_port, wait_until
+from tests.conftest import once
+
+pytestmark = once
 
 
 def descendants(pid: int) -> list[psutil.Process]:

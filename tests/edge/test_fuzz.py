@@ -17,6 +17,7 @@ from actors.broker import QUEUES, broker
 from db.catalog import BotConfig
 from edge.app import create_app
 from gateways.payments.sandbox import sign
+from tests.conftest import once
 
 PATHS = [
     "/webhook/telegram/demo",
@@ -88,6 +89,7 @@ def queued() -> int:
     good_signature=st.booleans(),
     query=st.binary(max_size=60),
 )
+@once
 def test_no_request_gets_a_5xx_and_refused_ones_enqueue_nothing(
     client: TestClient,
     path: str,
