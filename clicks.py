@@ -36,7 +36,9 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{30}$")
 _FBCLID = re.compile(r"^[\x21-\x7e]{1,500}$")  # printable ASCII, no spaces; kept exactly as given
 _FBC = re.compile(r"^fb\.\d\.\d{10,13}\.[\x21-\x7e]{1,500}$")
 _FBP = re.compile(r"^fb\.\d\.\d{10,13}\.[\x21-\x7e]{1,100}$")
-_UTM_KEY = re.compile(r"^utm_[a-z0-9_]{1,32}$")
+_UTM_KEY = re.compile(r"^(utm_[a-z0-9_]{1,32}|src|sck)$")  # src and sck: what Utmify tracks besides utm_*
+_TTCLID = re.compile(r"^[\x21-\x7e]{1,500}$")  # TikTok's click id, kept exactly as given
+_TTP = re.compile(r"^[\x21-\x7e]{1,200}$")
 UTM_MAX = 10
 UTM_VALUE_MAX = 200
 USER_AGENT_MAX = 512
@@ -92,6 +94,8 @@ class Click:
     fbclid: str | None = None
     fbc: str | None = None  # the _fbc cookie, else built from fbclid and the click time
     fbp: str | None = None
+    ttclid: str | None = None  # TikTok: the ttclid query parameter and the _ttp cookie
+    ttp: str | None = None
     utm: dict[str, str] = field(default_factory=dict)
     ip: str | None = None
     user_agent: str | None = None
@@ -113,6 +117,8 @@ class Click:
             fbclid=doc.get("fbclid"),
             fbc=doc.get("fbc"),
             fbp=doc.get("fbp"),
+            ttclid=doc.get("ttclid"),
+            ttp=doc.get("ttp"),
             utm={str(k): str(v) for k, v in (doc.get("utm") or {}).items()},
             ip=doc.get("ip"),
             user_agent=doc.get("user_agent"),
@@ -130,7 +136,7 @@ def parse_cookies(header: str) -> dict[str, str]:
     cookies: dict[str, str] = {}
     for part in header.split(";"):
         name, sep, value = part.strip().partition("=")
-        if sep and name in ("_fbc", "_fbp"):
+        if sep and name in ("_fbc", "_fbp", "_ttp"):
             cookies[name] = value.strip().strip('"')
     return cookies
 
@@ -195,10 +201,13 @@ def capture(
     at = time.time() if now is None else now
     at_ms = int(at * 1000)
     fbclid: str | None = None
+    ttclid: str | None = None
     utm: dict[str, str] = {}
     for name, value in parse_qsl(query_string, keep_blank_values=False):
         if name == "fbclid" and fbclid is None and _FBCLID.match(value):
             fbclid = value
+        elif name == "ttclid" and ttclid is None and _TTCLID.match(value):
+            ttclid = value
         elif _UTM_KEY.match(name) and name not in utm and len(utm) < UTM_MAX:
             utm[name] = value.strip()[:UTM_VALUE_MAX]
     cookies = parse_cookies(cookie_header)
@@ -214,6 +223,8 @@ def capture(
         fbclid=fbclid,
         fbc=fbc,
         fbp=fbp,
+        ttclid=ttclid,
+        ttp=cookies.get("_ttp") if _TTP.match(cookies.get("_ttp", "")) else None,
         utm=utm,
         ip=client_ip(peer, forwarded_for),
         user_agent=ua,

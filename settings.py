@@ -63,6 +63,13 @@ META_API_VERSION = _env("META_API_VERSION", "v21.0")
 MERCADOPAGO_API_BASE = _env("MERCADOPAGO_API_BASE", "https://api.mercadopago.com").rstrip("/")
 PUSHINPAY_API_BASE = _env("PUSHINPAY_API_BASE", "https://api.pushinpay.com.br").rstrip("/")
 WOOVI_API_BASE = _env("WOOVI_API_BASE", "https://api.woovi.com").rstrip("/")
+UTMIFY_API_BASE = _env("UTMIFY_API_BASE", "https://api.utmify.com.br").rstrip("/")
+TIKTOK_API_BASE = _env("TIKTOK_API_BASE", "https://business-api.tiktok.com").rstrip("/")
+# The dashboard process (CONTRACT §13): read-only, behind basic auth.
+DASH_HOST = _env("DASH_HOST", "127.0.0.1")
+DASH_PORT = _env_int("DASH_PORT", 8100)
+DASH_USER = _env("DASH_USER", "admin")
+DASH_PASSWORD = os.environ.get("DASH_PASSWORD", "").strip() or None
 EDGE_MAX_BODY_BYTES = _env_int("EDGE_MAX_BODY_BYTES", 1_048_576)
 SENTRY_DSN = os.environ.get("SENTRY_DSN", "").strip() or None
 SENTRY_ENVIRONMENT = _env("SENTRY_ENVIRONMENT", "production")

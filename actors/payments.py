@@ -371,7 +371,8 @@ def settle(
     """Apply what the gateway says. Conditional updates: of any number of concurrent callers, one
     wins each change; only the winner of → paid creates the delivery (same transaction)."""
     now = utcnow()
-    track = pixel.tracking(charge.bot_id, charge.lead_id) if status is ChargeStatus.PAID else None
+    tracked = status in (ChargeStatus.PAID, ChargeStatus.REFUNDED)
+    track = pixel.tracking(charge.bot_id, charge.lead_id) if tracked else None
     with unit_of_work():
         outcome = _transition(charge, status, amount, now, track)
         if notification is not None:
@@ -418,6 +419,8 @@ def _transition(
         return status.value if won else "repeated"
     if status is ChargeStatus.REFUNDED:
         won = hot.update(Charge, {"status": "refunded", **closed}, BY_ID_IN_STATUSES, (charge.id, "pending", "paid"))
+        if won:
+            pixel.refund(track, charge, now)
         return "refunded" if won else "repeated"
     return "ignored"  # still pending: nothing to do
 

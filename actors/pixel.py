@@ -1,4 +1,12 @@
-"""Meta pixel events through the Conversions API, each sent once.
+"""Ad-platform events, each sent once: Meta's Conversions API, TikTok's Events API and Utmify's
+orders are three destinations (gateways/ads.py) of one pipeline.
+
+Meta: PageView, ViewContent, InitiateCheckout, Purchase. TikTok: ViewContent, InitiateCheckout,
+CompletePayment. Utmify: an order per charge, `waiting_payment` when its code is sent, then `paid`
+or `refunded`, in that order (a state waits for the one before it), never for a charge older than
+7 days. A destination's row carries its target (`pixel_id`: Meta's pixel, TikTok's pixel code, the
+bot for Utmify); each (destination, target) is flushed on its own, so one that fails (backing off)
+never delays another.
 
 Events are rows first: `PageView` when a click is recorded, `ViewContent` in the transaction that
 takes a /start in, `InitiateCheckout` in the one that makes a charge pending, `Purchase` in the one
@@ -20,12 +28,15 @@ within 48 h, so an at-most-twice send on a crash still counts once)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import dramatiq
+from peewee import fn
 
 import clicks
 import settings
@@ -36,11 +47,15 @@ from db import hot
 from db.catalog import BotConfig
 from db.database import is_sqlite, transaction, utcnow
 from db.models import Charge, Click, PixelEvent
-from gateways.meta import MAX_BATCH, MetaGateway, MetaPermanent, MetaTransient, user_data
+from gateways import tiktok, utmify
+from gateways.ads import Destination, DestinationPermanent, DestinationTransient
+from gateways.meta import user_data
 
 log = logging.getLogger(__name__)
 
-FLUSH_KEY = "grimbots:pixel:flush:{pixel_id}"
+FLUSH_KEY = "grimbots:pixel:flush:{pixel_id}"  # Meta's (as before other destinations); the others':
+FLUSH_KEY_OF = "grimbots:pixel:flush:{destination}:{pixel_id}"
+DESTINATIONS = ("meta", "tiktok", "utmify")
 BY_TOKEN = '"token" = {p}'
 # Meta refuses events older than 7 days; keep a margin so an event is never refused in flight.
 MAX_AGE = dt.timedelta(days=7) - dt.timedelta(minutes=10)
@@ -50,8 +65,21 @@ BACKOFF_FIRST = dt.timedelta(seconds=5)
 BACKOFF_MAX = dt.timedelta(minutes=15)
 
 
-def tracks(bot: BotConfig | None) -> bool:
-    return bot is not None and bool(bot.pixel_id) and bool(bot.pixel_access_token)
+def targets(bot: BotConfig) -> dict[str, tuple[str, dict[str, str | None]]]:
+    """The destinations a bot sends to: destination → (target, credentials)."""
+    out: dict[str, tuple[str, dict[str, str | None]]] = {}
+    if bot.pixel_id and bot.pixel_access_token:
+        out["meta"] = (bot.pixel_id, {"access_token": bot.pixel_access_token,
+                                      "test_event_code": bot.pixel_test_event_code or None})  # fmt: skip
+    if bot.tiktok_pixel_code and bot.tiktok_access_token:
+        out["tiktok"] = (bot.tiktok_pixel_code, {"access_token": bot.tiktok_access_token})
+    if bot.utmify_token:
+        out["utmify"] = (bot.id, {"token": bot.utmify_token})
+    return out
+
+
+def tracks(bot: BotConfig | None, destination: str = "meta") -> bool:
+    return bot is not None and destination in targets(bot)
 
 
 # --- events: built and recorded inside their cause's transaction -------------------------------
@@ -63,7 +91,7 @@ def from_ms(at_ms: int) -> dt.datetime:
 
 @dataclass(frozen=True)
 class Buyer:
-    """What an event says about who did it: the Telegram user and their last ad click."""
+    """What an event says about who did it: the chat user and their last ad click."""
 
     telegram_user_id: int | None = None
     fbc: str | None = None
@@ -71,6 +99,10 @@ class Buyer:
     ip: str | None = None
     user_agent: str | None = None
     source_url: str | None = None
+    ttclid: str | None = None
+    ttp: str | None = None
+    utm: dict[str, str] = field(default_factory=dict)
+    name: str = ""
 
     def __repr__(self) -> str:  # personal data: never in a log line
         return "Buyer(...)"
@@ -79,12 +111,17 @@ class Buyer:
     def of(cls, click: Click | None, telegram_user_id: int | None) -> Buyer:
         if click is None:
             return cls(telegram_user_id)
-        return cls(telegram_user_id, click.fbc, click.fbp, click.ip, click.user_agent, click.source_url)
+        return cls(telegram_user_id, click.fbc, click.fbp, click.ip, click.user_agent, click.source_url, click.ttclid,
+                   click.ttp, dict(click.utm or {}))  # fmt: skip
 
 
 def buyer_of(lead_id: int) -> Buyer:
     row = hot.lead_click(lead_id)
-    return Buyer(*row) if row is not None else Buyer()
+    if row is None:
+        return Buyer()
+    user_id, fbc, fbp, ip, user_agent, source_url, ttclid, ttp, utm, name = row
+    utm = json.loads(utm) if isinstance(utm, str) else (utm or {})
+    return Buyer(user_id, fbc, fbp, ip, user_agent, source_url, ttclid, ttp, dict(utm), name or "")
 
 
 @dataclass(frozen=True)
@@ -98,7 +135,7 @@ class Tracking:
 
 def tracking(bot_id: str, lead_id: int) -> Tracking | None:
     bot = runtime.bot_config(bot_id)
-    if bot is None or not tracks(bot):
+    if bot is None or not targets(bot):
         return None
     return Tracking(bot, buyer_of(lead_id))
 
@@ -141,18 +178,58 @@ def record(
     *,
     lead_id: int | None = None,
     charge_id: int | None = None,
+    destination: str = "meta",
+    event_id: str | None = None,
+    event_name: str | None = None,
 ) -> None:
-    """Insert the event (a repeat of its event_id inserts nothing) and schedule its pixel's flush
-    for after the commit."""
-    assert bot.pixel_id
+    """Insert the event for `destination` (a repeat of its event_id there inserts nothing) and
+    schedule that target's flush for after the commit. Meta's events carry their id and name;
+    other destinations' payloads are named by `event_id` and `event_name`."""
+    target = targets(bot)[destination][0]
     now = utcnow()
     hot.insert(PixelEvent, dict(
-        event_id=event["event_id"], event_name=event["event_name"], bot_id=bot.id, pixel_id=bot.pixel_id,
-        lead_id=lead_id, charge_id=charge_id, event_time=event_time, payload=event, state="pending",
-        attempts=0, next_attempt_at=now, created_at=now,
+        destination=destination, event_id=event_id or event["event_id"], event_name=event_name or event["event_name"],
+        bot_id=bot.id, pixel_id=target, lead_id=lead_id, charge_id=charge_id, event_time=event_time, payload=event,
+        state="pending", attempts=0, next_attempt_at=now, created_at=now,
     ), ignore_conflicts=True)  # fmt: skip
-    pixel_id = bot.pixel_id
-    after_commit(lambda: schedule(pixel_id))
+    after_commit(lambda: schedule(target, destination=destination))
+
+
+def record_tiktok(bot: BotConfig, name: str, event_id: str, at: dt.datetime, buyer: Buyer, *,
+                  properties: dict[str, Any] | None = None, lead_id: int | None = None,
+                  charge_id: int | None = None) -> None:  # fmt: skip
+    if not tracks(bot, "tiktok"):
+        return
+    event = tiktok.event(name, event_id, at, user_id=buyer.telegram_user_id, ttclid=buyer.ttclid, ttp=buyer.ttp,
+                         ip=buyer.ip, user_agent=buyer.user_agent, page_url=buyer.source_url,
+                         properties=properties)  # fmt: skip
+    record(bot, event, at, lead_id=lead_id, charge_id=charge_id, destination="tiktok", event_id=event_id,
+           event_name=name)  # fmt: skip
+
+
+UTMIFY_MAX_AGE = dt.timedelta(days=7)
+
+
+def record_order(track: Tracking, charge: Charge, status: str, now: dt.datetime, *, paid_at: dt.datetime | None = None,
+                 refunded_at: dt.datetime | None = None) -> None:  # fmt: skip
+    """One state of the charge's Utmify order (`waiting_payment`, `paid`, `refunded`), once each;
+    none for a charge older than Utmify takes."""
+    bot = track.bot
+    if not tracks(bot, "utmify") or charge.created_at < now - UTMIFY_MAX_AGE:
+        return
+    offer = bot.offer(charge.offer_id)
+    bump = bot.offer(charge.bump_offer_id) if charge.bump_offer_id else None
+    main = charge.amount - (bump.price if bump is not None else Decimal(0))
+    products = [(offer.slug if offer else str(charge.offer_id), offer.label if offer else "", main)]
+    if bump is not None:
+        products.append((bump.slug, bump.label, bump.price))
+    order = utmify.order(order_id=str(charge.id), status=status, created_at=charge.created_at, approved_at=paid_at,
+                         refunded_at=refunded_at, customer_name=track.buyer.name,
+                         customer_id=f"{bot.id}-{charge.lead_id}", products=products, tracking=track.buyer.utm,
+                         total=charge.amount)  # fmt: skip
+    # event_time is the order's creation: Utmify's 7 days count from there
+    record(bot, order, charge.created_at, lead_id=charge.lead_id, charge_id=charge.id, destination="utmify",
+           event_id=f"order.{charge.id}.{status}", event_name=status)  # fmt: skip
 
 
 def store_click(click: clicks.Click) -> tuple[Click, bool]:
@@ -162,8 +239,8 @@ def store_click(click: clicks.Click) -> tuple[Click, bool]:
         return row, False
     hot.insert(Click, dict(
         token=click.token, bot_id=click.bot_id, fbclid=click.fbclid, fbc=click.fbc, fbp=click.fbp, utm=click.utm,
-        ip=click.ip, user_agent=click.user_agent, source_url=click.source_url, pool_id=click.pool,
-        clicked_at=from_ms(click.at_ms),
+        ttclid=click.ttclid, ttp=click.ttp, ip=click.ip, user_agent=click.user_agent, source_url=click.source_url,
+        pool_id=click.pool, clicked_at=from_ms(click.at_ms),
     ), ignore_conflicts=True)  # fmt: skip
     row = hot.first(Click, BY_TOKEN, (click.token,))  # ours, or a concurrent insert's
     assert row is not None
@@ -193,13 +270,15 @@ def view_content(
     bot: BotConfig, lead_id: int, update_id: int, telegram_user_id: int, click: Click | None = None
 ) -> None:
     """A /start (with the click it came with, if any; else the lead's last one)."""
-    if not tracks(bot):
+    if not tracks(bot) and not tracks(bot, "tiktok"):
         return
     buyer = Buyer.of(click, telegram_user_id) if click is not None else buyer_of(lead_id)
     now = utcnow()
-    custom = {"content_name": bot.username, "content_type": "product"}
-    event = build_event("ViewContent", f"vc.{bot.id}.{update_id}", now, buyer, custom)
-    record(bot, event, now, lead_id=lead_id)
+    event_id = f"vc.{bot.id}.{update_id}"
+    if tracks(bot):
+        custom = {"content_name": bot.username, "content_type": "product"}
+        record(bot, build_event("ViewContent", event_id, now, buyer, custom), now, lead_id=lead_id)
+    record_tiktok(bot, "ViewContent", event_id, now, buyer, properties={"content_type": "product"}, lead_id=lead_id)
 
 
 def _checkout_data(charge: Charge, bot: BotConfig) -> dict[str, Any]:
@@ -211,55 +290,95 @@ def _checkout_data(charge: Charge, bot: BotConfig) -> dict[str, Any]:
     return data
 
 
+def _tiktok_properties(charge: Charge, bot: BotConfig, value: Any) -> dict[str, Any]:
+    offer = bot.offer(charge.offer_id)
+    properties: dict[str, Any] = {"currency": "BRL", "value": float(value), "content_type": "product"}
+    if offer is not None:
+        properties["contents"] = [{"content_id": offer.slug, "content_name": offer.label, "quantity": 1,
+                                   "price": float(charge.amount)}]  # fmt: skip
+    return properties
+
+
 def initiate_checkout(track: Tracking | None, charge: Charge, now: dt.datetime) -> None:
     """A charge became pending: the buyer has a code to pay."""
     if track is None:
         return
-    custom = _checkout_data(charge, track.bot)
-    event = build_event("InitiateCheckout", f"ic.{charge.id}", now, track.buyer, custom)
-    record(track.bot, event, now, lead_id=charge.lead_id, charge_id=charge.id)
+    if tracks(track.bot):
+        custom = _checkout_data(charge, track.bot)
+        event = build_event("InitiateCheckout", f"ic.{charge.id}", now, track.buyer, custom)
+        record(track.bot, event, now, lead_id=charge.lead_id, charge_id=charge.id)
+    record_tiktok(track.bot, "InitiateCheckout", f"ic.{charge.id}", now, track.buyer, lead_id=charge.lead_id,
+                  charge_id=charge.id, properties=_tiktok_properties(charge, track.bot, charge.amount))  # fmt: skip
+    record_order(track, charge, "waiting_payment", now)
 
 
 def purchase(track: Tracking | None, charge: Charge, amount: Any, now: dt.datetime) -> None:
     """The charge was paid (by the one winner of pending → paid): value is what was paid."""
     if track is None:
         return
-    custom = {**_checkout_data(charge, track.bot), "value": float(amount)}
-    event = build_event("Purchase", f"pur.{charge.id}", now, track.buyer, custom)
-    record(track.bot, event, now, lead_id=charge.lead_id, charge_id=charge.id)
+    if tracks(track.bot):
+        custom = {**_checkout_data(charge, track.bot), "value": float(amount)}
+        event = build_event("Purchase", f"pur.{charge.id}", now, track.buyer, custom)
+        record(track.bot, event, now, lead_id=charge.lead_id, charge_id=charge.id)
+    record_tiktok(track.bot, "CompletePayment", f"pur.{charge.id}", now, track.buyer, lead_id=charge.lead_id,
+                  charge_id=charge.id, properties=_tiktok_properties(charge, track.bot, amount))  # fmt: skip
+    record_order(track, charge, "paid", now, paid_at=now)
+
+
+def refund(track: Tracking | None, charge: Charge, now: dt.datetime) -> None:
+    """The charge was refunded (by the one winner of → refunded): its Utmify order says so."""
+    if track is not None:
+        record_order(track, charge, "refunded", now, paid_at=charge.paid_at, refunded_at=now)
 
 
 # --- sending ---------------------------------------------------------------------------------
 
 
-def schedule(pixel_id: str, delay_ms: int | None = None) -> bool:
-    """Make sure a flush of this pixel runs within `delay_ms` (META_LINGER_MS by default); False
-    when one is already scheduled (it will take this pixel's new events too)."""
+def _flush_key(pixel_id: str, destination: str) -> str:
+    if destination == "meta":
+        return FLUSH_KEY.format(pixel_id=pixel_id)
+    return FLUSH_KEY_OF.format(destination=destination, pixel_id=pixel_id)
+
+
+def _flush_args(pixel_id: str, destination: str) -> tuple[str, ...]:
+    return (pixel_id,) if destination == "meta" else (pixel_id, destination)
+
+
+def schedule(pixel_id: str, delay_ms: int | None = None, destination: str = "meta") -> bool:
+    """Make sure a flush of this target runs within `delay_ms` (META_LINGER_MS by default); False
+    when one is already scheduled (it will take this target's new events too)."""
     delay = settings.META_LINGER_MS if delay_ms is None else delay_ms
-    if not runtime.cache().set(FLUSH_KEY.format(pixel_id=pixel_id), 1, nx=True, px=delay + 60_000):
+    if not runtime.cache().set(_flush_key(pixel_id, destination), 1, nx=True, px=delay + 60_000):
         return False
-    flush.send_with_options(args=(pixel_id,), delay=delay or None)
+    flush.send_with_options(args=_flush_args(pixel_id, destination), delay=delay or None)
     return True
 
 
-def expire_old(now: dt.datetime, pixel_id: str | None = None) -> int:
+def expire_old(now: dt.datetime, pixel_id: str | None = None, destination: str | None = None) -> int:
     where = (PixelEvent.state == "pending") & (PixelEvent.event_time < now - MAX_AGE)
     if pixel_id is not None:
         where &= PixelEvent.pixel_id == pixel_id
-    expired = PixelEvent.update(state="expired", error="older than Meta accepts (7 days)").where(where).execute()
+    if destination is not None:
+        where &= PixelEvent.destination == destination
+    expired = (
+        PixelEvent.update(state="expired", error="older than the destination accepts (7 days)").where(where).execute()
+    )
     if expired:
-        counters.inc("grimbots_pixel_events_total", {"outcome": "expired"}, expired)
+        counters.inc("grimbots_pixel_events_total", {"outcome": "expired", "destination": destination or "*"}, expired)
         log.warning("pixel events expired unsent pixel=%s count=%d", pixel_id or "*", expired)
     return int(expired)
 
 
-def claim(pixel_id: str, now: dt.datetime, limit: int = MAX_BATCH) -> list[PixelEvent]:
-    """Take up to `limit` due events of the pixel for this worker (pending → sending)."""
+def claim(pixel_id: str, now: dt.datetime, limit: int = 1000, destination: str = "meta",
+          ordered: bool = False) -> list[PixelEvent]:  # fmt: skip
+    """Take up to `limit` due events of the target for this worker (pending → sending). `ordered`:
+    an event waits while an earlier one about the same charge is still to be sent."""
     with transaction():
         due = (
             PixelEvent.select(PixelEvent.id)
             .where(
-                (PixelEvent.pixel_id == pixel_id)
+                (PixelEvent.destination == destination)
+                & (PixelEvent.pixel_id == pixel_id)
                 & (PixelEvent.state == "pending")
                 & (PixelEvent.next_attempt_at <= now)
                 & (PixelEvent.event_time >= now - MAX_AGE)  # older ones: expired by the sweep, never sent
@@ -267,6 +386,12 @@ def claim(pixel_id: str, now: dt.datetime, limit: int = MAX_BATCH) -> list[Pixel
             .order_by(PixelEvent.id)
             .limit(limit)
         )
+        if ordered:
+            earlier = PixelEvent.alias()
+            waiting = earlier.select(earlier.id).where(
+                (earlier.destination == destination) & (earlier.charge_id == PixelEvent.charge_id)
+                & (earlier.id < PixelEvent.id) & earlier.state.in_(["pending", "sending"]))  # fmt: skip
+            due = due.where(~fn.EXISTS(waiting))
         if not is_sqlite():  # SQLite's write lock (BEGIN IMMEDIATE) already serialises claims
             due = due.for_update("FOR UPDATE SKIP LOCKED")  # type: ignore[arg-type]  # peewee takes the clause
         ids = [row.id for row in due]
@@ -287,57 +412,80 @@ def backoff(attempts: int) -> dt.timedelta:
     return min(BACKOFF_FIRST * 2 ** max(attempts - 1, 0), BACKOFF_MAX)
 
 
-def send_claimed(events: list[PixelEvent], meta: MetaGateway, now: dt.datetime) -> dict[str, int]:
-    """Send claimed events, one request per bot credentials (normally one per pixel); returns
-    how many ended in each outcome."""
+def _send_group(gateway: Destination, target: str, credentials: dict[str, str | None], group: list[PixelEvent],
+                now: dt.datetime) -> str:  # fmt: skip
+    """One request for the group: its events end sent, failed, or pending again with backoff."""
+    name = gateway.name
+    try:
+        sent = gateway.send(target, credentials, [e.payload for e in group])
+    except DestinationPermanent as exc:
+        _finish(group, state="failed", error=str(exc)[:1000])
+        log.warning("pixel events refused destination=%s target=%s count=%d error=%s", name, target, len(group),
+                    exc.summary)  # fmt: skip
+        return "failed"
+    except DestinationTransient as exc:
+        delay = backoff(max(e.attempts for e in group))
+        _finish(group, state="pending", error=str(exc)[:1000], next_attempt_at=now + delay)
+        flush.send_with_options(args=_flush_args(target, name), delay=int(delay.total_seconds() * 1000))
+        log.warning("pixel events to retry destination=%s target=%s count=%d in=%ss error=%s", name, target,
+                    len(group), int(delay.total_seconds()), exc.summary)  # fmt: skip
+        return "retried"
+    _finish(group, state="sent", sent_at=utcnow(), error=None, fbtrace_id=(sent.trace_id or "")[:64] or None)
+    log.info("pixel events sent destination=%s target=%s count=%d received=%d", name, target, len(group),
+             sent.events_received)  # fmt: skip
+    return "sent"
+
+
+def send_claimed(events: list[PixelEvent], gateway: Destination, now: dt.datetime) -> dict[str, int]:
+    """Send claimed events of one destination, one request per target credentials (an ordered
+    destination: one at a time, and a state whose predecessor must wait waits too); returns how
+    many ended in each outcome."""
     outcomes: dict[str, int] = {}
-    groups: dict[tuple[str, str | None], list[PixelEvent]] = {}
+    groups: dict[tuple[str, tuple[tuple[str, str | None], ...]], list[PixelEvent]] = {}
     for event in events:
         bot = runtime.bot_config(event.bot_id)
-        if bot is None or bot.pixel_id != event.pixel_id or not bot.pixel_access_token:
+        target = targets(bot).get(gateway.name) if bot is not None else None
+        if target is None or target[0] != event.pixel_id:
             _finish([event], state="failed", error="the bot no longer sends to this pixel")
             outcomes["failed"] = outcomes.get("failed", 0) + 1
             continue
-        groups.setdefault((bot.pixel_access_token, bot.pixel_test_event_code or None), []).append(event)
-    for (token, test_code), group in groups.items():
-        pixel_id = group[0].pixel_id
-        try:
-            sent = meta.send_events(pixel_id, token, [e.payload for e in group], test_code)
-        except MetaPermanent as exc:
-            _finish(group, state="failed", error=str(exc)[:1000])
-            outcome = "failed"
-            log.warning("pixel events refused pixel=%s count=%d error=%s", pixel_id, len(group), exc.summary)
-        except MetaTransient as exc:
-            delay = backoff(max(e.attempts for e in group))
-            _finish(group, state="pending", error=str(exc)[:1000], next_attempt_at=now + delay)
-            flush.send_with_options(args=(pixel_id,), delay=int(delay.total_seconds() * 1000))
-            outcome = "retried"
-            log.warning("pixel events to retry pixel=%s count=%d in=%ss error=%s", pixel_id, len(group),
-                        int(delay.total_seconds()), exc.summary)  # fmt: skip
-        else:
-            _finish(group, state="sent", sent_at=utcnow(), error=None, fbtrace_id=(sent.fbtrace_id or "")[:64] or None)
-            outcome = "sent"
-            log.info("pixel events sent pixel=%s count=%d received=%d", pixel_id, len(group), sent.events_received)
-        outcomes[outcome] = outcomes.get(outcome, 0) + len(group)
+        groups.setdefault((target[0], tuple(sorted(target[1].items()))), []).append(event)
+    for (target_id, creds), group in groups.items():
+        credentials = dict(creds)
+        if not gateway.ordered:
+            outcome = _send_group(gateway, target_id, credentials, group, now)
+            outcomes[outcome] = outcomes.get(outcome, 0) + len(group)
+            continue
+        held: set[int | None] = set()  # charges whose earlier state must go first
+        for event in group:
+            if event.charge_id in held:
+                _finish([event], state="pending", next_attempt_at=now + backoff(event.attempts))
+                outcome = "retried"
+            else:
+                outcome = _send_group(gateway, target_id, credentials, [event], now)
+                if outcome == "retried":
+                    held.add(event.charge_id)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
     for outcome, count in outcomes.items():
-        counters.inc("grimbots_pixel_events_total", {"outcome": outcome}, count)
+        counters.inc("grimbots_pixel_events_total", {"outcome": outcome, "destination": gateway.name}, count)
     return outcomes
 
 
-def send_pending(pixel_id: str, meta: MetaGateway) -> dict[str, int]:
-    """Send every due event of the pixel, 1000 per request; returns the outcomes' counts."""
+def send_pending(pixel_id: str, gateway: Destination) -> dict[str, int]:
+    """Send every due event of the target, `max_batch` per request; returns the outcomes' counts."""
     totals: dict[str, int] = {}
+    limit = max(gateway.max_batch, 1) if not gateway.ordered else 100
     for _ in range(MAX_BATCHES_PER_FLUSH):
         now = utcnow()
-        events = claim(pixel_id, now)
+        events = claim(pixel_id, now, limit, gateway.name, gateway.ordered)
         if not events:
             break
-        for outcome, count in send_claimed(events, meta, now).items():
+        for outcome, count in send_claimed(events, gateway, now).items():
             totals[outcome] = totals.get(outcome, 0) + count
-        if len(events) < MAX_BATCH:
+        if len(events) < limit and not gateway.ordered:  # ordered: what was sent may have let the next state go
             break
     else:  # a big backlog: the rest in a new message, not one endless one
-        schedule(pixel_id, 0)
+        schedule(pixel_id, 0, gateway.name)
     return totals
 
 
@@ -350,10 +498,10 @@ def send_pending(pixel_id: str, meta: MetaGateway) -> dict[str, int]:
     retry_when=retry_when(10),
     time_limit=120_000,
 )
-def flush(pixel_id: str) -> None:
+def flush(pixel_id: str, destination: str = "meta") -> None:
     # First give the key back: events committed from now on schedule a new flush.
-    runtime.cache().delete(FLUSH_KEY.format(pixel_id=pixel_id))
-    send_pending(pixel_id, runtime.meta())
+    runtime.cache().delete(_flush_key(pixel_id, destination))
+    send_pending(pixel_id, runtime.destination(destination))
 
 
 @dramatiq.actor(
@@ -389,13 +537,9 @@ def sweep(now: dt.datetime | None = None) -> dict[str, int]:
     if reclaimed:
         log.warning("pixel claims of dead workers taken back count=%d", reclaimed)
     expired = expire_old(now)
-    pixels = [
-        row.pixel_id
-        for row in PixelEvent.select(PixelEvent.pixel_id)
-        .where((PixelEvent.state == "pending") & (PixelEvent.next_attempt_at <= now))
-        .distinct()
-    ]
-    scheduled = sum(schedule(pixel_id, 0) for pixel_id in pixels)
+    due = (PixelEvent.select(PixelEvent.destination, PixelEvent.pixel_id)
+           .where((PixelEvent.state == "pending") & (PixelEvent.next_attempt_at <= now)).distinct())  # fmt: skip
+    scheduled = sum(schedule(row.pixel_id, 0, row.destination) for row in due)
     return {"reclaimed": int(reclaimed), "expired": expired, "scheduled": scheduled}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import httpx
 import redis
@@ -11,11 +12,16 @@ import settings
 from actors.broker import broker
 from actors.throttle import Throttle
 from db.catalog import BotConfig, Catalog
+from gateways.ads import Destination
 from gateways.meta import MetaGateway
 from gateways.meta import default_client as meta_client
 from gateways.payments import registry
 from gateways.payments.base import PaymentGateway
 from gateways.telegram import TelegramGateway, default_client
+from gateways.tiktok import TikTokGateway
+from gateways.tiktok import default_client as tiktok_client
+from gateways.utmify import UtmifyGateway
+from gateways.utmify import default_client as utmify_client
 
 
 @lru_cache(maxsize=1)
@@ -62,6 +68,22 @@ def payments_client() -> httpx.Client:
 @lru_cache(maxsize=1)
 def meta() -> MetaGateway:
     return MetaGateway(meta_client(settings.META_TIMEOUT_SECONDS), settings.META_GRAPH_BASE, settings.META_API_VERSION)
+
+
+@lru_cache(maxsize=1)
+def tiktok() -> TikTokGateway:
+    return TikTokGateway(tiktok_client(settings.META_TIMEOUT_SECONDS), settings.TIKTOK_API_BASE)
+
+
+@lru_cache(maxsize=1)
+def utmify() -> UtmifyGateway:
+    return UtmifyGateway(utmify_client(settings.META_TIMEOUT_SECONDS), settings.UTMIFY_API_BASE)
+
+
+def destination(name: str) -> Destination:
+    """The ad destination's gateway: meta, tiktok or utmify."""
+    gateways: dict[str, Any] = {"meta": meta, "tiktok": tiktok, "utmify": utmify}
+    return gateways[name]()  # type: ignore[no-any-return]
 
 
 @lru_cache(maxsize=1)

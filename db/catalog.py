@@ -106,6 +106,9 @@ class BotConfig:
     upsells: tuple[FollowupConfig, ...] = ()
     downsells: tuple[FollowupConfig, ...] = ()
     remind_before: tuple[int, ...] = ()  # seconds before a subscription's end, longest first
+    utmify_token: str | None = None  # ad destinations besides Meta (CONTRACT §13)
+    tiktok_pixel_code: str | None = None
+    tiktok_access_token: str | None = None
 
     def __repr__(self) -> str:  # never print the token or secrets
         return f"BotConfig(id={self.id!r}, username={self.username!r})"
@@ -189,6 +192,9 @@ def load_bots() -> dict[str, BotConfig]:
             pixel_id=b.pixel_id,
             pixel_access_token=b.pixel_access_token,
             pixel_test_event_code=b.pixel_test_event_code,
+            utmify_token=b.utmify_token,
+            tiktok_pixel_code=b.tiktok_pixel_code,
+            tiktok_access_token=b.tiktok_access_token,
             welcome_text=b.welcome_text,
             welcome_media_url=b.welcome_media_url,
             offers=tuple(offers.get(b.id, ())),

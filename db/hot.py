@@ -77,7 +77,8 @@ UPDATE "delivery" SET "attempts" = "attempts" + 1, "updated_at" = {p} WHERE "id"
 """
 
 LEAD_CLICK = """
-SELECT l."telegram_user_id", c."fbc", c."fbp", c."ip", c."user_agent", c."source_url"
+SELECT l."telegram_user_id", c."fbc", c."fbp", c."ip", c."user_agent", c."source_url", c."ttclid", c."ttp", c."utm",
+       l."first_name"
 FROM "lead" l LEFT JOIN "click" c ON c."id" = l."last_click_id" WHERE l."id" = {p}
 """
 
@@ -169,11 +170,12 @@ def touch_lead_click(lead_id: int, click_id: int) -> None:
     db.execute_sql(_sql(LEAD_TOUCH, db.param), (click_id, click_id, lead_id))
 
 
-def lead_click(lead_id: int) -> tuple[int, str | None, str | None, str | None, str | None, str | None] | None:
-    """(telegram user id, fbc, fbp, ip, user agent, source url) of a lead's last ad click (Nones
-    when the lead came without one), or None when there is no such lead: what a pixel event needs."""
+def lead_click(lead_id: int) -> tuple[Any, ...] | None:
+    """(telegram user id, fbc, fbp, ip, user agent, source url, ttclid, ttp, utm JSON, first name)
+    of a lead and its last ad click (Nones when the lead came without one), or None when there is
+    no such lead: what the ad destinations' events need."""
     row = db.execute_sql(_sql(LEAD_CLICK, db.param), (lead_id,)).fetchone()
-    return tuple(row) if row is not None else None  # type: ignore[return-value]
+    return tuple(row) if row is not None else None
 
 
 # --- the same, for any model: statements built once per shape, values converted by the fields ----

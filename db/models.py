@@ -58,6 +58,9 @@ class Bot(BaseModel):
     pixel_id = CharField(max_length=64, null=True)
     pixel_access_token = EncryptedField(null=True)
     pixel_test_event_code = CharField(max_length=64, null=True)
+    utmify_token = EncryptedField(null=True)  # orders to Utmify
+    tiktok_pixel_code = CharField(max_length=64, null=True)  # TikTok Events API
+    tiktok_access_token = EncryptedField(null=True)
     welcome_text = TextField(default="")
     welcome_media_url = TextField(null=True)
     texts = JSONField(default=dict)  # what buyers read around a payment; defaults in db/catalog.py
@@ -125,6 +128,8 @@ class Click(BaseModel):
     fbclid = TextField(null=True)
     fbc = TextField(null=True)
     fbp = TextField(null=True)
+    ttclid = TextField(null=True)  # TikTok's click id (query) and _ttp cookie
+    ttp = TextField(null=True)
     utm = JSONField(default=dict)
     ip = CharField(max_length=64, null=True)
     user_agent = TextField(null=True)
@@ -138,14 +143,17 @@ class Click(BaseModel):
 
 
 class PixelEvent(BaseModel):
-    """One Conversions API event, sent once under its deterministic `event_id`.
+    """One event for one ad destination (`meta` Conversions API, `tiktok` Events API, `utmify`
+    orders), sent once under its deterministic `event_id` (unique per destination). `pixel_id` is
+    the destination's target: Meta's pixel, TikTok's pixel code, the bot for Utmify.
 
-    States: pending → sending → sent | failed (Meta refused it: 4xx, kept with Meta's message) |
-    expired (older than Meta takes: never sent); a transient failure puts it back to pending with
-    `next_attempt_at` later. `payload` is the event exactly as it goes to Meta."""
+    States: pending → sending → sent | failed (refused: 4xx, kept with the destination's message) |
+    expired (older than the destination takes: never sent); a transient failure puts it back to
+    pending with `next_attempt_at` later. `payload` is the event exactly as it goes out."""
 
     id = AutoField()
-    event_id = CharField(max_length=128, unique=True)
+    destination = CharField(max_length=16, default="meta")
+    event_id = CharField(max_length=128)
     event_name = CharField(max_length=32)
     bot_id = CharField(max_length=64)
     pixel_id = CharField(max_length=64)
@@ -165,6 +173,7 @@ class PixelEvent(BaseModel):
     class Meta:
         table_name = "pixel_event"
         indexes = (
+            (("destination", "event_id"), True),
             (("pixel_id", "state", "next_attempt_at"), False),
             (("state", "next_attempt_at"), False),
             (("bot_id", "created_at"), False),

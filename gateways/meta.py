@@ -14,37 +14,28 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
+from gateways.ads import DestinationError, DestinationPermanent, DestinationTransient, Sent
 from gateways.http import network_errors, pooled_client
 
 MAX_BATCH = 1000
 
 
-class MetaError(Exception):
+class MetaError(DestinationError):
     """`str()` is the whole story (kept with the events); `summary` leaves out Meta's message,
     which may quote a value we sent (an IP, say): that one is for log lines."""
 
-    def __init__(self, message: str, summary: str | None = None) -> None:
-        super().__init__(message)
-        self.summary = summary or message
 
-
-class MetaTransient(MetaError):
+class MetaTransient(MetaError, DestinationTransient):
     pass
 
 
-class MetaPermanent(MetaError):
+class MetaPermanent(MetaError, DestinationPermanent):
     pass
-
-
-@dataclass(frozen=True)
-class Sent:
-    events_received: int
-    fbtrace_id: str | None
 
 
 def default_client(timeout: float = 10.0) -> httpx.Client:
@@ -53,10 +44,21 @@ def default_client(timeout: float = 10.0) -> httpx.Client:
 
 
 class MetaGateway:
+    """The Conversions API as an ad destination: target = the pixel (dataset) id; credentials
+    `access_token` and, optionally, `test_event_code`."""
+
+    name = "meta"
+    max_batch = MAX_BATCH
+    ordered = False
+
     def __init__(self, client: httpx.Client, base_url: str, version: str) -> None:
         self.client = client
         self.base_url = base_url.rstrip("/")
         self.version = version.strip("/")
+
+    def send(self, target: str, credentials: Mapping[str, str | None], payloads: Sequence[dict[str, Any]]) -> Sent:
+        token = credentials.get("access_token") or ""
+        return self.send_events(target, token, list(payloads), credentials.get("test_event_code"))
 
     def send_events(
         self, pixel_id: str, access_token: str, events: list[dict[str, Any]], test_event_code: str | None = None

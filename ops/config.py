@@ -38,6 +38,9 @@ BOT_KEYS = {
     "pixel_id",
     "pixel_access_token",
     "pixel_test_event_code",
+    "utmify_token",
+    "tiktok_pixel_code",
+    "tiktok_access_token",
     "welcome",
     "offers",
     "texts",
@@ -115,6 +118,9 @@ class BotSpec:
     # {"bumps": {slug: {text, accept, decline}}, "upsells": [...], "downsells": [...]}, offers by
     # slug and delays in seconds: stored on the bot, resolved to offer ids by db/catalog.py.
     selling: dict[str, Any] = field(default_factory=dict)
+    utmify_token: str | None = None  # orders to Utmify (CONTRACT §13)
+    tiktok_pixel_code: str | None = None  # TikTok Events API
+    tiktok_access_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -415,6 +421,15 @@ def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
         raise ConfigError(f"{where}.pixel_access_token", "is required with pixel_id (Conversions API access token)")
     if pixel_token and not pixel_id:
         raise ConfigError(f"{where}.pixel_id", "is required with pixel_access_token")
+    tiktok_code = _str(table, "tiktok_pixel_code", where, required=False, pattern=re.compile(r"^[A-Za-z0-9]{1,64}$"),
+                       what="TikTok's pixel code (letters and digits)")  # fmt: skip
+    tiktok_token = _str(table, "tiktok_access_token", where, required=False, max_len=512)
+    if tiktok_code and not tiktok_token:
+        raise ConfigError(
+            f"{where}.tiktok_access_token", "is required with tiktok_pixel_code (Events API access token)"
+        )
+    if tiktok_token and not tiktok_code:
+        raise ConfigError(f"{where}.tiktok_pixel_code", "is required with tiktok_access_token")
     return BotSpec(
         id=_req(table, "id", where, pattern=SLUG, what="1–64 characters of A-Za-z0-9_-"),
         token=_req(table, "token", where, pattern=BOT_TOKEN, what="a Telegram bot token (digits:characters)"),
@@ -437,6 +452,9 @@ def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
         charge_minutes=charge_minutes,
         send_qr=send_qr,
         selling=selling,
+        utmify_token=_str(table, "utmify_token", where, required=False, max_len=512),
+        tiktok_pixel_code=tiktok_code,
+        tiktok_access_token=tiktok_token,
     )
 
 
@@ -540,6 +558,9 @@ def apply(config: ConfigFile) -> list[str]:
                 "pixel_id": b.pixel_id,
                 "pixel_access_token": b.pixel_access_token,
                 "pixel_test_event_code": b.pixel_test_event_code,
+                "utmify_token": b.utmify_token,
+                "tiktok_pixel_code": b.tiktok_pixel_code,
+                "tiktok_access_token": b.tiktok_access_token,
                 "welcome_text": b.welcome_text,
                 "welcome_media_url": b.welcome_media_url,
                 "texts": b.texts,

@@ -129,6 +129,12 @@ class Platform:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_calls").status_code == 200, 20, "fake meta")
         return process
 
+    def fake_ads(self, port: int) -> Process:
+        """TikTok's Events API and Utmify's orders API (ops/fakes/ads.py)."""
+        process = self.spawn("fake-ads", [sys.executable, "-m", "ops.fakes.ads", "--port", str(port)])
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_calls").status_code == 200, 20, "fake ads")
+        return process
+
     def edge(self, port: int) -> Process:
         process = self.spawn(
             "edge",

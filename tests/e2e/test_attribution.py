@@ -122,3 +122,56 @@ def test_a_tracked_journey_reaches_meta_once_per_event_with_the_clicks_data(env:
     purchase = by_name["Purchase"]["custom_data"]
     assert purchase["currency"] == "BRL" and purchase["value"] == 19.9
     assert abs(int(click_ms) / 1000 - time.time()) < 120
+
+
+@pytest.mark.timeout(120)
+def test_tiktok_and_utmify_beside_meta_and_a_failing_one_delays_no_other(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    data = json.loads(json.dumps(DEMO_CONFIG))
+    data["bots"][0].update({"pixel_id": PIXEL, "pixel_access_token": "EAAB-e2e", "tiktok_pixel_code": "TTCODE1",
+                            "tiktok_access_token": "tt-token", "utmify_token": "ut-token"})  # fmt: skip
+    apply_config(data)
+    bot = load_bots()["demo"]
+    telegram_port, edge_port, meta_port, ads_port = free_port(), free_port(), free_port(), free_port()
+    ads = f"http://127.0.0.1:{ads_port}"
+    platform = Platform(tmp_path, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}",
+                        META_GRAPH_BASE=f"http://127.0.0.1:{meta_port}", TIKTOK_API_BASE=ads, UTMIFY_API_BASE=ads,
+                        TRUSTED_PROXIES="127.0.0.1", CONFIG_POLL_SECONDS="0.5", META_LINGER_MS="300")  # fmt: skip
+    with logs_on_failure(platform, request):
+        platform.fake_telegram(telegram_port)
+        platform.fake_meta(meta_port)
+        platform.fake_ads(ads_port)
+        platform.edge(edge_port)
+        platform.worker(queues=("updates", "funnel", "payments", "settle", "pixel"), threads=8)
+        env = TrackedEnv(platform, telegram_port, edge_port, meta_port, bot)
+        httpx.post(f"{ads}/_config", json={"fail_for": {"utmify": 4}})  # Utmify down for a while
+        location = httpx.get(f"{env.edge}/r/demo?ttclid=TT-e2e&utm_source=tiktok&utm_campaign=natal",
+                             headers={"User-Agent": UA, "Cookie": "_ttp=ttp-e2e"}).headers["location"]  # fmt: skip
+        token = location.rsplit("=", 1)[1]
+        assert env.start_update(1, f"/start {token}").status_code == 200
+        assert env.press_update(2, f"buy:{bot.offers[0].id}").status_code == 200
+        photo = wait_until(lambda: env.calls("sendPhoto")[1:], 30, "the code message")[0]
+        code = re.search(r"<code>(.+?)</code>", photo["caption"])
+        assert code is not None
+        txid = brcode.parse_fields(brcode.parse(code.group(1))["62"])["05"]
+        body = json.dumps({"event": "charge.paid", "charge_id": txid, "amount": "19.90"}).encode()
+        assert env.notify(body, sign("whsec-1", body)).status_code == 200
+
+        def sent(destination: str) -> int:
+            return PixelEvent.select().where((PixelEvent.destination == destination)
+                                             & (PixelEvent.state == "sent")).count()  # fmt: skip
+
+        wait_until(lambda: sent("meta") == 4 and sent("tiktok") == 3, 30, "Meta's four and TikTok's three")
+        meta_done = time.time()
+        wait_until(lambda: sent("utmify") == 2, 60, "the order's two states, once Utmify is back")
+        calls = httpx.get(f"{ads}/_calls").json()
+        orders = [c for c in calls if c["api"] == "utmify"]
+        assert orders[-1]["at"] > meta_done  # Meta and TikTok did not wait for Utmify
+        statuses = [c["body"]["status"] for c in orders]
+        assert statuses[-2:] == ["waiting_payment", "paid"] and set(statuses[:-2]) <= {"waiting_payment"}
+        assert orders[-1]["headers"]["x-api-token"] == "ut-token"
+        assert orders[-1]["body"]["trackingParameters"]["utm_campaign"] == "natal"
+        tiktok = [e for c in calls if c["api"] == "tiktok" for e in c["body"]["data"]]
+        assert sorted(e["event"] for e in tiktok) == ["CompletePayment", "InitiateCheckout", "ViewContent"]
+        assert {e["user"]["ttclid"] for e in tiktok} == {"TT-e2e"} and {e["user"]["ttp"] for e in tiktok} == {"ttp-e2e"}
