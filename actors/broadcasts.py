@@ -43,7 +43,7 @@ from actors.pools import RECHECK_SECONDS, UNHEALTHY
 from actors.throttle import STOPPED, Throttle
 from db import hot
 from db.catalog import BotConfig, brl
-from db.database import db, is_sqlite, transaction, utcnow
+from db.database import db, json_text, transaction, utcnow
 from db.models import Broadcast, BroadcastRecipient, Lead, OutboundMessage
 from gateways.telegram import TelegramGateway, TelegramTransient
 
@@ -91,13 +91,6 @@ def parse_segment(segment: str) -> tuple[str, str | None]:
     raise BroadcastError(f"--segment: {segment!r} is not a segment (one of {SEGMENT_HELP})")
 
 
-def _utm(name: str) -> str:
-    """The SQL for a click's utm value (`utm` is a JSON document in a text column)."""
-    if is_sqlite():
-        return f"json_extract(k.\"utm\", '$.{name}')"
-    return f"(k.\"utm\"::json ->> '{name}')"
-
-
 def segment_where(segment: str) -> tuple[str, tuple[Any, ...]]:
     """The WHERE clause (over `lead l`, after its bot and reachability) of a segment, and its params."""
     name, value = parse_segment(segment)
@@ -114,7 +107,8 @@ def segment_where(segment: str) -> tuple[str, tuple[Any, ...]]:
         return f" AND EXISTS ({charges} AND c.\"status\" = 'paid')", ()
     if name == "expired":  # a subscription that ended (and was not renewed)
         return ' AND EXISTS (SELECT 1 FROM "subscription" s WHERE s."lead_id" = l."id" AND s."state" = \'expired\')', ()
-    return f' AND EXISTS (SELECT 1 FROM "click" k WHERE k."lead_id" = l."id" AND {_utm(name)} = {{p}})', (value,)
+    utm = json_text('k."utm"', name)
+    return f' AND EXISTS (SELECT 1 FROM "click" k WHERE k."lead_id" = l."id" AND {utm} = {{p}})', (value,)
 
 
 def _segment_sql(select: str, segment: str) -> tuple[str, tuple[Any, ...]]:

@@ -90,6 +90,15 @@ def is_sqlite() -> bool:
     return isinstance(db.obj, SqliteDatabase)
 
 
+def json_text(column: str, key: str) -> str:
+    """SQL for the text at `key` of a JSON document kept in a text column (`key`: a fixed name of
+    [a-z_], never user input), on SQLite and PostgreSQL alike."""
+    assert key.replace("_", "").isalpha() and key.islower(), key
+    if is_sqlite():
+        return f"json_extract({column}, '$.{key}')"
+    return f"({column}::json ->> '{key}')"
+
+
 @contextmanager
 def transaction() -> Iterator[None]:
     """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE), so two

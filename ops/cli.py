@@ -617,6 +617,37 @@ def pools(as_json: bool) -> None:
             click.echo(f"  {m['bot']:<16} weight {m['weight']:>4}  {m['clicks']:>8} clicks  {health}")
 
 
+@cli.command(help="The funnel per row: clicks, starts (leads), charges, paid, revenue, conversion (paid / clicks), "
+             "grouped by bot (default), day, utm_source, utm_campaign or offer. Charges, paid and revenue as `ops "
+             "payments` counts them; UTMs of each lead's last ad click.")  # fmt: skip
+@click.option("--bot", help="Only this bot.")
+@click.option("--by", "by", type=click.Choice(["day", "utm_source", "utm_campaign", "offer"]), help="Group rows by.")
+@click.option("--since-days", default=30, show_default=True, type=click.IntRange(1, 3650), help="The last N days.")
+@click.option("--json", "as_json", is_flag=True, help="A list of rows.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV for spreadsheets.")
+def report(bot: str | None, by: str | None, since_days: int, as_json: bool, as_csv: bool) -> None:
+    from ops import report as reports
+
+    key = by or "bot"
+    with _database().connection_context():
+        rows = reports.report(key, bot, since_days)
+    if as_json:
+        click.echo(json.dumps([r.as_dict(key) for r in rows], indent=2))
+        return
+    if as_csv:
+        click.echo(reports.as_csv(rows, key), nl=False)
+        return
+    click.echo(f"{key:<28}{'clicks':>8}{'starts':>8}{'charges':>9}{'paid':>7}{'revenue':>16}{'conversion':>12}")
+    for r in rows:
+        conversion = "-" if r.conversion is None else f"{r.conversion:.1%}"
+        clicks = "-" if r.clicks is None else str(r.clicks)
+        starts = "-" if r.starts is None else str(r.starts)
+        click.echo(f"{(r.key or '(none)')[:27]:<28}{clicks:>8}{starts:>8}{r.charges:>9}{r.paid:>7}"
+                   f"{_reais(r.revenue):>16}{conversion:>12}")  # fmt: skip
+    if not rows:
+        click.echo(f"nothing in the last {since_days} days")
+
+
 @cli.group(help="The sandbox gateway's simulated bank (for demos and tests).")
 def sandbox() -> None:
     pass
