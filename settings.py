@@ -85,9 +85,9 @@ BROKER_MAINTENANCE_CHANCE = _env_int("BROKER_MAINTENANCE_CHANCE", 10_000)
 CONFIG_POLL_SECONDS = float(_env("CONFIG_POLL_SECONDS", "1.0"))
 # Telegram outbound limits, shared by every worker through Redis.
 TELEGRAM_BOT_RATE = _env_int("TELEGRAM_BOT_RATE", 30)  # messages per bot in any TELEGRAM_WINDOW_MS
-# The window of TELEGRAM_BOT_RATE: a second, plus a margin for the jitter between taking a slot and the
-# request reaching Telegram (CONTRACT §10: at most 30 sends per bot in any 1-second window).
-TELEGRAM_WINDOW_MS = _env_int("TELEGRAM_WINDOW_MS", 1020)
+# The window of TELEGRAM_BOT_RATE (CONTRACT §10: at most 30 sends per bot in any 1-second window). A send
+# counts from when its answer came back, so the limit holds as Telegram sees it (actors/throttle.py).
+TELEGRAM_WINDOW_MS = _env_int("TELEGRAM_WINDOW_MS", 1000)
 # Broadcasts created with --paid (allow_paid_broadcast: Telegram charges Stars per message over the
 # free limit) are paced at this many messages per second per bot instead.
 TELEGRAM_PAID_BROADCAST_RATE = _env_int("TELEGRAM_PAID_BROADCAST_RATE", 1000)

@@ -40,7 +40,7 @@ from actors.broker import BROADCASTS, MAINTENANCE, broker, counters
 from actors.funnel import TEXT_LIMIT, mark_unreachable, marketing_sends, telegram_length
 from actors.outbox import Outcome, deliver
 from actors.pools import RECHECK_SECONDS, UNHEALTHY
-from actors.throttle import STOPPED, Throttle
+from actors.throttle import STOPPED, Throttle, Ticket
 from db import hot
 from db.catalog import BotConfig, brl
 from db.database import db, json_text, transaction, utcnow
@@ -356,13 +356,15 @@ class Stopped(Exception):
     """The broadcast was stopped: no more sends."""
 
 
-def _slot(throttle: Throttle, row: Broadcast, chat_id: int) -> None:
+def _slot(throttle: Throttle, row: Broadcast, chat_id: int) -> Ticket:
     """Wait (briefly) for a slot of the bot's window at marketing priority. Raises Stopped, or
     dramatiq.Retry with the wait when it is long (a 429's pause): the lane puts its batch back."""
+    ticket = throttle.ticket(row.bot_id, paid=row.paid)
     while True:
-        wait = throttle.try_acquire(row.bot_id, chat_id, marketing=True, paid=row.paid, stop_key=stop_key(row.id))
+        wait = throttle.try_acquire(row.bot_id, chat_id, marketing=True, paid=row.paid, stop_key=stop_key(row.id),
+                                    send_id=ticket.send_id)  # fmt: skip
         if wait == 0:
-            return
+            return ticket
         if wait == STOPPED:
             raise Stopped
         if wait > MAX_INLINE_WAIT_MS:

@@ -25,7 +25,7 @@ import dramatiq
 
 import settings
 from actors.broker import counters
-from actors.throttle import Throttle
+from actors.throttle import Throttle, Ticket
 from db import hot
 from db.database import utcnow
 from db.models import OutboundMessage
@@ -153,7 +153,7 @@ def deliver(
     bot_id: str,
     chat_id: int,
     sends: Sequence[Send],
-    slot: Callable[[], None] | None = None,
+    slot: Callable[[], Ticket] | None = None,
 ) -> Outcome:
     """Make each send at most once, in order. Raises dramatiq.Retry / TelegramTransient for the
     caller's retry machinery; permanent failures are recorded and end the sequence.
@@ -171,13 +171,14 @@ def deliver(
         if not taken:
             outcome.skipped.append(send.key)
             continue
+        ticket = None
         if send.throttled:
             try:
-                slot() if slot is not None else throttle.acquire(bot_id, chat_id)
+                ticket = slot() if slot is not None else throttle.acquire(bot_id, chat_id)
             except BaseException:
                 _release(send.key)
                 raise
-        result = _call(telegram, throttle, token, bot_id, chat_id, send)
+        result = _call(telegram, throttle, token, bot_id, chat_id, send, ticket)
         if isinstance(result, Outcome):
             outcome.blocked, outcome.failed = result.blocked, result.failed
             return outcome
@@ -190,18 +191,23 @@ def deliver(
     return outcome
 
 
-def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str, chat_id: int, send: Send) -> Any:
+def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str, chat_id: int, send: Send,
+          ticket: Ticket | None) -> Any:  # fmt: skip
+    """Make the call (and, after a short flood wait, once more); each attempt's slot of the bot's
+    window is stamped with the time its answer came back, whatever the answer."""
     params = send.params
     for attempt in range(2):
         try:
-            result = telegram.call(token, send.method, params, send.files)
+            try:
+                result = telegram.call(token, send.method, params, send.files)
+            finally:
+                throttle.done(ticket)
         except TelegramRetryAfter as exc:
             counters.inc("grimbots_telegram_flood_waits_total", {"method": send.method})
             throttle.pause_bot(bot_id, exc.retry_after)
             if exc.retry_after <= MAX_INLINE_FLOOD_WAIT and attempt == 0 and send.wait_inline:
                 time.sleep(exc.retry_after)
-                if send.throttled:
-                    throttle.acquire(bot_id, chat_id)
+                ticket = throttle.acquire(bot_id, chat_id) if send.throttled else None
                 continue
             _release(send.key)
             raise dramatiq.Retry(

@@ -112,4 +112,5 @@ def throttle() -> Throttle:
         paid_rate=settings.TELEGRAM_PAID_BROADCAST_RATE,
         chat_rate=settings.TELEGRAM_CHAT_RATE,
         chat_burst=settings.TELEGRAM_CHAT_BURST,
+        inflight_ms=int(settings.TELEGRAM_TIMEOUT_SECONDS * 1000) + 5000,
     )

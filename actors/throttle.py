@@ -1,17 +1,23 @@
 """Outbound Telegram rate limits shared by every worker process, kept in Redis.
 
-Per bot: at most `bot_rate` sends in any window of `window_ms` (a sliding log of the last sends'
-times: CONTRACT §10, "at most 30 sends per bot in any 1-second window", with a small margin for
-the jitter between taking a slot and the request reaching Telegram). Per chat: a token bucket
-(about 1 message/s, with a small burst so a welcome's parts go out together). A bot-wide pause
-after a 429.
+Per bot: at most `bot_rate` sends in any window of `window_ms` — as Telegram sees them (CONTRACT §10:
+"at most 30 sends per bot in any 1-second window"). The window is a sorted set of the bot's recent
+sends: a send enters it when it takes its slot (scored "in flight") and is stamped with the time
+its answer came back once it has (`done`). A slot is free when fewer than `bot_rate` sends are in
+flight or answered within the window. Since a request reaches Telegram after its slot was taken and
+before its answer comes back, the 31st request of any run reaches Telegram at least a window after
+the 1st did, however late a busy machine sends or reads them: the limit holds at Telegram's end,
+not only at ours. A send whose worker died stays "in flight" for `inflight_ms` at most.
+
+Per chat: a token bucket (about 1 message/s, with a small burst so a welcome's parts go out
+together). A bot-wide pause after a 429.
 
 Two priorities share a bot's window: what buyers are owed (the funnel, codes, deliveries) and
-marketing (broadcasts). A funnel send that finds the window full enters the bot's waiting set
-until it takes a slot (or a second after it expected to); marketing sends stand back while anyone
-is in it, so a broadcast at the bot's full rate makes a welcome wait about one slot, however late
-a busy machine wakes the welcome's thread. Paid broadcasts (`allow_paid_broadcast`) have a window
-of their own, at the paid rate.
+marketing (follow-ups, broadcasts). A buyer-facing send that finds the window full enters the
+bot's waiting set until it takes a slot (or a second after it expected to); marketing sends stand
+back while anyone is in it, so a broadcast at the bot's full rate makes a welcome wait about one
+slot, however late a busy machine wakes the welcome's thread. Paid broadcasts
+(`allow_paid_broadcast`) have a window of their own, at the paid rate.
 
 A caller that must wait sleeps when the wait is short and is re-queued with a delay when it is
 long: messages queue, never fail."""
@@ -20,12 +26,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 
 import dramatiq
 import redis
 
-# KEYS: bot log, chat bucket, bot pause, funnel waiters (a sorted set: waiter → until), stop key ("" = none).
-# ARGV: limit, window ms, chat rate, chat burst, waiter id ("" = marketing).
+# KEYS: bot window (sorted set: send id → in-flight deadline, then answer time), chat bucket, bot
+# pause, funnel waiters (sorted set: waiter → until), stop key ("" = none).
+# ARGV: limit, window ms, chat rate, chat burst, waiter id ("" = marketing), send id, in-flight ms.
 # Returns 0 when a slot was taken, -1 when the stop key is set, else how many ms to wait first.
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -35,11 +43,13 @@ local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
 if paused > now then return paused - now end
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local crate, cburst = tonumber(ARGV[3]), tonumber(ARGV[4])
-local waiter = ARGV[5]
+local waiter, inflight = ARGV[5], tonumber(ARGV[7])
 local wait = 0
-if redis.call('LLEN', KEYS[1]) >= limit then
-  local oldest = tonumber(redis.call('LINDEX', KEYS[1], -1))
-  if oldest + window > now then wait = oldest + window - now end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  local first = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+  if first <= now then wait = first + window - now else wait = math.min(window, 50) end
+  wait = math.max(wait, 1)
 end
 if waiter ~= '' and wait > 0 then
   redis.call('ZADD', KEYS[4], now + wait + 1000, waiter)
@@ -55,12 +65,18 @@ if v[1] then c = math.min(cburst, tonumber(v[1]) + math.max(0, now - tonumber(v[
 if c < 1 then wait = math.max(wait, math.ceil((1 - c) * 1000 / crate)) end
 if wait > 0 then return wait end
 if waiter ~= '' then redis.call('ZREM', KEYS[4], waiter) end
-redis.call('LPUSH', KEYS[1], now)
-redis.call('LTRIM', KEYS[1], 0, limit - 1)
-redis.call('PEXPIRE', KEYS[1], window + 1000)
+redis.call('ZADD', KEYS[1], now + inflight, ARGV[6])
+redis.call('PEXPIRE', KEYS[1], window + inflight + 1000)
 redis.call('HSET', KEYS[2], 't', tostring(c - 1), 'ts', now)
 redis.call('PEXPIRE', KEYS[2], math.ceil(cburst * 1000 / crate) + 1000)
 return 0
+"""
+
+# KEYS: bot window. ARGV: send id. The send's answer came back: it counts from now on, for a window.
+_DONE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
 """
 
 _PAUSE = """
@@ -74,6 +90,14 @@ return until_ms
 STOPPED = -1
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """A slot taken in a bot's window: give it back with `Throttle.done` when the answer is in."""
+
+    window: str
+    send_id: str
+
+
 class Throttle:
     def __init__(
         self,
@@ -84,15 +108,17 @@ class Throttle:
         chat_rate: int = 1,
         chat_burst: int = 3,
         paid_rate: int = 1000,
+        inflight_ms: int = 15_000,
         max_sleep_ms: int = 2000,
         prefix: str = "grimbots:tg",
     ) -> None:
         self.client = client
         self.bot_rate, self.window_ms, self.paid_rate = bot_rate, window_ms, paid_rate
         self.chat_rate, self.chat_burst = chat_rate, chat_burst
-        self.max_sleep_ms = max_sleep_ms
+        self.inflight_ms, self.max_sleep_ms = inflight_ms, max_sleep_ms
         self.prefix = prefix
         self._acquire = client.register_script(_ACQUIRE)
+        self._done = client.register_script(_DONE)
         self._pause = client.register_script(_PAUSE)
 
     def _pause_key(self, bot_id: str) -> str:
@@ -101,36 +127,45 @@ class Throttle:
     def _waiters(self, bot_id: str) -> str:
         return f"{self.prefix}:waiting:{{{bot_id}}}"
 
+    def _window(self, bot_id: str, paid: bool) -> str:
+        return f"{self.prefix}:{'paid' if paid else 'sent'}:{{{bot_id}}}"
+
     def try_acquire(self, bot_id: str, chat_id: int, *, marketing: bool = False, paid: bool = False,
-                    stop_key: str = "", waiter: str | None = None) -> int:  # fmt: skip
+                    stop_key: str = "", waiter: str | None = None, send_id: str | None = None) -> int:  # fmt: skip
         """Take one send for the bot and the chat: 0, or the ms to wait first, or STOPPED when
         `stop_key` exists (a broadcast stopped: checked in the same call that would take the slot).
         A buyer-facing send that must wait is kept in the bot's waiting set under `waiter` (one
-        id per send), which marketing sends yield to."""
-        p = self.prefix
-        log = f"{p}:paid:{{{bot_id}}}" if paid else f"{p}:log:{{{bot_id}}}"
-        keys = [log, f"{p}:chat:{{{bot_id}}}:{chat_id}", self._pause_key(bot_id), self._waiters(bot_id), stop_key]
+        id per send), which marketing sends yield to. The slot is `send_id`'s (give it to `done`)."""
+        keys = [self._window(bot_id, paid), f"{self.prefix}:chat:{{{bot_id}}}:{chat_id}", self._pause_key(bot_id),
+                self._waiters(bot_id), stop_key]  # fmt: skip
         limit = self.paid_rate if paid else self.bot_rate
         window = 1000 if paid else self.window_ms
         who = "" if marketing else (waiter or uuid.uuid4().hex)
-        return int(self._acquire(keys=keys, args=[limit, window, self.chat_rate, self.chat_burst, who]))
+        args: list[str | int] = [limit, window, self.chat_rate, self.chat_burst, who, send_id or uuid.uuid4().hex,
+                                 self.inflight_ms]  # fmt: skip
+        return int(self._acquire(keys=keys, args=args))
 
-    def acquire(self, bot_id: str, chat_id: int, *, marketing: bool = False) -> None:
+    def ticket(self, bot_id: str, *, paid: bool = False) -> Ticket:
+        return Ticket(self._window(bot_id, paid), uuid.uuid4().hex)
+
+    def acquire(self, bot_id: str, chat_id: int, *, marketing: bool = False) -> Ticket:
         """Wait for a slot (buyer-facing priority unless `marketing`). A long wait raises
         dramatiq.Retry with that delay instead of holding a worker thread (the message goes back to
         the queue and this send is made later)."""
-        waited, waiter = 0, uuid.uuid4().hex
-        while (wait := self.try_acquire(bot_id, chat_id, marketing=marketing, waiter=waiter)) > 0:
+        ticket, waited, waiter = self.ticket(bot_id), 0, uuid.uuid4().hex
+        while (wait := self.try_acquire(bot_id, chat_id, marketing=marketing, waiter=waiter,
+                                        send_id=ticket.send_id)) > 0:  # fmt: skip
             if waited + wait > self.max_sleep_ms:
                 self.client.zrem(self._waiters(bot_id), waiter)  # marketing need not wait for it now
                 raise dramatiq.Retry(f"rate limited for {wait} ms", delay=max(wait, 100))
             time.sleep(wait / 1000)
             waited += wait
+        return ticket
 
-    def paused_for(self, bot_id: str) -> int:
-        """ms until the bot's 429 pause ends (0: not paused)."""
-        until = self.client.get(self._pause_key(bot_id))
-        return max(0, int(until) - int(time.time() * 1000)) if until is not None else 0
+    def done(self, ticket: Ticket | None) -> None:
+        """The send's answer came back (or its request failed): it counts from now, for a window."""
+        if ticket is not None:
+            self._done(keys=[ticket.window], args=[ticket.send_id])
 
     def pause_bot(self, bot_id: str, seconds: float) -> None:
         """After a 429: no worker sends for this bot until Telegram's retry_after has passed."""

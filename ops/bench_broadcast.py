@@ -122,7 +122,7 @@ def run(*, bots: int, leads: int, rate: int, seconds: float, out: Path, processe
             seen.add((c["token"], c["params"]["chat_id"]))
     every = sorted(t for times in by_bot.values() for t in times)
     span = (every[-1] - every[0]) if len(every) > 1 else 0.0
-    allowed = bots * settings.TELEGRAM_BOT_RATE * 1000 / settings.TELEGRAM_WINDOW_MS
+    allowed = bots * 30  # what Telegram allows the bots together (our window keeps a margin below it)
     achieved = len(every) / span if span else 0.0
     per_bot = [len(times) / (max(times) - min(times)) for times in by_bot.values() if len(times) > 1]
     results["broadcast"] = {

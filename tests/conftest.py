@@ -74,6 +74,15 @@ DEMO_CONFIG = {
 once = pytest.mark.skipif(is_sqlite(), reason="database-independent: run on PostgreSQL only")
 
 
+def two_bots() -> dict[str, Any]:
+    """DEMO_CONFIG with a second bot, "other", like the first."""
+    data = json.loads(json.dumps(DEMO_CONFIG))
+    other = json.loads(json.dumps(data["bots"][0]))
+    other.update(id="other", token="654321:OTHER", username="other_bot", webhook_secret="tg-secret-2")
+    data["bots"].append(other)
+    return data
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _schema() -> None:
     migrate(db.obj)

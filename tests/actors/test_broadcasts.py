@@ -3,7 +3,6 @@ the bot's limit, 403 / 429 / stop, and the shared window where the funnel goes f
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import json
 import threading
@@ -23,16 +22,12 @@ from db.database import utcnow
 from db.models import Broadcast, BroadcastRecipient, Charge, Click, Lead, OutboundMessage, Subscription
 from gateways.telegram import TelegramGateway
 from ops.cli import cli
-from tests.conftest import DEMO_CONFIG, FakeTelegramTransport, apply_config, telegram_error
+from tests.conftest import FakeTelegramTransport, apply_config, telegram_error, two_bots
 
 
 @pytest.fixture
 def bot() -> BotConfig:
-    data = copy.deepcopy(DEMO_CONFIG)
-    other = copy.deepcopy(data["bots"][0])
-    other.update(id="other", token="654321:OTHER", username="other_bot", webhook_secret="tg-secret-2")
-    data["bots"].append(other)
-    apply_config(data)
+    apply_config(two_bots())
     return load_bots()["demo"]
 
 
@@ -171,13 +166,19 @@ def test_a_blocked_lead_is_counted_and_marked_unreachable(
     assert failed.error == "Bad Request: chat not found"
 
 
+def refused_once(bot: BotConfig, fake: FakeTelegramTransport) -> Broadcast:
+    """A running broadcast whose first send Telegram answers 429 (retry after 1 s)."""
+    fake.queue("sendMessage", telegram_error(429, "Too Many Requests: retry after 1", retry_after=1))
+    row = broadcasts.create(bot, "all", "Oi")
+    broadcasts.start(row.id)
+    return row
+
+
 def test_a_429_pauses_the_bot_and_loses_nothing(
     bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, telegram: TelegramGateway,
     fast: Throttle,
 ) -> None:  # fmt: skip
-    fake_telegram.queue("sendMessage", telegram_error(429, "Too Many Requests: retry after 1", retry_after=1))
-    row = broadcasts.create(bot, "all", "Oi")
-    broadcasts.start(row.id)
+    row = refused_once(bot, fake_telegram)
     outcome, delay = run(row, telegram, fast)
     assert outcome == "again" and 900 <= delay <= 1100  # comes back after Telegram's retry_after
     assert fast.try_acquire("demo", 12345) > 0  # the whole bot waits, the funnel too
@@ -192,9 +193,7 @@ def test_stop_takes_effect_before_the_next_send_even_during_a_pause(
     bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, telegram: TelegramGateway,
     fast: Throttle,
 ) -> None:  # fmt: skip
-    fake_telegram.queue("sendMessage", telegram_error(429, "Too Many Requests: retry after 1", retry_after=1))
-    row = broadcasts.create(bot, "all", "Oi")
-    broadcasts.start(row.id)
+    row = refused_once(bot, fake_telegram)
     assert run(row, telegram, fast)[0] == "again"
     assert broadcasts.stop(row.id) and not broadcasts.stop(row.id)
     time.sleep(1.1)
@@ -288,12 +287,21 @@ def test_the_clock_gives_running_broadcasts_lanes_once(bot: BotConfig, leads: di
 # --- the shared window -------------------------------------------------------------------------
 
 
+def instant(throttle: Throttle, bot: str, chat: int, **kw: Any) -> int:
+    """Take a slot for a send whose answer comes back at once."""
+    ticket = throttle.ticket(bot, paid=kw.get("paid", False))
+    wait = throttle.try_acquire(bot, chat, send_id=ticket.send_id, **kw)
+    if wait == 0:
+        throttle.done(ticket)
+    return wait
+
+
 def test_the_window_allows_the_rate_in_any_second_and_no_more(redis_client: redis.Redis) -> None:
     throttle = Throttle(redis_client, bot_rate=30, window_ms=1000, chat_burst=10_000)
     taken: list[float] = []
     ends = time.monotonic() + 2.2
     while time.monotonic() < ends:  # as fast as it lets us
-        if throttle.try_acquire("b", len(taken)) == 0:
+        if instant(throttle, "b", len(taken)) == 0:
             taken.append(time.monotonic())
         else:
             time.sleep(0.002)
@@ -301,21 +309,36 @@ def test_the_window_allows_the_rate_in_any_second_and_no_more(redis_client: redi
     assert len(taken) >= 60  # and it does let the rate through
 
 
+def test_a_send_counts_from_its_answer_and_holds_its_slot_while_in_flight(redis_client: redis.Redis) -> None:
+    throttle = Throttle(redis_client, bot_rate=2, window_ms=300, chat_burst=100)
+    slow, quick = throttle.ticket("b"), throttle.ticket("b")
+    assert throttle.try_acquire("b", 1, send_id=slow.send_id) == 0
+    assert throttle.try_acquire("b", 2, send_id=quick.send_id) == 0
+    throttle.done(quick)
+    time.sleep(0.4)
+    assert instant(throttle, "b", 3) == 0  # quick's window is over
+    assert instant(throttle, "b", 4) > 0  # slow is still waiting for its answer: it holds its slot
+    throttle.done(slow)
+    assert instant(throttle, "b", 4) > 0  # ... and counts for a window from its answer
+    time.sleep(0.32)
+    assert instant(throttle, "b", 4) == 0
+
+
 def test_marketing_stands_back_while_the_funnel_waits(redis_client: redis.Redis) -> None:
     throttle = Throttle(redis_client, bot_rate=3, window_ms=300, chat_burst=100)
-    assert all(throttle.try_acquire("b", n, marketing=True) == 0 for n in range(3))  # a broadcast filled it
+    assert all(instant(throttle, "b", n, marketing=True) == 0 for n in range(3))  # a broadcast filled it
     funnel_wait = throttle.try_acquire("b", 10, waiter="welcome")  # a welcome waits: it enters the waiting set
     assert funnel_wait > 0
     time.sleep(funnel_wait / 1000 + 0.15)  # its thread wakes late (a busy machine)
-    assert throttle.try_acquire("b", 11, marketing=True) > 0  # the freed slots are still not marketing's
-    assert throttle.try_acquire("b", 10, waiter="welcome") == 0  # the welcome's, when it comes
-    assert throttle.try_acquire("b", 11, marketing=True) == 0  # then marketing's again
+    assert instant(throttle, "b", 11, marketing=True) > 0  # the freed slots are still not marketing's
+    assert instant(throttle, "b", 10, waiter="welcome") == 0  # the welcome's, when it comes
+    assert instant(throttle, "b", 11, marketing=True) == 0  # then marketing's again
 
 
 def test_stop_and_paid_windows(redis_client: redis.Redis) -> None:
     throttle = Throttle(redis_client, bot_rate=1, window_ms=1000, paid_rate=50, chat_burst=100)
-    assert throttle.try_acquire("b", 1) == 0 and throttle.try_acquire("b", 2, marketing=True) > 0
-    assert all(throttle.try_acquire("b", n, marketing=True, paid=True) == 0 for n in range(3, 40))
+    assert instant(throttle, "b", 1) == 0 and instant(throttle, "b", 2, marketing=True) > 0
+    assert all(instant(throttle, "b", n, marketing=True, paid=True) == 0 for n in range(3, 40))
     redis_client.set("stop-me", 1)
     assert throttle.try_acquire("b", 50, marketing=True, paid=True, stop_key="stop-me") == STOPPED
 

@@ -48,6 +48,14 @@ class TrackedEnv(Env):
         update = {"update_id": update_id, "callback_query": query}
         return httpx.post(f"{self.edge}/webhook/telegram/demo", json=update, headers=SECRET)
 
+    def code_paid(self) -> bytes:
+        """The gateway's charge.paid notification for the code the buyer was sent (once it was)."""
+        photo = wait_until(lambda: self.calls("sendPhoto")[1:], 30, "the code message")[0]
+        code = re.search(r"<code>(.+?)</code>", photo["caption"])
+        assert code is not None
+        txid = brcode.parse_fields(brcode.parse(code.group(1))["62"])["05"]
+        return json.dumps({"event": "charge.paid", "charge_id": txid, "amount": "19.90"}).encode()
+
     def meta_requests(self) -> list[dict[str, Any]]:
         return httpx.get(f"{self.meta}/_calls").json()  # type: ignore[no-any-return]
 
@@ -91,11 +99,7 @@ def test_a_tracked_journey_reaches_meta_once_per_event_with_the_clicks_data(env:
     offer = env.bot.offers[0]
     for _ in range(2):  # and the button press
         assert env.press_update(2, f"buy:{offer.id}").status_code == 200
-    photo = wait_until(lambda: env.calls("sendPhoto")[1:], 30, "the code message")[0]
-    code = re.search(r"<code>(.+?)</code>", photo["caption"])
-    assert code is not None
-    txid = brcode.parse_fields(brcode.parse(code.group(1))["62"])["05"]
-    body = json.dumps({"event": "charge.paid", "charge_id": txid, "amount": "19.90"}).encode()
+    body = env.code_paid()
     for _ in range(3):  # the gateway repeats its notification
         assert env.notify(body, sign("whsec-1", body)).status_code == 200
     wait_until(env.deliveries, 30, "the delivery")
@@ -151,11 +155,7 @@ def test_tiktok_and_utmify_beside_meta_and_a_failing_one_delays_no_other(
         token = location.rsplit("=", 1)[1]
         assert env.start_update(1, f"/start {token}").status_code == 200
         assert env.press_update(2, f"buy:{bot.offers[0].id}").status_code == 200
-        photo = wait_until(lambda: env.calls("sendPhoto")[1:], 30, "the code message")[0]
-        code = re.search(r"<code>(.+?)</code>", photo["caption"])
-        assert code is not None
-        txid = brcode.parse_fields(brcode.parse(code.group(1))["62"])["05"]
-        body = json.dumps({"event": "charge.paid", "charge_id": txid, "amount": "19.90"}).encode()
+        body = env.code_paid()
         assert env.notify(body, sign("whsec-1", body)).status_code == 200
 
         def sent(destination: str) -> int:

@@ -3,7 +3,6 @@ agreement with `ops payments`."""
 
 from __future__ import annotations
 
-import copy
 import csv
 import datetime as dt
 import io
@@ -18,17 +17,13 @@ from db.catalog import load_bots
 from db.database import utcnow
 from db.models import Charge, Click, Lead
 from ops.cli import cli
-from tests.conftest import DEMO_CONFIG, apply_config
+from tests.conftest import apply_config, two_bots
 
 NOW = utcnow()
 
 
 def shop() -> None:
-    data = copy.deepcopy(DEMO_CONFIG)
-    other = copy.deepcopy(data["bots"][0])
-    other.update(id="other", token="654321:OTHER", username="other_bot", webhook_secret="tg-secret-2")
-    data["bots"].append(other)
-    apply_config(data)
+    apply_config(two_bots())
 
 
 n = iter(range(1, 10_000))
