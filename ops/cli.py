@@ -389,16 +389,19 @@ def subscriptions(bot: str | None, state: str | None, as_json: bool) -> None:
                    f"churned in 30 days ({t['churn_30d']:.1%}), MRR {_reais(t['mrr'])}")  # fmt: skip
 
 
-@cli.command("pixel-events", help="Recent Meta Conversions API events with state, attempts, the match keys "
-             "they carry (never their values) and Meta's error; counts per bot, event and state.")  # fmt: skip
+@cli.command("pixel-events", help="Recent ad-platform events (Meta Conversions API, TikTok Events API, Utmify "
+             "orders) with state, attempts, the match keys they carry (never their values) and the destination's "
+             "error; counts per bot, event and state.")  # fmt: skip
 @click.option("--bot", help="Only this bot.")
+@click.option("--destination", type=click.Choice(["meta", "tiktok", "utmify"]), help="Only this destination's.")
 @click.option("--state", type=click.Choice(["pending", "sending", "sent", "failed", "expired"]))
-@click.option("--event", type=click.Choice(["PageView", "ViewContent", "InitiateCheckout", "Purchase"]))
+@click.option("--event", type=click.Choice(["PageView", "ViewContent", "InitiateCheckout", "Purchase",
+                                            "CompletePayment", "waiting_payment", "paid", "refunded"]))  # fmt: skip
 @click.option("--since-hours", type=click.IntRange(min=1), help="Only events recorded in the last N hours.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="Events listed.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def pixel_events(bot: str | None, state: str | None, event: str | None, since_hours: int | None, limit: int,
-                 as_json: bool) -> None:  # fmt: skip
+def pixel_events(bot: str | None, destination: str | None, state: str | None, event: str | None,
+                 since_hours: int | None, limit: int, as_json: bool) -> None:  # fmt: skip
     import datetime as dt
 
     from db.database import utcnow
@@ -406,8 +409,8 @@ def pixel_events(bot: str | None, state: str | None, event: str | None, since_ho
 
     since = utcnow() - dt.timedelta(hours=since_hours) if since_hours else None
     with _database().connection_context():
-        lines = report.recent(bot, state, event, since, limit)
-        sums = report.totals(bot, state, event, since)
+        lines = report.recent(bot, state, event, since, limit, destination)
+        sums = report.totals(bot, state, event, since, destination)
     if as_json:
         click.echo(json.dumps({"events": report.as_dicts(lines), "totals": report.as_dicts(sums)}, indent=2))
         return
@@ -416,7 +419,7 @@ def pixel_events(bot: str | None, state: str | None, event: str | None, since_ho
     for e in lines:
         value = f" {_reais(str(e.value))}" if e.value is not None else ""
         click.echo(f"{e.id:>7} {e.bot[:11]:<12}{e.event:<17}{e.state:<9}{e.attempts:>5}  {','.join(e.matched_by):<19}"
-                   f"{e.event_time:<21}{e.sent_at or '-'}{value}")  # fmt: skip
+                   f"{e.event_time:<21}{e.sent_at or '-'}{value}  {e.destination}")  # fmt: skip
         if e.error:
             click.echo(f"{'':>8}error: {e.error}")
     if not lines:

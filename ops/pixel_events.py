@@ -1,7 +1,8 @@
-"""What `python -m ops pixel-events` and `ops status` show about Conversions API events.
+"""What `python -m ops pixel-events` and `ops status` show about the ad destinations' events (Meta's
+Conversions API, TikTok's Events API, Utmify's orders).
 
-Events are listed with which match keys they carry (fbc, fbp, IP, user agent, external_id), never
-the values: those are the buyers' personal data."""
+Events are listed with which match keys they carry (fbc, fbp, ttclid, IP, user agent, external_id),
+never the values: those are the buyers' personal data."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from db.database import utcnow
 from db.models import PixelEvent
 
 STATES = ("pending", "sending", "sent", "failed", "expired")
-NAMES = ("PageView", "ViewContent", "InitiateCheckout", "Purchase")
+NAMES = ("PageView", "ViewContent", "InitiateCheckout", "Purchase", "CompletePayment", "waiting_payment", "paid",
+         "refunded")  # fmt: skip
+DESTINATIONS = ("meta", "tiktok", "utmify")
+VALUED = ("Purchase", "CompletePayment", "paid")
 MATCH_KEYS = {
     "fbc": "fbc",
     "fbp": "fbp",
@@ -24,12 +28,17 @@ MATCH_KEYS = {
     "external_id": "xid",
     "em": "em",
     "ph": "ph",
+    "ttclid": "ttclid",
+    "ttp": "ttp",
+    "ip": "ip",
+    "user_agent": "ua",
 }
 
 
 @dataclass(frozen=True)
 class EventLine:
     id: int
+    destination: str
     bot: str
     pixel: str
     event: str
@@ -50,8 +59,11 @@ class Totals:
     counts: dict[str, int]  # state → events
 
 
-def _filters(bot: str | None, state: str | None, event: str | None, since: dt.datetime | None) -> Any:
+def _filters(bot: str | None, state: str | None, event: str | None, since: dt.datetime | None,
+             destination: str | None = None) -> Any:  # fmt: skip
     where = PixelEvent.id > 0
+    if destination:
+        where &= PixelEvent.destination == destination
     if bot:
         where &= PixelEvent.bot_id == bot
     if state:
@@ -63,24 +75,38 @@ def _filters(bot: str | None, state: str | None, event: str | None, since: dt.da
     return where
 
 
+def _value(payload: dict[str, Any]) -> float | None:
+    """What a purchase-like event says was paid: Meta's custom_data, TikTok's properties, Utmify's total."""
+    for holder in (payload.get("custom_data"), payload.get("properties")):
+        if isinstance(holder, dict) and holder.get("value") is not None:
+            return float(holder["value"])
+    commission = payload.get("commission")
+    if isinstance(commission, dict) and commission.get("totalPriceInCents") is not None:
+        return int(commission["totalPriceInCents"]) / 100
+    return None
+
+
 def recent(bot: str | None = None, state: str | None = None, event: str | None = None,
-           since: dt.datetime | None = None, limit: int = 50) -> list[EventLine]:  # fmt: skip
-    query = PixelEvent.select().where(_filters(bot, state, event, since)).order_by(PixelEvent.id.desc()).limit(limit)
+           since: dt.datetime | None = None, limit: int = 50,
+           destination: str | None = None) -> list[EventLine]:  # fmt: skip
+    where = _filters(bot, state, event, since, destination)
+    query = PixelEvent.select().where(where).order_by(PixelEvent.id.desc()).limit(limit)
     lines = []
     for e in query:
         payload = e.payload or {}
-        user = payload.get("user_data") or {}
-        value = (payload.get("custom_data") or {}).get("value")
+        user = payload.get("user_data") or payload.get("user") or {}
+        value = _value(payload)
         lines.append(
             EventLine(
                 id=e.id,
+                destination=e.destination,
                 bot=e.bot_id,
                 pixel=e.pixel_id,
                 event=e.event_name,
                 event_id=e.event_id,
                 state=e.state,
                 attempts=e.attempts,
-                value=value if e.event_name == "Purchase" else None,
+                value=value if e.event_name in VALUED else None,
                 matched_by=[short for key, short in MATCH_KEYS.items() if user.get(key)],
                 event_time=_time(e.event_time) or "",
                 sent_at=_time(e.sent_at),
@@ -91,10 +117,10 @@ def recent(bot: str | None = None, state: str | None = None, event: str | None =
 
 
 def totals(bot: str | None = None, state: str | None = None, event: str | None = None,
-           since: dt.datetime | None = None) -> list[Totals]:  # fmt: skip
+           since: dt.datetime | None = None, destination: str | None = None) -> list[Totals]:  # fmt: skip
     query = (
         PixelEvent.select(PixelEvent.bot_id, PixelEvent.event_name, PixelEvent.state, fn.COUNT(PixelEvent.id))
-        .where(_filters(bot, state, event, since))
+        .where(_filters(bot, state, event, since, destination))
         .group_by(PixelEvent.bot_id, PixelEvent.event_name, PixelEvent.state)
         .tuples()
     )

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from click.testing import CliRunner
 
 import clicks
 from actors import payments, pixel, updates
@@ -28,6 +29,7 @@ from gateways.telegram import TelegramGateway
 from gateways.tiktok import TikTokGateway
 from gateways.utmify import UtmifyGateway
 from ops import config
+from ops.cli import cli
 from tests.actors.test_pixel import BUYER, PIXEL, UA, FakeGraph, pixel_config, start_update, vip
 from tests.conftest import apply_config
 
@@ -155,6 +157,12 @@ def test_one_journey_reaches_meta_tiktok_and_utmify_once_each(
     assert pixel.send_pending("demo", ut) == {"sent": 1} and pixel.send_pending("demo", ut) == {}
     refunded = utmify_api.requests[-1]["body"]
     assert refunded["status"] == "refunded" and refunded["refundedAt"] and refunded["createdAt"] == paid["createdAt"]
+    shown = json.loads(CliRunner().invoke(cli, ["pixel-events", "--destination", "utmify", "--json"]).output)
+    assert [(e["destination"], e["event"], e["state"], e["value"]) for e in shown["events"]] == [
+        ("utmify", "refunded", "sent", None), ("utmify", "paid", "sent", 29.8),
+        ("utmify", "waiting_payment", "sent", None)]  # fmt: skip
+    tiktok = json.loads(CliRunner().invoke(cli, ["pixel-events", "--destination", "tiktok", "--json"]).output)
+    assert {tuple(e["matched_by"]) for e in tiktok["events"]} == {("xid", "ttclid", "ttp", "ip", "ua")}
 
 
 def test_an_order_state_waits_for_the_one_before_it(
