@@ -218,6 +218,7 @@ class Summary:
     blocked: int
     failed: int  # Telegram refused it, or its fate was left unknown by a crash (not sent again)
     pending: int
+    unknown: int  # of `failed`: in flight when a worker died (may have arrived; never sent again)
     paid: bool
     offer_id: int | None
     error: str | None
@@ -250,7 +251,7 @@ def summaries(bot_id: str | None = None, broadcast_id: int | None = None) -> lis
             total = r.total or 0
         out.append(Summary(r.id, r.bot_id, r.segment, r.state, r.starts_at.isoformat(sep=" ", timespec="seconds"),
                            total, c.get("sent", 0), c.get("blocked", 0), c.get("failed", 0) + c.get("unknown", 0),
-                           pending, r.paid, r.offer_id, r.error))  # fmt: skip
+                           pending, c.get("unknown", 0), r.paid, r.offer_id, r.error))  # fmt: skip
     return out
 
 

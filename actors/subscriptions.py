@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+from functools import partial
 from typing import Any
 
 import dramatiq
@@ -115,8 +116,9 @@ def send_due(row: Followup, telegram: TelegramGateway, throttle: Throttle) -> st
         days = max(1, math.ceil((sub.ends_at - utcnow()).total_seconds() / 86400))
         params = {"chat_id": lead.chat_id, "text": bot.text("reminder_text", days=days),
                   "reply_markup": renew_button(bot, row)}  # fmt: skip
+        marketing = partial(throttle.acquire, bot.id, lead.chat_id, marketing=True)  # buyers' messages first
         outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id,
-                          [Send(f"followup:{row.id}", "sendMessage", params, MARKETING)])  # fmt: skip
+                          [Send(f"followup:{row.id}", "sendMessage", params, MARKETING)], marketing)  # fmt: skip
         return close_after(row, outcome)
     return expire(row, sub, bot, lead, telegram, throttle)
 

@@ -217,7 +217,7 @@ def test_a_send_a_crash_left_unknown_is_not_made_again(
     assert victim.chat_id not in sent_to(fake_telegram) and len(sent_to(fake_telegram)) == 4
     assert BroadcastRecipient.get(BroadcastRecipient.lead_id == victim.id).state == "unknown"
     [summary] = broadcasts.summaries(broadcast_id=row.id)
-    assert (summary.sent, summary.failed, summary.pending) == (4, 1, 0)
+    assert (summary.sent, summary.failed, summary.unknown, summary.pending) == (4, 1, 1, 0)
 
 
 def test_lanes_side_by_side_send_each_lead_once(
