@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import dramatiq
@@ -171,14 +172,8 @@ def deliver(
         if not taken:
             outcome.skipped.append(send.key)
             continue
-        ticket = None
-        if send.throttled:
-            try:
-                ticket = slot() if slot is not None else throttle.acquire(bot_id, chat_id)
-            except BaseException:
-                _release(send.key)
-                raise
-        result = _call(telegram, throttle, token, bot_id, chat_id, send, ticket)
+        take = (slot or partial(throttle.acquire, bot_id, chat_id)) if send.throttled else None
+        result = _call(telegram, throttle, token, bot_id, chat_id, send, take)
         if isinstance(result, Outcome):
             outcome.blocked, outcome.failed = result.blocked, result.failed
             return outcome
@@ -191,12 +186,25 @@ def deliver(
     return outcome
 
 
+def _slot(send: Send, take: Callable[[], Ticket] | None) -> Ticket | None:
+    """A slot for one request of the send (`take` None: it needs none); whatever taking it raises
+    releases the claim first."""
+    if take is None:
+        return None
+    try:
+        return take()
+    except BaseException:
+        _release(send.key)
+        raise
+
+
 def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str, chat_id: int, send: Send,
-          ticket: Ticket | None) -> Any:  # fmt: skip
-    """Make the call (and, after a short flood wait, once more); each attempt's slot of the bot's
-    window is stamped with the time its answer came back, whatever the answer."""
+          take: Callable[[], Ticket] | None) -> Any:  # fmt: skip
+    """Make the call (again after a short flood wait, or in its fallback form): each request takes
+    a slot of the bot's window first, stamped with the time its answer came back, whatever it was."""
     params = send.params
     for attempt in range(2):
+        ticket = _slot(send, take)
         try:
             try:
                 result = telegram.call(token, send.method, params, send.files)
@@ -207,7 +215,6 @@ def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str
             throttle.pause_bot(bot_id, exc.retry_after)
             if exc.retry_after <= MAX_INLINE_FLOOD_WAIT and attempt == 0 and send.wait_inline:
                 time.sleep(exc.retry_after)
-                ticket = throttle.acquire(bot_id, chat_id) if send.throttled else None
                 continue
             _release(send.key)
             raise dramatiq.Retry(

@@ -1,4 +1,5 @@
 import dataclasses
+import time
 from collections.abc import Callable
 
 import httpx
@@ -92,6 +93,8 @@ def test_stale_file_id_falls_back_to_url(
     outcome = send(demo_bot, lead(demo_bot), 1)
     assert outcome is not None and outcome.sent and outcome.failed is None
     assert [c[1]["photo"] for c in fake_telegram.calls] == ["OLD", "https://example.com/welcome.jpg"]
+    window = redis_client.zrange("grimbots:tg:sent:{demo}", 0, -1, withscores=True)
+    assert len(window) == 2 and all(score <= time.time() * 1000 + 5 for _, score in window)  # both answered
 
 
 def test_429_waits_retry_after_then_sends(
