@@ -23,6 +23,7 @@ import dramatiq
 
 from actors import runtime
 from actors.broker import FUNNEL, counters, retry_when
+from actors.funnel import mark_unreachable
 from actors.outbox import MARKETING, OWED, Outcome, Send, deliver
 from actors.schedule import close, close_after
 from actors.throttle import Throttle
@@ -119,6 +120,8 @@ def send_due(row: Followup, telegram: TelegramGateway, throttle: Throttle) -> st
         marketing = partial(throttle.acquire, bot.id, lead.chat_id, marketing=True)  # buyers' messages first
         outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id,
                           [Send(f"followup:{row.id}", "sendMessage", params, MARKETING)], marketing)  # fmt: skip
+        if outcome.blocked:
+            mark_unreachable(lead.id)
         return close_after(row, outcome)
     return expire(row, sub, bot, lead, telegram, throttle)
 
@@ -157,8 +160,10 @@ def expire(row: Followup, sub: Subscription, bot: BotConfig, lead: Lead, telegra
         log.info("subscription expired bot=%s subscription=%s", bot.id, sub.id)
     if lead.reachable:
         params = {"chat_id": lead.chat_id, "text": bot.text("expired_text"), "reply_markup": renew_button(bot, row)}
-        deliver(telegram, throttle, bot.token, bot.id, lead.chat_id,
-                [Send(f"followup:{row.id}", "sendMessage", params, MARKETING)])  # fmt: skip
+        told = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id,
+                       [Send(f"followup:{row.id}", "sendMessage", params, MARKETING)])  # fmt: skip
+        if told.blocked:
+            mark_unreachable(lead.id)
     return close(row, "sent")
 
 

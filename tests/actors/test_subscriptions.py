@@ -17,7 +17,7 @@ from actors.funnel import Recipient
 from actors.throttle import Throttle
 from db.catalog import BotConfig, load_bots
 from db.database import utcnow
-from db.models import Charge, Delivery, Followup, Subscription
+from db.models import Charge, Delivery, Followup, Lead, Subscription
 from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
 from gateways.telegram import TelegramGateway
@@ -152,6 +152,18 @@ def test_a_reminder_says_how_many_days_are_left(
     assert followups.send(reminder.id, telegram, throttle) == "sent"
     [(method, params)] = fake_telegram.calls
     assert method == "sendMessage" and params["text"] == "Vence em 30 dia(s)."  # sent early here: 30 days left
+
+
+def test_a_reminder_the_buyer_blocked_marks_them_unreachable(
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    pay(bot, lead, sandbox, telegram, throttle, 1)
+    reminder = Followup.get((Followup.kind == "reminder") & (Followup.position == 0))
+    Followup.update(due_at=utcnow()).where(Followup.id == reminder.id).execute()
+    fake_telegram.queue("sendMessage", telegram_error(403, "Forbidden: bot was blocked by the user"))
+    assert followups.send(reminder.id, telegram, throttle) == "failed"
+    assert not Lead.get_by_id(lead.lead_id).reachable  # no more marketing to them; a payment still delivers
 
 
 def test_a_bot_that_is_not_an_admin_records_the_error_and_does_not_retry(
