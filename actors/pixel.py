@@ -438,8 +438,8 @@ def _send_group(gateway: Destination, target: str, credentials: dict[str, str | 
 
 def send_claimed(events: list[PixelEvent], gateway: Destination, now: dt.datetime) -> dict[str, int]:
     """Send claimed events of one destination, one request per target credentials (an ordered
-    destination: one at a time, and a state whose predecessor must wait waits too); returns how
-    many ended in each outcome."""
+    destination: one at a time, in order; after a transient failure the rest of the batch waits for
+    the same backoff, without a request each); returns how many ended in each outcome."""
     outcomes: dict[str, int] = {}
     groups: dict[tuple[str, tuple[tuple[str, str | None], ...]], list[PixelEvent]] = {}
     for event in events:
@@ -456,15 +456,14 @@ def send_claimed(events: list[PixelEvent], gateway: Destination, now: dt.datetim
             outcome = _send_group(gateway, target_id, credentials, group, now)
             outcomes[outcome] = outcomes.get(outcome, 0) + len(group)
             continue
-        held: set[int | None] = set()  # charges whose earlier state must go first
+        down = False  # a transient failure: the rest waits for the same backoff (one flush, no more requests)
         for event in group:
-            if event.charge_id in held:
+            if down:
                 _finish([event], state="pending", next_attempt_at=now + backoff(event.attempts))
                 outcome = "retried"
             else:
                 outcome = _send_group(gateway, target_id, credentials, [event], now)
-                if outcome == "retried":
-                    held.add(event.charge_id)
+                down = outcome == "retried"
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
     for outcome, count in outcomes.items():
         counters.inc("grimbots_pixel_events_total", {"outcome": outcome, "destination": gateway.name}, count)

@@ -249,3 +249,18 @@ def test_the_adapters_map_errors() -> None:
     with pytest.raises(DestinationTransient):
         utm.send("demo", {"token": "x"}, [{"orderId": "1"}])
     assert Decimal("29.80") * 100 == 2980
+
+
+def test_a_destination_down_gets_one_request_per_flush_not_one_per_event(
+    bot: BotConfig, ut: UtmifyGateway, utmify_api: Recorder
+) -> None:
+    now = utcnow()
+    for charge_id in (1, 2, 3):
+        PixelEvent.create(destination="utmify", event_id=f"order.{charge_id}.waiting_payment", charge_id=charge_id,
+                          event_name="waiting_payment", bot_id="demo", pixel_id="demo", event_time=now,
+                          payload={"orderId": str(charge_id)}, next_attempt_at=now)  # fmt: skip
+    utmify_api.replies.append(httpx.Response(503))
+    assert pixel.send_pending("demo", ut) == {"retried": 3}
+    assert len(utmify_api.requests) == 1  # the others wait out the same backoff
+    PixelEvent.update(next_attempt_at=utcnow()).execute()
+    assert pixel.send_pending("demo", ut) == {"sent": 3}
