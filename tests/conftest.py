@@ -30,6 +30,7 @@ from db.catalog import BotConfig, load_bots
 from db.database import db, is_sqlite
 from db.migrate import migrate
 from db.models import MODELS, ConfigState
+from gateways.payments.sandbox import SandboxGateway
 from gateways.telegram import TelegramGateway
 from ops import config
 
@@ -74,13 +75,27 @@ DEMO_CONFIG = {
 once = pytest.mark.skipif(is_sqlite(), reason="database-independent: run on PostgreSQL only")
 
 
+def demo_with(*extra: tuple[str, int]) -> dict[str, Any]:
+    """DEMO_CONFIG with more bots like its first, one per (id, n): token `12345{n}:TEST`, username
+    `{id}_bot`, webhook secret `tg-secret-{n}`."""
+    data = json.loads(json.dumps(DEMO_CONFIG))
+    for bot_id, n in extra:
+        bot = json.loads(json.dumps(data["bots"][0]))
+        bot.update(id=bot_id, token=f"12345{n}:TEST", username=f"{bot_id}_bot", webhook_secret=f"tg-secret-{n}")
+        data["bots"].append(bot)
+    return data
+
+
 def two_bots() -> dict[str, Any]:
     """DEMO_CONFIG with a second bot, "other", like the first."""
-    data = json.loads(json.dumps(DEMO_CONFIG))
-    other = json.loads(json.dumps(data["bots"][0]))
-    other.update(id="other", token="654321:OTHER", username="other_bot", webhook_secret="tg-secret-2")
-    data["bots"].append(other)
-    return data
+    return demo_with(("other", 2))
+
+
+@pytest.fixture
+def sandbox(redis_client: redis.Redis) -> SandboxGateway:
+    """The demo configuration's sandbox gateway, with its bank in the test Redis."""
+    return SandboxGateway(webhook_secret="whsec-1", pix_key="pix@example.com", merchant_name="GRIMBOTS DEMO",
+                          merchant_city="SAO PAULO", bank=redis_client)  # fmt: skip
 
 
 @pytest.fixture(scope="session", autouse=True)

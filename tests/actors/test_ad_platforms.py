@@ -93,12 +93,6 @@ def bot() -> BotConfig:
     return load_bots()["demo"]
 
 
-@pytest.fixture
-def sandbox(redis_client: redis.Redis) -> SandboxGateway:
-    return SandboxGateway(webhook_secret="whsec-1", pix_key="pix@example.com", merchant_name="GRIMBOTS DEMO",
-                          merchant_city="SAO PAULO", bank=redis_client)  # fmt: skip
-
-
 def journey(bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, telegram: TelegramGateway,
             throttle: Throttle, *, bump: bool = True) -> tuple[clicks.Click, Charge]:  # fmt: skip
     query = "ttclid=E.C.P.tt-click_1&utm_source=tiktok&utm_campaign=natal&src=story&sck=v1"

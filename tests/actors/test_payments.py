@@ -24,12 +24,6 @@ USER = {"id": 901, "first_name": "Bia"}
 
 
 @pytest.fixture
-def sandbox(redis_client: redis.Redis) -> SandboxGateway:
-    return SandboxGateway(webhook_secret="whsec-1", pix_key="pix@example.com", merchant_name="GRIMBOTS DEMO",
-                          merchant_city="SAO PAULO", bank=redis_client)  # fmt: skip
-
-
-@pytest.fixture
 def lead(demo_bot: BotConfig) -> Recipient:
     return upsert_lead(demo_bot.id, USER, 901)
 

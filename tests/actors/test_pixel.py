@@ -69,12 +69,6 @@ def meta(graph: FakeGraph) -> MetaGateway:
     return MetaGateway(httpx.Client(transport=httpx.MockTransport(graph)), "https://graph.test", "v21.0")
 
 
-@pytest.fixture
-def sandbox(redis_client: redis.Redis) -> SandboxGateway:
-    return SandboxGateway(webhook_secret="whsec-1", pix_key="pix@example.com", merchant_name="GRIMBOTS DEMO",
-                          merchant_city="SAO PAULO", bank=redis_client)  # fmt: skip
-
-
 def click_now(redis_client: redis.Redis, query: str = "fbclid=IwAR-Click_1&utm_source=facebook&utm_campaign=bf",
               cookies: str = "_fbp=fb.1.1700000000000.987654321", ip: str = "203.0.113.9") -> clicks.Click:  # fmt: skip
     click = clicks.capture("demo", query, cookie_header=cookies, peer=ip, user_agent=UA,

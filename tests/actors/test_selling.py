@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from actors import delivery, followups, payments, updates
 from actors.funnel import Recipient, offer_keyboard
@@ -51,12 +50,6 @@ def selling_config(**bot_extra: Any) -> dict[str, Any]:
 def bot() -> BotConfig:
     apply_config(selling_config())
     return load_bots()["demo"]
-
-
-@pytest.fixture
-def sandbox(redis_client: redis.Redis) -> SandboxGateway:
-    return SandboxGateway(webhook_secret="whsec-1", pix_key="pix@example.com", merchant_name="GRIMBOTS DEMO",
-                          merchant_city="SAO PAULO", bank=redis_client)  # fmt: skip
 
 
 def offer_id(bot: BotConfig, slug: str) -> int:

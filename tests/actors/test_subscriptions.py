@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from actors import delivery, followups, payments, subscriptions, updates
 from actors.funnel import Recipient
@@ -41,12 +40,6 @@ def vip_config(**offer: Any) -> dict[str, Any]:
 def bot() -> BotConfig:
     apply_config(vip_config())
     return load_bots()["demo"]
-
-
-@pytest.fixture
-def sandbox(redis_client: redis.Redis) -> SandboxGateway:
-    return SandboxGateway(webhook_secret="whsec-1", pix_key="pix@example.com", merchant_name="GRIMBOTS DEMO",
-                          merchant_city="SAO PAULO", bank=redis_client)  # fmt: skip
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ the funnel answered while a broadcast runs; pools failing over on a revoked toke
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Iterator
@@ -20,17 +19,13 @@ from db.database import db
 from db.models import Broadcast, BroadcastRecipient, Lead
 from ops.cli import cli
 from ops.procs import Platform, free_port, wait_until
-from tests.conftest import DEMO_CONFIG, apply_config, logs_on_failure
+from tests.conftest import apply_config, demo_with, logs_on_failure
 
 SECRET = {"X-Telegram-Bot-Api-Secret-Token": "tg-secret-1"}
 
 
 def bots_config(n: int, pools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    data = copy.deepcopy(DEMO_CONFIG)
-    for i in range(2, n + 1):
-        bot = copy.deepcopy(data["bots"][0])
-        bot.update(id=f"demo{i}", token=f"12345{i}:TEST", username=f"demo{i}_bot", webhook_secret=f"tg-secret-{i}")
-        data["bots"].append(bot)
+    data = demo_with(*((f"demo{i}", i) for i in range(2, n + 1)))
     data["bots"][0]["welcome"] = {"text": "Olá!"}  # one message: its latency is the welcome's
     if pools:
         data["pools"] = pools

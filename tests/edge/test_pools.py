@@ -3,7 +3,6 @@ refused token taking its bot out, getMe bringing it back, and `ops pools`."""
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections import Counter
@@ -23,15 +22,11 @@ from edge.app import create_app
 from gateways.telegram import TelegramGateway, TelegramPermanent
 from ops import config
 from ops.cli import cli
-from tests.conftest import DEMO_CONFIG, TELEGRAM_BASE, FakeTelegramTransport, apply_config, telegram_error
+from tests.conftest import TELEGRAM_BASE, FakeTelegramTransport, apply_config, demo_with, telegram_error
 
 
 def three_bots(pools_doc: list[dict[str, Any]]) -> dict[str, Any]:
-    data = copy.deepcopy(DEMO_CONFIG)
-    for n in (2, 3):
-        bot = copy.deepcopy(data["bots"][0])
-        bot.update(id=f"demo{n}", token=f"12345{n}:TEST", username=f"demo{n}_bot", webhook_secret=f"tg-secret-{n}")
-        data["bots"].append(bot)
+    data = demo_with(("demo2", 2), ("demo3", 3))
     data["pools"] = pools_doc
     return data
 
