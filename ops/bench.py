@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,6 +174,25 @@ def seller_config(bots: int, offer: dict[str, Any], **bot: Any) -> dict[str, Any
     for entry in data["bots"]:
         entry.update(gateway="bench-gw", offers=[dict(offer)], **bot)
     return data
+
+
+def seed_leads(database: Any, bots: int, total: int, now: Any) -> Iterator[list[tuple[int, str, int]]]:
+    """`total` fresh leads spread over the bench bots (`bench-{i % bots}`), 1,000 per transaction;
+    yields each chunk's (lead id, bot id, i) inside its transaction, so the rows that belong with
+    them (follow-ups, subscriptions) are inserted in the same one."""
+    from db.models import Lead
+
+    base = int(time.time()) * 1000  # fresh user ids on a reused database
+    for start in range(0, total, 1000):
+        with database.atomic():
+            span = range(start, min(start + 1000, total))
+            rows = [{"bot": f"bench-{i % bots}", "telegram_user_id": base + i, "chat_id": base + i, "first_name": "B",
+                     "first_seen_at": now, "last_seen_at": now} for i in span]  # fmt: skip
+            Lead.insert_many(rows).execute()
+            query = Lead.select(Lead.id, Lead.bot, Lead.telegram_user_id).where(
+                Lead.telegram_user_id.between(base + start, base + span[-1]))  # fmt: skip
+            found: list[tuple[int, str, int]] = list(query.tuples())  # type: ignore[arg-type]  # .tuples() yields tuples
+            yield [(lead_id, bot_id, user - base) for lead_id, bot_id, user in found]
 
 
 def warm_up(edge: str, telegram: str) -> None:

@@ -19,6 +19,7 @@ import httpx
 
 import settings
 from ops.bench import (
+    BOTS,
     _drive,
     bench_config,
     cpu_seconds,
@@ -26,6 +27,7 @@ from ops.bench import (
     percentile,
     redis_pid,
     report,
+    seed_leads,
     warm_up,
     welcomes_meanwhile,
 )
@@ -41,22 +43,17 @@ def seed(bots: int, leads: int) -> list[int]:
     from db.catalog import load_bots
     from db.database import init_db, utcnow
     from db.migrate import migrate
-    from db.models import Gateway, Lead
+    from db.models import Gateway
     from ops import config
 
     database = init_db()
     migrate(database)
     with database.connection_context():
         known = {g.id for g in Gateway.select(Gateway.id)}
-        config.apply(config.parse(bench_config(bots), known))
-        now, base = utcnow(), int(time.time()) * 1000  # fresh users on a reused database
-        total = bots * leads
-        for start in range(0, total, 1000):
-            span = range(start, min(start + 1000, total))
-            rows = [{"bot": f"bench-{i % bots}", "telegram_user_id": base + i, "chat_id": base + i, "first_name": "B",
-                     "first_seen_at": now, "last_seen_at": now} for i in span]  # fmt: skip
-            with database.atomic():
-                Lead.insert_many(rows).execute()
+        # The funnel is driven over the first BOTS bench bots: configure them even when fewer broadcast.
+        config.apply(config.parse(bench_config(max(bots, BOTS)), known))
+        for _ in seed_leads(database, bots, bots * leads, utcnow()):
+            pass  # leads only: the broadcasts freeze them when they start
         configured = load_bots()
         return [broadcasts.create(configured[f"bench-{b}"], "all", TEXT).id for b in range(bots)]
 

@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from ops.bench import BOTS, against_the_funnel, machine, report, seller_config
+from ops.bench import BOTS, against_the_funnel, machine, report, seed_leads, seller_config
 
 
 def bench_config(bots: int) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def seed(total: int, bots: int) -> None:
     from db.catalog import load_bots
     from db.database import init_db, utcnow
     from db.migrate import migrate
-    from db.models import Followup, Gateway, Lead
+    from db.models import Followup, Gateway
     from ops import config
 
     database = init_db()
@@ -37,42 +37,25 @@ def seed(total: int, bots: int) -> None:
         config.apply(config.parse(bench_config(max(bots, BOTS)), known))
         offers = {bot_id: bot.offers[0].id for bot_id, bot in load_bots().items()}
         now = utcnow()
-        base = int(time.time()) * 1000  # fresh user ids on a reused database
-        for start in range(0, total, 1000):
-            with database.atomic():
-                leads = [
+        for chunk in seed_leads(database, bots, total, now):
+            Followup.insert_many(
+                [
                     {
-                        "bot": f"bench-{i % bots}",
-                        "telegram_user_id": base + i,
-                        "chat_id": base + i,
-                        "first_name": "B",
-                        "first_seen_at": now,
-                        "last_seen_at": now,
+                        "key": f"down:{lead_id}:0",
+                        "bot_id": bot_id,
+                        "lead_id": lead_id,
+                        "kind": "downsell",
+                        "position": 0,
+                        "offer_id": offers[bot_id],
+                        "amount": Decimal("9.95"),
+                        "due_at": now,
+                        "state": "scheduled",
+                        "attempts": 0,
+                        "created_at": now,
                     }
-                    for i in range(start, min(start + 1000, total))
+                    for lead_id, bot_id, _ in chunk
                 ]
-                Lead.insert_many(leads).execute()
-                first, last = base + start, base + start + 999
-                query = Lead.select(Lead.id, Lead.bot).where(Lead.telegram_user_id.between(first, last))
-                rows: list[tuple[int, str]] = list(query.tuples())  # type: ignore[arg-type]
-                Followup.insert_many(
-                    [
-                        {
-                            "key": f"down:{lead_id}:0",
-                            "bot_id": bot_id,
-                            "lead_id": lead_id,
-                            "kind": "downsell",
-                            "position": 0,
-                            "offer_id": offers[bot_id],
-                            "amount": Decimal("9.95"),
-                            "due_at": now,
-                            "state": "scheduled",
-                            "attempts": 0,
-                            "created_at": now,
-                        }
-                        for lead_id, bot_id in rows
-                    ]
-                ).execute()
+            ).execute()
 
 
 def claim_cost(runs: int = 10) -> dict[str, float]:

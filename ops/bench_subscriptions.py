@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ops.bench import BOTS, against_the_funnel, machine, report, seller_config
+from ops.bench import BOTS, against_the_funnel, machine, report, seed_leads, seller_config
 
 CHAT_BASE = -1_009_000_000_000
 
@@ -32,7 +32,7 @@ def seed(total: int, expiring: int, bots: int) -> tuple[int, dt.datetime]:
     from db.catalog import load_bots
     from db.database import init_db, utcnow
     from db.migrate import migrate
-    from db.models import Followup, Gateway, Lead, Subscription
+    from db.models import Followup, Gateway, Subscription
     from ops import config
 
     database = init_db()
@@ -43,83 +43,60 @@ def seed(total: int, expiring: int, bots: int) -> tuple[int, dt.datetime]:
         offers = {bot_id: bot.offers[0].id for bot_id, bot in load_bots().items()}
         now = utcnow()
         first_end = now + dt.timedelta(seconds=10)
-        base = int(time.time()) * 1000
         last_expiring = 0
-        for start in range(0, total, 1000):
-            with database.atomic():
-                span = range(start, min(start + 1000, total))
-                Lead.insert_many(
-                    [
-                        {
-                            "bot": f"bench-{i % bots}",
-                            "telegram_user_id": base + i,
-                            "chat_id": base + i,
-                            "first_name": "B",
-                            "first_seen_at": now,
-                            "last_seen_at": now,
-                        }
-                        for i in span
-                    ]
-                ).execute()
-                query = Lead.select(Lead.id, Lead.bot, Lead.telegram_user_id).where(
-                    Lead.telegram_user_id.between(base + start, base + start + 999)
+        for leads in seed_leads(database, bots, total, now):
+            subs = []
+            for lead_id, bot_id, i in leads:
+                ends = (
+                    first_end + dt.timedelta(seconds=50 * i / expiring) if i < expiring else now + dt.timedelta(days=30)
                 )
-                leads: list[tuple[int, str, int]] = list(query.tuples())  # type: ignore[arg-type]
-                subs = []
-                for lead_id, bot_id, user in leads:
-                    i = user - base
-                    ends = (
-                        first_end + dt.timedelta(seconds=50 * i / expiring)
-                        if i < expiring
-                        else now + dt.timedelta(days=30)
-                    )
-                    subs.append(
-                        {
-                            "bot_id": bot_id,
-                            "lead_id": lead_id,
-                            "chat_id": CHAT_BASE - int(bot_id.split("-")[1]),
-                            "offer_id": offers[bot_id],
-                            "started_at": now,
-                            "ends_at": ends,
-                            "state": "active",
-                            "renewals": 0,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                    )
-                Subscription.insert_many(subs).execute()
-                sub_query = (
-                    Subscription.select(
-                        Subscription.id,
-                        Subscription.bot_id,
-                        Subscription.lead_id,
-                        Subscription.offer_id,
-                        Subscription.ends_at,
-                    )
-                    .where(Subscription.lead_id.in_([lead_id for lead_id, _, _ in leads]))
-                    .tuples()
+                subs.append(
+                    {
+                        "bot_id": bot_id,
+                        "lead_id": lead_id,
+                        "chat_id": CHAT_BASE - int(bot_id.split("-")[1]),
+                        "offer_id": offers[bot_id],
+                        "started_at": now,
+                        "ends_at": ends,
+                        "state": "active",
+                        "renewals": 0,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
                 )
-                rows: list[tuple[int, str, int, int, dt.datetime]] = list(sub_query)  # type: ignore[arg-type]
-                expiries = []
-                for sub_id, bot_id, lead_id, offer_id, ends in rows:
-                    epoch = int(ends.replace(tzinfo=dt.UTC).timestamp())
-                    expiries.append(
-                        {
-                            "key": f"expire:{sub_id}:{epoch}",
-                            "bot_id": bot_id,
-                            "lead_id": lead_id,
-                            "kind": "expiry",
-                            "position": 0,
-                            "offer_id": offer_id,
-                            "amount": Decimal("29.90"),
-                            "subscription_id": sub_id,
-                            "due_at": ends,
-                            "state": "scheduled",
-                            "attempts": 0,
-                            "created_at": now,
-                        }
-                    )
-                Followup.insert_many(expiries).execute()
+            Subscription.insert_many(subs).execute()
+            sub_query = (
+                Subscription.select(
+                    Subscription.id,
+                    Subscription.bot_id,
+                    Subscription.lead_id,
+                    Subscription.offer_id,
+                    Subscription.ends_at,
+                )
+                .where(Subscription.lead_id.in_([lead_id for lead_id, _, _ in leads]))
+                .tuples()
+            )
+            rows: list[tuple[int, str, int, int, dt.datetime]] = list(sub_query)  # type: ignore[arg-type]
+            expiries = []
+            for sub_id, bot_id, lead_id, offer_id, ends in rows:
+                epoch = int(ends.replace(tzinfo=dt.UTC).timestamp())
+                expiries.append(
+                    {
+                        "key": f"expire:{sub_id}:{epoch}",
+                        "bot_id": bot_id,
+                        "lead_id": lead_id,
+                        "kind": "expiry",
+                        "position": 0,
+                        "offer_id": offer_id,
+                        "amount": Decimal("29.90"),
+                        "subscription_id": sub_id,
+                        "due_at": ends,
+                        "state": "scheduled",
+                        "attempts": 0,
+                        "created_at": now,
+                    }
+                )
+            Followup.insert_many(expiries).execute()
         last_expiring = int(
             Followup.select(Followup.id)
             .where((Followup.kind == "expiry") & (Followup.due_at < now + dt.timedelta(days=1)))
