@@ -102,6 +102,10 @@ BOT_RECHECK_SECONDS = _env_int("BOT_RECHECK_SECONDS", 15)
 TELEGRAM_CHAT_RATE = _env_int("TELEGRAM_CHAT_RATE", 1)  # messages per second per chat
 TELEGRAM_CHAT_BURST = _env_int("TELEGRAM_CHAT_BURST", 3)  # a welcome's parts go out together
 TELEGRAM_TIMEOUT_SECONDS = float(_env("TELEGRAM_TIMEOUT_SECONDS", "10"))
+# WhatsApp (CONTRACT §12). Evolution shows "typing..." for this long before each text (its `delay`);
+# its calls wait that long, so keep it short.
+EVOLUTION_TYPING_MS = _env_int("EVOLUTION_TYPING_MS", 800)
+WHATSAPP_TIMEOUT_SECONDS = float(_env("WHATSAPP_TIMEOUT_SECONDS", "15"))
 # Payment gateways: request timeout; when a quiet pending charge is first asked about (then with
 # backoff up to PAYMENT_CHECK_MAX_SECONDS); how often the clock looks for such charges.
 PAYMENT_TIMEOUT_SECONDS = float(_env("PAYMENT_TIMEOUT_SECONDS", "10"))

@@ -37,7 +37,8 @@ import dramatiq
 import settings
 from actors import runtime
 from actors.broker import BROADCASTS, MAINTENANCE, broker, counters
-from actors.funnel import TEXT_LIMIT, mark_unreachable, marketing_sends, telegram_length
+from actors.channels import Channels
+from actors.funnel import mark_unreachable, marketing_sends
 from actors.outbox import Outcome, deliver
 from actors.pools import RECHECK_SECONDS, UNHEALTHY
 from actors.throttle import STOPPED, Throttle, Ticket
@@ -45,7 +46,8 @@ from db import hot
 from db.catalog import BotConfig, brl
 from db.database import db, json_text, transaction, utcnow
 from db.models import Broadcast, BroadcastRecipient, Lead, OutboundMessage
-from gateways.telegram import TelegramGateway, TelegramTransient
+from gateways.channel import ChannelGaveUp, ChannelTransient, Choice
+from gateways.telegram import TEXT_LIMIT, telegram_length
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,8 @@ def create(bot: BotConfig, segment: str, text: str, *, media_url: str | None = N
         raise BroadcastError(f"--text: {telegram_length(text)} characters, Telegram takes at most {TEXT_LIMIT}")
     if media_url is not None and not re.match(r"^https?://\S+$", media_url):
         raise BroadcastError("--media-url: must be an http(s) URL")
+    if paid and bot.whatsapp is not None:
+        raise BroadcastError("--paid: paid broadcasts are Telegram's (allow_paid_broadcast); WhatsApp has none")
     offer_id = None
     if offer is not None:
         found = next((o for o in bot.offers if o.slug == offer or str(o.id) == offer), None)
@@ -345,25 +349,25 @@ def _record(done: dict[int, tuple[str, str | None]], now: dt.datetime) -> None:
         counters.inc("grimbots_broadcast_sends_total", {"outcome": state})
 
 
-def _keyboard(bot: BotConfig, row: Broadcast) -> dict[str, Any] | None:
+def _choices(bot: BotConfig, row: Broadcast) -> tuple[Choice, ...]:
     offer = bot.offer(row.offer_id) if row.offer_id is not None else None
     if offer is None:
-        return None
+        return ()
     label = bot.text("broadcast_button", amount=brl(offer.price), offer=offer.label)
-    return {"inline_keyboard": [[{"text": label[:64], "callback_data": f"buy:{offer.id}"}]]}
+    return (Choice(f"buy:{offer.id}", label[:64]),)
 
 
 class Stopped(Exception):
     """The broadcast was stopped: no more sends."""
 
 
-def _slot(throttle: Throttle, row: Broadcast, chat_id: int) -> Ticket:
+def _slot(throttle: Throttle, row: Broadcast, chat_id: int, rate: tuple[int, int]) -> Ticket:
     """Wait (briefly) for a slot of the bot's window at marketing priority. Raises Stopped, or
     dramatiq.Retry with the wait when it is long (a 429's pause): the lane puts its batch back."""
     ticket = throttle.ticket(row.bot_id, paid=row.paid)
     while True:
         wait = throttle.try_acquire(row.bot_id, chat_id, marketing=True, paid=row.paid, stop_key=stop_key(row.id),
-                                    send_id=ticket.send_id)  # fmt: skip
+                                    send_id=ticket.send_id, rate=rate)  # fmt: skip
         if wait == 0:
             return ticket
         if wait == STOPPED:
@@ -373,7 +377,7 @@ def _slot(throttle: Throttle, row: Broadcast, chat_id: int) -> Ticket:
         time.sleep(wait / 1000)
 
 
-def run_lane(broadcast_id: int, lane: int, token: str, telegram: TelegramGateway, throttle: Throttle,
+def run_lane(broadcast_id: int, lane: int, token: str, channels: Channels, throttle: Throttle,
              slice_seconds: float = SLICE_SECONDS) -> tuple[str, int]:  # fmt: skip
     """Send a running broadcast's pending recipients for up to `slice_seconds`. Returns what the
     lane does next: ("again", delay ms) or ("end", 0)."""
@@ -389,11 +393,10 @@ def run_lane(broadcast_id: int, lane: int, token: str, telegram: TelegramGateway
                 (Broadcast.id == broadcast_id) & (Broadcast.state == "running")).execute()  # fmt: skip
         client.eval(_RELEASE_LANE, 1, key, token)
         return "end", 0
-    keyboard = _keyboard(bot, row)
-    extra = {"allow_paid_broadcast": True} if row.paid else None
+    channel, choices = channels.of(bot), _choices(bot, row)
     deadline = time.monotonic() + slice_seconds
     while time.monotonic() < deadline:
-        if client.hexists(UNHEALTHY, row.bot_id):  # Telegram refuses its token: wait for getMe, fail no one
+        if client.hexists(UNHEALTHY, row.bot_id):  # token refused, number disconnected: wait, fail no one
             return "again", RECHECK_SECONDS * 1000
         batch = _claim(broadcast_id, BATCH)
         if not batch:
@@ -407,16 +410,19 @@ def run_lane(broadcast_id: int, lane: int, token: str, telegram: TelegramGateway
         }
         todo = [b for b in batch if b.id not in done]
         for i, r in enumerate(todo):
-            sends = marketing_sends(f"broadcast:{row.id}:{r.lead_id}", r.chat_id, row.text, row.media_url, keyboard,
-                                    extra=extra, own_slot=True)  # fmt: skip
+            sends = marketing_sends(channel, f"broadcast:{row.id}:{r.lead_id}", r.chat_id, row.text, row.media_url,
+                                    choices, paid=row.paid, own_slot=True)  # fmt: skip
             try:
-                outcome = deliver(telegram, throttle, bot.token, bot.id, r.chat_id, sends,
-                                  slot=partial(_slot, throttle, row, r.chat_id))  # fmt: skip
+                outcome = deliver(channel, throttle, r.chat_id, sends,
+                                  slot=partial(_slot, throttle, row, r.chat_id, channel.rate))  # fmt: skip
+            except ChannelGaveUp as exc:  # failed at every retry of its channel's schedule
+                done[r.id] = ("failed", exc.description)
+                continue
             except Stopped:
                 _record(done, utcnow())
                 client.eval(_RELEASE_LANE, 1, key, token)
                 return "end", 0
-            except (dramatiq.Retry, TelegramTransient) as exc:  # a pause (429), a young claim, Telegram down
+            except (dramatiq.Retry, ChannelTransient) as exc:  # a pause (429), a young claim, the provider down
                 delay = exc.delay if isinstance(exc, dramatiq.Retry) and exc.delay else 5_000
                 _record(done, utcnow())
                 _put_back(todo[i:], delay)
@@ -442,7 +448,7 @@ def run_lane(broadcast_id: int, lane: int, token: str, telegram: TelegramGateway
     max_age=3600 * 1000,  # the clock gives a running broadcast new lanes when these are gone
 )
 def lane_actor(broadcast_id: int, lane: int, token: str) -> None:
-    outcome, delay = run_lane(broadcast_id, lane, token, runtime.telegram(), runtime.throttle())
+    outcome, delay = run_lane(broadcast_id, lane, token, runtime.channels(), runtime.throttle())
     if outcome == "again":
         if delay:  # keep the lane's key alive while it waits, so the clock does not double it
             broker.client.eval(_REFRESH_LANE, 1, lane_key(broadcast_id, lane), token, LANE_TTL_SECONDS + delay // 1000)

@@ -16,13 +16,14 @@ import dramatiq
 import settings
 from actors import followups, runtime
 from actors.broker import SETTLE, counters, retry_when
+from actors.channels import Channels
 from actors.funnel import mark_unreachable
-from actors.outbox import NOT_NOW, Send, deliver, hand_off
+from actors.outbox import NOT_NOW, OWED, Send, deliver, hand_off, plan
 from actors.throttle import Throttle
 from db import hot
 from db.database import transaction, utcnow
 from db.models import Delivery, Offer, OutboundMessage
-from gateways.telegram import TelegramGateway, TelegramPermanent, TelegramRetryAfter
+from gateways.channel import Channel, ChannelPermanent, ChannelRetryAfter, Message, Request
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def send_key(charge_id: int) -> str:
     return f"delivery:{charge_id}"
 
 
-def invite_link(telegram: TelegramGateway, token: str, chat_id: int, charge_id: int, by_request: bool = False) -> str:
+def invite_link(channel: Channel, chat_id: int, charge_id: int, by_request: bool = False) -> str:
     """A link only one person can use (or, `by_request`, one whose joins wait for our approval),
     expiring after DELIVERY_INVITE_HOURS. Made at most once per delivery that records it; a second
     one (a worker died before recording) is harmless."""
@@ -46,7 +47,9 @@ def invite_link(telegram: TelegramGateway, token: str, chat_id: int, charge_id: 
         params["creates_join_request"] = True  # Telegram refuses member_limit with it
     else:
         params["member_limit"] = 1
-    result = telegram.call(token, "createChatInviteLink", params)
+    if channel.kind != "telegram":  # config refuses delivery_chat_id elsewhere: a bot changed under it
+        raise ChannelPermanent("createChatInviteLink", "chat invite links are Telegram's: deliver a link instead")
+    result = channel.call(Request(f"invite:{charge_id}", "createChatInviteLink", params, throttled=False), chat_id)
     return str(result["invite_link"])
 
 
@@ -83,22 +86,22 @@ def _parts(charge_id: int, job: hot.DeliveryJob) -> list[Part]:
     return parts
 
 
-def _link(part: Part, job: hot.DeliveryJob, bot_token: str, telegram: TelegramGateway, charge_id: int) -> str | None:
+def _link(part: Part, job: hot.DeliveryJob, channel: Channel, charge_id: int) -> str | None:
     """The part's link: its delivery_link, or the one-use invite link made (once) for its chat."""
     if part.chat_id is None:
         return part.link
     if part.invite is not None:
         return part.invite
     try:
-        link = invite_link(telegram, bot_token, part.chat_id, charge_id, part.by_request)
-    except TelegramRetryAfter as exc:
+        link = invite_link(channel, part.chat_id, charge_id, part.by_request)
+    except ChannelRetryAfter as exc:
         raise dramatiq.Retry("createChatInviteLink: flood wait", delay=int(exc.retry_after * 1000) + 50) from None
     column = getattr(Delivery, part.link_column)
     Delivery.update({column: link}).where((Delivery.id == job.delivery_id) & column.is_null()).execute()
     return str(getattr(Delivery.get_by_id(job.delivery_id), part.link_column))
 
 
-def deliver_charge(charge_id: int, telegram: TelegramGateway, throttle: Throttle) -> str | None:
+def deliver_charge(charge_id: int, channels: Channels, throttle: Throttle) -> str | None:
     """Send one paid charge's delivery (its offer's, and an accepted bump's: each exactly once);
     safe to call again. Returns the delivery's state after, None when there is none. Raises
     dramatiq.Retry / TelegramTransient to be retried."""
@@ -110,16 +113,17 @@ def deliver_charge(charge_id: int, telegram: TelegramGateway, throttle: Throttle
         _fail(charge_id, "bot no longer configured")
         return "failed"
     hot.count_delivery_attempt(job.delivery_id, utcnow())
-    sends = []
+    channel = channels.of(bot)
+    sends: list[Send] = []
     for part in _parts(charge_id, job):
         try:
-            link = _link(part, job, bot.token, telegram, charge_id)
-        except TelegramPermanent as exc:  # the bot is not an admin there, or the chat is gone
+            link = _link(part, job, channel, charge_id)
+        except ChannelPermanent as exc:  # the bot is not an admin there, or the chat is gone
             _fail(charge_id, f"createChatInviteLink: {exc.description}")
             return "failed"
         text = "\n\n".join(piece for piece in (part.text.strip(), link or "") if piece)
-        sends.append(Send(part.key, "sendMessage", {"chat_id": job.chat_id, "text": text}, if_unknown="resend"))
-    outcome = deliver(telegram, throttle, bot.token, bot.id, job.chat_id, sends)
+        sends += plan(channel, part.key, job.chat_id, Message(text), OWED)
+    outcome = deliver(channel, throttle, job.chat_id, sends)
     if outcome.failed is not None:
         if outcome.blocked:
             mark_unreachable(job.lead_id)
@@ -142,11 +146,11 @@ def deliver_charge(charge_id: int, telegram: TelegramGateway, throttle: Throttle
     return "sent"
 
 
-def deliver_now_or_later(charge_id: int, telegram: TelegramGateway, throttle: Throttle) -> None:
+def deliver_now_or_later(charge_id: int, channels: Channels, throttle: Throttle) -> None:
     """Deliver right here (no queue hop between paid and delivered); what cannot finish now goes
     to the delivery actor, which retries it on its own schedule."""
     try:
-        deliver_charge(charge_id, telegram, throttle)
+        deliver_charge(charge_id, channels, throttle)
     except NOT_NOW as exc:
         log.info("delivery handed to delivery.deliver charge=%s reason=%s", charge_id, type(exc).__name__)
         hand_off(deliver_actor, (charge_id,), exc)
@@ -199,4 +203,4 @@ def restart_stalled(limit: int = 500) -> int:
     max_age=3 * 24 * 3600 * 1000,  # the buyer paid: retried (and restarted by reconcile) until GIVE_UP
 )
 def deliver_actor(charge_id: int) -> None:
-    deliver_charge(charge_id, runtime.telegram(), runtime.throttle())
+    deliver_charge(charge_id, runtime.channels(), runtime.throttle())

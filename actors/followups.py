@@ -26,6 +26,7 @@ import dramatiq
 
 from actors import runtime, subscriptions
 from actors.broker import FOLLOWUPS, broker, counters, retry_when
+from actors.channels import Channels
 from actors.funnel import mark_unreachable, marketing_sends
 from actors.outbox import Send, deliver
 from actors.schedule import close, close_after
@@ -34,7 +35,7 @@ from db import hot
 from db.catalog import BotConfig, FollowupConfig, brl
 from db.database import transaction, utcnow
 from db.models import Charge, Followup, Lead
-from gateways.telegram import TelegramGateway
+from gateways.channel import Channel, ChannelGaveUp, Choice
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +112,17 @@ def why_not(row: Followup, bot: BotConfig | None, lead: Lead | None) -> str | No
     return None
 
 
-def plan(bot: BotConfig, row: Followup, item: FollowupConfig, chat_id: int) -> list[Send]:
-    """The follow-up's text (with its media when configured) and one button that buys its offer at
+def plan(bot: BotConfig, channel: Channel, row: Followup, item: FollowupConfig, chat_id: int) -> list[Send]:
+    """The follow-up's text (with its media when configured) and one choice that buys its offer at
     its price (`fu:{id}`: the row knows which offer and price)."""
     offer = bot.offer(row.offer_id)
     label = offer.label if offer is not None else ""
     button = bot.text("followup_button", amount=brl(row.amount), offer=label)
-    keyboard = {"inline_keyboard": [[{"text": button[:64], "callback_data": f"fu:{row.id}"}]]}
-    return marketing_sends(f"followup:{row.id}", chat_id, item.text, item.media_url, keyboard)
+    return marketing_sends(channel, f"followup:{row.id}", chat_id, item.text, item.media_url,
+                           (Choice(f"fu:{row.id}", button[:64]),))  # fmt: skip
 
 
-def send(followup_id: int, telegram: TelegramGateway, throttle: Throttle) -> str | None:
+def send(followup_id: int, channels: Channels, throttle: Throttle) -> str | None:
     """Send one due follow-up, or cancel it; safe to call again. Returns its state after."""
     row = Followup.get_or_none(Followup.id == followup_id)
     if row is None or row.state != "scheduled":
@@ -129,7 +130,7 @@ def send(followup_id: int, telegram: TelegramGateway, throttle: Throttle) -> str
     if row.due_at > utcnow() + LEASE:  # not due (a stray message): the clock brings it when it is
         return row.state
     if row.kind in ("reminder", "expiry"):  # a subscription's
-        return subscriptions.send_due(row, telegram, throttle)
+        return subscriptions.send_due(row, channels, throttle)
     bot = runtime.bot_config(row.bot_id)
     lead = Lead.get_or_none(Lead.id == row.lead_id)
     reason = why_not(row, bot, lead)
@@ -140,8 +141,13 @@ def send(followup_id: int, telegram: TelegramGateway, throttle: Throttle) -> str
     assert bot is not None and lead is not None
     item = bot.followup(row.kind, row.position)
     assert item is not None
-    slot = partial(throttle.acquire, bot.id, lead.chat_id, marketing=True)  # buyers' messages go first
-    outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, plan(bot, row, item, lead.chat_id), slot)
+    channel = channels.of(bot)
+    slot = partial(throttle.acquire, bot.id, lead.chat_id, marketing=True, rate=channel.rate)  # buyers' go first
+    try:
+        outcome = deliver(channel, throttle, lead.chat_id, plan(bot, channel, row, item, lead.chat_id), slot)
+    except ChannelGaveUp as exc:  # marketing is not retried past its channel's schedule
+        log.warning("followup failed bot=%s followup=%s error=%s", row.bot_id, row.id, exc.description)
+        return close(row, "failed", exc.description[:500])
     if outcome.blocked:
         mark_unreachable(lead.id)
     state = close_after(row, outcome)
@@ -161,7 +167,7 @@ def send(followup_id: int, telegram: TelegramGateway, throttle: Throttle) -> str
     max_age=3600 * 1000,  # the row stays due: the clock sends it again when this message is gone
 )
 def send_actor(followup_id: int) -> None:
-    send(followup_id, runtime.telegram(), runtime.throttle())
+    send(followup_id, runtime.channels(), runtime.throttle())
 
 
 def dispatch(limit: int = 500) -> int:

@@ -1,17 +1,21 @@
-"""Telegram sends made at most once each, under keys of our choosing, with durable progress.
+"""Sends to any chat channel made at most once each, under keys of our choosing, with durable progress.
 
 Every send is a row in outbound_message. A worker claims it (pending → sending, a conditional
-update only one worker can win, committed before the request leaves), calls Telegram and records
-the outcome. A redelivered message finds the row done and moves on, so repeating the work that
-led to a send never repeats the send.
+update only one worker can win, committed before the request leaves), makes the request through
+the bot's channel (gateways/channel.py) and records the outcome. A redelivered message finds the
+row done and moves on, so repeating the work that led to a send never repeats the send.
 
-One window cannot be closed from our side: the request reached Telegram but the worker died (or
-the answer was lost) before the outcome was recorded. Telegram has no idempotency key, so each
+One window cannot be closed from our side: the request reached the provider but the worker died
+(or the answer was lost) before the outcome was recorded. No chat API has an idempotency key, so each
 send says what to do then (CONTRACT §5.5): `if_unknown="resend"` for what the buyer is owed (a
 welcome, a code, a delivery: a gap is worse than a rare duplicate), `"skip"` for marketing.
 
 A redelivered send whose row a live (or dead) worker still holds in `sending` is not skipped: it
-comes back (dramatiq.Retry) once the claim is stale, and is then resent or given up as above."""
+comes back (dramatiq.Retry) once the claim is stale, and is then resent or given up as above.
+
+A channel with a retry schedule (WhatsApp: 1, 2 and 4 minutes) has its transient failures retried
+at those delays, counted by the row's attempts, then dead-lettered (ChannelGaveUp). Waits that are
+not failures (the rate limit, a flood wait, a disconnected number) give their attempt back."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import dramatiq
 
@@ -29,14 +33,18 @@ from actors.broker import counters
 from actors.throttle import Throttle, Ticket
 from db import hot
 from db.database import utcnow
-from db.models import OutboundMessage
-from gateways.telegram import (
-    TelegramBlocked,
-    TelegramGateway,
-    TelegramMaybeSent,
-    TelegramPermanent,
-    TelegramRetryAfter,
-    TelegramTransient,
+from db.models import Lead, OutboundMessage
+from gateways.channel import (
+    Channel,
+    ChannelBlocked,
+    ChannelDisconnected,
+    ChannelGaveUp,
+    ChannelMaybeSent,
+    ChannelPermanent,
+    ChannelRetryAfter,
+    ChannelTransient,
+    Message,
+    Request,
 )
 
 log = logging.getLogger(__name__)
@@ -52,7 +60,7 @@ MARKETING: Literal["skip"] = "skip"  # follow-ups, reminders, broadcasts
 
 
 # What a stage run inline raises when it cannot finish now: its own actor takes it over (hand_off).
-NOT_NOW = (dramatiq.Retry, TelegramTransient)
+NOT_NOW = (dramatiq.Retry, ChannelTransient)
 
 
 def hand_off(actor: dramatiq.Actor[Any, Any], args: tuple[Any, ...], exc: BaseException) -> None:
@@ -78,6 +86,24 @@ class Send:
     # Uploads: field → (file name, bytes, content type); the call goes out as multipart.
     files: dict[str, tuple[str, bytes, str]] | None = field(default=None, repr=False)
     on_sent: Callable[[Any], None] | None = field(default=None, compare=False)
+    menu: tuple[str, ...] | None = None  # numbered choices it shows (WhatsApp): kept with the lead once sent
+    free_form: bool = True
+
+    def request(self, params: dict[str, Any]) -> Request:
+        return Request(self.key, self.method, params, self.files, menu=self.menu, throttled=self.throttled,
+                       free_form=self.free_form)  # fmt: skip
+
+
+def plan(channel: Channel, key: str, chat_id: int, message: Message, if_unknown: Literal["skip", "resend"],
+         *, wait_inline: bool = True) -> list[Send]:  # fmt: skip
+    """The message as the channel's sends, each under the given policy."""
+    return [of(request, if_unknown, wait_inline=wait_inline) for request in channel.render(key, chat_id, message)]
+
+
+def of(request: Request, if_unknown: Literal["skip", "resend"] = "skip", *, wait_inline: bool = True) -> Send:
+    return Send(request.key, request.method, request.params, if_unknown, fallback=request.fallback,
+                throttled=request.throttled, wait_inline=wait_inline, files=request.files,
+                on_sent=request.on_result, menu=request.menu, free_form=request.free_form)  # fmt: skip
 
 
 @dataclass
@@ -110,10 +136,36 @@ def _finish(key: str, state: str, *, message_id: int | None = None, error: str |
     hot.finish_send(key, state, message_id, error, utcnow())
 
 
-def _release(key: str) -> None:
-    OutboundMessage.update(state="pending").where(
-        (OutboundMessage.key == key) & (OutboundMessage.state == "sending")
-    ).execute()
+def _release(key: str, *, refund: bool = False, error: str | None = None) -> None:
+    """Back to pending; `refund`: the attempt was not a failure (a wait), it does not count."""
+    values: dict[str, Any] = {"state": "pending"}
+    if refund:
+        values["attempts"] = OutboundMessage.attempts - 1
+    if error is not None:
+        values["error"] = error[:500]
+    OutboundMessage.update(values).where((OutboundMessage.key == key) & (OutboundMessage.state == "sending")).execute()
+
+
+def _attempts(key: str) -> int:
+    row = OutboundMessage.select(OutboundMessage.attempts).where(OutboundMessage.key == key).first()
+    return int(row.attempts) if row is not None else 1
+
+
+def _retry_later(channel: Channel, send: Send, exc: ChannelTransient) -> NoReturn:
+    """A transient failure: back to the caller's retries, or, on a channel with a schedule of its
+    own, again after its next delay, then to the dead letter queue."""
+    delays = channel.retry_delays_ms
+    if not delays:
+        _release(send.key, error=exc.description)
+        raise exc
+    attempt = _attempts(send.key)
+    _release(send.key, error=exc.description)
+    counters.inc("grimbots_channel_send_failures_total", {"channel": channel.kind})
+    if attempt <= len(delays):
+        log.warning("send failed, retried in %ds key=%s method=%s error=%s", delays[attempt - 1] // 1000, send.key,
+                    send.method, exc.description)  # fmt: skip
+        raise dramatiq.Retry(f"{send.method}: {exc.description}", delay=delays[attempt - 1]) from None
+    raise ChannelGaveUp(send.method, f"gave up after {attempt} attempts: {exc.description}") from None
 
 
 def _resolve_stale(row: OutboundMessage, send: Send) -> bool:
@@ -148,22 +200,22 @@ def _take(bot_id: str, chat_id: int, send: Send, outcome: Outcome) -> bool | Non
 
 
 def deliver(
-    telegram: TelegramGateway,
+    channel: Channel,
     throttle: Throttle,
-    token: str,
-    bot_id: str,
     chat_id: int,
     sends: Sequence[Send],
     slot: Callable[[], Ticket] | None = None,
 ) -> Outcome:
-    """Make each send at most once, in order. Raises dramatiq.Retry / TelegramTransient for the
-    caller's retry machinery; permanent failures are recorded and end the sequence.
+    """Make each send at most once, in order, through the bot's channel. Raises dramatiq.Retry /
+    ChannelTransient for the caller's retry machinery; permanent failures are recorded and end the
+    sequence.
 
     A send takes its slot of the bot's window after its claim, right before the request, so the
-    window is kept as Telegram sees it (a slot taken before a database write would leave that
+    window is kept as the provider sees it (a slot taken before a database write would leave that
     write's delay between slot and request). `slot` takes it instead of the funnel's
-    `throttle.acquire` (a broadcast: marketing priority, stoppable); whatever it raises releases
-    the claim first."""
+    `throttle.acquire` (a follow-up or a broadcast: marketing priority, stoppable); whatever it
+    raises releases the claim first."""
+    bot_id = channel.bot_id
     outcome = Outcome()
     for send in sends:
         taken = _take(bot_id, chat_id, send, outcome)
@@ -172,8 +224,8 @@ def deliver(
         if not taken:
             outcome.skipped.append(send.key)
             continue
-        take = (slot or partial(throttle.acquire, bot_id, chat_id)) if send.throttled else None
-        result = _call(telegram, throttle, token, bot_id, chat_id, send, take)
+        take = (slot or partial(throttle.acquire, bot_id, chat_id, rate=channel.rate)) if send.throttled else None
+        result = _call(channel, throttle, chat_id, send, take)
         if isinstance(result, Outcome):
             outcome.blocked, outcome.failed = result.blocked, result.failed
             return outcome
@@ -181,6 +233,8 @@ def deliver(
             outcome.skipped.append(send.key)
             continue
         outcome.sent.append(send.key)
+        if send.menu is not None:  # what "1", "2"... mean from now on
+            Lead.update(menu=list(send.menu)).where((Lead.bot == bot_id) & (Lead.chat_id == chat_id)).execute()
         if send.on_sent is not None:
             send.on_sent(result)
     return outcome
@@ -188,63 +242,65 @@ def deliver(
 
 def _slot(send: Send, take: Callable[[], Ticket] | None) -> Ticket | None:
     """A slot for one request of the send (`take` None: it needs none); whatever taking it raises
-    releases the claim first."""
+    releases the claim first (a wait, not a failure: the attempt is given back)."""
     if take is None:
         return None
     try:
         return take()
     except BaseException:
-        _release(send.key)
+        _release(send.key, refund=True)
         raise
 
 
-def _call(telegram: TelegramGateway, throttle: Throttle, token: str, bot_id: str, chat_id: int, send: Send,
-          take: Callable[[], Ticket] | None) -> Any:  # fmt: skip
+def _call(channel: Channel, throttle: Throttle, chat_id: int, send: Send, take: Callable[[], Ticket] | None) -> Any:
     """Make the call (again after a short flood wait, or in its fallback form): each request takes
     a slot of the bot's window first, stamped with the time its answer came back, whatever it was."""
-    params = send.params
+    params, bot_id, kind = send.params, channel.bot_id, channel.kind
     for attempt in range(2):
         ticket = _slot(send, take)
         try:
             try:
-                result = telegram.call(token, send.method, params, send.files)
+                result = channel.call(send.request(params), chat_id)
             finally:
                 throttle.done(ticket)
-        except TelegramRetryAfter as exc:
+        except ChannelRetryAfter as exc:
             counters.inc("grimbots_telegram_flood_waits_total", {"method": send.method})
             throttle.pause_bot(bot_id, exc.retry_after)
             if exc.retry_after <= MAX_INLINE_FLOOD_WAIT and attempt == 0 and send.wait_inline:
                 time.sleep(exc.retry_after)
                 continue
-            _release(send.key)
+            _release(send.key, refund=True)
             raise dramatiq.Retry(
                 f"{send.method}: flood wait {exc.retry_after}s", delay=int(exc.retry_after * 1000) + 50
             ) from None
-        except TelegramMaybeSent as exc:
+        except ChannelDisconnected as exc:  # the number's sends wait for it: none fails meanwhile
+            throttle.pause_bot(bot_id, settings.BOT_RECHECK_SECONDS)
+            _release(send.key, refund=True, error=exc.description)
+            log.warning("send waits: number disconnected bot=%s key=%s", bot_id, send.key)
+            raise dramatiq.Retry(f"{send.method}: disconnected", delay=settings.BOT_RECHECK_SECONDS * 1000) from None
+        except ChannelMaybeSent as exc:
             if send.if_unknown == "skip":
                 _finish(send.key, "unknown", error=exc.description)
-                log.warning("telegram send state unknown key=%s method=%s", send.key, send.method)
+                log.warning("send state unknown key=%s method=%s", send.key, send.method)
                 return _UNKNOWN
-            _release(send.key)
-            raise
-        except TelegramTransient:
-            _release(send.key)
-            raise
-        except TelegramBlocked as exc:
+            _retry_later(channel, send, exc)
+        except ChannelTransient as exc:
+            _retry_later(channel, send, exc)
+        except ChannelBlocked as exc:
             counters.inc("grimbots_telegram_sends_total", {"method": send.method, "outcome": "blocked"})
             _finish(send.key, "failed", error=exc.description)
             return Outcome(blocked=True, failed=exc.description)
-        except TelegramPermanent as exc:
+        except ChannelPermanent as exc:
             if send.fallback is not None and params is send.params:
                 params = send.fallback
                 continue
             counters.inc("grimbots_telegram_sends_total", {"method": send.method, "outcome": "rejected"})
             _finish(send.key, "failed", error=exc.description)
-            log.warning("telegram send rejected key=%s method=%s error=%s", send.key, send.method, exc.description)
+            log.warning("send rejected channel=%s key=%s method=%s error=%s", kind, send.key, send.method,
+                        exc.description)  # fmt: skip
             return Outcome(failed=exc.description)
-        message_id = result.get("message_id") if isinstance(result, dict) else None
-        _finish(send.key, "sent", message_id=message_id)
+        _finish(send.key, "sent", message_id=channel.message_id(result))
         counters.inc("grimbots_telegram_sends_total", {"method": send.method, "outcome": "sent"})
         return result
-    _release(send.key)
+    _release(send.key, refund=True)
     raise dramatiq.Retry(f"{send.method}: flood wait", delay=1000)

@@ -10,7 +10,6 @@ create its delivery, which the same worker then sends (actors/delivery.py).
 from __future__ import annotations
 
 import datetime as dt
-import html
 import logging
 import random
 import uuid
@@ -30,14 +29,16 @@ from peewee import IntegrityError
 import settings
 from actors import delivery, followups, pixel, runtime, subscriptions
 from actors.broker import PAYMENTS, SETTLE, broker, counters, retry_when
+from actors.channels import Channels
 from actors.enqueue import unit_of_work
-from actors.funnel import CAPTION_LIMIT, Recipient, telegram_length
-from actors.outbox import OWED, Send, deliver
+from actors.funnel import Recipient
+from actors.outbox import OWED, Send, deliver, of, plan
 from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig, OfferConfig, brl, fill
 from db.database import transaction, utcnow
 from db.models import BumpAnswer, Charge, Delivery, Followup, PaymentNotification
+from gateways.channel import CODE_SLOT, Channel, Choice, Message
 from gateways.payments import qr, registry
 from gateways.payments.base import (
     ChargeRequest,
@@ -47,7 +48,6 @@ from gateways.payments.base import (
     PaymentPermanent,
     PaymentTransient,
 )
-from gateways.telegram import TelegramGateway
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,6 @@ LATE_CHECK_FIRST = dt.timedelta(minutes=15)
 LATE_CHECK_MAX = dt.timedelta(hours=6)
 LATE_PAYMENT_WINDOW = dt.timedelta(days=7)
 CHECKOUT_RETRIES = 2
-COPY_TEXT_LIMIT = 256  # a CopyTextButton copies at most 256 characters
 BUMP_QUESTION_QUIET = 60  # seconds: a double tap does not ask the bump question twice
 
 
@@ -199,31 +198,18 @@ def fail_creation(charge: Charge, error: str) -> None:
     log.warning("charge failed bot=%s charge=%s error=%s", charge.bot_id, charge.id, error)
 
 
-def pix_text(bot: BotConfig, charge: Charge, offer: OfferConfig) -> str:
-    """The seller's text (HTML-escaped) with the code in a tap-to-copy <code> block."""
-    template = html.escape(bot.texts.get("pix") or "{code}", quote=False)
-    return fill(template, code=f"<code>{html.escape(charge.br_code or '', quote=False)}</code>",
-                amount=brl(charge.amount), offer=html.escape(offer.label, quote=False))  # fmt: skip
+def code_message(bot: BotConfig, charge: Charge, offer: OfferConfig) -> Message:
+    """The PIX code: the seller's text with the code where `{code}` is, a "check payment" choice,
+    a copy button where the channel has one, and the QR image when the bot sends it."""
+    text = fill(bot.texts.get("pix") or "{code}", code=CODE_SLOT, amount=brl(charge.amount), offer=offer.label)
+    image = ("pix.png", qr.png(charge.br_code or ""), "image/png") if bot.send_qr else None
+    return Message(text, image=image, choices=(Choice(f"chk:{charge.id}", bot.text("check_button")),),
+                   code=charge.br_code or "", copy_label=bot.text("copy_button"), link_preview=False)  # fmt: skip
 
 
-def plan_code_message(bot: BotConfig, charge: Charge, offer: OfferConfig, chat_id: int, key: str) -> list[Send]:
-    text = pix_text(bot, charge, offer)
-    rows: list[list[dict[str, Any]]] = [[{"text": bot.text("check_button"), "callback_data": f"chk:{charge.id}"}]]
-    if charge.br_code and len(charge.br_code) <= COPY_TEXT_LIMIT:  # Bot API 7.11 CopyTextButton
-        rows.append([{"text": bot.text("copy_button"), "copy_text": {"text": charge.br_code}}])
-    keyboard = {"inline_keyboard": rows}
-    message = {"chat_id": chat_id, "text": text, "parse_mode": "HTML", "reply_markup": keyboard,
-               "link_preview_options": {"is_disabled": True}}  # fmt: skip
-    if not bot.send_qr:
-        return [Send(f"{key}:text", "sendMessage", message, OWED)]
-    photo = {"photo": ("pix.png", qr.png(charge.br_code or ""), "image/png")}
-    if telegram_length(text) <= CAPTION_LIMIT:
-        params = {"chat_id": chat_id, "caption": text, "parse_mode": "HTML", "reply_markup": keyboard}
-        return [Send(f"{key}:qr", "sendPhoto", params, OWED, files=photo)]
-    return [
-        Send(f"{key}:qr", "sendPhoto", {"chat_id": chat_id}, OWED, files=photo),
-        Send(f"{key}:text", "sendMessage", message, OWED),
-    ]
+def plan_code_message(bot: BotConfig, channel: Channel, charge: Charge, offer: OfferConfig, chat_id: int, key: str
+                      ) -> list[Send]:  # fmt: skip
+    return plan(channel, key, chat_id, code_message(bot, charge, offer), OWED)
 
 
 def checkout(
@@ -232,7 +218,7 @@ def checkout(
     offer_id: int,
     update_id: int,
     gateway: PaymentGateway | None,
-    telegram: TelegramGateway,
+    channels: Channels,
     throttle: Throttle,
     *,
     last_attempt: bool = True,
@@ -241,7 +227,7 @@ def checkout(
     """One tap on an offer's button, safe to repeat: the charge (created or reused) and its code
     message. A gateway that fails for good (or for the last time) → the charge is recorded failed
     and the buyer is told to try again. PaymentTransient propagates while attempts remain."""
-    basket = choose(bot, lead, offer_id, followup_id, update_id, telegram, throttle)
+    basket = choose(bot, lead, offer_id, followup_id, update_id, channels, throttle)
     if basket is None or gateway is None:
         return None
     offer = basket.offer
@@ -253,7 +239,7 @@ def checkout(
             if isinstance(exc, PaymentTransient) and not last_attempt:
                 raise
             fail_creation(charge, str(exc))
-            _tell_failed(bot, lead, charge, telegram, throttle)
+            _tell_failed(bot, lead, charge, channels, throttle)
             return charge
     elif charge.status != "pending":
         return charge  # a repeat of a tap whose charge is settled (paid, failed, expired): nothing to show
@@ -261,15 +247,16 @@ def checkout(
         counters.inc("grimbots_payments_charges_total", {"outcome": "reused"})
         if charge.shown_at and utcnow() - charge.shown_at < RESHOW_AFTER:
             return charge  # a double tap: the code went out a moment ago
-    sends = plan_code_message(bot, charge, offer, lead.chat_id, f"pix:{charge.id}:{update_id}")
-    outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, sends)
+    channel = channels.of(bot)
+    sends = plan_code_message(bot, channel, charge, offer, lead.chat_id, f"pix:{charge.id}:{update_id}")
+    outcome = deliver(channel, throttle, lead.chat_id, sends)
     if outcome.sent:
         hot.update(Charge, {"shown_at": utcnow()}, BY_ID, (charge.id,))
     return charge
 
 
 def choose(bot: BotConfig, lead: Recipient, offer_id: int, followup_id: int, update_id: int,
-           telegram: TelegramGateway, throttle: Throttle) -> Basket | None:  # fmt: skip
+           channels: Channels, throttle: Throttle) -> Basket | None:  # fmt: skip
     """What this tap buys, or None when there is nothing to charge yet: the follow-up's offer at
     its price; or the offer, with its order bump once the lead has answered the bump question
     (asked here, once, when they have not)."""
@@ -289,13 +276,13 @@ def choose(bot: BotConfig, lead: Recipient, offer_id: int, followup_id: int, upd
         return Basket(offer)
     answer = BumpAnswer.get_or_none((BumpAnswer.lead_id == lead.lead_id) & (BumpAnswer.offer_id == offer.id))
     if answer is None:
-        ask_bump(bot, lead, offer, bump, update_id, telegram, throttle)
+        ask_bump(bot, lead, offer, bump, update_id, channels, throttle)
         return None
     return Basket(offer, bump if answer.accepted else None)
 
 
 def ask_bump(bot: BotConfig, lead: Recipient, offer: OfferConfig, bump: OfferConfig, update_id: int,
-             telegram: TelegramGateway, throttle: Throttle) -> None:  # fmt: skip
+             channels: Channels, throttle: Throttle) -> None:  # fmt: skip
     """The order bump's question with its two buttons (`bmp:{offer}:y` / `:n`)."""
     if not runtime.cache().set(f"grimbots:bumpq:{lead.lead_id}:{offer.id}", 1, nx=True, ex=BUMP_QUESTION_QUIET):
         return  # asked a moment ago (a double tap)
@@ -303,20 +290,18 @@ def ask_bump(bot: BotConfig, lead: Recipient, offer: OfferConfig, bump: OfferCon
     text = (texts.text if texts and texts.text else None) or bot.text("bump", offer=bump.label, amount=brl(bump.price))
     accept = (texts.accept if texts and texts.accept else None) or bot.text("bump_accept")
     decline = (texts.decline if texts and texts.decline else None) or bot.text("bump_decline")
-    keyboard = {"inline_keyboard": [[{"text": accept, "callback_data": f"bmp:{offer.id}:y"}],
-                                    [{"text": decline, "callback_data": f"bmp:{offer.id}:n"}]]}  # fmt: skip
-    params = {"chat_id": lead.chat_id, "text": text, "reply_markup": keyboard}
-    deliver(telegram, throttle, bot.token, bot.id, lead.chat_id,
-            [Send(f"bump:{lead.lead_id}:{offer.id}:{update_id}", "sendMessage", params, OWED)])  # fmt: skip
+    choices = (Choice(f"bmp:{offer.id}:y", accept), Choice(f"bmp:{offer.id}:n", decline))
+    channel = channels.of(bot)
+    deliver(channel, throttle, lead.chat_id,
+            plan(channel, f"bump:{lead.lead_id}:{offer.id}:{update_id}", lead.chat_id, Message(text, choices=choices),
+                 OWED))  # fmt: skip
     counters.inc("grimbots_bumps_total", {"outcome": "asked"})
 
 
-def _tell_failed(
-    bot: BotConfig, lead: Recipient, charge: Charge, telegram: TelegramGateway, throttle: Throttle
-) -> None:
-    params = {"chat_id": lead.chat_id, "text": bot.text("charge_failed")}
-    send = Send(f"pix-failed:{charge.id}", "sendMessage", params, OWED)
-    deliver(telegram, throttle, bot.token, bot.id, lead.chat_id, [send])
+def _tell_failed(bot: BotConfig, lead: Recipient, charge: Charge, channels: Channels, throttle: Throttle) -> None:
+    channel = channels.of(bot)
+    sends = plan(channel, f"pix-failed:{charge.id}", lead.chat_id, Message(bot.text("charge_failed")), OWED)
+    deliver(channel, throttle, lead.chat_id, sends)
 
 
 def _retries() -> int:
@@ -343,7 +328,7 @@ def checkout_actor(
         return
     gateway = runtime.payment_gateway(bot.gateway_id) if bot.gateway_id else None
     try:
-        checkout(bot, Recipient(lead_id, chat_id, True), offer_id, update_id, gateway, runtime.telegram(),
+        checkout(bot, Recipient(lead_id, chat_id, True), offer_id, update_id, gateway, runtime.channels(),
                  runtime.throttle(), last_attempt=_retries() >= CHECKOUT_RETRIES, followup_id=followup_id)  # fmt: skip
     except Busy:
         raise dramatiq.Retry("charge being created by another tap", delay=500) from None
@@ -439,7 +424,7 @@ def settle_and_deliver(
 ) -> Settled:
     settled = settle(charge, status, amount, source=source, notification=notification)
     if settled.deliver:
-        delivery.deliver_now_or_later(charge.id, runtime.telegram(), runtime.throttle())
+        delivery.deliver_now_or_later(charge.id, runtime.channels(), runtime.throttle())
     return settled
 
 
@@ -489,7 +474,7 @@ def notify(gateway_id: str, notification: dict[str, Any]) -> None:
 
 def check_button(
     bot: BotConfig, lead_id: int, charge_id: int, chat_id: int, callback_id: str, gateway: PaymentGateway | None,
-    telegram: TelegramGateway, throttle: Throttle,
+    channels: Channels, throttle: Throttle,
 ) -> Settled | None:  # fmt: skip
     """The buyer says they paid: ask the gateway now, settle, and answer the button with where it stands."""
     charge = Charge.get_or_none((Charge.id == charge_id) & (Charge.bot_id == bot.id) & (Charge.lead_id == lead_id))
@@ -509,13 +494,11 @@ def check_button(
     if charge is not None:
         names = {"paid": "payment_confirmed", "expired": "charge_expired", "failed": "charge_expired"}
         text = bot.text(names.get(charge.status, "payment_pending"))
-    params: dict[str, Any] = {"callback_query_id": callback_id}
-    if text:
-        params["text"] = text
-    answer = Send(f"callback:{bot.id}:{callback_id}", "answerCallbackQuery", params, throttled=False)
-    deliver(telegram, throttle, bot.token, bot.id, chat_id, [answer])
+    channel = channels.of(bot)
+    answer = channel.answer(f"callback:{bot.id}:{callback_id}", chat_id, callback_id, text)
+    deliver(channel, throttle, chat_id, [of(r, OWED) for r in answer])
     if settled is not None and settled.deliver:
-        delivery.deliver_now_or_later(settled.charge_id, telegram, throttle)
+        delivery.deliver_now_or_later(settled.charge_id, channels, throttle)
     return settled
 
 
@@ -533,7 +516,7 @@ def check(bot_id: str, lead_id: int, charge_id: int, chat_id: int, callback_id: 
     if bot is None:
         return
     gateway = runtime.payment_gateway(bot.gateway_id) if bot.gateway_id else None
-    check_button(bot, lead_id, charge_id, chat_id, callback_id, gateway, runtime.telegram(), runtime.throttle())
+    check_button(bot, lead_id, charge_id, chat_id, callback_id, gateway, runtime.channels(), runtime.throttle())
 
 
 # --- reconciliation --------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from actors import runtime
 from actors.broker import PIXEL, counters, retry_when
 from actors.enqueue import after_commit, unit_of_work
 from db import hot
-from db.catalog import BotConfig
+from db.catalog import BotConfig, WhatsAppConfig
 from db.database import is_sqlite, transaction, utcnow
 from db.models import Charge, Click, PixelEvent
 from gateways import tiktok, utmify
@@ -103,6 +103,7 @@ class Buyer:
     ttp: str | None = None
     utm: dict[str, str] = field(default_factory=dict)
     name: str = ""
+    ctwa_clid: str | None = None  # a Click-to-WhatsApp ad's click (CONTRACT §12)
 
     def __repr__(self) -> str:  # personal data: never in a log line
         return "Buyer(...)"
@@ -119,9 +120,9 @@ def buyer_of(lead_id: int) -> Buyer:
     row = hot.lead_click(lead_id)
     if row is None:
         return Buyer()
-    user_id, fbc, fbp, ip, user_agent, source_url, ttclid, ttp, utm, name = row
+    user_id, fbc, fbp, ip, user_agent, source_url, ttclid, ttp, utm, name, ctwa_clid = row
     utm = json.loads(utm) if isinstance(utm, str) else (utm or {})
-    return Buyer(user_id, fbc, fbp, ip, user_agent, source_url, ttclid, ttp, dict(utm), name or "")
+    return Buyer(user_id, fbc, fbp, ip, user_agent, source_url, ttclid, ttp, dict(utm), name or "", ctwa_clid)
 
 
 @dataclass(frozen=True)
@@ -146,16 +147,21 @@ def build_event(
     event_time: dt.datetime,
     buyer: Buyer,
     custom_data: dict[str, Any] | None = None,
+    whatsapp: WhatsAppConfig | None = None,
 ) -> dict[str, Any]:
-    """One event as Meta takes it. With a click (a browser was there) it is a `website` event
-    with the click's URL, IP and user agent, which Meta requires of website events; without one
-    it happened in the chat."""
+    """One event as Meta takes it. A lead a Click-to-WhatsApp ad brought is a `business_messaging`
+    event on `whatsapp` with its ctwa_clid and the bot's WhatsApp business account (Conversions API
+    for WhatsApp). Otherwise, with a click (a browser was there) it is a `website` event with the
+    click's URL, IP and user agent, which Meta requires of website events; without one it happened
+    in the chat. A WhatsApp buyer's number is sent hashed (`ph`)."""
+    phone = str(buyer.telegram_user_id) if whatsapp is not None and buyer.telegram_user_id is not None else None
     user = user_data(
         telegram_user_id=buyer.telegram_user_id,
         fbc=buyer.fbc,
         fbp=buyer.fbp,
         ip=buyer.ip,
         user_agent=buyer.user_agent,
+        phone=phone,
     )
     event: dict[str, Any] = {
         "event_name": name,
@@ -164,7 +170,15 @@ def build_event(
         "action_source": "website" if buyer.user_agent else "chat",
         "user_data": user,
     }
-    if buyer.user_agent and buyer.source_url:
+    if whatsapp is not None and buyer.ctwa_clid:
+        event["action_source"] = "business_messaging"
+        event["messaging_channel"] = "whatsapp"
+        user["ctwa_clid"] = buyer.ctwa_clid
+        if whatsapp.waba_id:
+            user["whatsapp_business_account_id"] = whatsapp.waba_id
+        for browser_only in ("client_ip_address", "client_user_agent"):
+            user.pop(browser_only, None)
+    elif buyer.user_agent and buyer.source_url:
         event["event_source_url"] = buyer.source_url
     if custom_data:
         event["custom_data"] = custom_data
@@ -276,8 +290,8 @@ def view_content(
     now = utcnow()
     event_id = f"vc.{bot.id}.{update_id}"
     if tracks(bot):
-        custom = {"content_name": bot.username, "content_type": "product"}
-        record(bot, build_event("ViewContent", event_id, now, buyer, custom), now, lead_id=lead_id)
+        custom = {"content_name": bot.username or bot.id, "content_type": "product"}
+        record(bot, build_event("ViewContent", event_id, now, buyer, custom, bot.whatsapp), now, lead_id=lead_id)
     record_tiktok(bot, "ViewContent", event_id, now, buyer, properties={"content_type": "product"}, lead_id=lead_id)
 
 
@@ -305,7 +319,7 @@ def initiate_checkout(track: Tracking | None, charge: Charge, now: dt.datetime) 
         return
     if tracks(track.bot):
         custom = _checkout_data(charge, track.bot)
-        event = build_event("InitiateCheckout", f"ic.{charge.id}", now, track.buyer, custom)
+        event = build_event("InitiateCheckout", f"ic.{charge.id}", now, track.buyer, custom, track.bot.whatsapp)
         record(track.bot, event, now, lead_id=charge.lead_id, charge_id=charge.id)
     record_tiktok(track.bot, "InitiateCheckout", f"ic.{charge.id}", now, track.buyer, lead_id=charge.lead_id,
                   charge_id=charge.id, properties=_tiktok_properties(charge, track.bot, charge.amount))  # fmt: skip
@@ -318,7 +332,7 @@ def purchase(track: Tracking | None, charge: Charge, amount: Any, now: dt.dateti
         return
     if tracks(track.bot):
         custom = {**_checkout_data(charge, track.bot), "value": float(amount)}
-        event = build_event("Purchase", f"pur.{charge.id}", now, track.buyer, custom)
+        event = build_event("Purchase", f"pur.{charge.id}", now, track.buyer, custom, track.bot.whatsapp)
         record(track.bot, event, now, lead_id=charge.lead_id, charge_id=charge.id)
     record_tiktok(track.bot, "CompletePayment", f"pur.{charge.id}", now, track.buyer, lead_id=charge.lead_id,
                   charge_id=charge.id, properties=_tiktok_properties(charge, track.bot, amount))  # fmt: skip

@@ -1,7 +1,9 @@
-"""Bot health for redirect pools (CONTRACT §11): a bot whose token Telegram refuses (401 or 404 on
-any call: revoked, deleted) is unhealthy from that answer on, and every pool stops sending buyers
-to it (the edge re-reads the set each CONFIG_POLL_SECONDS); the clock re-checks unhealthy bots
-with getMe every RECHECK_SECONDS, and a bot whose getMe succeeds is healthy again.
+"""Bot health for redirect pools (CONTRACT §11) and WhatsApp numbers (§12): a bot whose token
+Telegram refuses (401 or 404 on any call: revoked, deleted), or a WhatsApp number its provider
+refuses or reports disconnected, is unhealthy from that answer on, and every pool stops sending
+buyers to it (the edge re-reads the set each CONFIG_POLL_SECONDS); the clock re-checks unhealthy
+bots through their channel's `probe` (getMe, Evolution's connection state, the Cloud number) every
+RECHECK_SECONDS, and a bot that answers is healthy again, its paused sends resumed.
 
 Health lives in Redis (`grimbots:bots:unhealthy`, bot id → JSON: since, status, Telegram's
 description, last check): a Redis that lost it sends buyers to a refused bot until its next call
@@ -20,7 +22,7 @@ import redis
 import settings
 from actors import runtime
 from actors.broker import MAINTENANCE, broker, counters
-from gateways.telegram import TelegramError, TelegramGateway, TelegramPermanent
+from actors.channels import Channels
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,33 @@ def mark_unhealthy(client: redis.Redis, bot_id: str, status: int, description: s
     marked = bool(client.hsetnx(UNHEALTHY, bot_id, doc))
     if marked:
         counters.inc("grimbots_bot_health_changes_total", {"to": "unhealthy"})
-        log.warning("bot unhealthy: Telegram refused its token bot=%s status=%s", bot_id, status)
+        log.warning("bot unhealthy bot=%s status=%s description=%s", bot_id, status, description[:200])
     return marked
+
+
+def refused(bot_id: str, status: int, description: str) -> None:
+    """A WhatsApp channel's hook: its number was refused (status 401/403/404) or is disconnected (0)."""
+    try:
+        mark_unhealthy(broker.client, bot_id, status, description)
+    except redis.RedisError as exc:  # the refusal still reaches its caller
+        log.warning("bot health not recorded bot=%s error=%s", bot_id, type(exc).__name__)
+
+
+def connection(bot_id: str, state: str) -> None:
+    """Evolution's connection.update: `open` → healthy and its sends resumed; `close` → unhealthy,
+    its sends paused until a check finds it open."""
+    if state == "open":
+        healthy(bot_id, "connected")
+    elif state == "close":
+        refused(bot_id, 0, "disconnected")
+        runtime.throttle().pause_bot(bot_id, RECHECK_SECONDS)
+
+
+def healthy(bot_id: str, why: str) -> None:
+    if broker.client.hdel(UNHEALTHY, bot_id):
+        counters.inc("grimbots_bot_health_changes_total", {"to": "healthy"})
+        log.info("bot healthy again bot=%s why=%s", bot_id, why)
+    runtime.throttle().resume_bot(bot_id)
 
 
 def unhealthy(client: Any) -> dict[str, dict[str, Any]]:
@@ -55,7 +82,7 @@ def token_refused(token: str, status: int, description: str) -> None:
     """TelegramGateway's hook: a call with `token` was answered 401/404. Which bot has it is read
     from the configuration each process holds (no query)."""
     bots = runtime.catalog().bots.values()
-    bot_id = next((b.id for b in bots if b.token == token), None)
+    bot_id = next((b.id for b in bots if b.token and b.token == token), None)
     if bot_id is None:
         return
     try:
@@ -64,33 +91,27 @@ def token_refused(token: str, status: int, description: str) -> None:
         log.warning("bot health not recorded bot=%s error=%s", bot_id, type(exc).__name__)
 
 
-def recheck(telegram: TelegramGateway | None = None) -> dict[str, int]:
-    """getMe for each unhealthy bot: healthy again when it succeeds."""
+def recheck(channels: Channels | None = None) -> dict[str, int]:
+    """Each unhealthy bot's channel probed: healthy again (sends resumed) when it answers."""
     client = broker.client
-    telegram = telegram or runtime.telegram()
+    channels = channels or runtime.channels()
     outcome = {"healthy": 0, "unhealthy": 0}
     for bot_id, doc in unhealthy(client).items():
         bot = runtime.bot_config(bot_id)
         if bot is None:  # no longer configured: nothing to check
             client.hdel(UNHEALTHY, bot_id)
             continue
-        try:
-            telegram.call(bot.token, "getMe", {})
-        except TelegramPermanent as exc:
-            if exc.status not in REFUSED:
-                log.info("bot health check inconclusive bot=%s status=%s", bot_id, exc.status)
-                continue
+        state = channels.of(bot).probe()
+        if state is None:  # the provider unreachable: not an answer about the bot
+            log.info("bot health check inconclusive bot=%s", bot_id)
+            continue
+        if not state:
             doc["checked_at"] = time.time()
             if client.hexists(UNHEALTHY, bot_id):
                 client.hset(UNHEALTHY, bot_id, json.dumps(doc))
             outcome["unhealthy"] += 1
             continue
-        except TelegramError as exc:  # Telegram unreachable: not an answer about the token
-            log.info("bot health check inconclusive bot=%s error=%s", bot_id, type(exc).__name__)
-            continue
-        client.hdel(UNHEALTHY, bot_id)
-        counters.inc("grimbots_bot_health_changes_total", {"to": "healthy"})
-        log.info("bot healthy again: getMe succeeded bot=%s", bot_id)
+        healthy(bot_id, "check succeeded")
         outcome["healthy"] += 1
     return outcome
 

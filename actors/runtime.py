@@ -10,9 +10,13 @@ import redis
 
 import settings
 from actors.broker import broker
+from actors.channels import Channels
 from actors.throttle import Throttle
 from db.catalog import BotConfig, Catalog
 from gateways.ads import Destination
+from gateways.channel import Channel
+from gateways.evolution import EvolutionGateway
+from gateways.evolution import default_client as evolution_client
 from gateways.meta import MetaGateway
 from gateways.meta import default_client as meta_client
 from gateways.payments import registry
@@ -22,6 +26,8 @@ from gateways.tiktok import TikTokGateway
 from gateways.tiktok import default_client as tiktok_client
 from gateways.utmify import UtmifyGateway
 from gateways.utmify import default_client as utmify_client
+from gateways.whatsapp_cloud import CloudGateway
+from gateways.whatsapp_cloud import default_client as cloud_client
 
 
 @lru_cache(maxsize=1)
@@ -92,6 +98,26 @@ def telegram() -> TelegramGateway:
 
     return TelegramGateway(default_client(settings.TELEGRAM_TIMEOUT_SECONDS), settings.TELEGRAM_API_BASE,
                            on_token_refused=pools.token_refused)  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def channels() -> Channels:
+    """Every bot's chat channel, built on one pooled client per provider."""
+    from actors import pools  # a refused or disconnected number is marked unhealthy
+
+    return Channels(
+        telegram(),
+        EvolutionGateway(evolution_client(settings.WHATSAPP_TIMEOUT_SECONDS)),
+        CloudGateway(
+            cloud_client(settings.WHATSAPP_TIMEOUT_SECONDS), settings.META_GRAPH_BASE, settings.META_API_VERSION
+        ),
+        cache=cache(),
+        on_refused=pools.refused,
+    )
+
+
+def channel(bot: BotConfig) -> Channel:
+    return channels().of(bot)
 
 
 @lru_cache(maxsize=1)

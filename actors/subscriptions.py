@@ -23,15 +23,16 @@ import dramatiq
 
 from actors import runtime
 from actors.broker import FUNNEL, counters, retry_when
+from actors.channels import Channels
 from actors.funnel import mark_unreachable
-from actors.outbox import MARKETING, OWED, Outcome, Send, deliver
+from actors.outbox import MARKETING, OWED, Outcome, Send, deliver, plan
 from actors.schedule import close, close_after
 from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig, OfferConfig, brl
 from db.database import is_sqlite, utcnow
 from db.models import Charge, Delivery, Followup, Lead, Subscription
-from gateways.telegram import TelegramGateway
+from gateways.channel import Choice, Message
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,8 @@ def _for_this_end(row: Followup, sub: Subscription) -> bool:
     return len(parts) >= 3 and parts[2] == str(_epoch(sub.ends_at))
 
 
-def renew_button(bot: BotConfig, row: Followup) -> dict[str, Any]:
-    text = bot.text("renew_button", amount=brl(row.amount))
-    return {"inline_keyboard": [[{"text": text[:64], "callback_data": f"fu:{row.id}"}]]}
+def renew_choice(bot: BotConfig, row: Followup) -> tuple[Choice, ...]:
+    return (Choice(f"fu:{row.id}", bot.text("renew_button", amount=brl(row.amount))[:64]),)
 
 
 def record_error(sub: Subscription, error: str) -> None:
@@ -102,7 +102,7 @@ def record_error(sub: Subscription, error: str) -> None:
     log.warning("subscription error bot=%s subscription=%s error=%s", sub.bot_id, sub.id, error)
 
 
-def send_due(row: Followup, telegram: TelegramGateway, throttle: Throttle) -> str:
+def send_due(row: Followup, channels: Channels, throttle: Throttle) -> str:
     """A reminder or an expiry, due now: sent, done, or cancelled (renewed, gone)."""
     sub = Subscription.get_or_none(Subscription.id == row.subscription_id)
     bot = runtime.bot_config(row.bot_id)
@@ -115,18 +115,18 @@ def send_due(row: Followup, telegram: TelegramGateway, throttle: Throttle) -> st
         if sub.state != "active" or not lead.reachable:
             return close(row, "cancelled", "not active" if sub.state != "active" else "lead unreachable")
         days = max(1, math.ceil((sub.ends_at - utcnow()).total_seconds() / 86400))
-        params = {"chat_id": lead.chat_id, "text": bot.text("reminder_text", days=days),
-                  "reply_markup": renew_button(bot, row)}  # fmt: skip
-        marketing = partial(throttle.acquire, bot.id, lead.chat_id, marketing=True)  # buyers' messages first
-        outcome = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id,
-                          [Send(f"followup:{row.id}", "sendMessage", params, MARKETING)], marketing)  # fmt: skip
+        channel = channels.of(bot)
+        message = Message(bot.text("reminder_text", days=days), choices=renew_choice(bot, row))
+        marketing = partial(throttle.acquire, bot.id, lead.chat_id, marketing=True, rate=channel.rate)  # buyers first
+        outcome = deliver(channel, throttle, lead.chat_id,
+                          plan(channel, f"followup:{row.id}", lead.chat_id, message, MARKETING), marketing)  # fmt: skip
         if outcome.blocked:
             mark_unreachable(lead.id)
         return close_after(row, outcome)
-    return expire(row, sub, bot, lead, telegram, throttle)
+    return expire(row, sub, bot, lead, channels, throttle)
 
 
-def remove(bot: BotConfig, chat_id: int, user_id: int, key: str, telegram: TelegramGateway,
+def remove(bot: BotConfig, chat_id: int, user_id: int, key: str, channels: Channels,
            throttle: Throttle) -> Outcome:  # fmt: skip
     """Take a user out of a chat in a way that lets them back in later (by paying): ban, then
     unban only if banned. Owed: resent if a crash leaves it unknown; admin calls, not messages."""
@@ -140,12 +140,12 @@ def remove(bot: BotConfig, chat_id: int, user_id: int, key: str, telegram: Teleg
             throttled=False,
         ),
     ]
-    return deliver(telegram, throttle, bot.token, bot.id, chat_id, sends)
+    return deliver(channels.of(bot), throttle, chat_id, sends)
 
 
-def expire(row: Followup, sub: Subscription, bot: BotConfig, lead: Lead, telegram: TelegramGateway,
+def expire(row: Followup, sub: Subscription, bot: BotConfig, lead: Lead, channels: Channels,
            throttle: Throttle) -> str:  # fmt: skip
-    outcome = remove(bot, sub.chat_id, lead.telegram_user_id, f"expire:{sub.id}:{_epoch(sub.ends_at)}", telegram,
+    outcome = remove(bot, sub.chat_id, lead.telegram_user_id, f"expire:{sub.id}:{_epoch(sub.ends_at)}", channels,
                      throttle)  # fmt: skip
     if outcome.failed is not None:
         record_error(sub, outcome.failed)
@@ -159,9 +159,10 @@ def expire(row: Followup, sub: Subscription, bot: BotConfig, lead: Lead, telegra
         counters.inc("grimbots_subscriptions_total", {"outcome": "expired"})
         log.info("subscription expired bot=%s subscription=%s", bot.id, sub.id)
     if lead.reachable:
-        params = {"chat_id": lead.chat_id, "text": bot.text("expired_text"), "reply_markup": renew_button(bot, row)}
-        told = deliver(telegram, throttle, bot.token, bot.id, lead.chat_id,
-                       [Send(f"followup:{row.id}", "sendMessage", params, MARKETING)])  # fmt: skip
+        channel = channels.of(bot)
+        message = Message(bot.text("expired_text"), choices=renew_choice(bot, row))
+        told = deliver(channel, throttle, lead.chat_id,
+                       plan(channel, f"followup:{row.id}", lead.chat_id, message, MARKETING))  # fmt: skip
         if told.blocked:
             mark_unreachable(lead.id)
     return close(row, "sent")
@@ -195,7 +196,7 @@ def settling(bot: BotConfig, lead_id: int, chat_id: int) -> bool:
     )
 
 
-def decide_join(bot: BotConfig, request: dict[str, Any], update_id: int, telegram: TelegramGateway,
+def decide_join(bot: BotConfig, request: dict[str, Any], update_id: int, channels: Channels,
                 throttle: Throttle) -> str:  # fmt: skip
     """approve | decline | wait: approve a user with an active subscription to the chat, decline
     everyone else, and wait (up to JOIN_WAIT) for a payer whose payment is being settled."""
@@ -213,7 +214,7 @@ def decide_join(bot: BotConfig, request: dict[str, Any], update_id: int, telegra
     method = "approveChatJoinRequest" if decision == "approve" else "declineChatJoinRequest"
     send = Send(f"join:{bot.id}:{update_id}", method, {"chat_id": chat_id, "user_id": user_id}, OWED,
                 throttled=False)  # fmt: skip
-    outcome = deliver(telegram, throttle, bot.token, bot.id, chat_id, [send])
+    outcome = deliver(channels.of(bot), throttle, chat_id, [send])
     counters.inc("grimbots_join_requests_total", {"decision": decision})
     if outcome.failed is not None and lead is not None:
         sub = Subscription.get_or_none((Subscription.lead_id == lead.id) & (Subscription.chat_id == chat_id))
@@ -223,7 +224,7 @@ def decide_join(bot: BotConfig, request: dict[str, Any], update_id: int, telegra
     return decision
 
 
-def check_member(bot: BotConfig, member: dict[str, Any], update_id: int, telegram: TelegramGateway,
+def check_member(bot: BotConfig, member: dict[str, Any], update_id: int, channels: Channels,
                  throttle: Throttle) -> bool:  # fmt: skip
     """A member who joined through a link issued to another buyer: removed, and the link revoked
     (the buyer it was issued to keeps their access). Returns True when it removed someone."""
@@ -241,10 +242,10 @@ def check_member(bot: BotConfig, member: dict[str, Any], update_id: int, telegra
     owner = Lead.get_or_none(Lead.id == charge.lead_id) if charge is not None else None
     if owner is None or owner.telegram_user_id == joiner:
         return False
-    outcome = remove(bot, chat_id, joiner, f"share:{bot.id}:{update_id}", telegram, throttle)
+    outcome = remove(bot, chat_id, joiner, f"share:{bot.id}:{update_id}", channels, throttle)
     params = {"chat_id": chat_id, "invite_link": link}
     revoke = Send(f"share:{bot.id}:{update_id}:revoke", "revokeChatInviteLink", params, OWED, throttled=False)
-    deliver(telegram, throttle, bot.token, bot.id, chat_id, [revoke])
+    deliver(channels.of(bot), throttle, chat_id, [revoke])
     counters.inc("grimbots_shared_links_total", {"outcome": "removed" if outcome.failed is None else "failed"})
     log.warning("shared link caught bot=%s chat=%s charge=%s", bot.id, chat_id, issued.charge_id)
     return True
@@ -264,5 +265,5 @@ def join_actor(bot_id: str, update_id: int, request: dict[str, Any]) -> None:
     bot = runtime.bot_config(bot_id)
     if bot is None:
         return
-    if decide_join(bot, request, update_id, runtime.telegram(), runtime.throttle()) == "wait":
+    if decide_join(bot, request, update_id, runtime.channels(), runtime.throttle()) == "wait":
         raise dramatiq.Retry("payment being settled", delay=JOIN_RECHECK_MS)

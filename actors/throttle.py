@@ -1,26 +1,28 @@
-"""Outbound Telegram rate limits shared by every worker process, kept in Redis.
+"""Outbound rate limits of every chat channel, shared by every worker process, kept in Redis.
 
-Per bot: at most `bot_rate` sends in any window of `window_ms` — as Telegram sees them (CONTRACT §10:
-"at most 30 sends per bot in any 1-second window"). The window is a sorted set of the bot's recent
-sends: a send enters it when it takes its slot (scored "in flight") and is stamped with the time
-its answer came back once it has (`done`). A slot is free when fewer than `bot_rate` sends are in
-flight or answered within the window. Since a request reaches Telegram after its slot was taken and
-before its answer comes back, the 31st request of any run reaches Telegram at least a window after
-the 1st did, however late a busy machine sends or reads them: the limit holds at Telegram's end,
-not only at ours. A send whose worker died stays "in flight" for `inflight_ms` at most.
+Per bot: at most `bot_rate` sends in any window of `window_ms` — as the provider sees them (CONTRACT
+§10: "at most 30 sends per bot in any 1-second window" on Telegram; §12: `rate_per_minute` per
+WhatsApp number, a window of 60 s). A caller passes its channel's `rate` (sends, window ms). The
+window is a sorted set of the bot's recent sends: a send enters it when it takes its slot (scored
+"in flight") and is stamped with the time its answer came back once it has (`done`). A slot is free
+when fewer than `bot_rate` sends are in flight or answered within the window. Since a request
+reaches Telegram after its slot was taken and before its answer comes back, the 31st request of any
+run reaches Telegram at least a window after the 1st did, however late a busy machine sends or reads
+them: the limit holds at Telegram's end, not only at ours. A send whose worker died stays "in
+flight" for `inflight_ms` at most.
 
 Per chat: a token bucket (about 1 message/s, with a small burst so a welcome's parts go out
 together). A bot-wide pause after a 429.
 
 Two priorities share a bot's window: what buyers are owed (the funnel, codes, deliveries) and
-marketing (follow-ups, broadcasts). A buyer-facing send that finds the window full enters the
-bot's waiting set until it takes a slot (or a second after it expected to); marketing sends stand
-back while anyone is in it, so a broadcast at the bot's full rate makes a welcome wait about one
-slot, however late a busy machine wakes the welcome's thread. Paid broadcasts
-(`allow_paid_broadcast`) have a window of their own, at the paid rate.
+marketing (follow-ups, broadcasts). A buyer-facing send that finds the window full enters the bot's
+waiting set until it takes a slot (or a second after it expected to); marketing sends stand back
+while anyone is in it, so a broadcast at the bot's full rate makes a welcome wait about one slot,
+however late a busy machine wakes the welcome's thread. Paid broadcasts (`allow_paid_broadcast`)
+have a window of their own, at the paid rate.
 
-A caller that must wait sleeps when the wait is short and is re-queued with a delay when it is
-long: messages queue, never fail."""
+A caller that must wait sleeps when the wait is short and is re-queued with a delay when it is long:
+messages queue, never fail."""
 
 from __future__ import annotations
 
@@ -131,15 +133,17 @@ class Throttle:
         return f"{self.prefix}:{'paid' if paid else 'sent'}:{{{bot_id}}}"
 
     def try_acquire(self, bot_id: str, chat_id: int, *, marketing: bool = False, paid: bool = False,
-                    stop_key: str = "", waiter: str | None = None, send_id: str | None = None) -> int:  # fmt: skip
+                    stop_key: str = "", waiter: str | None = None, send_id: str | None = None,
+                    rate: tuple[int, int] | None = None) -> int:  # fmt: skip
         """Take one send for the bot and the chat: 0, or the ms to wait first, or STOPPED when
         `stop_key` exists (a broadcast stopped: checked in the same call that would take the slot).
         A buyer-facing send that must wait is kept in the bot's waiting set under `waiter` (one
         id per send), which marketing sends yield to. The slot is `send_id`'s (give it to `done`)."""
         keys = [self._window(bot_id, paid), f"{self.prefix}:chat:{{{bot_id}}}:{chat_id}", self._pause_key(bot_id),
                 self._waiters(bot_id), stop_key]  # fmt: skip
-        limit = self.paid_rate if paid else self.bot_rate
-        window = 1000 if paid else self.window_ms
+        limit, window = rate or (self.bot_rate, self.window_ms)
+        if paid:
+            limit, window = self.paid_rate, 1000
         who = "" if marketing else (waiter or uuid.uuid4().hex)
         args: list[str | int] = [limit, window, self.chat_rate, self.chat_burst, who, send_id or uuid.uuid4().hex,
                                  self.inflight_ms]  # fmt: skip
@@ -148,13 +152,14 @@ class Throttle:
     def ticket(self, bot_id: str, *, paid: bool = False) -> Ticket:
         return Ticket(self._window(bot_id, paid), uuid.uuid4().hex)
 
-    def acquire(self, bot_id: str, chat_id: int, *, marketing: bool = False) -> Ticket:
+    def acquire(self, bot_id: str, chat_id: int, *, marketing: bool = False, rate: tuple[int, int] | None = None
+                ) -> Ticket:  # fmt: skip
         """Wait for a slot (buyer-facing priority unless `marketing`). A long wait raises
         dramatiq.Retry with that delay instead of holding a worker thread (the message goes back to
         the queue and this send is made later)."""
         ticket, waited, waiter = self.ticket(bot_id), 0, uuid.uuid4().hex
         while (wait := self.try_acquire(bot_id, chat_id, marketing=marketing, waiter=waiter,
-                                        send_id=ticket.send_id)) > 0:  # fmt: skip
+                                        send_id=ticket.send_id, rate=rate)) > 0:  # fmt: skip
             if waited + wait > self.max_sleep_ms:
                 self.client.zrem(self._waiters(bot_id), waiter)  # marketing need not wait for it now
                 raise dramatiq.Retry(f"rate limited for {wait} ms", delay=max(wait, 100))
@@ -168,5 +173,9 @@ class Throttle:
             self._done(keys=[ticket.window], args=[ticket.send_id])
 
     def pause_bot(self, bot_id: str, seconds: float) -> None:
-        """After a 429: no worker sends for this bot until Telegram's retry_after has passed."""
+        """After a 429 (or a disconnected number): no worker sends for this bot until it has passed."""
         self._pause(keys=[self._pause_key(bot_id)], args=[int(seconds * 1000)])
+
+    def resume_bot(self, bot_id: str) -> None:
+        """The reason for a pause is gone (a number connected again): its sends go now."""
+        self.client.delete(self._pause_key(bot_id))

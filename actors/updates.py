@@ -1,13 +1,13 @@
-"""Update routing: every Telegram update the edge accepted is recorded once under (bot, update_id)
-and routed: /start to the welcome funnel, button presses to their handler, blocks and unblocks
-to the lead's reachability."""
+"""Update routing: every event the edge accepted (a Telegram update, a WhatsApp message, read by the
+bot's channel into `Inbound` events) is recorded once under (bot, update_id) and routed: the
+funnel's entry (/start, a WhatsApp number's first message) to the welcome, picks (buttons, numbered
+answers) to their handler, blocks and unblocks to the lead's reachability."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dramatiq
@@ -15,25 +15,23 @@ import redis
 
 import clicks
 import settings
-from actors import followups, funnel, owed, payments, pixel, runtime, subscriptions
+from actors import followups, funnel, owed, payments, pixel, pools, runtime, subscriptions
 from actors.broker import UPDATES, counters, retry_when
+from actors.channels import Channels
 from actors.enqueue import unit_of_work
-from actors.outbox import NOT_NOW, hand_off
+from actors.outbox import MARKETING, NOT_NOW, deliver, hand_off, plan
 from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig
 from db.database import utcnow
 from db.models import BumpAnswer, Lead
-from gateways.telegram import TelegramGateway
+from gateways.channel import Inbound, Malformed, Message, Person
+from gateways.telegram import INT64, classify, parse_update, start_payload, telegram_id  # noqa: F401 - the router's names
 
 log = logging.getLogger(__name__)
 
-INT64 = 2**63
 
-
-class MalformedUpdate(ValueError):
-    """An update that can never be processed: wrong types, ids out of range. Recorded once,
-    never retried, and its content is never logged."""
+MalformedUpdate = Malformed  # an update that can never be processed: recorded once, never retried
 
 
 def repaired(value: Any) -> Any:
@@ -52,113 +50,56 @@ def repaired(value: Any) -> Any:
     return value
 
 
-def telegram_id(value: Any) -> int:
-    """A Telegram user or chat id: an integer that fits the database's BIGINT."""
-    if not isinstance(value, int) or isinstance(value, bool) or not -INT64 < value < INT64:
-        raise MalformedUpdate("id is not a 64-bit integer")
-    return value
-
-
-START = re.compile(r"^/start(?:@\w+)?(?:\s+(?P<payload>\S+))?\s*$")
-PAYLOAD = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
 @dataclass(frozen=True)
 class Routed:
-    kind: str  # start | message | callback | block | unblock | other
+    kind: str  # start | message | callback | block | unblock | join_request | chat_member | connection | other
     update_id: int
     lead: funnel.Recipient | None = None
     repeated: bool = False  # seen before: nothing was written this time
+    event: Inbound | None = None
+    data: str | None = None  # the choice picked (a button, or a number answering a numbered list)
+    hint: bool = False  # a message that picks nothing from a lead shown choices: tell them how to pick
 
     @property
     def lead_id(self) -> int | None:
         return self.lead.lead_id if self.lead is not None else None
 
 
-def classify(update: dict[str, Any]) -> str:
-    message = update.get("message")
-    if isinstance(message, dict):
-        if (message.get("chat") or {}).get("type") != "private" or not isinstance(message.get("from"), dict):
-            return "other"
-        text = message.get("text")
-        if isinstance(text, str) and START.match(text.strip()):
-            return "start"
-        return "message"
-    if isinstance(update.get("callback_query"), dict):
-        return "callback"
-    if isinstance(update.get("chat_join_request"), dict):
-        return "join_request"
-    if isinstance(update.get("chat_member"), dict):
-        return "chat_member"
-    member = update.get("my_chat_member")
-    if isinstance(member, dict) and (member.get("chat") or {}).get("type") == "private":
-        status = (member.get("new_chat_member") or {}).get("status")
-        if status == "kicked":
-            return "block"
-        if status == "member":
-            return "unblock"
-    return "other"
-
-
-def start_payload(text: str) -> str | None:
-    match = START.match(text.strip())
-    payload = match.group("payload") if match else None
-    return payload if payload and PAYLOAD.match(payload) else None
-
-
-def upsert_lead(
-    bot_id: str, user: dict[str, Any], chat_id: int, *, payload: str | None = None, reachable: bool | None = True
-) -> funnel.Recipient:
+def upsert_lead(bot_id: str, user: dict[str, Any] | Person, chat_id: int, *, payload: str | None = None,
+                reachable: bool | None = True) -> funnel.Recipient:  # fmt: skip
     """Insert or refresh the lead; first_seen_at stays, the rest follows the latest update."""
-    names = (
-        str(user.get("first_name") or "")[:255],
+    person = user if isinstance(user, Person) else Person(
+        int(user["id"]), str(user.get("first_name") or "")[:255],
         str(user["last_name"])[:255] if user.get("last_name") else None,
         str(user["username"])[:64] if user.get("username") else None,
-        str(user["language_code"])[:16] if user.get("language_code") else None,
-    )
-    lead_id, chat, is_reachable = hot.upsert_lead(bot_id, int(user["id"]), chat_id, names, payload, utcnow(), reachable)
+        str(user["language_code"])[:16] if user.get("language_code") else None)  # fmt: skip
+    names = (person.first_name, person.last_name, person.username, person.language_code)
+    lead_id, chat, is_reachable = hot.upsert_lead(bot_id, person.id, chat_id, names, payload, utcnow(), reachable)
     return funnel.Recipient(lead_id, chat, is_reachable)
 
 
-def _sender(kind: str, update: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
-    """(the Telegram user an update is from, the private chat it concerns), for kinds with a lead."""
-    try:
-        if kind in ("start", "message"):
-            user, chat = update["message"]["from"], update["message"]["chat"]["id"]
-        elif kind == "callback":
-            if not isinstance(update["callback_query"].get("id"), str):
-                raise MalformedUpdate("callback_query without its id")
-            user, chat = update["callback_query"]["from"], _callback_chat(update["callback_query"])
-        elif kind in ("block", "unblock"):
-            user, chat = update["my_chat_member"]["from"], update["my_chat_member"]["chat"]["id"]
-        else:
-            return None
-    except (KeyError, TypeError) as exc:
-        raise MalformedUpdate(f"{kind} update without its sender or chat") from exc
-    if not isinstance(user, dict):
-        raise MalformedUpdate(f"{kind} update without its sender")
-    telegram_id(user.get("id"))
-    return user, telegram_id(chat)
-
-
-def _record(bot: BotConfig, kind: str, update: dict[str, Any]) -> funnel.Recipient | None:
-    """The update's database writes; returns the lead it concerns."""
-    sender = _sender(kind, update)
-    if sender is None:
+def _record(bot: BotConfig, event: Inbound, data: str | None) -> funnel.Recipient | None:
+    """The event's database writes; returns the lead it concerns."""
+    if event.person is None or event.chat_id is None or event.kind not in LEAD_KINDS:
         return None
-    user, chat_id = sender
+    kind = event.kind
     if kind == "start":
-        payload = start_payload(update["message"].get("text") or "")
-        return upsert_lead(bot.id, user, chat_id, payload=payload, reachable=True)
-    if kind == "message":
-        return upsert_lead(bot.id, user, chat_id, reachable=True)
-    if kind == "callback":
-        lead = upsert_lead(bot.id, user, chat_id, reachable=None)
-        action, target = parse_callback_data(update["callback_query"].get("data"))
-        if action in ("bump_yes", "bump_no"):
-            record_bump_answer(bot, lead.lead_id, target, action == "bump_yes")
-        return lead
-    return upsert_lead(bot.id, user, chat_id, reachable=kind == "unblock")
+        lead = upsert_lead(bot.id, event.person, event.chat_id, payload=event.payload, reachable=True)
+    elif kind == "message":
+        lead = upsert_lead(bot.id, event.person, event.chat_id, reachable=True)
+    elif kind == "callback":
+        lead = upsert_lead(bot.id, event.person, event.chat_id, reachable=None)
+    else:
+        return upsert_lead(bot.id, event.person, event.chat_id, reachable=kind == "unblock")
+    if event.ctwa_clid:  # a Click-to-WhatsApp ad brought them: its events carry the click id
+        Lead.update(ctwa_clid=event.ctwa_clid).where(Lead.id == lead.lead_id).execute()
+    action, target = parse_callback_data(data)
+    if action in ("bump_yes", "bump_no"):
+        record_bump_answer(bot, lead.lead_id, target, action == "bump_yes")
+    return lead
+
+
+LEAD_KINDS = ("start", "message", "callback", "block", "unblock")
 
 
 def record_bump_answer(bot: BotConfig, lead_id: int, offer_id: int, accepted: bool) -> None:
@@ -173,67 +114,96 @@ def record_bump_answer(bot: BotConfig, lead_id: int, offer_id: int, accepted: bo
         counters.inc("grimbots_bumps_total", {"outcome": "accepted" if accepted else "declined"})
 
 
-def _known_lead(bot: BotConfig, kind: str, update: dict[str, Any]) -> funnel.Recipient | None:
-    sender = _sender(kind, update)
-    if sender is None:
+def _lead_row(bot: BotConfig, event: Inbound) -> Lead | None:
+    if event.person is None:
         return None
-    lead = Lead.get_or_none((Lead.bot == bot.id) & (Lead.telegram_user_id == int(sender[0]["id"])))
-    return funnel.Recipient.of(lead) if lead is not None else None
+    return Lead.get_or_none((Lead.bot == bot.id) & (Lead.telegram_user_id == event.person.id))
 
 
-def _callback_chat(query: dict[str, Any]) -> int:
-    message = query.get("message")
-    chat = message.get("chat") if isinstance(message, dict) else None
-    chat_id = chat.get("id") if isinstance(chat, dict) else None
-    return telegram_id(chat_id or query["from"]["id"])
+def _known_lead(bot: BotConfig, event: Inbound) -> tuple[funnel.Recipient | None, Lead | None]:
+    lead = _lead_row(bot, event) if event.kind in LEAD_KINDS else None
+    return (funnel.Recipient.of(lead) if lead is not None else None), lead
 
 
-def ad_click(bot: BotConfig, kind: str, update: dict[str, Any], cache: redis.Redis) -> clicks.Click | None:
-    """The ad click a `/start {token}` came from, while its token is valid (7 days); else None."""
-    if kind != "start":
+def ad_click(bot: BotConfig, event: Inbound, cache: redis.Redis) -> clicks.Click | None:
+    """The ad click the funnel's entry came from (`/start {token}`, or a token in a WhatsApp
+    message), while its token is valid (7 days); else None."""
+    if event.kind not in ("start", "message") or not event.payload:
         return None
-    payload = start_payload(update["message"].get("text") or "")
-    return clicks.load(cache, bot.id, payload) if payload else None
+    return clicks.load(cache, bot.id, event.payload)
+
+
+def picked(event: Inbound, menu: Any) -> str | None:
+    """The choice a message picks: a button's data, or a number answering the numbered list the
+    lead was shown last (WhatsApp)."""
+    if event.kind == "callback":
+        return event.data
+    text = (event.text or "").strip().rstrip(".)")
+    if event.kind == "message" and isinstance(menu, list) and text.isdigit() and 0 < int(text) <= len(menu):
+        return str(menu[int(text) - 1])
+    return None
 
 
 def route_update(bot: BotConfig, update: dict[str, Any], cache: redis.Redis | None = None) -> Routed:
-    """Take one update in: its database writes happen the first time only, in the same
-    transaction as its (bot, update_id) record. A repeat (Telegram's, or our own redelivery after a
-    worker died) writes nothing and is routed again: the stages it reaches are idempotent per update.
-    A /start attaches the ad click it came with to the lead and records its ViewContent."""
-    update_id = update["update_id"]
-    if not isinstance(update_id, int) or isinstance(update_id, bool) or not 0 < update_id < INT64:
-        raise MalformedUpdate("update_id is not a positive 64-bit integer")
-    kind = classify(update)
-    click = ad_click(bot, kind, update, cache or runtime.cache())
+    """Take one Telegram update in (route_event)."""
+    return route_event(bot, parse_update(update), cache, first_message_starts=False)
+
+
+def route_event(bot: BotConfig, event: Inbound, cache: redis.Redis | None = None, *,
+                first_message_starts: bool = False) -> Routed:  # fmt: skip
+    """Take one event in: its database writes happen the first time only, in the same transaction
+    as its (bot, update_id) record. A repeat (the provider's, or our own redelivery after a worker
+    died) writes nothing and is routed again: the stages it reaches are idempotent per update.
+    The funnel's entry attaches the ad click it came with to the lead and records its ViewContent.
+
+    `first_message_starts` (WhatsApp): a number's first message, or one carrying a click token, is
+    the funnel's entry (kind `start`, kept with the record so a repeat routes the same way)."""
+    kind = event.kind
+    click = ad_click(bot, event, cache or runtime.cache())
     now = utcnow()
     with unit_of_work():
-        record_id = hot.record_update(bot.id, update_id, kind, now)
+        record_id = hot.record_update(bot.id, event.update_id, kind, now)
         new = record_id is not None
-        lead = _record(bot, kind, update) if new else _known_lead(bot, kind, update)
+        if new:
+            entry = first_message_starts and kind == "message" and event.person is not None
+            known = _lead_row(bot, event) if entry else None
+            if entry and (click is not None or known is None):
+                kind = "start"
+                event = replace(event, kind="start")
+            data = picked(event, known.menu if known is not None else None)
+            lead = _record(bot, event, data)
+        else:
+            if first_message_starts and kind == "message" and hot.update_kind(bot.id, event.update_id) == "start":
+                kind = "start"
+                event = replace(event, kind="start")
+            lead, row = _known_lead(bot, event)
+            data = picked(event, row.menu if row is not None else None)
+        if kind == "message" and data is not None:
+            kind = "callback"
         if record_id is not None and lead is not None:
-            owes = owed_by(kind, update, lead)
+            owes = owed_by(kind, data, lead)
             if owes is not None:  # the clock re-drives it unless its stage says done first
-                hot.owe(record_id, lead.lead_id, owes, now + dt.timedelta(seconds=settings.OWED_REDRIVE_SECONDS))
-        if new and kind == "start" and lead is not None:
+                hot.owe(record_id, lead.lead_id, owes, now + dt.timedelta(seconds=settings.OWED_REDRIVE_SECONDS), kind)
+        if new and kind == "start" and lead is not None and event.person is not None:
             followups.schedule_downsells(bot, lead.lead_id, "not_bought", now)  # once per lead
-            row = pixel.attach_click(bot, lead.lead_id, click) if click is not None else None
-            pixel.view_content(bot, lead.lead_id, update_id, int(update["message"]["from"]["id"]), row)
+            attached = pixel.attach_click(bot, lead.lead_id, click) if click is not None else None
+            pixel.view_content(bot, lead.lead_id, event.update_id, event.person.id, attached)
     counters.inc("grimbots_updates_total", {"kind": kind, "repeated": "false" if new else "true"})
     if new:
-        log.info("update routed bot=%s update=%s kind=%s", bot.id, update_id, kind)
+        log.info("update routed bot=%s update=%s kind=%s", bot.id, event.update_id, kind)
     else:
-        log.info("update repeated bot=%s update=%s kind=%s", bot.id, update_id, kind)
-    return Routed(kind, update_id, lead, repeated=not new)
+        log.info("update repeated bot=%s update=%s kind=%s", bot.id, event.update_id, kind)
+    hint = kind == "message" and first_message_starts and data is None
+    return Routed(kind, event.update_id, lead, repeated=not new, event=event, data=data, hint=hint)
 
 
-def owed_by(kind: str, update: dict[str, Any], lead: funnel.Recipient) -> str | None:
-    """What an update owes its buyer, as recorded for the clock: a /start its welcome, a press on
-    an offer's button its PIX code. Nothing for a lead who blocked the bot."""
+def owed_by(kind: str, data: str | None, lead: funnel.Recipient) -> str | None:
+    """What an event owes its buyer, as recorded for the clock: the funnel's entry its welcome, a
+    pick of an offer its PIX code. Nothing for a lead who blocked the bot."""
     if kind == "start" and lead.reachable:
         return owed.WELCOME
     if kind == "callback":
-        action, target = parse_callback_data(update["callback_query"].get("data"))
+        action, target = parse_callback_data(data)
         if action in BUYING:
             return owed.checkout(target)
         if action == "followup":
@@ -241,52 +211,58 @@ def owed_by(kind: str, update: dict[str, Any], lead: funnel.Recipient) -> str | 
     return None
 
 
-def follow_up(
-    bot: BotConfig,
-    routed: Routed,
-    update: dict[str, Any],
-    telegram: TelegramGateway,
-    throttle: Throttle,
-    cache: redis.Redis,
-) -> None:
+def follow_up(bot: BotConfig, routed: Routed, channels: Channels, throttle: Throttle) -> None:
     """Run the next stage right here: a second queue hop would add a fetch, an ack and a poll
-    interval to every welcome. When the stage cannot finish now (a flood wait, Telegram down), it
-    is handed to its own actor, which retries it on its own schedule."""
-    lead = routed.lead
+    interval to every welcome. When the stage cannot finish now (a flood wait, the provider down),
+    it is handed to its own actor, which retries it on its own schedule."""
+    lead, event = routed.lead, routed.event
+    assert event is not None
     if routed.kind in ("join_request", "chat_member"):
-        members(bot, routed, update, telegram, throttle)
+        members(bot, routed, event.raw, channels, throttle)
         return
     if routed.kind == "start" and lead is not None:
         try:
-            funnel.send_welcome(bot, lead, routed.update_id, telegram, throttle, cache)
+            funnel.send_welcome(bot, lead, routed.update_id, channels, throttle)
         except NOT_NOW as exc:
             reason = type(exc).__name__
             log.info("welcome handed to funnel.welcome bot=%s lead=%s reason=%s", bot.id, lead.lead_id, reason)
             hand_off(funnel.welcome, (bot.id, lead.lead_id, routed.update_id), exc)
     elif routed.kind == "callback" and lead is not None:
-        query = update["callback_query"]
-        chat_id, callback_id = _callback_chat(query), str(query["id"])
-        action, target = parse_callback_data(query.get("data"))
+        chat_id, callback_id = lead.chat_id, event.callback_id or f"wa{routed.update_id}"
+        action, target = parse_callback_data(routed.data)
         if action == "check":  # answered by the check itself, with where the payment stands
             payments.check.send(bot.id, lead.lead_id, target, chat_id, callback_id)
             return
-        try:
-            funnel.answer_callback(bot, chat_id, callback_id, telegram, throttle)
-        except NOT_NOW as exc:  # after the flood wait, if that is what it was
-            hand_off(funnel.callback, (bot.id, chat_id, callback_id), exc)
+        if event.callback_id is not None:
+            try:
+                funnel.answer_callback(bot, chat_id, callback_id, channels, throttle)
+            except NOT_NOW as exc:  # after the flood wait, if that is what it was
+                hand_off(funnel.callback, (bot.id, chat_id, callback_id), exc)
         # Gateways are slow and sometimes down: buying runs on the payments queue, never holding a
         # thread that welcomes need.
         if action in BUYING:
             payments.checkout_actor.send(bot.id, lead.lead_id, chat_id, target, routed.update_id)
         elif action == "followup":
             payments.checkout_actor.send(bot.id, lead.lead_id, chat_id, 0, routed.update_id, target)
+    elif routed.hint and lead is not None and lead.reachable and not routed.repeated:
+        hint(bot, lead, routed.update_id, channels, throttle)
+
+
+def hint(bot: BotConfig, lead: funnel.Recipient, update_id: int, channels: Channels, throttle: Throttle) -> None:
+    """A message that picks nothing gets a short hint, not silence (marketing policy: once at most)."""
+    channel = channels.of(bot)
+    sends = plan(channel, f"hint:{bot.id}:{update_id}", lead.chat_id, Message(bot.text("choose_hint")), MARKETING)
+    try:
+        deliver(channel, throttle, lead.chat_id, sends)
+    except NOT_NOW as exc:
+        log.info("hint not sent now bot=%s lead=%s reason=%s", bot.id, lead.lead_id, type(exc).__name__)
 
 
 CALLBACKS = {"buy": "buy", "chk": "check", "fu": "followup", "bmp:y": "bump_yes", "bmp:n": "bump_no"}
 BUYING = ("buy", "bump_yes", "bump_no")  # presses that end in a charge for the offer they name
 
 
-def members(bot: BotConfig, routed: Routed, update: dict[str, Any], telegram: TelegramGateway,
+def members(bot: BotConfig, routed: Routed, update: dict[str, Any], channels: Channels,
             throttle: Throttle) -> None:  # fmt: skip
     """Who joins a subscription's chat: a join request approved or declined (or, for a payer whose
     payment is being settled, decided when it settles); a member who came through a link issued
@@ -294,11 +270,11 @@ def members(bot: BotConfig, routed: Routed, update: dict[str, Any], telegram: Te
     try:
         if routed.kind == "join_request":
             request = update["chat_join_request"]
-            if subscriptions.decide_join(bot, request, routed.update_id, telegram, throttle) == "wait":
+            if subscriptions.decide_join(bot, request, routed.update_id, channels, throttle) == "wait":
                 subscriptions.join_actor.send_with_options(args=(bot.id, routed.update_id, request),
                                                            delay=subscriptions.JOIN_RECHECK_MS)  # fmt: skip
         else:
-            subscriptions.check_member(bot, update["chat_member"], routed.update_id, telegram, throttle)
+            subscriptions.check_member(bot, update["chat_member"], routed.update_id, channels, throttle)
     except (KeyError, TypeError, ValueError) as exc:
         log.warning("member update refused: malformed bot=%s update=%s error=%s", bot.id, routed.update_id,
                     type(exc).__name__)  # fmt: skip
@@ -329,20 +305,33 @@ def parse_callback_data(data: Any) -> tuple[str | None, int]:
     max_age=24 * 3600 * 1000,  # Telegram itself gives up on an update after 24 h
 )
 def route(bot_id: str, update: dict[str, Any]) -> None:
+    """One payload the edge accepted for the bot: a Telegram update, or a WhatsApp webhook body
+    (which may hold several messages), read by the bot's channel into events, each routed."""
     bot = runtime.bot_config(bot_id)
     if bot is None:
         log.warning("update dropped: unknown bot bot=%s", bot_id)
         return
     update = repaired(update)
+    channels = runtime.channels()
+    channel = channels.of(bot)
     try:
-        routed = route_update(bot, update, runtime.cache())
-    except MalformedUpdate as exc:
+        events = channel.inbound(update)
+    except Malformed as exc:
         refuse(bot, update, exc)
         return
-    follow_up(bot, routed, update, runtime.telegram(), runtime.throttle(), runtime.cache())
+    for event in events:
+        if event.kind == "connection":  # Evolution's connection.update: the number's health, nothing to record
+            pools.connection(bot.id, event.data or "")
+            continue
+        try:
+            routed = route_event(bot, event, runtime.cache(), first_message_starts=channel.first_message_starts)
+        except Malformed as exc:
+            refuse(bot, update, exc)
+            continue
+        follow_up(bot, routed, channels, runtime.throttle())
 
 
-def refuse(bot: BotConfig, update: dict[str, Any], exc: MalformedUpdate) -> None:
+def refuse(bot: BotConfig, update: dict[str, Any], exc: Malformed) -> None:
     """A permanent failure: counted, logged by id and reason only, recorded under its update_id
     when it has a usable one (so a redelivery is a repeat), and never retried."""
     update_id = update.get("update_id")

@@ -32,6 +32,11 @@ DEFAULT_TEXTS: dict[str, str] = {
     "reminder_text": "Sua assinatura vence em {days} dia(s). Renove para não perder o acesso.",
     "expired_text": "Sua assinatura venceu. Toque para renovar.",
     "renew_button": "Renovar — R$ {amount}",
+    # WhatsApp (CONTRACT §12): the prefilled first message of a wa.me link ({token}: the click), the
+    # answer to a message that picks nothing, the button that opens a list of more than 3 choices.
+    "whatsapp_start": "Olá! Quero saber mais. Código: {token}",
+    "choose_hint": "Não entendi. Responda com o número de uma das opções acima.",
+    "choices_button": "Ver opções",
 }
 
 
@@ -109,9 +114,16 @@ class BotConfig:
     utmify_token: str | None = None  # ad destinations besides Meta (CONTRACT §13)
     tiktok_pixel_code: str | None = None
     tiktok_access_token: str | None = None
+    channel: str = "telegram"  # telegram | evolution | whatsapp_cloud (CONTRACT §12)
+    whatsapp: WhatsAppConfig | None = None
 
     def __repr__(self) -> str:  # never print the token or secrets
-        return f"BotConfig(id={self.id!r}, username={self.username!r})"
+        return f"BotConfig(id={self.id!r}, channel={self.channel!r}, username={self.username!r})"
+
+    @property
+    def link_name(self) -> str:
+        """Who buyers reach, as an operator reads it: @username, or the WhatsApp number."""
+        return self.whatsapp.number if self.whatsapp is not None else f"@{self.username}"
 
     def offer(self, offer_id: int) -> OfferConfig | None:
         return next((o for o in self.offers if o.id == offer_id), None)
@@ -129,6 +141,33 @@ class BotConfig:
         """A buyer text with its {placeholders} filled (plain replacement: a seller's stray
         brace is just a brace)."""
         return fill(self.texts.get(name) or DEFAULT_TEXTS[name], **values)
+
+
+@dataclass(frozen=True)
+class WhatsAppConfig:
+    """A WhatsApp bot's keys: Evolution's (evolution_url, instance, apikey) or the Cloud API's
+    (phone_number_id, waba_id, access_token, app_secret, verify_token)."""
+
+    number: str
+    rate_per_minute: int
+    evolution_url: str | None = None
+    instance: str | None = None
+    apikey: str | None = None
+    phone_number_id: str | None = None
+    waba_id: str | None = None
+    access_token: str | None = None
+    app_secret: str | None = None
+    verify_token: str | None = None
+
+    def __repr__(self) -> str:  # never print keys
+        return f"WhatsAppConfig(instance={self.instance!r}, phone_number_id={self.phone_number_id!r})"
+
+    @classmethod
+    def of(cls, channel: str, values: dict[str, Any] | None) -> WhatsAppConfig | None:
+        if channel == "telegram" or not values:
+            return None
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in values.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -201,6 +240,8 @@ def load_bots() -> dict[str, BotConfig]:
             texts={**DEFAULT_TEXTS, **selling[b.id].pop("sub_texts"), **(b.texts or {})},
             charge_minutes=b.charge_minutes,
             send_qr=b.send_qr,
+            channel=b.channel,
+            whatsapp=WhatsAppConfig.of(b.channel, b.channel_settings),
             **selling[b.id],
         )
         for b in bots.values()

@@ -26,7 +26,7 @@ RETURNING "id"
 """
 
 OWE = """
-UPDATE "processed_update" SET "lead_id" = {p}, "owed" = {p}, "due_at" = {p} WHERE "id" = {p}
+UPDATE "processed_update" SET "lead_id" = {p}, "owed" = {p}, "due_at" = {p}, "kind" = {p} WHERE "id" = {p}
 """
 
 SETTLE_OWED = """
@@ -78,7 +78,7 @@ UPDATE "delivery" SET "attempts" = "attempts" + 1, "updated_at" = {p} WHERE "id"
 
 LEAD_CLICK = """
 SELECT l."telegram_user_id", c."fbc", c."fbp", c."ip", c."user_agent", c."source_url", c."ttclid", c."ttp", c."utm",
-       l."first_name"
+       l."first_name", l."ctwa_clid"
 FROM "lead" l LEFT JOIN "click" c ON c."id" = l."last_click_id" WHERE l."id" = {p}
 """
 
@@ -94,9 +94,17 @@ def record_update(bot_id: str, update_id: int, kind: str, now: dt.datetime) -> i
     return int(row[0]) if row is not None else None
 
 
-def owe(record_id: int, lead_id: int, owed: str, due_at: dt.datetime) -> None:
-    """What the recorded update still owes its lead, and when the clock re-drives it if nothing says done."""
-    db.execute_sql(_sql(OWE, db.param), (lead_id, owed, due_at, record_id))
+def owe(record_id: int, lead_id: int, owed: str, due_at: dt.datetime, kind: str) -> None:
+    """What the recorded update still owes its lead, and when the clock re-drives it if nothing says
+    done; its kind as routed (a WhatsApp message that was the funnel's entry is a `start`)."""
+    db.execute_sql(_sql(OWE, db.param), (lead_id, owed, due_at, kind, record_id))
+
+
+def update_kind(bot_id: str, update_id: int) -> str | None:
+    """The kind an update was recorded (and routed) as."""
+    row = db.execute_sql(_sql('SELECT "kind" FROM "processed_update" WHERE "bot_id" = {p} AND "update_id" = {p}',
+                              db.param), (bot_id, update_id)).fetchone()  # fmt: skip
+    return str(row[0]) if row is not None else None
 
 
 def settle_owed(bot_id: str, update_id: int, now: dt.datetime) -> None:
@@ -171,7 +179,7 @@ def touch_lead_click(lead_id: int, click_id: int) -> None:
 
 
 def lead_click(lead_id: int) -> tuple[Any, ...] | None:
-    """(telegram user id, fbc, fbp, ip, user agent, source url, ttclid, ttp, utm JSON, first name)
+    """(user id, fbc, fbp, ip, user agent, source url, ttclid, ttp, utm JSON, first name, ctwa_clid)
     of a lead and its last ad click (Nones when the lead came without one), or None when there is
     no such lead: what the ad destinations' events need."""
     row = db.execute_sql(_sql(LEAD_CLICK, db.param), (lead_id,)).fetchone()

@@ -68,6 +68,10 @@ class Bot(BaseModel):
     send_qr = BooleanField(default=True)  # a QR image with the copy-and-paste code
     # Bumps' texts, upsells and downsells as configured (offers by their ids in the file): db/catalog.py
     selling = JSONField(default=dict)
+    # telegram | evolution | whatsapp_cloud (CONTRACT §12); a WhatsApp bot's keys (number, instance,
+    # apikey, access_token...) are in channel_settings, and its token/username are empty.
+    channel = CharField(max_length=16, default="telegram")
+    channel_settings = EncryptedJSONField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
@@ -95,7 +99,8 @@ class Offer(BaseModel):
 
 
 class Lead(BaseModel):
-    """A Telegram user as seen by one bot."""
+    """A buyer as seen by one bot: a Telegram user (its user and private chat ids), or a WhatsApp
+    number (its digits in both)."""
 
     id = AutoField()
     bot = ForeignKeyField(Bot, on_delete="CASCADE", column_name="bot_id")
@@ -112,6 +117,8 @@ class Lead(BaseModel):
     unreachable_since = DateTimeField(null=True)
     first_click_id = IntegerField(null=True)  # the ad click that first brought them (first touch)
     last_click_id = IntegerField(null=True)  # the latest one (last touch: what purchases are credited to)
+    menu = JSONField(null=True)  # WhatsApp: the data of the numbered choices last shown, in order
+    ctwa_clid = TextField(null=True)  # a Click-to-WhatsApp ad's click id (the latest)
 
     class Meta:
         indexes = ((("bot", "telegram_user_id"), True),)

@@ -68,7 +68,9 @@ class EdgeState:
     def _refresh(self) -> None:
         with db.connection_context():
             if self.catalog.refresh():
-                self.secrets = {b.id: b.webhook_secret.encode() for b in self.catalog.bots.values()}
+                # Telegram's secret tokens; WhatsApp bots authenticate on their own route (edge/whatsapp.py).
+                self.secrets = {b.id: b.webhook_secret.encode() for b in self.catalog.bots.values()
+                                if b.whatsapp is None and b.webhook_secret}  # fmt: skip
                 self.payment_gateways = self._adapters()
                 log.info("edge config loaded version=%s bots=%d gateways=%d", self.catalog.version,
                          len(self.secrets), len(self.payment_gateways))  # fmt: skip

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from edge import redirect, webhooks
+from edge import redirect, webhooks, whatsapp
 from edge.metrics import observe
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,8 @@ Handler = Callable[[Any, str, Scope, Receive, Send], Awaitable[int]]
 FAST_ROUTES: tuple[tuple[str, str, str, Handler, str], ...] = (
     ("POST", webhooks.PREFIX, webhooks.ROUTE, webhooks.serve_webhook, "bot_id"),
     ("POST", webhooks.PAYMENT_PREFIX, webhooks.PAYMENT_ROUTE, webhooks.serve_payment, "gateway_id"),
+    ("POST", whatsapp.PREFIX, whatsapp.ROUTE, whatsapp.serve_whatsapp, "bot_id"),
+    ("GET", whatsapp.PREFIX, whatsapp.ROUTE, whatsapp.serve_verify, "bot_id"),
     ("GET", redirect.PREFIX, redirect.ROUTE, redirect.serve_click, "bot_id"),
     ("GET", redirect.POOL_PREFIX, redirect.POOL_ROUTE, redirect.serve_pool, "pool_id"),
 )

@@ -67,7 +67,7 @@ async def serve_click(edge: Any, bot_id: str, scope: Scope, receive: Receive, se
     bot = edge.catalog.bot(bot_id)
     if (status := await refused(edge, send, bot, "unknown bot")) is not None:
         return status
-    bot_url = f"https://t.me/{quote(bot.username)}"
+    bot_url = start_link(bot, None)
     user_agent = _header(scope, b"user-agent")
     if clicks.is_crawler(user_agent):  # a link preview or Meta's ad review: not a buyer's click
         CLICKS.labels("crawler").inc()
@@ -100,5 +100,15 @@ async def serve_click(edge: Any, bot_id: str, scope: Scope, receive: Receive, se
         await edge.enqueuer.enqueue(pixel.record_click.queue_name, redis_id, data)
     except EnqueueError as exc:  # the click is in Redis: a /start with the token still records it
         log.warning("click event not enqueued bot=%s error=%s", bot_id, exc)
-    await redirect(send, f"{bot_url}?start={click.token}")
+    await redirect(send, start_link(bot, click.token))
     return 302
+
+
+def start_link(bot: Any, token: str | None) -> str:
+    """Where a click sends the buyer: the bot's t.me link with `?start={token}`, or for a WhatsApp bot
+    wa.me with a prefilled first message that carries the token (CONTRACT §12)."""
+    if bot.whatsapp is not None:
+        base = f"https://wa.me/{bot.whatsapp.number}"
+        return f"{base}?text={quote(bot.text('whatsapp_start', token=token), safe='')}" if token else base
+    base = f"https://t.me/{quote(bot.username)}"
+    return f"{base}?start={token}" if token else base

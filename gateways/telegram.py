@@ -1,6 +1,9 @@
 """Gateway to the Telegram Bot API: `{TELEGRAM_API_BASE}/bot{token}/{method}`, JSON in and out.
 
-Errors, translated at this boundary:
+`TelegramChannel` is Telegram as a chat channel (gateways/channel.py): it renders messages into
+Bot API calls and reads updates into the router's `Inbound` events.
+
+Errors, translated at this boundary (the channel's errors under Telegram's names):
 
     TelegramError
     ├── TelegramTransient        retry with backoff: network errors, timeouts, 5xx
@@ -14,43 +17,38 @@ with their text."""
 
 from __future__ import annotations
 
+import html as _html
 import json
+import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 
+from gateways.channel import (
+    CODE_SLOT,
+    ChannelBlocked,
+    ChannelError,
+    ChannelMaybeSent,
+    ChannelPermanent,
+    ChannelRetryAfter,
+    ChannelTransient,
+    Inbound,
+    Malformed,
+    Message,
+    Person,
+    Request,
+)
 from gateways.http import pooled_client
 
-
-class TelegramError(Exception):
-    def __init__(self, method: str, description: str, *, status: int | None = None) -> None:
-        super().__init__(f"{method}: {description}")
-        self.method = method
-        self.description = description
-        self.status = status
-
-
-class TelegramTransient(TelegramError):
-    pass
-
-
-class TelegramRetryAfter(TelegramTransient):
-    def __init__(self, method: str, description: str, retry_after: float) -> None:
-        super().__init__(method, description, status=429)
-        self.retry_after = retry_after
-
-
-class TelegramMaybeSent(TelegramTransient):
-    pass
-
-
-class TelegramPermanent(TelegramError):
-    pass
-
-
-class TelegramBlocked(TelegramPermanent):
-    pass
+# Telegram's errors are the channel's (gateways/channel.py): the names stay for readers of this module.
+TelegramError = ChannelError
+TelegramTransient = ChannelTransient
+TelegramRetryAfter = ChannelRetryAfter
+TelegramMaybeSent = ChannelMaybeSent
+TelegramPermanent = ChannelPermanent
+TelegramBlocked = ChannelBlocked
 
 
 def default_client(timeout: float = 10.0) -> httpx.Client:
@@ -136,3 +134,261 @@ class TelegramGateway:
                 "max_connections": 100,
             },
         )
+
+
+# --- Telegram as a chat channel -------------------------------------------------------------------
+
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+COPY_TEXT_LIMIT = 256  # Bot API 7.11 CopyTextButton
+FILE_IDS = "grimbots:tg:file_id:{bot_id}"
+INT64 = 2**63
+
+
+def telegram_length(text: str) -> int:
+    """Telegram counts message length in UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def split_text(text: str, limit: int = TEXT_LIMIT, length: Callable[[str], int] = telegram_length) -> list[str]:
+    """Split on paragraph, line or word boundaries into parts of at most `limit`."""
+    parts: list[str] = []
+    rest = text.strip()
+    while length(rest) > limit:
+        # the longest prefix within the limit, then back off to a natural boundary
+        cut = limit
+        while length(rest[:cut]) > limit:
+            cut -= 1
+        window = rest[:cut]
+        for sep in ("\n\n", "\n", " "):
+            at = window.rfind(sep)
+            if at > cut // 2:
+                cut = at
+                break
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest:
+        parts.append(rest)
+    return parts
+
+
+def media_method(url: str) -> tuple[str, str]:
+    """(Bot API method, its media parameter) for a media URL: .mp4 is a video, anything else a photo."""
+    if urlparse(url).path.lower().endswith(".mp4"):
+        return "sendVideo", "video"
+    return "sendPhoto", "photo"
+
+
+def file_id_of(result: Any) -> str | None:
+    """The reusable file_id in a sendPhoto/sendVideo result (the largest photo size)."""
+    if not isinstance(result, dict):
+        return None
+    if isinstance(result.get("video"), dict):
+        return result["video"].get("file_id")  # type: ignore[no-any-return]
+    photos = result.get("photo")
+    if isinstance(photos, list) and photos and isinstance(photos[-1], dict):
+        return photos[-1].get("file_id")  # type: ignore[no-any-return]
+    return None
+
+
+def keyed(key: str, parts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """Every channel's key scheme: the last part under the message's own key, earlier ones under
+    `{key}:{part}`."""
+    return [(key if i == len(parts) - 1 else f"{key}:{name}", spec) for i, (name, spec) in enumerate(parts)]
+
+
+class TelegramChannel:
+    """One Telegram bot as a chat channel: choices are inline buttons, a PIX code a tap-to-copy block
+    (and a copy button), media reused by the file_id Telegram gave back."""
+
+    kind = "telegram"
+    retry_delays_ms: tuple[int, ...] = ()
+    first_message_starts = False
+
+    def __init__(self, gateway: TelegramGateway, bot_id: str, token: str, *, rate: tuple[int, int] = (30, 1000),
+                 cache: Any = None) -> None:  # fmt: skip
+        self.gateway, self.bot_id, self.token, self.rate, self.cache = gateway, bot_id, token, rate, cache
+
+    def __repr__(self) -> str:  # never print the token
+        return f"TelegramChannel(bot_id={self.bot_id!r})"
+
+    def _keyboard(self, message: Message) -> dict[str, Any] | None:
+        rows: list[list[dict[str, Any]]] = [[{"text": c.label, "callback_data": c.data}] for c in message.choices]
+        if message.copy_label and message.code and len(message.code) <= COPY_TEXT_LIMIT:
+            rows.append([{"text": message.copy_label, "copy_text": {"text": message.code}}])
+        return {"inline_keyboard": rows} if rows else None
+
+    def _media(self, message: Message) -> tuple[str, str, Any, dict[str, Any] | None, Callable[[Any], None] | None]:
+        """(method, field, value, fallback value, on_result) of the message's media."""
+        if message.image is not None:
+            return "sendPhoto", "photo", None, None, None
+        url = message.media_url or ""
+        method, field = media_method(url)
+        if not message.reuse_media or self.cache is None:
+            return method, field, url, None, None
+        key = FILE_IDS.format(bot_id=self.bot_id)
+        raw = self.cache.hget(key, url)
+        cached = raw.decode() if isinstance(raw, bytes) else raw
+
+        def remember(result: Any) -> None:
+            file_id = file_id_of(result)
+            if file_id:
+                self.cache.hset(key, url, file_id)
+
+        return method, field, cached or url, ({field: url} if cached else None), remember
+
+    def render(self, key: str, chat_id: int, message: Message) -> list[Request]:
+        keyboard = self._keyboard(message)
+        html = message.code is not None
+        text = message.text.strip()
+        if html:  # the seller's text, escaped, with the code in a tap-to-copy block
+            escaped = _html.escape(text, quote=False)
+            text = escaped.replace(CODE_SLOT, f"<code>{_html.escape(message.code or '', quote=False)}</code>")
+        extra: dict[str, Any] = {"allow_paid_broadcast": True} if message.paid else {}
+        if html:
+            extra["parse_mode"] = "HTML"
+        parts: list[tuple[str, dict[str, Any]]] = []
+        if message.image is not None or message.media_url:
+            method, field, value, fallback, remember = self._media(message)
+            params: dict[str, Any] = {"chat_id": chat_id, **({} if value is None else {field: value})}
+            captioned = bool(text) and telegram_length(text) <= CAPTION_LIMIT
+            if captioned:
+                params.update(caption=text, **extra)
+            elif message.paid:
+                params["allow_paid_broadcast"] = True
+            if keyboard and (captioned or not text):
+                params["reply_markup"] = keyboard
+            spec = {"method": method, "params": params, "on_result": remember,
+                    "files": {"photo": message.image} if message.image is not None else None,
+                    "fallback": {**params, **fallback} if fallback else None}  # fmt: skip
+            parts.append(("qr" if message.image is not None else "media", spec))
+            if captioned or not text:
+                text = ""
+        pieces = [text] if html and text else split_text(text)
+        for i, piece in enumerate(pieces):
+            params = {"chat_id": chat_id, "text": piece, **extra}
+            if not message.link_preview:
+                params["link_preview_options"] = {"is_disabled": True}
+            if keyboard and i == len(pieces) - 1:
+                params["reply_markup"] = keyboard
+            parts.append((f"text:{i}", {"method": "sendMessage", "params": params}))
+        return [Request(k, **spec) for k, spec in keyed(key, parts)]
+
+    def answer(self, key: str, chat_id: int, callback_id: str | None, text: str | None) -> list[Request]:
+        if callback_id is None:
+            return []
+        params: dict[str, Any] = {"callback_query_id": callback_id}
+        if text:
+            params["text"] = text
+        return [Request(key, "answerCallbackQuery", params, throttled=False)]
+
+    def call(self, request: Request, chat_id: int) -> Any:
+        return self.gateway.call(self.token, request.method, request.params, request.files)
+
+    def message_id(self, result: Any) -> int | None:
+        value = result.get("message_id") if isinstance(result, dict) else None
+        return value if isinstance(value, int) else None
+
+    def probe(self) -> bool | None:
+        try:
+            self.gateway.call(self.token, "getMe", {})
+        except TelegramPermanent as exc:
+            return False if exc.status in TOKEN_REFUSED else None
+        except TelegramTransient:
+            return None
+        return True
+
+    def inbound(self, update: dict[str, Any]) -> list[Inbound]:
+        return [parse_update(update)]
+
+
+# --- updates in ------------------------------------------------------------------------------------
+
+START = re.compile(r"^/start(?:@\w+)?(?:\s+(?P<payload>\S+))?\s*$")
+PAYLOAD = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def telegram_id(value: Any) -> int:
+    """A Telegram user or chat id: an integer that fits the database's BIGINT."""
+    if not isinstance(value, int) or isinstance(value, bool) or not -INT64 < value < INT64:
+        raise Malformed("id is not a 64-bit integer")
+    return value
+
+
+def classify(update: dict[str, Any]) -> str:
+    message = update.get("message")
+    if isinstance(message, dict):
+        if (message.get("chat") or {}).get("type") != "private" or not isinstance(message.get("from"), dict):
+            return "other"
+        text = message.get("text")
+        if isinstance(text, str) and START.match(text.strip()):
+            return "start"
+        return "message"
+    if isinstance(update.get("callback_query"), dict):
+        return "callback"
+    if isinstance(update.get("chat_join_request"), dict):
+        return "join_request"
+    if isinstance(update.get("chat_member"), dict):
+        return "chat_member"
+    member = update.get("my_chat_member")
+    if isinstance(member, dict) and (member.get("chat") or {}).get("type") == "private":
+        status = (member.get("new_chat_member") or {}).get("status")
+        if status == "kicked":
+            return "block"
+        if status == "member":
+            return "unblock"
+    return "other"
+
+
+def start_payload(text: str) -> str | None:
+    match = START.match(text.strip())
+    payload = match.group("payload") if match else None
+    return payload if payload and PAYLOAD.match(payload) else None
+
+
+def callback_chat(query: dict[str, Any]) -> int:
+    message = query.get("message")
+    chat = message.get("chat") if isinstance(message, dict) else None
+    chat_id = chat.get("id") if isinstance(chat, dict) else None
+    return telegram_id(chat_id or query["from"]["id"])
+
+
+def _person(user: Any, kind: str) -> Person:
+    if not isinstance(user, dict):
+        raise Malformed(f"{kind} update without its sender")
+    return Person(
+        telegram_id(user.get("id")),
+        str(user.get("first_name") or "")[:255],
+        str(user["last_name"])[:255] if user.get("last_name") else None,
+        str(user["username"])[:64] if user.get("username") else None,
+        str(user["language_code"])[:16] if user.get("language_code") else None,
+    )
+
+
+def parse_update(update: dict[str, Any]) -> Inbound:
+    """A Telegram update as the router's event; raises Malformed for one that can never be processed."""
+    update_id = update.get("update_id")
+    if not isinstance(update_id, int) or isinstance(update_id, bool) or not 0 < update_id < INT64:
+        raise Malformed("update_id is not a positive 64-bit integer")
+    kind = classify(update)
+    try:
+        if kind in ("start", "message"):
+            message = update["message"]
+            text = message.get("text") if isinstance(message.get("text"), str) else None
+            payload = start_payload(text or "") if kind == "start" else None
+            return Inbound(update_id, kind, _person(message["from"], kind), telegram_id(message["chat"]["id"]),
+                           text=text, payload=payload, raw=update)  # fmt: skip
+        if kind == "callback":
+            query = update["callback_query"]
+            if not isinstance(query.get("id"), str):
+                raise Malformed("callback_query without its id")
+            data = query.get("data") if isinstance(query.get("data"), str) else None
+            return Inbound(update_id, kind, _person(query["from"], kind), callback_chat(query), data=data,
+                           callback_id=query["id"], raw=update)  # fmt: skip
+        if kind in ("block", "unblock"):
+            member = update["my_chat_member"]
+            return Inbound(update_id, kind, _person(member["from"], kind), telegram_id(member["chat"]["id"]),
+                           raw=update)  # fmt: skip
+    except (KeyError, TypeError) as exc:
+        raise Malformed(f"{kind} update without its sender or chat") from exc
+    return Inbound(update_id, kind, raw=update)

@@ -128,23 +128,38 @@ ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "chat_member",
 
 @cli.command(
     "set-webhooks",
-    help="Call Telegram setWebhook for every bot: PUBLIC_BASE_URL/webhook/telegram/{bot id}, "
-    "the bot's secret token, and the update types the platform handles.",
+    help="Point every bot's provider at the edge: Telegram setWebhook (PUBLIC_BASE_URL/webhook/telegram/{bot id}, "
+    "the bot's secret token, the update types the platform handles); Evolution webhook/set "
+    "(PUBLIC_BASE_URL/webhook/whatsapp/{bot id}, with the bearer secret). Cloud API numbers are "
+    "subscribed in Meta's app dashboard (the URL is printed).",
 )
 def set_webhooks() -> None:
     from db.catalog import load_bots
-    from gateways.telegram import TelegramError, TelegramGateway, default_client
+    from gateways.channel import ChannelError
+    from gateways.evolution import EvolutionGateway
+    from gateways.evolution import default_client as evolution_client
+    from gateways.telegram import TelegramGateway, default_client
 
     database = _database()
     with database.connection_context():
         bots = load_bots()
     telegram = TelegramGateway(default_client(settings.TELEGRAM_TIMEOUT_SECONDS), settings.TELEGRAM_API_BASE)
+    evolution = EvolutionGateway(evolution_client(settings.WHATSAPP_TIMEOUT_SECONDS))
     failures = 0
     for bot in sorted(bots.values(), key=lambda b: b.id):
-        url = f"{settings.PUBLIC_BASE_URL}/webhook/telegram/{bot.id}"
+        wa = bot.whatsapp
+        url = f"{settings.PUBLIC_BASE_URL}/webhook/{'telegram' if wa is None else 'whatsapp'}/{bot.id}"
         try:
-            telegram.set_webhook(bot.token, url, bot.webhook_secret, ALLOWED_UPDATES)
-        except TelegramError as exc:
+            if wa is None:
+                telegram.set_webhook(bot.token, url, bot.webhook_secret, ALLOWED_UPDATES)
+            elif bot.channel == "evolution":
+                evolution.set_webhook(wa.evolution_url or "", wa.instance or "", wa.apikey or "", url,
+                                      bot.webhook_secret)  # fmt: skip
+            else:
+                click.echo(f"bot {bot.id}: WhatsApp Cloud: subscribe {url} (verify token from the config) "
+                           "to the messages field in Meta's app dashboard")  # fmt: skip
+                continue
+        except ChannelError as exc:
             failures += 1
             click.echo(f"bot {bot.id}: failed: {exc}", err=True)
             continue
@@ -245,12 +260,14 @@ def status(as_json: bool) -> None:
     errors = outcomes.get("retried", 0) + outcomes.get("failed", 0)
     error_rate = errors / handled if handled else 0.0
     live = broadcast_summary()
-    refused = sorted(unhealthy(client))
+    health = unhealthy(client)
+    refused = sorted(health)
     if as_json:
         doc = {"processes": seen, "queues": stats, "messages": outcomes, "error_rate": error_rate, "updates": updates,
                "payments": payment_summary(), "pixel_events": pixel_summary(),
                "selling": selling_summary(), "subscriptions": subscription_summary(),
-               "broadcasts": live, "unhealthy_bots": refused}  # fmt: skip
+               "broadcasts": live, "unhealthy_bots": refused,
+               "unhealthy_why": {b: str(health[b].get("description") or "") for b in refused}}  # fmt: skip
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(f"processes ({len(seen)} alive)")
@@ -284,7 +301,9 @@ def status(as_json: bool) -> None:
         click.echo(f"broadcast {b['id']} ({b['bot']}, {b['segment']}): {b['state']}, {b['sent']}/{b['total']} sent, "
                    f"{b['pending']} pending, {b['blocked']} blocked, {b['failed']} failed")  # fmt: skip
     if refused:
-        click.echo(f"bots      UNHEALTHY (Telegram refuses the token; out of every pool): {', '.join(refused)}")
+        why = ", ".join(f"{b} ({health[b].get('description') or '?'})" for b in refused)
+        click.echo(f"bots      UNHEALTHY (token refused or WhatsApp number disconnected; sends wait, out of every "
+                   f"pool): {why}")  # fmt: skip
 
 
 @cli.command(help="Recent charges with status, amounts, times and delivery; totals per bot.")
@@ -576,7 +595,8 @@ def broadcast_list(bot_id: str | None, as_json: bool) -> None:
 
 
 @cli.command(help="Redirect pools (GET /p/{pool_id}): each pool's bots with weight, health (unhealthy: Telegram "
-             "refused the token; re-checked with getMe), tracked clicks; with --json a list of objects.")  # fmt: skip
+             "refused the token or a WhatsApp number is disconnected; re-checked by the clock), tracked clicks; "
+             "with --json a list of objects.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list of objects.")
 def pools(as_json: bool) -> None:
     from datetime import UTC, datetime
@@ -724,9 +744,10 @@ def retry_dead_command(queue_name: str | None) -> None:
     "`followups` (time to drain --total due follow-ups over --bots bots, /start → welcome latency meanwhile); "
     "`subscriptions` (--total active subscriptions, --expiring of them in one minute: time to remove them all); "
     "`broadcast` (--bots bots (20) × --leads leads broadcast at once: messages/s vs allowed, CPU per message, "
-    "/start → welcome latency meanwhile)."
+    "/start → welcome latency meanwhile); "
+    "`whatsapp` (inbound WhatsApp messages/s acked by the edge, first message → welcome p50/p99, beside Telegram's)."
 )
-@click.argument("what", type=click.Choice(["edge", "journeys", "followups", "subscriptions", "broadcast"]))
+@click.argument("what", type=click.Choice(["edge", "journeys", "followups", "subscriptions", "broadcast", "whatsapp"]))
 @click.option("--leads", default=5_000, show_default=True, help="broadcast: leads per bot.")
 @click.option("--expiring", default=5_000, show_default=True, help="subscriptions: how many end in the same minute.")
 @click.option("--total", default=50_000, show_default=True, help="followups: due follow-ups to drain.")
@@ -744,6 +765,12 @@ def bench(
     what: str, leads: int, expiring: int, total: int, bots: int, seconds: float, concurrency: int, rate: int,
     processes: int, threads: int, qr: bool, payment_processes: int, out: Path,
 ) -> None:  # fmt: skip
+    if what == "whatsapp":
+        from ops import bench_whatsapp
+
+        bench_whatsapp.run(seconds=seconds, concurrency=concurrency, rate=min(rate, 50), out=out, processes=processes,
+                           threads=threads)  # fmt: skip
+        return
     if what == "broadcast":
         from ops import bench_broadcast
 

@@ -29,8 +29,31 @@ GATEWAY_KINDS: dict[str, dict[str, bool]] = {
     "woovi": {"app_id": True, "public_key": False, "merchant_name": False, "merchant_city": False},
 }
 GATEWAY_LIMITS = {"merchant_name": 25, "merchant_city": 15}
+CHANNELS = ("telegram", "evolution", "whatsapp_cloud")
+# Each WhatsApp channel's own keys (True = required), besides number and rate_per_minute (CONTRACT §12).
+WHATSAPP_KEYS: dict[str, dict[str, bool]] = {
+    "evolution": {"webhook_secret": True, "evolution_url": True, "instance": True, "apikey": True},
+    "whatsapp_cloud": {"phone_number_id": True, "waba_id": True, "access_token": True, "app_secret": True,
+                       "verify_token": True},
+}  # fmt: skip
+TELEGRAM_ONLY = ("token", "username")
+DEFAULT_RATE_PER_MINUTE = {"evolution": 10, "whatsapp_cloud": 4800}  # the seed system's figure; Cloud ~80/s
+PHONE = re.compile(r"^[1-9][0-9]{7,14}$")
+DIGITS = re.compile(r"^[0-9]{1,32}$")
+INSTANCE = re.compile(r"^[A-Za-z0-9_.@ -]{1,100}$")
 BOT_KEYS = {
     "id",
+    "channel",
+    "number",
+    "rate_per_minute",
+    "evolution_url",
+    "instance",
+    "apikey",
+    "phone_number_id",
+    "waba_id",
+    "access_token",
+    "app_secret",
+    "verify_token",
     "token",
     "username",
     "webhook_secret",
@@ -121,6 +144,8 @@ class BotSpec:
     utmify_token: str | None = None  # orders to Utmify (CONTRACT §13)
     tiktok_pixel_code: str | None = None  # TikTok Events API
     tiktok_access_token: str | None = None
+    channel: str = "telegram"
+    channel_settings: dict[str, Any] | None = None  # a WhatsApp bot's keys (db.catalog.WhatsAppConfig)
 
 
 @dataclass(frozen=True)
@@ -375,6 +400,8 @@ def _texts(table: dict[str, Any], where: str) -> dict[str, str]:
     for name in table:
         limit = 200 if name in CALLBACK_TEXTS else 3000
         texts[name] = _req(table, name, where, max_len=limit)
+    if "whatsapp_start" in texts and "{token}" not in texts["whatsapp_start"]:
+        raise ConfigError(f"{where}.whatsapp_start", "must contain {token}, where the click's code goes")
     if "pix" in texts and "{code}" not in texts["pix"]:
         raise ConfigError(f"{where}.pix", "must contain {code}, where the copy-and-paste code goes")
     return texts
@@ -391,8 +418,46 @@ def _checkout(table: dict[str, Any], where: str) -> tuple[int, bool]:
     return minutes, send_qr
 
 
+def _whatsapp(table: dict[str, Any], where: str, channel: str) -> dict[str, Any]:
+    """A WhatsApp bot's keys, each checked; Telegram's and the other channel's refused by name."""
+    for name in TELEGRAM_ONLY:
+        if name in table:
+            raise ConfigError(f"{where}.{name}", f"is for Telegram bots (channel = {channel!r} has none)")
+    own = WHATSAPP_KEYS[channel]
+    for other, keys in WHATSAPP_KEYS.items():
+        for name in keys:
+            if other != channel and name not in own and name in table:
+                raise ConfigError(f"{where}.{name}", f"is for channel = {other!r}, not {channel!r}")
+    values: dict[str, Any] = {
+        "number": _req(table, "number", where, pattern=PHONE, what="the WhatsApp number in digits, e.g. 5511999999999")
+    }
+    rate = table.get("rate_per_minute", DEFAULT_RATE_PER_MINUTE[channel])
+    if isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= 6000:
+        raise ConfigError(f"{where}.rate_per_minute", "must be a whole number from 1 to 6000")
+    values["rate_per_minute"] = rate
+    patterns: dict[str, tuple[re.Pattern[str], str]] = {
+        "evolution_url": (URL, "an http(s) URL"), "instance": (INSTANCE, "an Evolution instance name"),
+        "phone_number_id": (DIGITS, "digits"), "waba_id": (DIGITS, "digits"),
+        "webhook_secret": (TELEGRAM_SECRET, "1–256 characters of A-Za-z0-9_-"),
+    }  # fmt: skip
+    for name in own:
+        pattern, what = patterns.get(name, (None, ""))
+        values[name] = _req(table, name, where, max_len=512, **({"pattern": pattern, "what": what} if pattern else {}))
+    if "evolution_url" in values:
+        values["evolution_url"] = values["evolution_url"].rstrip("/")
+    return values
+
+
 def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
     _no_unknown(table, BOT_KEYS, where)
+    channel = table.get("channel", "telegram")
+    if channel not in CHANNELS:
+        raise ConfigError(f"{where}.channel", f"must be one of {', '.join(CHANNELS)}")
+    whatsapp = _whatsapp(table, where, channel) if channel != "telegram" else None
+    if whatsapp is None:
+        for name in ("number", "rate_per_minute", *WHATSAPP_KEYS["evolution"], *WHATSAPP_KEYS["whatsapp_cloud"]):
+            if name in table and name != "webhook_secret":
+                raise ConfigError(f"{where}.{name}", 'is for WhatsApp bots (channel = "evolution" or "whatsapp_cloud")')
     welcome = _table(table.get("welcome", {}), f"{where}.welcome")
     _no_unknown(welcome, WELCOME_KEYS, f"{where}.welcome")
     text = _str(welcome, "text", f"{where}.welcome", required=False) or ""
@@ -430,17 +495,31 @@ def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
         )
     if tiktok_token and not tiktok_code:
         raise ConfigError(f"{where}.tiktok_pixel_code", "is required with tiktok_access_token")
+    if whatsapp is not None:
+        for i, offer in enumerate(offers):
+            if offer.delivery_chat_id is not None:  # the VIP chat and its invite links are Telegram's
+                raise ConfigError(f"{where}.offers[{i}].delivery_chat_id",
+                                  "is for Telegram bots: a WhatsApp bot delivers a delivery_link")  # fmt: skip
+    telegram = whatsapp is None
     return BotSpec(
         id=_req(table, "id", where, pattern=SLUG, what="1–64 characters of A-Za-z0-9_-"),
-        token=_req(table, "token", where, pattern=BOT_TOKEN, what="a Telegram bot token (digits:characters)"),
-        username=_req(table, "username", where, pattern=USERNAME, what="a Telegram username").lstrip("@"),
+        token=_req(table, "token", where, pattern=BOT_TOKEN, what="a Telegram bot token (digits:characters)")
+        if telegram
+        else "",
+        username=_req(table, "username", where, pattern=USERNAME, what="a Telegram username").lstrip("@")
+        if telegram
+        else "",
         webhook_secret=_req(
             table,
             "webhook_secret",
             where,
             pattern=TELEGRAM_SECRET,
             what="1–256 characters of A-Za-z0-9_- (Telegram's secret_token)",
-        ),
+        )
+        if telegram
+        else str((whatsapp or {}).get("webhook_secret", "")),
+        channel=channel,
+        channel_settings=whatsapp,
         gateway=gateway,
         pixel_id=pixel_id,
         pixel_access_token=pixel_token,
@@ -567,6 +646,8 @@ def apply(config: ConfigFile) -> list[str]:
                 "charge_minutes": b.charge_minutes,
                 "send_qr": b.send_qr,
                 "selling": b.selling,
+                "channel": b.channel,
+                "channel_settings": b.channel_settings,
             }
             outcome = _upsert(Bot, Bot.id == b.id, values, {"id": b.id})
             if outcome != "unchanged":

@@ -135,6 +135,12 @@ class Platform:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_calls").status_code == 200, 20, "fake ads")
         return process
 
+    def fake_whatsapp(self, port: int) -> Process:
+        """Evolution API and the WhatsApp Cloud API (ops/fakes/whatsapp.py)."""
+        process = self.spawn("fake-whatsapp", [sys.executable, "-m", "ops.fakes.whatsapp", "--port", str(port)])
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_calls").status_code == 200, 20, "fake whatsapp")
+        return process
+
     def edge(self, port: int) -> Process:
         process = self.spawn(
             "edge",

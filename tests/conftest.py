@@ -25,13 +25,16 @@ os.environ.setdefault("METRICS_PORT", "0")  # tests that want the private listen
 import redis
 
 from actors.broker import broker
+from actors.channels import Channels
 from actors.throttle import Throttle
 from db.catalog import BotConfig, load_bots
 from db.database import db, is_sqlite
 from db.migrate import migrate
 from db.models import MODELS, ConfigState
+from gateways.evolution import EvolutionGateway
 from gateways.payments.sandbox import SandboxGateway
 from gateways.telegram import TelegramGateway
+from gateways.whatsapp_cloud import CloudGateway
 from ops import config
 
 TELEGRAM_BASE = "https://telegram.test"
@@ -275,3 +278,15 @@ def dump_logs(platform: Any) -> None:
     platform.close()
     for process in platform.processes:
         print(f"--- {process.name} ---\n{process.output()}")
+
+
+@pytest.fixture
+def channels(telegram: TelegramGateway, redis_client: redis.Redis) -> Channels:
+    """Every bot's channel: Telegram on the fake transport (WhatsApp bots: tests/actors/test_whatsapp.py)."""
+    unused = httpx.Client(transport=httpx.MockTransport(_no_whatsapp))
+    return Channels(telegram, EvolutionGateway(unused), CloudGateway(unused, "http://graph.test", "v21.0"),
+                    cache=redis_client)  # fmt: skip
+
+
+def _no_whatsapp(request: httpx.Request) -> httpx.Response:
+    raise AssertionError(f"unexpected WhatsApp call {request.url.path}")

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 import clicks
 from actors import payments, pixel, updates
+from actors.channels import Channels
 from actors.funnel import Recipient
 from actors.throttle import Throttle
 from db.catalog import BotConfig, load_bots
@@ -25,7 +26,6 @@ from gateways.ads import DestinationPermanent, DestinationTransient
 from gateways.meta import MetaGateway
 from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
-from gateways.telegram import TelegramGateway
 from gateways.tiktok import TikTokGateway
 from gateways.utmify import UtmifyGateway
 from ops import config
@@ -93,7 +93,7 @@ def bot() -> BotConfig:
     return load_bots()["demo"]
 
 
-def journey(bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, telegram: TelegramGateway,
+def journey(bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, channels: Channels,
             throttle: Throttle, *, bump: bool = True) -> tuple[clicks.Click, Charge]:  # fmt: skip
     query = "ttclid=E.C.P.tt-click_1&utm_source=tiktok&utm_campaign=natal&src=story&sck=v1"
     click = clicks.capture("demo", query, cookie_header="_ttp=2Qx_ttp-cookie", peer="203.0.113.9", user_agent=UA,
@@ -104,18 +104,18 @@ def journey(bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, 
     assert routed.lead is not None
     lead = Recipient(routed.lead.lead_id, BUYER, True)
     updates.record_bump_answer(bot, lead.lead_id, vip(bot), bump)  # the bump question answered
-    charge = payments.checkout(bot, lead, vip(bot), 2, sandbox, telegram, throttle)
+    charge = payments.checkout(bot, lead, vip(bot), 2, sandbox, channels, throttle)
     assert charge is not None and charge.status == "pending"
     assert payments.settle(charge, ChargeStatus.PAID, charge.amount, source="notification").outcome == "paid"
     return click, charge
 
 
 def test_one_journey_reaches_meta_tiktok_and_utmify_once_each(
-    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, telegram: TelegramGateway,
+    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, channels: Channels,
     throttle: Throttle, meta: MetaGateway, tt: TikTokGateway, ut: UtmifyGateway, tiktok_api: Recorder,
     utmify_api: Recorder,
 ) -> None:  # fmt: skip
-    _, charge = journey(bot, redis_client, sandbox, telegram, throttle)
+    _, charge = journey(bot, redis_client, sandbox, channels, throttle)
     assert pixel.send_pending(PIXEL, meta) == {"sent": 4}
     assert pixel.send_pending(TT_CODE, tt) == {"sent": 3}
     assert pixel.send_pending("demo", ut) == {"sent": 2}
@@ -160,11 +160,11 @@ def test_one_journey_reaches_meta_tiktok_and_utmify_once_each(
 
 
 def test_an_order_state_waits_for_the_one_before_it(
-    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, telegram: TelegramGateway,
+    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, channels: Channels,
     throttle: Throttle, ut: UtmifyGateway, utmify_api: Recorder,
 ) -> None:  # fmt: skip
     utmify_api.replies.append(httpx.Response(503, json={"message": "down"}))
-    journey(bot, redis_client, sandbox, telegram, throttle, bump=False)
+    journey(bot, redis_client, sandbox, channels, throttle, bump=False)
     assert pixel.send_pending("demo", ut) == {"retried": 1}  # waiting_payment failed: paid is not even taken
     assert [r["body"]["status"] for r in utmify_api.requests] == ["waiting_payment"]
     PixelEvent.update(next_attempt_at=utcnow()).execute()  # the backoff has passed
@@ -173,11 +173,11 @@ def test_an_order_state_waits_for_the_one_before_it(
 
 
 def test_a_failing_destination_delays_no_other_and_loses_nothing(
-    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, telegram: TelegramGateway,
+    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, channels: Channels,
     throttle: Throttle, meta: MetaGateway, tt: TikTokGateway, tiktok_api: Recorder,
 ) -> None:  # fmt: skip
     tiktok_api.replies.extend([httpx.Response(500)] * 3)
-    journey(bot, redis_client, sandbox, telegram, throttle)
+    journey(bot, redis_client, sandbox, channels, throttle)
     assert pixel.send_pending(PIXEL, meta) == {"sent": 4}
     for _ in range(3):
         assert pixel.send_pending(TT_CODE, tt) == {"retried": 3}
@@ -188,12 +188,12 @@ def test_a_failing_destination_delays_no_other_and_loses_nothing(
 
 
 def test_refusals_are_kept_with_the_destinations_message(
-    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, telegram: TelegramGateway,
+    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, channels: Channels,
     throttle: Throttle, tt: TikTokGateway, tiktok_api: Recorder, ut: UtmifyGateway, utmify_api: Recorder,
 ) -> None:  # fmt: skip
     tiktok_api.replies.append(httpx.Response(200, json={"code": 40001, "message": "Invalid access token"}))
     utmify_api.replies.append(httpx.Response(400, json={"message": "orderId must be a string"}))
-    journey(bot, redis_client, sandbox, telegram, throttle, bump=False)
+    journey(bot, redis_client, sandbox, channels, throttle, bump=False)
     assert pixel.send_pending(TT_CODE, tt) == {"failed": 3}
     assert pixel.send_pending("demo", ut) == {"failed": 1, "sent": 1}
     assert PixelEvent.get(PixelEvent.destination == "tiktok").error == "tiktok: code 40001: Invalid access token"
@@ -203,9 +203,9 @@ def test_refusals_are_kept_with_the_destinations_message(
 
 
 def test_no_order_for_a_charge_older_than_seven_days(
-    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, channels: Channels, throttle: Throttle
 ) -> None:
-    _, charge = journey(bot, redis_client, sandbox, telegram, throttle, bump=False)
+    _, charge = journey(bot, redis_client, sandbox, channels, throttle, bump=False)
     Charge.update(created_at=utcnow() - dt.timedelta(days=8)).where(Charge.id == charge.id).execute()
     old = Charge.get_by_id(charge.id)
     payments.settle(old, ChargeStatus.REFUNDED, None, source="notification")

@@ -16,11 +16,11 @@ from click.testing import CliRunner
 
 from actors import broadcasts
 from actors.broadcasts import BroadcastError
+from actors.channels import Channels
 from actors.throttle import STOPPED, Throttle
 from db.catalog import BotConfig, load_bots
 from db.database import utcnow
 from db.models import Broadcast, BroadcastRecipient, Charge, Click, Lead, OutboundMessage, Subscription
-from gateways.telegram import TelegramGateway
 from ops.cli import cli
 from tests.conftest import FakeTelegramTransport, apply_config, telegram_error, two_bots
 
@@ -106,12 +106,12 @@ def test_the_segment_is_frozen_when_the_broadcast_starts(bot: BotConfig, leads: 
     assert (summary.state, summary.total, summary.pending) == ("running", 5, 5)
 
 
-def run(row: Broadcast, telegram: TelegramGateway, throttle: Throttle, lane: int = 0) -> tuple[str, int]:
+def run(row: Broadcast, channels: Channels, throttle: Throttle, lane: int = 0) -> tuple[str, int]:
     from actors.broker import broker
 
     token = f"tok{lane}"
     broker.client.set(broadcasts.lane_key(row.id, lane), token)
-    return broadcasts.run_lane(row.id, lane, token, telegram, throttle)
+    return broadcasts.run_lane(row.id, lane, token, channels, throttle)
 
 
 def sent_to(fake: FakeTelegramTransport) -> list[int]:
@@ -119,12 +119,12 @@ def sent_to(fake: FakeTelegramTransport) -> list[int]:
 
 
 def test_a_lane_sends_each_lead_once_with_the_offer_button(
-    bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, telegram: TelegramGateway,
+    bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, channels: Channels,
     fast: Throttle,
 ) -> None:  # fmt: skip
     row = broadcasts.create(bot, "all", "Promo de Natal!", offer="vip")
     broadcasts.dispatch()  # starts it (and queues its lanes: run inline here)
-    assert run(row, telegram, fast) == ("end", 0)
+    assert run(row, channels, fast) == ("end", 0)
     assert sorted(sent_to(fake_telegram)) == sorted(
         leads[n].chat_id for n in ["fresh", "unpaid", "paid", "expired", "bf"]
     )
@@ -134,30 +134,30 @@ def test_a_lane_sends_each_lead_once_with_the_offer_button(
     assert params["reply_markup"] == {"inline_keyboard": [[{"text": f"{vip.label} — R$ 19,90",
                                                             "callback_data": f"buy:{vip.id}"}]]}  # fmt: skip
     assert "allow_paid_broadcast" not in params
-    assert run(row, telegram, fast) == ("end", 0) and len(sent_to(fake_telegram)) == 5  # nothing twice
+    assert run(row, channels, fast) == ("end", 0) and len(sent_to(fake_telegram)) == 5  # nothing twice
     broadcasts.dispatch()
     [summary] = broadcasts.summaries(broadcast_id=row.id)
     assert (summary.state, summary.total, summary.sent, summary.pending) == ("done", 5, 5, 0)
 
 
 def test_media_and_paid_broadcasts(bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport,
-                                   telegram: TelegramGateway, fast: Throttle) -> None:  # fmt: skip
+                                   channels: Channels, fast: Throttle) -> None:  # fmt: skip
     row = broadcasts.create(bot, "paid", "Novidade", media_url="https://example.com/x.mp4", paid=True)
     broadcasts.start(row.id)
-    run(row, telegram, fast)
+    run(row, channels, fast)
     [(method, params)] = fake_telegram.calls
     assert method == "sendVideo" and params["caption"] == "Novidade" and params["allow_paid_broadcast"] is True
 
 
 def test_a_blocked_lead_is_counted_and_marked_unreachable(
-    bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, telegram: TelegramGateway,
+    bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, channels: Channels,
     fast: Throttle,
 ) -> None:  # fmt: skip
     fake_telegram.queue("sendMessage", telegram_error(403, "Forbidden: bot was blocked by the user"),
                         telegram_error(400, "Bad Request: chat not found"))  # fmt: skip
     row = broadcasts.create(bot, "all", "Oi")
     broadcasts.start(row.id)
-    run(row, telegram, fast)
+    run(row, channels, fast)
     [summary] = broadcasts.summaries(broadcast_id=row.id)
     assert (summary.sent, summary.blocked, summary.failed, summary.pending) == (3, 1, 1, 0)
     first = fake_telegram.calls[0][1]["chat_id"]
@@ -175,36 +175,36 @@ def refused_once(bot: BotConfig, fake: FakeTelegramTransport) -> Broadcast:
 
 
 def test_a_429_pauses_the_bot_and_loses_nothing(
-    bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, telegram: TelegramGateway,
+    bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, channels: Channels,
     fast: Throttle,
 ) -> None:  # fmt: skip
     row = refused_once(bot, fake_telegram)
-    outcome, delay = run(row, telegram, fast)
+    outcome, delay = run(row, channels, fast)
     assert outcome == "again" and 900 <= delay <= 1100  # comes back after Telegram's retry_after
     assert fast.try_acquire("demo", 12345) > 0  # the whole bot waits, the funnel too
     assert BroadcastRecipient.select().where(BroadcastRecipient.state == "pending").count() == 5
     time.sleep(1.1)
-    assert run(row, telegram, fast) == ("end", 0)
+    assert run(row, channels, fast) == ("end", 0)
     chats = sent_to(fake_telegram)
     assert len(chats) == 6 and len(set(chats)) == 5  # the refused one again, then the rest: each once
 
 
 def test_stop_takes_effect_before_the_next_send_even_during_a_pause(
-    bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, telegram: TelegramGateway,
+    bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, channels: Channels,
     fast: Throttle,
 ) -> None:  # fmt: skip
     row = refused_once(bot, fake_telegram)
-    assert run(row, telegram, fast)[0] == "again"
+    assert run(row, channels, fast)[0] == "again"
     assert broadcasts.stop(row.id) and not broadcasts.stop(row.id)
     time.sleep(1.1)
-    assert run(row, telegram, fast) == ("end", 0)
+    assert run(row, channels, fast) == ("end", 0)
     assert len(sent_to(fake_telegram)) == 1  # only the refused first try
     [summary] = broadcasts.summaries(broadcast_id=row.id)
     assert (summary.state, summary.sent, summary.pending) == ("stopped", 0, 5)
 
 
 def test_a_send_a_crash_left_unknown_is_not_made_again(
-    bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, telegram: TelegramGateway,
+    bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, channels: Channels,
     fast: Throttle,
 ) -> None:  # fmt: skip
     row = broadcasts.create(bot, "all", "Oi")
@@ -213,7 +213,7 @@ def test_a_send_a_crash_left_unknown_is_not_made_again(
     stale = utcnow() - dt.timedelta(minutes=10)  # a worker died with this request in flight
     OutboundMessage.create(key=f"broadcast:{row.id}:{victim.id}", bot_id="demo", chat_id=victim.chat_id,
                            method="sendMessage", state="sending", attempts=1, claimed_at=stale)  # fmt: skip
-    run(row, telegram, fast)
+    run(row, channels, fast)
     assert victim.chat_id not in sent_to(fake_telegram) and len(sent_to(fake_telegram)) == 4
     assert BroadcastRecipient.get(BroadcastRecipient.lead_id == victim.id).state == "unknown"
     [summary] = broadcasts.summaries(broadcast_id=row.id)
@@ -221,7 +221,7 @@ def test_a_send_a_crash_left_unknown_is_not_made_again(
 
 
 def test_lanes_side_by_side_send_each_lead_once(
-    bot: BotConfig, fake_telegram: FakeTelegramTransport, telegram: TelegramGateway, fast: Throttle
+    bot: BotConfig, fake_telegram: FakeTelegramTransport, channels: Channels, fast: Throttle
 ) -> None:
     for n in range(1, 121):
         lead("demo", n)
@@ -231,7 +231,7 @@ def test_lanes_side_by_side_send_each_lead_once(
 
     def lane(n: int) -> None:
         with db.connection_context():
-            run(row, telegram, fast, lane=n)
+            run(row, channels, fast, lane=n)
 
     threads = [threading.Thread(target=lane, args=(n,)) for n in range(4)]
     for t in threads:
@@ -243,7 +243,7 @@ def test_lanes_side_by_side_send_each_lead_once(
 
 
 def test_a_bot_whose_token_is_refused_waits_instead_of_failing_everyone(
-    bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, telegram: TelegramGateway,
+    bot: BotConfig, leads: dict[str, Lead], fake_telegram: FakeTelegramTransport, channels: Channels,
     fast: Throttle,
 ) -> None:  # fmt: skip
     from actors import pools
@@ -252,20 +252,20 @@ def test_a_bot_whose_token_is_refused_waits_instead_of_failing_everyone(
     row = broadcasts.create(bot, "all", "Oi")
     broadcasts.start(row.id)
     pools.mark_unhealthy(broker.client, "demo", 401, "Unauthorized")
-    assert run(row, telegram, fast) == ("again", pools.RECHECK_SECONDS * 1000)
+    assert run(row, channels, fast) == ("again", pools.RECHECK_SECONDS * 1000)
     assert fake_telegram.calls == [] and broadcasts.summaries(broadcast_id=row.id)[0].pending == 5
     broker.client.hdel(pools.UNHEALTHY, "demo")
-    assert run(row, telegram, fast) == ("end", 0) and len(sent_to(fake_telegram)) == 5
+    assert run(row, channels, fast) == ("end", 0) and len(sent_to(fake_telegram)) == 5
 
 
-def test_a_lane_whose_place_was_taken_stops(bot: BotConfig, leads: dict[str, Lead], telegram: TelegramGateway,
+def test_a_lane_whose_place_was_taken_stops(bot: BotConfig, leads: dict[str, Lead], channels: Channels,
                                             fast: Throttle, fake_telegram: FakeTelegramTransport) -> None:  # fmt: skip
     from actors.broker import broker
 
     row = broadcasts.create(bot, "all", "Oi")
     broadcasts.start(row.id)
     broker.client.set(broadcasts.lane_key(row.id, 0), "newer")
-    assert broadcasts.run_lane(row.id, 0, "older", telegram, fast) == ("end", 0)
+    assert broadcasts.run_lane(row.id, 0, "older", channels, fast) == ("end", 0)
     assert fake_telegram.calls == []
 
 

@@ -7,12 +7,13 @@ import pytest
 import redis
 
 from actors import funnel
+from actors.channels import Channels
 from actors.outbox import Outcome, Send, deliver
 from actors.throttle import Throttle
 from actors.updates import upsert_lead
 from db.catalog import BotConfig
 from db.models import Lead, OutboundMessage
-from gateways.telegram import TelegramGateway, TelegramTransient
+from gateways.telegram import FILE_IDS, TelegramChannel, TelegramGateway, TelegramTransient, split_text, telegram_length
 from tests.conftest import FakeTelegramTransport, telegram_error
 
 USER = {"id": 777, "first_name": "Ana", "language_code": "pt-br"}
@@ -22,11 +23,16 @@ SendWelcome = Callable[[BotConfig, funnel.Recipient, int], Outcome | None]
 
 
 @pytest.fixture
-def send(telegram: TelegramGateway, throttle: Throttle, redis_client: redis.Redis) -> SendWelcome:
+def send(channels: Channels, throttle: Throttle, redis_client: redis.Redis) -> SendWelcome:
     def send_welcome(bot: BotConfig, lead: funnel.Recipient, update_id: int) -> Outcome | None:
-        return funnel.send_welcome(bot, lead, update_id, telegram, throttle, redis_client)
+        return funnel.send_welcome(bot, lead, update_id, channels, throttle)
 
     return send_welcome
+
+
+def welcome_plan(bot: BotConfig, chat_id: int) -> list[Send]:
+    channel = TelegramChannel(TelegramGateway(httpx.Client(), "http://telegram.test"), bot.id, bot.token)
+    return funnel.plan_welcome(bot, channel, chat_id, "k")
 
 
 def lead(bot: BotConfig) -> funnel.Recipient:
@@ -34,7 +40,7 @@ def lead(bot: BotConfig) -> funnel.Recipient:
 
 
 def test_welcome_is_photo_with_caption_and_one_button_per_offer(demo_bot: BotConfig) -> None:
-    sends = funnel.plan_welcome(demo_bot, 777, "k", None)
+    sends = welcome_plan(demo_bot, 777)
     assert [s.method for s in sends] == ["sendPhoto"]
     params = sends[0].params
     assert params["photo"] == "https://example.com/welcome.jpg" and params["caption"] == "Olá! Escolha seu plano:"
@@ -45,30 +51,30 @@ def test_welcome_is_photo_with_caption_and_one_button_per_offer(demo_bot: BotCon
 
 def test_video_url_uses_send_video(demo_bot: BotConfig) -> None:
     bot = dataclasses.replace(demo_bot, welcome_media_url="https://cdn.example.com/intro.MP4?x=1")
-    assert funnel.plan_welcome(bot, 1, "k", None)[0].method == "sendVideo"
+    assert welcome_plan(bot, 1)[0].method == "sendVideo"
 
 
 def test_long_text_goes_in_its_own_messages_with_buttons_on_the_last(demo_bot: BotConfig) -> None:
     text = ("Linha de boas-vindas com detalhes do plano. " * 40 + "\n\n") * 6  # ~10k chars
     bot = dataclasses.replace(demo_bot, welcome_text=text)
-    sends = funnel.plan_welcome(bot, 1, "k", None)
+    sends = welcome_plan(bot, 1)
     assert sends[0].method == "sendPhoto" and "caption" not in sends[0].params
     texts = [s for s in sends[1:]]
     assert len(texts) >= 3 and all(s.method == "sendMessage" for s in texts)
-    assert all(funnel.telegram_length(s.params["text"]) <= 4096 for s in texts)
+    assert all(telegram_length(s.params["text"]) <= 4096 for s in texts)
     assert "reply_markup" in texts[-1].params and all("reply_markup" not in s.params for s in texts[:-1])
     assert " ".join(s.params["text"] for s in texts).split() == text.split()
 
 
 def test_caption_limit_counts_utf16_units() -> None:
-    assert funnel.telegram_length("😀") == 2
-    parts = funnel.split_text("😀" * 3000, 4096)
-    assert all(funnel.telegram_length(p) <= 4096 for p in parts) and "".join(parts) == "😀" * 3000
+    assert telegram_length("😀") == 2
+    parts = split_text("😀" * 3000, 4096)
+    assert all(telegram_length(p) <= 4096 for p in parts) and "".join(parts) == "😀" * 3000
 
 
 def test_text_only_welcome(demo_bot: BotConfig) -> None:
     bot = dataclasses.replace(demo_bot, welcome_media_url=None)
-    sends = funnel.plan_welcome(bot, 1, "k", None)
+    sends = welcome_plan(bot, 1)
     assert [s.method for s in sends] == ["sendMessage"] and "reply_markup" in sends[0].params
 
 
@@ -88,7 +94,7 @@ def test_send_welcome_once_per_update_and_reuses_file_id(
 def test_stale_file_id_falls_back_to_url(
     demo_bot: BotConfig, send: SendWelcome, fake_telegram: FakeTelegramTransport, redis_client: redis.Redis
 ) -> None:
-    redis_client.hset(funnel.FILE_IDS.format(bot_id="demo"), "https://example.com/welcome.jpg", "OLD")
+    redis_client.hset(FILE_IDS.format(bot_id="demo"), "https://example.com/welcome.jpg", "OLD")
     fake_telegram.queue("sendPhoto", telegram_error(400, "Bad Request: wrong file identifier/HTTP URL specified"))
     outcome = send(demo_bot, lead(demo_bot), 1)
     assert outcome is not None and outcome.sent and outcome.failed is None
@@ -169,11 +175,11 @@ def test_a_welcome_whose_answer_was_lost_is_sent_again(
 
 
 def test_resend_policy_sends_again_after_lost_answer(
-    telegram: TelegramGateway, fake_telegram: FakeTelegramTransport, throttle: Throttle
+    channels: Channels, fake_telegram: FakeTelegramTransport, throttle: Throttle
 ) -> None:
     fake_telegram.queue("sendMessage", httpx.ReadTimeout("no answer"))
     send = Send("k1", "sendMessage", {"chat_id": 1, "text": "acesso"}, if_unknown="resend")
     with pytest.raises(TelegramTransient):
-        deliver(telegram, throttle, "1:T", "b", 1, [send])
-    outcome = deliver(telegram, throttle, "1:T", "b", 1, [send])
+        deliver(TelegramChannel(channels.telegram, "b", "1:T"), throttle, 1, [send])
+    outcome = deliver(TelegramChannel(channels.telegram, "b", "1:T"), throttle, 1, [send])
     assert outcome.sent == ["k1"] and len(fake_telegram.calls) == 2

@@ -12,12 +12,13 @@ from dramatiq import Message
 
 from actors import funnel, owed, updates
 from actors.broker import broker
+from actors.channels import Channels
 from actors.outbox import STALE_CLAIM_SECONDS, Send, deliver
 from actors.throttle import Throttle
 from db.catalog import BotConfig
 from db.database import utcnow
 from db.models import OutboundMessage, ProcessedUpdate
-from gateways.telegram import TelegramGateway
+from gateways.telegram import TelegramChannel
 from tests.actors.test_updates import start_update
 from tests.conftest import FakeTelegramTransport
 
@@ -33,7 +34,7 @@ def come_due(update_id: int, seconds_ago: float = 1) -> None:
 
 
 def test_a_start_whose_follow_up_was_lost_is_redriven_until_welcomed(
-    demo_bot: BotConfig, telegram: TelegramGateway, throttle: Throttle, redis_client: redis.Redis,
+    demo_bot: BotConfig, channels: Channels, throttle: Throttle, redis_client: redis.Redis,
     fake_telegram: FakeTelegramTransport,
 ) -> None:  # fmt: skip
     routed = updates.route_update(demo_bot, start_update(500))  # recorded; its next stage then lost with Redis
@@ -50,18 +51,18 @@ def test_a_start_whose_follow_up_was_lost_is_redriven_until_welcomed(
     assert message.actor_name == "funnel.welcome" and message.args == ("demo", routed.lead_id, 500)
 
     assert routed.lead is not None
-    funnel.send_welcome(demo_bot, routed.lead, 500, telegram, throttle, redis_client)
+    funnel.send_welcome(demo_bot, routed.lead, 500, channels, throttle)
     row = ProcessedUpdate.get(ProcessedUpdate.update_id == 500)
     assert row.done_at is not None and row.due_at is None and row.redrives == 1
     assert fake_telegram.methods() == ["sendPhoto"]
 
 
 def test_a_welcomed_start_is_never_redriven(
-    demo_bot: BotConfig, telegram: TelegramGateway, throttle: Throttle, redis_client: redis.Redis
+    demo_bot: BotConfig, channels: Channels, throttle: Throttle, redis_client: redis.Redis
 ) -> None:
     routed = updates.route_update(demo_bot, start_update(501))
     assert routed.lead is not None
-    funnel.send_welcome(demo_bot, routed.lead, 501, telegram, throttle, redis_client)
+    funnel.send_welcome(demo_bot, routed.lead, 501, channels, throttle)
     come_due(501, 3600)  # nothing to do even long after
     owed.redrive()
     assert queued("funnel") == [] and ProcessedUpdate.get(ProcessedUpdate.update_id == 501).redrives == 0
@@ -106,7 +107,7 @@ def test_redrive_backs_off(demo_bot: BotConfig) -> None:
 
 
 def test_a_young_claim_comes_back_later_instead_of_being_skipped(
-    telegram: TelegramGateway, throttle: Throttle, fake_telegram: FakeTelegramTransport
+    channels: Channels, throttle: Throttle, fake_telegram: FakeTelegramTransport
 ) -> None:
     """A send a worker died on holds its row in `sending`: the redelivery must not skip it (it
     would stay `sending` for ever); it comes back when the claim is stale, and then resends."""
@@ -114,8 +115,8 @@ def test_a_young_claim_comes_back_later_instead_of_being_skipped(
     OutboundMessage.create(key=send.key, bot_id="b", chat_id=1, method="sendMessage", state="sending", attempts=1,
                            claimed_at=utcnow() - dt.timedelta(seconds=10))  # fmt: skip
     with pytest.raises(dramatiq.Retry) as retry:
-        deliver(telegram, throttle, "1:T", "b", 1, [send])
+        deliver(TelegramChannel(channels.telegram, "b", "1:T"), throttle, 1, [send])
     assert (STALE_CLAIM_SECONDS - 10) * 1000 <= (retry.value.delay or 0) <= (STALE_CLAIM_SECONDS - 8) * 1000
     OutboundMessage.update(claimed_at=utcnow() - dt.timedelta(seconds=STALE_CLAIM_SECONDS + 1)).execute()
-    assert deliver(telegram, throttle, "1:T", "b", 1, [send]).sent == [send.key]
+    assert deliver(TelegramChannel(channels.telegram, "b", "1:T"), throttle, 1, [send]).sent == [send.key]
     assert OutboundMessage.get().state == "sent" and len(fake_telegram.calls) == 1

@@ -7,6 +7,7 @@ import pytest
 import redis
 
 from actors import delivery, payments
+from actors.channels import Channels
 from actors.funnel import Recipient
 from actors.throttle import Throttle
 from actors.updates import parse_callback_data, upsert_lead
@@ -17,7 +18,7 @@ from gateways.payments import brcode, qr
 from gateways.payments.base import ChargeStatus, PaymentGateway
 from gateways.payments.mercadopago import MercadoPagoGateway
 from gateways.payments.sandbox import SandboxGateway
-from gateways.telegram import TelegramGateway, TelegramTransient
+from gateways.telegram import TelegramTransient
 from tests.conftest import FakeTelegramTransport, telegram_error
 
 USER = {"id": 901, "first_name": "Bia"}
@@ -37,8 +38,8 @@ def anual(bot: BotConfig) -> int:
 
 
 def buy(bot: BotConfig, lead: Recipient, offer_id: int, update_id: int, gateway: PaymentGateway | None,
-        telegram: TelegramGateway, throttle: Throttle) -> Charge | None:  # fmt: skip
-    return payments.checkout(bot, lead, offer_id, update_id, gateway, telegram, throttle)
+        channels: Channels, throttle: Throttle) -> Charge | None:  # fmt: skip
+    return payments.checkout(bot, lead, offer_id, update_id, gateway, channels, throttle)
 
 
 def test_callback_data_of_buttons() -> None:
@@ -48,10 +49,10 @@ def test_callback_data_of_buttons() -> None:
 
 
 def test_a_tap_creates_one_charge_and_sends_the_code_with_its_qr_and_a_check_button(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    charge = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, telegram, throttle)
+    charge = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, channels, throttle)
     assert charge is not None and charge.status == "pending" and charge.amount == Decimal("19.90")
     fields = brcode.parse(charge.br_code)
     assert fields["54"] == "19.90" and brcode.parse_fields(fields["62"]) == {"05": charge.external_id}
@@ -119,38 +120,38 @@ def test_qr_png_is_a_png_of_the_codes_matrix() -> None:
 
 
 def test_double_taps_and_redelivery_reuse_the_charge_and_send_the_code_once(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    first = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, telegram, throttle)
-    again = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, telegram, throttle)  # the same update redelivered
-    double = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, telegram, throttle)  # a second tap right after
+    first = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, channels, throttle)
+    again = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, channels, throttle)  # the same update redelivered
+    double = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, channels, throttle)  # a second tap right after
     assert first is not None and again is not None and double is not None
     assert first.id == again.id == double.id and Charge.select().count() == 1
     assert fake_telegram.methods() == ["sendPhoto"]
     # a tap on another offer is another charge
-    other = buy(demo_bot, lead, anual(demo_bot), 3, sandbox, telegram, throttle)
+    other = buy(demo_bot, lead, anual(demo_bot), 3, sandbox, channels, throttle)
     assert other is not None and other.id != first.id and other.amount == Decimal("149.90")
 
 
 def test_a_tap_after_a_while_shows_the_same_code_again(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    first = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, telegram, throttle)
+    first = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, channels, throttle)
     assert first is not None
     Charge.update(shown_at=utcnow() - dt.timedelta(minutes=5)).execute()
-    later = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, telegram, throttle)
+    later = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, channels, throttle)
     assert later is not None and later.id == first.id and fake_telegram.methods() == ["sendPhoto", "sendPhoto"]
 
 
 def test_a_charge_about_to_expire_is_not_offered_again(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels, throttle: Throttle
 ) -> None:
-    first = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, telegram, throttle)
+    first = buy(demo_bot, lead, vip(demo_bot), 1, sandbox, channels, throttle)
     assert first is not None
     Charge.update(expires_at=utcnow() + dt.timedelta(seconds=30)).execute()
-    second = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, telegram, throttle)
+    second = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, channels, throttle)
     assert second is not None and second.id != first.id
     assert Charge.get_by_id(first.id).status == "pending"  # still payable, just not offered again
 
@@ -177,40 +178,40 @@ def mercadopago_rejecting(status: int) -> MercadoPagoGateway:
 
 @pytest.mark.parametrize("status", [400, 503])
 def test_a_gateway_that_fails_leaves_a_failed_charge_and_tells_the_buyer(
-    status: int, demo_bot: BotConfig, lead: Recipient, telegram: TelegramGateway,
+    status: int, demo_bot: BotConfig, lead: Recipient, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle, sandbox: SandboxGateway,
 ) -> None:  # fmt: skip
-    charge = buy(demo_bot, lead, vip(demo_bot), 1, mercadopago_rejecting(status), telegram, throttle)
+    charge = buy(demo_bot, lead, vip(demo_bot), 1, mercadopago_rejecting(status), channels, throttle)
     assert charge is not None
     row = Charge.get_by_id(charge.id)
     assert row.status == "failed" and row.open_key is None and f"HTTP {status}" in row.error
     assert "APP_USR-secret" not in row.error
     assert fake_telegram.calls == [("sendMessage", {"chat_id": 901, "text": demo_bot.text("charge_failed")})]
-    retry = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, telegram, throttle)  # the buyer taps again
+    retry = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, channels, throttle)  # the buyer taps again
     assert retry is not None and retry.id != charge.id and retry.status == "pending"
 
 
 def test_a_transient_gateway_error_is_retried_before_the_buyer_is_told(
-    demo_bot: BotConfig, lead: Recipient, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport,
+    demo_bot: BotConfig, lead: Recipient, channels: Channels, fake_telegram: FakeTelegramTransport,
     throttle: Throttle,
 ) -> None:  # fmt: skip
     gateway = mercadopago_rejecting(503)
     with pytest.raises(payments.PaymentTransient):
-        payments.checkout(demo_bot, lead, vip(demo_bot), 1, gateway, telegram, throttle, last_attempt=False)
+        payments.checkout(demo_bot, lead, vip(demo_bot), 1, gateway, channels, throttle, last_attempt=False)
     assert Charge.get().status == "creating" and fake_telegram.calls == []
 
 
-def paid_charge(bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+def paid_charge(bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
                 throttle: Throttle) -> Charge:  # fmt: skip
-    charge = buy(bot, lead, vip(bot), 1, sandbox, telegram, throttle)
+    charge = buy(bot, lead, vip(bot), 1, sandbox, channels, throttle)
     assert charge is not None
     return charge
 
 
 def test_exactly_one_of_many_concurrent_paid_notifications_wins(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels, throttle: Throttle
 ) -> None:
-    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    charge = paid_charge(demo_bot, lead, sandbox, channels, throttle)
     results: list[payments.Settled] = []
     barrier = threading.Barrier(5)
 
@@ -233,9 +234,9 @@ def test_exactly_one_of_many_concurrent_paid_notifications_wins(
 
 
 def test_an_underpaid_charge_is_flagged_and_not_delivered(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels, throttle: Throttle
 ) -> None:
-    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    charge = paid_charge(demo_bot, lead, sandbox, channels, throttle)
     settled = payments.settle(charge, ChargeStatus.PAID, Decimal("1.99"), source="notification")
     assert settled.outcome == "underpaid" and not settled.deliver and Delivery.select().count() == 0
     row = Charge.get_by_id(charge.id)
@@ -243,9 +244,9 @@ def test_an_underpaid_charge_is_flagged_and_not_delivered(
 
 
 def test_late_money_on_an_expired_charge_still_delivers_and_refunds_are_recorded(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels, throttle: Throttle
 ) -> None:
-    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    charge = paid_charge(demo_bot, lead, sandbox, channels, throttle)
     assert payments.settle(charge, ChargeStatus.EXPIRED, None, source="notification").outcome == "expired"
     assert payments.settle(charge, ChargeStatus.EXPIRED, None, source="notification").outcome == "repeated"
     assert payments.settle(charge, ChargeStatus.PAID, None, source="notification").deliver
@@ -260,14 +261,14 @@ def test_a_notification_for_an_unknown_charge_is_recorded_and_ignored(demo_bot: 
 
 
 def test_delivery_sends_the_text_and_link_once(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    charge = paid_charge(demo_bot, lead, sandbox, channels, throttle)
     payments.settle(charge, ChargeStatus.PAID, Decimal("19.90"), source="notification")
     fake_telegram.calls.clear()
-    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"
-    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"
+    assert delivery.deliver_charge(charge.id, channels, throttle) == "sent"
+    assert delivery.deliver_charge(charge.id, channels, throttle) == "sent"
     assert fake_telegram.calls == [
         ("sendMessage", {"chat_id": 901, "text": "Pagamento confirmado! Seu acesso:\n\nhttps://t.me/+AbCdEf"})
     ]
@@ -275,10 +276,10 @@ def test_delivery_sends_the_text_and_link_once(
 
 
 def test_delivery_to_a_private_chat_makes_a_one_use_invite_link(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    charge = buy(demo_bot, lead, anual(demo_bot), 1, sandbox, telegram, throttle)
+    charge = buy(demo_bot, lead, anual(demo_bot), 1, sandbox, channels, throttle)
     assert charge is not None
     payments.settle(charge, ChargeStatus.PAID, None, source="check")
     fake_telegram.calls.clear()
@@ -286,8 +287,8 @@ def test_delivery_to_a_private_chat_makes_a_one_use_invite_link(
     fake_telegram.queue("createChatInviteLink", link)
     fake_telegram.queue("sendMessage", telegram_error(500, "Internal Server Error"))
     with pytest.raises(TelegramTransient):
-        delivery.deliver_charge(charge.id, telegram, throttle)
-    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"  # the retry reuses the link
+        delivery.deliver_charge(charge.id, channels, throttle)
+    assert delivery.deliver_charge(charge.id, channels, throttle) == "sent"  # the retry reuses the link
     (m1, invite), (m2, _), (m3, message) = fake_telegram.calls
     assert m1 == "createChatInviteLink" and invite["chat_id"] == -100123 and invite["member_limit"] == 1
     assert invite["expire_date"] > utcnow().timestamp() and m2 == m3 == "sendMessage"
@@ -295,35 +296,35 @@ def test_delivery_to_a_private_chat_makes_a_one_use_invite_link(
 
 
 def test_a_delivery_whose_worker_died_mid_send_is_sent_again_not_lost(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    charge = paid_charge(demo_bot, lead, sandbox, channels, throttle)
     payments.settle(charge, ChargeStatus.PAID, None, source="notification")
     # A worker claimed the send and died before recording the outcome.
     OutboundMessage.create(key=delivery.send_key(charge.id), bot_id="demo", chat_id=901, method="sendMessage",
                            state="sending", attempts=1, claimed_at=utcnow() - dt.timedelta(minutes=5))  # fmt: skip
     fake_telegram.calls.clear()
-    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"
+    assert delivery.deliver_charge(charge.id, channels, throttle) == "sent"
     assert fake_telegram.methods() == ["sendMessage"]
 
 
 def test_a_blocked_buyer_fails_the_delivery_without_retrying(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    charge = paid_charge(demo_bot, lead, sandbox, channels, throttle)
     payments.settle(charge, ChargeStatus.PAID, None, source="notification")
     fake_telegram.queue("sendMessage", telegram_error(403, "Forbidden: bot was blocked by the user"))
-    assert delivery.deliver_charge(charge.id, telegram, throttle) == "failed"
+    assert delivery.deliver_charge(charge.id, channels, throttle) == "failed"
     row = Delivery.get()
     assert row.state == "failed" and "blocked" in row.error
 
 
 def test_reconciliation_finds_a_payment_whose_notification_was_lost(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels, throttle: Throttle
 ) -> None:
-    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    charge = paid_charge(demo_bot, lead, sandbox, channels, throttle)
     assert payments.due_charges() == []  # not quiet yet
     Charge.update(next_check_at=utcnow() - dt.timedelta(seconds=1)).execute()
     assert payments.due_charges() == [charge.id] and payments.due_charges() == []  # claimed once
@@ -341,9 +342,9 @@ def _state(gateway: PaymentGateway, charge: Charge) -> tuple[ChargeStatus, Decim
 
 
 def test_a_quiet_charge_past_its_expiry_is_expired(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels, throttle: Throttle
 ) -> None:
-    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    charge = paid_charge(demo_bot, lead, sandbox, channels, throttle)
     Charge.update(expires_at=utcnow() - dt.timedelta(minutes=10)).execute()
     settled = payments.recheck_charge(Charge.get_by_id(charge.id), sandbox)
     assert settled is not None and settled.outcome == "expired"
@@ -356,14 +357,14 @@ def test_backoff_between_checks_grows_to_a_ceiling() -> None:
 
 
 def test_stale_creations_are_abandoned_and_stalled_deliveries_restarted(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels, throttle: Throttle
 ) -> None:
     offer = demo_bot.offer(vip(demo_bot))
     assert offer is not None
     stuck, _ = payments.open_charge(demo_bot, lead.lead_id, offer, 1)
     Charge.update(updated_at=utcnow() - dt.timedelta(hours=1)).where(Charge.id == stuck.id).execute()
     assert payments.abandon_stale_creations() == 1 and Charge.get_by_id(stuck.id).status == "failed"
-    charge = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, telegram, throttle)
+    charge = buy(demo_bot, lead, vip(demo_bot), 2, sandbox, channels, throttle)
     assert charge is not None
     payments.settle(charge, ChargeStatus.PAID, None, source="notification")
     assert delivery.restart_stalled() == 0
@@ -372,12 +373,12 @@ def test_stale_creations_are_abandoned_and_stalled_deliveries_restarted(
 
 
 def test_a_late_payable_code_is_still_asked_about_after_expiry_and_delivers_when_paid(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle,
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels, throttle: Throttle,
     fake_telegram: FakeTelegramTransport,
 ) -> None:  # fmt: skip
     """A sandbox (static) or PushinPay code can be paid after our expiry: a buyer who does, and
     whose notification is lost, gets access through reconciliation, not "expired" for ever."""
-    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    charge = paid_charge(demo_bot, lead, sandbox, channels, throttle)
     Charge.update(expires_at=utcnow() - dt.timedelta(minutes=10)).execute()
     assert payments.recheck_charge(Charge.get_by_id(charge.id), sandbox).outcome == "expired"  # type: ignore[union-attr]
     row = Charge.get_by_id(charge.id)
@@ -393,9 +394,9 @@ def test_a_late_payable_code_is_still_asked_about_after_expiry_and_delivers_when
 
 
 def test_an_expired_charge_is_asked_about_for_a_week_at_most(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels, throttle: Throttle
 ) -> None:
-    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    charge = paid_charge(demo_bot, lead, sandbox, channels, throttle)
     payments.settle(charge, ChargeStatus.EXPIRED, None, source="expiry")
     Charge.update(expires_at=utcnow() - dt.timedelta(days=8), next_check_at=utcnow()).execute()
     assert payments.due_charges() == [charge.id]  # one last look...
@@ -412,13 +413,13 @@ def test_an_expired_mercadopago_charge_is_not_asked_about_again(demo_bot: BotCon
 
 
 def test_the_check_button_settles_a_charge_paid_after_our_expiry(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle,
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels, throttle: Throttle,
     fake_telegram: FakeTelegramTransport,
 ) -> None:  # fmt: skip
-    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    charge = paid_charge(demo_bot, lead, sandbox, channels, throttle)
     payments.settle(charge, ChargeStatus.EXPIRED, None, source="expiry")
     sandbox.pay(charge.external_id)
-    payments.check_button(demo_bot, lead.lead_id, charge.id, 901, "cb-9", sandbox, telegram, throttle)
+    payments.check_button(demo_bot, lead.lead_id, charge.id, 901, "cb-9", sandbox, channels, throttle)
     answer = [p for m, p in fake_telegram.calls if m == "answerCallbackQuery"][-1]
     assert answer["text"] == demo_bot.text("payment_confirmed") and Charge.get_by_id(charge.id).status == "paid"
 
@@ -446,9 +447,9 @@ def test_a_gateway_at_its_concurrency_limit_sends_the_message_back_instead_of_ho
 
 
 def test_a_delivery_still_pending_after_three_days_is_failed_not_retried_for_ever(
-    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+    demo_bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels, throttle: Throttle
 ) -> None:
-    charge = paid_charge(demo_bot, lead, sandbox, telegram, throttle)
+    charge = paid_charge(demo_bot, lead, sandbox, channels, throttle)
     payments.settle(charge, ChargeStatus.PAID, None, source="notification")
     Delivery.update(created_at=utcnow() - dt.timedelta(days=2), updated_at=utcnow() - dt.timedelta(hours=1)).execute()
     assert delivery.give_up_old() == 0 and delivery.restart_stalled() == 1  # two days: still trying

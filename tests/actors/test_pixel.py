@@ -12,6 +12,7 @@ import redis
 import clicks
 from actors import payments, pixel, updates
 from actors.broker import broker
+from actors.channels import Channels
 from actors.funnel import Recipient
 from actors.throttle import Throttle
 from db.catalog import BotConfig, load_bots
@@ -20,7 +21,6 @@ from db.models import Charge, Click, Lead, PixelEvent
 from gateways.meta import MetaGateway
 from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
-from gateways.telegram import TelegramGateway
 from tests.conftest import DEMO_CONFIG, apply_config
 
 PIXEL = "1234567890"
@@ -89,14 +89,14 @@ def vip(bot: BotConfig) -> int:
 
 
 def tracked_journey(
-    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, channels: Channels, throttle: Throttle
 ) -> tuple[clicks.Click, Charge]:
     """click → /start token → tap → paid, each step as its worker runs it."""
     click = click_now(redis_client)
     pixel.record_click("demo", json.loads(click.to_json()))
     routed = updates.route_update(bot, start_update(1, click.token), redis_client)
     assert routed.lead is not None
-    charge = payments.checkout(bot, Recipient(routed.lead.lead_id, BUYER, True), vip(bot), 2, sandbox, telegram,
+    charge = payments.checkout(bot, Recipient(routed.lead.lead_id, BUYER, True), vip(bot), 2, sandbox, channels,
                                throttle)  # fmt: skip
     assert charge is not None and charge.status == "pending"
     settled = payments.settle(charge, ChargeStatus.PAID, Decimal("19.90"), source="notification")
@@ -105,10 +105,10 @@ def tracked_journey(
 
 
 def test_a_tracked_journey_sends_each_event_once_with_the_clicks_data(
-    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, telegram: TelegramGateway,
+    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, channels: Channels,
     throttle: Throttle, meta: MetaGateway, graph: FakeGraph,
 ) -> None:  # fmt: skip
-    click, charge = tracked_journey(bot, redis_client, sandbox, telegram, throttle)
+    click, charge = tracked_journey(bot, redis_client, sandbox, channels, throttle)
     assert pixel.send_pending(PIXEL, meta) == {"sent": 4}
     [request] = graph.requests  # one burst, one request
     assert request["path"] == f"/v21.0/{PIXEL}/events" and request["params"] == {"access_token": TOKEN}
@@ -143,16 +143,16 @@ def test_a_tracked_journey_sends_each_event_once_with_the_clicks_data(
 
 
 def test_redelivered_clicks_updates_taps_and_notifications_send_nothing_twice(
-    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, telegram: TelegramGateway,
+    bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, channels: Channels,
     throttle: Throttle, meta: MetaGateway, graph: FakeGraph,
 ) -> None:  # fmt: skip
-    click, charge = tracked_journey(bot, redis_client, sandbox, telegram, throttle)
+    click, charge = tracked_journey(bot, redis_client, sandbox, channels, throttle)
     pixel.send_pending(PIXEL, meta)
     # every input again, as Telegram, the gateway and our own retries may repeat them
     pixel.record_click("demo", json.loads(click.to_json()))
     routed = updates.route_update(bot, start_update(1, click.token), redis_client)
     assert routed.repeated and routed.lead is not None
-    again = payments.checkout(bot, Recipient(routed.lead.lead_id, BUYER, True), vip(bot), 2, sandbox, telegram,
+    again = payments.checkout(bot, Recipient(routed.lead.lead_id, BUYER, True), vip(bot), 2, sandbox, channels,
                               throttle)  # fmt: skip
     assert again is not None and again.id == charge.id
     assert payments.settle(charge, ChargeStatus.PAID, Decimal("19.90"), source="notification").outcome == "repeated"
@@ -211,10 +211,10 @@ def test_a_start_before_the_clicks_own_message_still_records_the_click_and_page_
 
 
 def test_bots_without_a_pixel_record_no_events(
-    demo_bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, telegram: TelegramGateway,
+    demo_bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, channels: Channels,
     throttle: Throttle,
 ) -> None:  # fmt: skip
-    tracked_journey(demo_bot, redis_client, sandbox, telegram, throttle)
+    tracked_journey(demo_bot, redis_client, sandbox, channels, throttle)
     assert PixelEvent.select().count() == 0
     assert Click.select().count() == 1  # the click is still the lead's attribution
 

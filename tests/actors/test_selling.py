@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from actors import delivery, followups, payments, updates
-from actors.funnel import Recipient, offer_keyboard
+from actors.channels import Channels
+from actors.funnel import Recipient, offer_choices
 from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig, load_bots
@@ -22,7 +23,6 @@ from db.database import db, transaction, utcnow
 from db.models import BumpAnswer, Charge, Delivery, Followup, OutboundMessage
 from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
-from gateways.telegram import TelegramGateway
 from ops import config
 from tests.conftest import DEMO_CONFIG, FakeTelegramTransport, apply_config
 
@@ -77,8 +77,7 @@ def test_the_catalog_resolves_bumps_upsells_and_downsells(bot: BotConfig) -> Non
     vip, anual, pack = offer_id(bot, "vip"), offer_id(bot, "anual"), offer_id(bot, "pack")
     assert bot.offer(vip).bump_id == pack and bot.offer(pack).hidden  # type: ignore[union-attr]
     assert [o.slug for o in bot.buttons] == ["vip", "anual"]  # a hidden offer has no button
-    assert [row[0]["callback_data"] for row in offer_keyboard(bot)["inline_keyboard"]] == [f"buy:{vip}",  # type: ignore[index]
-                                                                                         f"buy:{anual}"]  # fmt: skip
+    assert [c.data for c in offer_choices(bot)] == [f"buy:{vip}", f"buy:{anual}"]
     assert bot.bumps[pack].text == "Leva o pack?"
     [upsell] = bot.upsells
     assert (upsell.after_offer_id, upsell.offer_id, upsell.price, upsell.delay_seconds) == (
@@ -145,45 +144,45 @@ def test_discounts_round_half_up_to_cents_and_never_below_one_cent(price: str, p
 
 
 def test_a_press_on_an_offer_with_a_bump_asks_first_then_one_charge_for_both(
-    bot: BotConfig, sandbox: SandboxGateway, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport,
+    bot: BotConfig, sandbox: SandboxGateway, channels: Channels, fake_telegram: FakeTelegramTransport,
     throttle: Throttle,
 ) -> None:  # fmt: skip
     lead = start(bot, 1)
     vip, pack = offer_id(bot, "vip"), offer_id(bot, "pack")
-    assert payments.checkout(bot, lead, vip, 2, sandbox, telegram, throttle) is None  # no charge yet: the question
+    assert payments.checkout(bot, lead, vip, 2, sandbox, channels, throttle) is None  # no charge yet: the question
     [(method, params)] = fake_telegram.calls
     assert method == "sendMessage" and params["text"] == "Leva o pack?"
     yes, no = ({"text": "Sim", "callback_data": f"bmp:{vip}:y"}, {"text": "Não", "callback_data": f"bmp:{vip}:n"})
     assert params["reply_markup"]["inline_keyboard"] == [[yes], [no]]
-    payments.checkout(bot, lead, vip, 3, sandbox, telegram, throttle)  # a double tap: not asked twice
+    payments.checkout(bot, lead, vip, 3, sandbox, channels, throttle)  # a double tap: not asked twice
     assert len(fake_telegram.calls) == 1
 
     assert press(bot, 4, f"bmp:{vip}:y").kind == "callback"
     press(bot, 5, f"bmp:{vip}:n")  # a late press of the other button changes nothing
     assert [(a.accepted, a.bump_offer_id) for a in BumpAnswer.select()] == [(True, pack)]
-    charge = payments.checkout(bot, lead, vip, 4, sandbox, telegram, throttle)
+    charge = payments.checkout(bot, lead, vip, 4, sandbox, channels, throttle)
     assert charge is not None and charge.amount == Decimal("29.80") and charge.bump_offer_id == pack
-    again = payments.checkout(bot, lead, vip, 5, sandbox, telegram, throttle)
+    again = payments.checkout(bot, lead, vip, 5, sandbox, channels, throttle)
     assert again is not None and again.id == charge.id and Charge.select().count() == 1
 
     fake_telegram.calls.clear()
     settled = payments.settle(charge, ChargeStatus.PAID, None, source="notification")
     assert settled.deliver
-    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"
-    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"  # again: nothing more
+    assert delivery.deliver_charge(charge.id, channels, throttle) == "sent"
+    assert delivery.deliver_charge(charge.id, channels, throttle) == "sent"  # again: nothing more
     texts = [p["text"] for m, p in fake_telegram.calls if m == "sendMessage"]
     assert texts == ["Pagamento confirmado! Seu acesso:\n\nhttps://t.me/+AbCdEf", "Seu pack:\n\nhttps://t.me/+Pack"]
     assert Delivery.get().state == "sent"
 
 
 def test_a_declined_bump_charges_the_offer_alone_and_is_not_asked_again(
-    bot: BotConfig, sandbox: SandboxGateway, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport,
+    bot: BotConfig, sandbox: SandboxGateway, channels: Channels, fake_telegram: FakeTelegramTransport,
     throttle: Throttle,
 ) -> None:  # fmt: skip
     lead = start(bot, 1)
     vip = offer_id(bot, "vip")
     press(bot, 2, f"bmp:{vip}:n")
-    charge = payments.checkout(bot, lead, vip, 2, sandbox, telegram, throttle)
+    charge = payments.checkout(bot, lead, vip, 2, sandbox, channels, throttle)
     assert charge is not None and charge.amount == Decimal("19.90") and charge.bump_offer_id is None
     assert not any(p.get("text") == "Leva o pack?" for _, p in fake_telegram.calls)
 
@@ -196,7 +195,7 @@ def due_now() -> None:
 
 
 def test_a_not_bought_downsell_is_scheduled_once_at_start_and_cancelled_by_a_press(
-    bot: BotConfig, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle
+    bot: BotConfig, sandbox: SandboxGateway, channels: Channels, throttle: Throttle
 ) -> None:
     lead = start(bot, 1)
     start(bot, 2)  # a second /start schedules nothing more
@@ -204,45 +203,45 @@ def test_a_not_bought_downsell_is_scheduled_once_at_start_and_cancelled_by_a_pre
     assert (row.kind, row.position, row.amount, row.state) == ("downsell", 0, Decimal("15.00"), "scheduled")
     assert 3590 <= (row.due_at - utcnow()).total_seconds() <= 3600
     press(bot, 3, f"bmp:{offer_id(bot, 'vip')}:n")
-    payments.checkout(bot, lead, offer_id(bot, "vip"), 3, sandbox, telegram, throttle)  # pressed: bought
+    payments.checkout(bot, lead, offer_id(bot, "vip"), 3, sandbox, channels, throttle)  # pressed: bought
     due_now()
     assert followups.dispatch() == 2  # the not_bought one, and the unpaid one the charge scheduled
-    assert followups.send(row.id, telegram, throttle) == "cancelled"
+    assert followups.send(row.id, channels, throttle) == "cancelled"
     assert Followup.get_by_id(row.id).error == "bought"
 
 
 def test_an_unpaid_downsell_goes_out_with_a_button_at_its_discount_and_opens_that_charge(
-    bot: BotConfig, sandbox: SandboxGateway, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport,
+    bot: BotConfig, sandbox: SandboxGateway, channels: Channels, fake_telegram: FakeTelegramTransport,
     throttle: Throttle,
 ) -> None:  # fmt: skip
     lead = start(bot, 1)
     anual = offer_id(bot, "anual")
-    first = payments.checkout(bot, lead, anual, 2, sandbox, telegram, throttle)
+    first = payments.checkout(bot, lead, anual, 2, sandbox, channels, throttle)
     assert first is not None
     unpaid = Followup.get(Followup.position == 1)
     assert 590 <= (unpaid.due_at - utcnow()).total_seconds() <= 600
     Followup.update(due_at=utcnow() - dt.timedelta(seconds=1)).where(Followup.id == unpaid.id).execute()
     assert followups.dispatch() == 1 and followups.dispatch() == 0  # claimed once: a lease
     fake_telegram.calls.clear()
-    assert followups.send(unpaid.id, telegram, throttle) == "sent"
-    assert followups.send(unpaid.id, telegram, throttle) == "sent"  # a repeat sends nothing
+    assert followups.send(unpaid.id, channels, throttle) == "sent"
+    assert followups.send(unpaid.id, channels, throttle) == "sent"  # a repeat sends nothing
     [(method, params)] = fake_telegram.calls
     assert method == "sendMessage"
     assert params["text"] == "50% off"
     assert params["reply_markup"]["inline_keyboard"][0][0] == {"text": "Quero — R$ 9,95",
                                                                "callback_data": f"fu:{unpaid.id}"}  # fmt: skip
     assert press(bot, 3, f"fu:{unpaid.id}").kind == "callback"
-    charge = payments.checkout(bot, lead, 0, 3, sandbox, telegram, throttle, followup_id=unpaid.id)
+    charge = payments.checkout(bot, lead, 0, 3, sandbox, channels, throttle, followup_id=unpaid.id)
     assert charge is not None and charge.amount == Decimal("9.95") and charge.followup_id == unpaid.id
     assert charge.offer_id == offer_id(bot, "vip") and charge.id != first.id
 
 
 def test_a_lead_who_pays_before_a_downsell_is_due_never_gets_it(
-    bot: BotConfig, sandbox: SandboxGateway, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport,
+    bot: BotConfig, sandbox: SandboxGateway, channels: Channels, fake_telegram: FakeTelegramTransport,
     throttle: Throttle,
 ) -> None:  # fmt: skip
     lead = start(bot, 1)
-    charge = payments.checkout(bot, lead, offer_id(bot, "anual"), 2, sandbox, telegram, throttle)
+    charge = payments.checkout(bot, lead, offer_id(bot, "anual"), 2, sandbox, channels, throttle)
     assert charge is not None
     payments.settle(charge, ChargeStatus.PAID, None, source="notification")  # cancels in its transaction
     assert {f.state for f in Followup.select()} == {"cancelled"}
@@ -251,53 +250,53 @@ def test_a_lead_who_pays_before_a_downsell_is_due_never_gets_it(
 
 
 def test_a_payment_racing_the_claim_still_wins_at_send_time(
-    bot: BotConfig, sandbox: SandboxGateway, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport,
+    bot: BotConfig, sandbox: SandboxGateway, channels: Channels, fake_telegram: FakeTelegramTransport,
     throttle: Throttle,
 ) -> None:  # fmt: skip
     """The downsell is claimed by the clock, then the payment lands before its send runs: the send
     decides at send time and cancels it."""
     lead = start(bot, 1)
-    charge = payments.checkout(bot, lead, offer_id(bot, "anual"), 2, sandbox, telegram, throttle)
+    charge = payments.checkout(bot, lead, offer_id(bot, "anual"), 2, sandbox, channels, throttle)
     assert charge is not None
     due_now()
     assert followups.dispatch() == 2  # both downsells claimed, their sends enqueued
     Charge.update(status="paid").where(Charge.id == charge.id).execute()  # paid, as if by a concurrent settle
     fake_telegram.calls.clear()
     for row in Followup.select():
-        assert followups.send(row.id, telegram, throttle) == "cancelled"
+        assert followups.send(row.id, channels, throttle) == "cancelled"
     assert fake_telegram.calls == []
 
 
 def test_an_upsell_follows_the_delivery_of_its_offer_once_per_paid_charge(
-    bot: BotConfig, sandbox: SandboxGateway, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport,
+    bot: BotConfig, sandbox: SandboxGateway, channels: Channels, fake_telegram: FakeTelegramTransport,
     throttle: Throttle,
 ) -> None:  # fmt: skip
     lead = start(bot, 1)
-    charge = payments.checkout(bot, lead, offer_id(bot, "anual"), 2, sandbox, telegram, throttle)
+    charge = payments.checkout(bot, lead, offer_id(bot, "anual"), 2, sandbox, channels, throttle)
     assert charge is not None
     payments.settle(charge, ChargeStatus.PAID, None, source="notification")
     fake_telegram.queue("createChatInviteLink", httpx.Response(200, json={"ok": True, "result": {
         "invite_link": "https://t.me/+Invite"}}))  # fmt: skip
-    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"
-    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"
+    assert delivery.deliver_charge(charge.id, channels, throttle) == "sent"
+    assert delivery.deliver_charge(charge.id, channels, throttle) == "sent"
     [upsell] = Followup.select().where(Followup.kind == "upsell")
     assert (upsell.charge_id, upsell.offer_id, upsell.amount) == (charge.id, offer_id(bot, "pack"), Decimal("9.90"))
     assert followups.dispatch() == 1  # delay 0s: due at once
-    assert followups.send(upsell.id, telegram, throttle) == "sent"
+    assert followups.send(upsell.id, channels, throttle) == "sent"
     last = fake_telegram.calls[-1][1]
     assert last["text"] == "Leve o pack!" and last["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == (
         f"fu:{upsell.id}")  # fmt: skip
 
 
 def test_a_follow_up_whose_send_a_crash_left_unknown_is_not_sent_again(
-    bot: BotConfig, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport, throttle: Throttle
+    bot: BotConfig, channels: Channels, fake_telegram: FakeTelegramTransport, throttle: Throttle
 ) -> None:
     start(bot, 1)
     row = Followup.get()
     OutboundMessage.create(key=f"followup:{row.id}", bot_id="demo", chat_id=777, method="sendMessage",
                            state="sending", attempts=1, claimed_at=utcnow() - dt.timedelta(hours=1))  # fmt: skip
     due_now()
-    assert followups.send(row.id, telegram, throttle) == "unknown"  # marketing: never twice
+    assert followups.send(row.id, channels, throttle) == "unknown"  # marketing: never twice
     assert fake_telegram.calls == [] and Followup.get_by_id(row.id).state == "unknown"
 
 
@@ -325,7 +324,7 @@ def test_concurrent_dispatchers_claim_each_follow_up_once(bot: BotConfig) -> Non
 
 
 def test_followups_payments_and_status_show_the_schedule_take_rate_and_conversions(
-    bot: BotConfig, sandbox: SandboxGateway, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport,
+    bot: BotConfig, sandbox: SandboxGateway, channels: Channels, fake_telegram: FakeTelegramTransport,
     throttle: Throttle,
 ) -> None:  # fmt: skip
     import json
@@ -337,12 +336,12 @@ def test_followups_payments_and_status_show_the_schedule_take_rate_and_conversio
     lead = start(bot, 1)
     vip = offer_id(bot, "vip")
     press(bot, 2, f"bmp:{vip}:y")
-    first = payments.checkout(bot, lead, vip, 2, sandbox, telegram, throttle)
+    first = payments.checkout(bot, lead, vip, 2, sandbox, channels, throttle)
     assert first is not None
     unpaid = Followup.get(Followup.position == 1)
     Followup.update(due_at=utcnow()).where(Followup.id == unpaid.id).execute()
-    assert followups.send(unpaid.id, telegram, throttle) == "sent"
-    charge = payments.checkout(bot, lead, 0, 3, sandbox, telegram, throttle, followup_id=unpaid.id)
+    assert followups.send(unpaid.id, channels, throttle) == "sent"
+    charge = payments.checkout(bot, lead, 0, 3, sandbox, channels, throttle, followup_id=unpaid.id)
     assert charge is not None
     payments.settle(charge, ChargeStatus.PAID, None, source="notification")  # cancels the not_bought one
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from actors import delivery, followups, payments, subscriptions, updates
+from actors.channels import Channels
 from actors.funnel import Recipient
 from actors.throttle import Throttle
 from db.catalog import BotConfig, load_bots
@@ -19,7 +20,6 @@ from db.database import utcnow
 from db.models import Charge, Delivery, Followup, Lead, Subscription
 from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
-from gateways.telegram import TelegramGateway
 from ops import config
 from tests.conftest import DEMO_CONFIG, FakeTelegramTransport, apply_config, telegram_error
 
@@ -55,9 +55,9 @@ def invite(fake: FakeTelegramTransport, link: str = "https://t.me/+Inv") -> None
     fake.queue("createChatInviteLink", httpx.Response(200, json={"ok": True, "result": {"invite_link": link}}))
 
 
-def pay(bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, throttle: Throttle,
+def pay(bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels, throttle: Throttle,
         update_id: int, followup_id: int = 0) -> Charge:  # fmt: skip
-    charge = payments.checkout(bot, lead, anual(bot), update_id, sandbox, telegram, throttle, followup_id=followup_id)
+    charge = payments.checkout(bot, lead, anual(bot), update_id, sandbox, channels, throttle, followup_id=followup_id)
     assert charge is not None
     assert payments.settle(charge, ChargeStatus.PAID, None, source="notification").deliver
     return charge
@@ -84,32 +84,32 @@ def test_configuration(bot: BotConfig) -> None:
 
 
 def test_paying_starts_a_subscription_with_its_expiry_and_reminders_and_renewing_extends_it(
-    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    pay(bot, lead, sandbox, telegram, throttle, 1)
+    pay(bot, lead, sandbox, channels, throttle, 1)
     sub = Subscription.get()
     first_end = sub.ends_at
     assert (sub.chat_id, sub.state, sub.renewals) == (CHAT, "active", 0)
     assert abs((first_end - utcnow()).total_seconds() - 30 * 86400) < 5
     assert sorted((f.kind, f.position) for f in Followup.select()) == [("expiry", 0), ("reminder", 0), ("reminder", 1)]
 
-    pay(bot, lead, sandbox, telegram, throttle, 2)  # a renewal before the end: from the current end
+    pay(bot, lead, sandbox, channels, throttle, 2)  # a renewal before the end: from the current end
     sub = Subscription.get()
     assert sub.renewals == 1 and sub.started_at <= first_end and sub.ends_at == first_end + dt.timedelta(days=30)
     Followup.update(due_at=utcnow()).where(Followup.state == "scheduled").execute()
     old = Followup.select().where(Followup.key.startswith(f"expire:{sub.id}:")).order_by(Followup.id).first()
-    assert followups.send(old.id, telegram, throttle) == "cancelled" and Followup.get_by_id(old.id).error == "renewed"
+    assert followups.send(old.id, channels, throttle) == "cancelled" and Followup.get_by_id(old.id).error == "renewed"
     assert Subscription.get().state == "active"
 
 
 def test_expiry_removes_the_member_tells_them_and_a_renewal_re_admits(
-    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
     invite(fake_telegram)
-    charge = pay(bot, lead, sandbox, telegram, throttle, 1)
-    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"
+    charge = pay(bot, lead, sandbox, channels, throttle, 1)
+    assert delivery.deliver_charge(charge.id, channels, throttle) == "sent"
     Subscription.update(ends_at=utcnow() - dt.timedelta(seconds=1)).execute()
     sub = Subscription.get()
     end = int(sub.ends_at.replace(tzinfo=dt.UTC).timestamp())
@@ -117,8 +117,8 @@ def test_expiry_removes_the_member_tells_them_and_a_renewal_re_admits(
                              position=0, offer_id=anual(bot), amount=charge.amount, subscription_id=sub.id,
                              due_at=utcnow())  # fmt: skip
     fake_telegram.calls.clear()
-    assert followups.send(expiry.id, telegram, throttle) == "sent"
-    assert followups.send(expiry.id, telegram, throttle) == "sent"  # again: nothing more
+    assert followups.send(expiry.id, channels, throttle) == "sent"
+    assert followups.send(expiry.id, channels, throttle) == "sent"  # again: nothing more
     assert [m for m, _ in fake_telegram.calls] == ["banChatMember", "unbanChatMember", "sendMessage"]
     ban, unban, told = (p for _, p in fake_telegram.calls)
     assert int(ban["chat_id"]) == CHAT and int(ban["user_id"]) == 555 and unban["only_if_banned"] is True
@@ -127,50 +127,50 @@ def test_expiry_removes_the_member_tells_them_and_a_renewal_re_admits(
     assert Subscription.get().state == "expired"
 
     invite(fake_telegram, "https://t.me/+Again")  # the renew button: a new period from now, a new link
-    renewal = pay(bot, lead, sandbox, telegram, throttle, 3, followup_id=expiry.id)
-    assert renewal.amount == charge.amount and delivery.deliver_charge(renewal.id, telegram, throttle) == "sent"
+    renewal = pay(bot, lead, sandbox, channels, throttle, 3, followup_id=expiry.id)
+    assert renewal.amount == charge.amount and delivery.deliver_charge(renewal.id, channels, throttle) == "sent"
     sub = Subscription.get()
     assert sub.state == "active" and abs((sub.ends_at - utcnow()).total_seconds() - 30 * 86400) < 5
     assert "https://t.me/+Again" in fake_telegram.calls[-1][1]["text"]
 
 
 def test_a_reminder_says_how_many_days_are_left(
-    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    pay(bot, lead, sandbox, telegram, throttle, 1)
+    pay(bot, lead, sandbox, channels, throttle, 1)
     reminder = Followup.get((Followup.kind == "reminder") & (Followup.position == 0))
     Followup.update(due_at=utcnow()).where(Followup.id == reminder.id).execute()  # as the clock brings it
     fake_telegram.calls.clear()
-    assert followups.send(reminder.id, telegram, throttle) == "sent"
+    assert followups.send(reminder.id, channels, throttle) == "sent"
     [(method, params)] = fake_telegram.calls
     assert method == "sendMessage" and params["text"] == "Vence em 30 dia(s)."  # sent early here: 30 days left
 
 
 def test_a_reminder_the_buyer_blocked_marks_them_unreachable(
-    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    pay(bot, lead, sandbox, telegram, throttle, 1)
+    pay(bot, lead, sandbox, channels, throttle, 1)
     reminder = Followup.get((Followup.kind == "reminder") & (Followup.position == 0))
     Followup.update(due_at=utcnow()).where(Followup.id == reminder.id).execute()
     fake_telegram.queue("sendMessage", telegram_error(403, "Forbidden: bot was blocked by the user"))
-    assert followups.send(reminder.id, telegram, throttle) == "failed"
+    assert followups.send(reminder.id, channels, throttle) == "failed"
     assert not Lead.get_by_id(lead.lead_id).reachable  # no more marketing to them; a payment still delivers
 
 
 def test_a_bot_that_is_not_an_admin_records_the_error_and_does_not_retry(
-    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    pay(bot, lead, sandbox, telegram, throttle, 1)
+    pay(bot, lead, sandbox, channels, throttle, 1)
     expiry = Followup.get(Followup.kind == "expiry")
     Followup.update(due_at=utcnow()).where(Followup.id == expiry.id).execute()
     fake_telegram.queue("banChatMember", telegram_error(400, "Bad Request: not enough rights to restrict/ban"))
-    assert followups.send(expiry.id, telegram, throttle) == "failed"
+    assert followups.send(expiry.id, channels, throttle) == "failed"
     sub = Subscription.get()
     assert sub.error == "Bad Request: not enough rights to restrict/ban" and sub.state == "active"
-    assert followups.send(expiry.id, telegram, throttle) == "failed"  # decided: not tried again
+    assert followups.send(expiry.id, channels, throttle) == "failed"  # decided: not tried again
     assert [m for m, _ in fake_telegram.calls].count("banChatMember") == 1
 
 
@@ -180,31 +180,31 @@ def join_request(user: int = 555, date: float | None = None) -> dict[str, Any]:
 
 
 def test_join_requests_approve_members_decline_strangers_and_wait_for_a_settling_payer(
-    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    assert subscriptions.decide_join(bot, join_request(999), 1, telegram, throttle) == "decline"  # a stranger
-    charge = payments.checkout(bot, lead, anual(bot), 2, sandbox, telegram, throttle)
+    assert subscriptions.decide_join(bot, join_request(999), 1, channels, throttle) == "decline"  # a stranger
+    charge = payments.checkout(bot, lead, anual(bot), 2, sandbox, channels, throttle)
     assert charge is not None and charge.status == "pending"
-    assert subscriptions.decide_join(bot, join_request(), 3, telegram, throttle) == "wait"  # paying right now
+    assert subscriptions.decide_join(bot, join_request(), 3, channels, throttle) == "wait"  # paying right now
     old = join_request(date=time.time() - 300)
-    assert subscriptions.decide_join(bot, old, 4, telegram, throttle) == "decline"  # Telegram stopped waiting
+    assert subscriptions.decide_join(bot, old, 4, channels, throttle) == "decline"  # Telegram stopped waiting
     payments.settle(charge, ChargeStatus.PAID, None, source="notification")
-    assert subscriptions.decide_join(bot, join_request(), 3, telegram, throttle) == "approve"
+    assert subscriptions.decide_join(bot, join_request(), 3, channels, throttle) == "approve"
     answers = [(m, int(p["user_id"])) for m, p in fake_telegram.calls if m.endswith("ChatJoinRequest")]
     assert answers == [("declineChatJoinRequest", 999), ("declineChatJoinRequest", 555),
                        ("approveChatJoinRequest", 555)]  # fmt: skip
 
 
 def test_a_join_by_request_offer_delivers_a_link_that_asks_to_join(
-    lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway, fake_telegram: FakeTelegramTransport,
+    lead: Recipient, sandbox: SandboxGateway, channels: Channels, fake_telegram: FakeTelegramTransport,
     throttle: Throttle,
 ) -> None:  # fmt: skip
     apply_config(vip_config(join_by_request=True))
     bot = load_bots()["demo"]
     invite(fake_telegram)
-    charge = pay(bot, lead, sandbox, telegram, throttle, 1)
-    assert delivery.deliver_charge(charge.id, telegram, throttle) == "sent"
+    charge = pay(bot, lead, sandbox, channels, throttle, 1)
+    assert delivery.deliver_charge(charge.id, channels, throttle) == "sent"
     [link] = [p for m, p in fake_telegram.calls if m == "createChatInviteLink"]
     assert link["creates_join_request"] is True and "member_limit" not in link
 
@@ -217,17 +217,17 @@ def member_joined(user: int, link: str) -> dict[str, Any]:
 
 
 def test_a_member_who_joins_through_another_buyers_link_is_removed_and_the_link_revoked(
-    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
     invite(fake_telegram, "https://t.me/+Mine")
-    charge = pay(bot, lead, sandbox, telegram, throttle, 1)
-    delivery.deliver_charge(charge.id, telegram, throttle)
+    charge = pay(bot, lead, sandbox, channels, throttle, 1)
+    delivery.deliver_charge(charge.id, channels, throttle)
     assert Delivery.get().invite_link == "https://t.me/+Mine"
     fake_telegram.calls.clear()
-    assert not subscriptions.check_member(bot, member_joined(555, "https://t.me/+Mine"), 10, telegram, throttle)
+    assert not subscriptions.check_member(bot, member_joined(555, "https://t.me/+Mine"), 10, channels, throttle)
     assert fake_telegram.calls == []  # the buyer themself
-    assert subscriptions.check_member(bot, member_joined(666, "https://t.me/+Mine"), 11, telegram, throttle)
+    assert subscriptions.check_member(bot, member_joined(666, "https://t.me/+Mine"), 11, channels, throttle)
     assert [(m, p.get("user_id"), p.get("invite_link")) for m, p in fake_telegram.calls] == [
         ("banChatMember", 666, None), ("unbanChatMember", 666, None),
         ("revokeChatInviteLink", None, "https://t.me/+Mine")]  # fmt: skip
@@ -235,7 +235,7 @@ def test_a_member_who_joins_through_another_buyers_link_is_removed_and_the_link_
 
 
 def test_ops_subscriptions_and_status_show_them(
-    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, telegram: TelegramGateway,
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
     import json
@@ -244,7 +244,7 @@ def test_ops_subscriptions_and_status_show_them(
 
     from ops.cli import cli
 
-    pay(bot, lead, sandbox, telegram, throttle, 1)
+    pay(bot, lead, sandbox, channels, throttle, 1)
     out = CliRunner().invoke(cli, ["subscriptions", "--json"])
     assert out.exit_code == 0, out.output
     [row] = json.loads(out.output)

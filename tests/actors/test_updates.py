@@ -7,10 +7,10 @@ from dramatiq import Message
 
 from actors import updates
 from actors.broker import broker
+from actors.channels import Channels
 from actors.throttle import Throttle
 from db.catalog import BotConfig
 from db.models import Lead, OutboundMessage, ProcessedUpdate
-from gateways.telegram import TelegramGateway
 from tests.conftest import FakeTelegramTransport, telegram_error
 
 
@@ -82,11 +82,11 @@ Follow = Callable[[BotConfig, dict[str, Any]], None]
 
 
 @pytest.fixture
-def follow(telegram: TelegramGateway, throttle: Throttle, redis_client: redis.Redis) -> Follow:
+def follow(channels: Channels, throttle: Throttle, redis_client: redis.Redis) -> Follow:
     """Route an update and run its next stage, as the updates.route actor does."""
 
     def route_and_follow(bot: BotConfig, update: dict[str, Any]) -> None:
-        updates.follow_up(bot, updates.route_update(bot, update), update, telegram, throttle, redis_client)
+        updates.follow_up(bot, updates.route_update(bot, update), channels, throttle)
 
     return route_and_follow
 

@@ -44,14 +44,14 @@ def test_lead_click_is_the_last_click_or_nones(demo_bot: BotConfig) -> None:
     from db.models import Click
 
     lead_id, _, _ = hot.upsert_lead("demo", 9, 90, ("Ana", None, None, None), None, utcnow(), True)
-    assert hot.lead_click(lead_id) == (9, None, None, None, None, None, None, None, None, "Ana")
+    assert hot.lead_click(lead_id) == (9, None, None, None, None, None, None, None, None, "Ana", None)
     assert hot.lead_click(lead_id + 1000) is None
     click = Click.create(token="t1", bot_id="demo", fbc="fb.1.1.X", fbp="fb.1.2.3", ip="203.0.113.9",
                          user_agent="UA", source_url="https://x/r/demo", ttclid="TT", ttp="tp",
                          utm={"utm_source": "tiktok"}, clicked_at=utcnow())  # fmt: skip
     Lead.update(last_click_id=click.id).where(Lead.id == lead_id).execute()
     assert hot.lead_click(lead_id) == (9, "fb.1.1.X", "fb.1.2.3", "203.0.113.9", "UA", "https://x/r/demo", "TT", "tp",
-                                       '{"utm_source": "tiktok"}', "Ana")  # fmt: skip
+                                       '{"utm_source": "tiktok"}', "Ana", None)  # fmt: skip
 
 
 def test_cached_statements_round_trip_every_column_type(demo_bot: BotConfig) -> None:

@@ -16,10 +16,13 @@ from starlette.testclient import TestClient
 
 from actors import pixel, pools
 from actors.broker import broker
+from actors.channels import Channels
 from db.catalog import load_pools
 from db.models import Click
 from edge.app import create_app
+from gateways.evolution import EvolutionGateway
 from gateways.telegram import TelegramGateway, TelegramPermanent
+from gateways.whatsapp_cloud import CloudGateway
 from ops import config
 from ops.cli import cli
 from tests.conftest import TELEGRAM_BASE, FakeTelegramTransport, apply_config, demo_with, telegram_error
@@ -112,6 +115,11 @@ def wait_until(condition: Any, seconds: float = 3.0) -> None:
         time.sleep(0.02)
 
 
+def unused_whatsapp() -> tuple[EvolutionGateway, CloudGateway]:
+    client = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(500)))
+    return EvolutionGateway(client), CloudGateway(client, "http://graph.test", "v21.0")
+
+
 def refusing_gateway(fake: FakeTelegramTransport) -> TelegramGateway:
     return TelegramGateway(httpx.Client(transport=httpx.MockTransport(fake)), TELEGRAM_BASE,
                            on_token_refused=pools.token_refused)  # fmt: skip
@@ -134,9 +142,11 @@ def test_a_refused_token_takes_the_bot_out_of_every_pool_until_get_me_succeeds(
     wait_until(demo_out)  # within a poll of the edge
     # getMe still refused: still out; then accepted: back in
     fake_telegram.queue("getMe", telegram_error(401, "Unauthorized"))
-    assert pools.recheck(refusing_gateway(fake_telegram)) == {"healthy": 0, "unhealthy": 1}
+    assert pools.recheck(Channels(refusing_gateway(fake_telegram), *unused_whatsapp())) == {"healthy": 0,
+                                                                                           "unhealthy": 1}  # fmt: skip
     assert pools.unhealthy(broker.client)["demo"]["checked_at"] is not None
-    assert pools.recheck(refusing_gateway(fake_telegram)) == {"healthy": 1, "unhealthy": 0}
+    assert pools.recheck(Channels(refusing_gateway(fake_telegram), *unused_whatsapp())) == {"healthy": 1,
+                                                                                           "unhealthy": 0}  # fmt: skip
     wait_until(lambda: any(chosen(client.get("/p/campanha1")) == "demo_bot" for _ in range(40)))
 
 

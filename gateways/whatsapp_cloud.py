@@ -1,0 +1,259 @@
+"""Gateway to the WhatsApp Cloud API (Meta's official one) and `CloudChannel`, one business number as
+a chat channel (DOMAIN "WhatsApp Cloud API").
+
+Outbound: `POST {META_GRAPH_BASE}/{version}/{phone_number_id}/messages`, `Authorization: Bearer`.
+Choices are reply buttons (≤ 3; titles the label cut to 20 characters) or a list (4–10); more than
+that, a numbered list. A PIX code is a text whose whole body is the code, then the QR image (uploaded
+to `/{phone_number_id}/media` first). Free-form messages go only within 24 h of the buyer's last
+message: outside it the send is refused here, before any request (ChannelPermanent, recorded).
+
+Inbound: the `messages` webhook, signed `X-Hub-Signature-256: sha256=<HMAC-SHA256(raw body, app secret)>`
+(checked at the edge), read into router events; statuses are skipped."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from gateways.channel import (
+    ChannelBlocked,
+    ChannelMaybeSent,
+    ChannelPermanent,
+    ChannelRetryAfter,
+    ChannelTransient,
+    Inbound,
+    Malformed,
+    Message,
+    Person,
+    Request,
+    update_id_of,
+)
+from gateways.http import pooled_client
+from gateways.telegram import keyed, media_method
+from gateways.whatsapp import CAPTION_LIMIT, click_token, number_of, numbered, pieces, plain_text, scrub
+
+SESSION_WINDOW = dt.timedelta(hours=24)
+BUTTON_TITLE = 20
+ROW_TITLE = 24
+MAX_BUTTONS = 3
+MAX_ROWS = 10
+BODY_LIMIT = 1024  # an interactive message's body
+# Error codes (Graph API): refused for good / try later.
+RATE_LIMITED = (4, 80007, 130429, 131048, 131056)
+UNDELIVERABLE = (131026,)  # not on WhatsApp, or cannot receive this message
+TOKEN_REFUSED = (190,)
+OUTSIDE_WINDOW = "outside the 24-hour customer service window"
+
+
+def default_client(timeout: float = 15.0) -> httpx.Client:
+    return pooled_client(timeout, max_connections=100)
+
+
+def signature_ok(app_secret: bytes, body: bytes, header: bytes | None) -> bool:
+    """`X-Hub-Signature-256: sha256=<hex>` over the raw body, compared in constant time."""
+    if not header or not header.startswith(b"sha256="):
+        return False
+    expected = hmac.new(app_secret, body, hashlib.sha256).hexdigest().encode()
+    return hmac.compare_digest(header[7:].lower(), expected)
+
+
+class CloudGateway:
+    def __init__(self, client: httpx.Client, base_url: str, version: str) -> None:
+        self.client, self.base_url, self.version = client, base_url.rstrip("/"), version
+
+    def request(self, method: str, path: str, token: str, *, json: Any = None, data: Any = None,
+                files: Any = None) -> Any:  # fmt: skip
+        label = path.rsplit("/", 1)[-1]
+        url = f"{self.base_url}/{self.version}/{path}"
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            response = self.client.request(method, url, json=json, data=data, files=files, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise ChannelTransient(label, f"connection failed ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise ChannelMaybeSent(label, f"no answer ({type(exc).__name__})") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code < 300:
+            return body
+        error = body.get("error") if isinstance(body, dict) else None
+        error = error if isinstance(error, dict) else {}
+        code = error.get("code") if isinstance(error.get("code"), int) else None
+        description = scrub(f"({code}) {error.get('message')}" if code else f"HTTP {response.status_code}")
+        if code in RATE_LIMITED or response.status_code == 429:
+            raise ChannelRetryAfter(label, description, 60.0 if code != 131056 else 5.0)
+        if response.status_code >= 500 or code in (1, 2, 131000):
+            raise ChannelTransient(label, description, status=response.status_code)
+        if code in UNDELIVERABLE:
+            raise ChannelBlocked(label, description, status=response.status_code)
+        status = 401 if code in TOKEN_REFUSED else response.status_code
+        raise ChannelPermanent(label, description, status=status)
+
+
+class CloudChannel:
+    kind = "whatsapp_cloud"
+    retry_delays_ms: tuple[int, ...] = (60_000, 120_000, 240_000)
+    first_message_starts = True
+
+    def __init__(self, gateway: CloudGateway, bot_id: str, phone_number_id: str, access_token: str, *,
+                 rate: tuple[int, int] = (80 * 60, 60_000), menu_button: str = "Opções",
+                 last_message_at: Callable[[int], dt.datetime | None] | None = None,
+                 now: Callable[[], dt.datetime] | None = None,
+                 on_refused: Callable[[str, int, str], None] | None = None) -> None:  # fmt: skip
+        self.gateway, self.bot_id, self.phone_number_id = gateway, bot_id, phone_number_id
+        self.access_token, self.rate, self.menu_button = access_token, rate, menu_button
+        self.last_message_at, self.on_refused = last_message_at, on_refused
+        self.now = now or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
+
+    def __repr__(self) -> str:  # never print the access token
+        return f"CloudChannel(bot_id={self.bot_id!r})"
+
+    def _interactive(self, to: str, text: str, message: Message) -> dict[str, Any]:
+        body = {"text": text or "…"}
+        if len(message.choices) <= MAX_BUTTONS:
+            buttons = [{"type": "reply", "reply": {"id": c.data, "title": c.label[:BUTTON_TITLE]}}
+                       for c in message.choices]  # fmt: skip
+            interactive = {"type": "button", "body": body, "action": {"buttons": buttons}}
+        else:
+            rows = [{"id": c.data, "title": c.label[:ROW_TITLE], **({"description": c.label[:72]}
+                     if len(c.label) > ROW_TITLE else {})} for c in message.choices]  # fmt: skip
+            action = {"button": self.menu_button[:BUTTON_TITLE], "sections": [{"rows": rows}]}
+            interactive = {"type": "list", "body": body, "action": action}
+        return {"messaging_product": "whatsapp", "to": to, "type": "interactive", "interactive": interactive}
+
+    def render(self, key: str, chat_id: int, message: Message) -> list[Request]:
+        to = str(chat_id)
+        choices = message.choices
+        interactive = 0 < len(choices) <= MAX_ROWS
+        text = plain_text(message) if interactive else numbered(plain_text(message), message)
+        menu = tuple(c.data for c in choices) or None
+        parts: list[tuple[str, dict[str, Any]]] = []
+        if message.media_url:
+            field = "video" if media_method(message.media_url)[1] == "video" else "image"
+            media: dict[str, Any] = {"link": message.media_url}
+            captioned = bool(text) and len(text) <= CAPTION_LIMIT and not interactive
+            if captioned:
+                media["caption"] = text
+                text = ""
+            body = {"messaging_product": "whatsapp", "to": to, "type": field, field: media}
+            parts.append(("media", {"method": "messages", "params": body, "menu": menu if captioned else None}))
+        texts = pieces(text) if text else []
+        if interactive and (not texts or len(texts[-1]) > BODY_LIMIT):
+            texts.append("")  # the choices go in a message of their own
+        for i, piece in enumerate(texts):
+            last = i == len(texts) - 1
+            if last and interactive:
+                body = self._interactive(to, piece, message)
+            else:
+                body = {"messaging_product": "whatsapp", "to": to, "type": "text",
+                        "text": {"body": piece, "preview_url": message.link_preview}}  # fmt: skip
+            parts.append((f"text:{i}", {"method": "messages", "params": body, "menu": menu if last else None}))
+        if message.code:
+            body = {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": message.code}}
+            parts.append(("code", {"method": "messages", "params": body}))
+        if message.image is not None:
+            body = {"messaging_product": "whatsapp", "to": to, "type": "image", "image": {}}
+            parts.append(("qr", {"method": "messages", "params": body, "files": {"file": message.image}}))
+        return [Request(k, **spec) for k, spec in keyed(key, parts)]
+
+    def answer(self, key: str, chat_id: int, callback_id: str | None, text: str | None) -> list[Request]:
+        if not text:
+            return []
+        body = {"messaging_product": "whatsapp", "to": str(chat_id), "type": "text", "text": {"body": text}}
+        return [Request(key, "messages", body)]
+
+    def _window_open(self, chat_id: int) -> bool:
+        last = self.last_message_at(chat_id) if self.last_message_at is not None else None
+        return last is not None and self.now() - last < SESSION_WINDOW
+
+    def call(self, request: Request, chat_id: int) -> Any:
+        if request.free_form and not self._window_open(chat_id):
+            raise ChannelPermanent(request.method, OUTSIDE_WINDOW)
+        params = request.params
+        try:
+            if request.files:
+                name, data, mimetype = request.files["file"]
+                uploaded = self.gateway.request("POST", f"{self.phone_number_id}/media", self.access_token,
+                                                data={"messaging_product": "whatsapp", "type": mimetype},
+                                                files={"file": (name, data, mimetype)})  # fmt: skip
+                media_id = uploaded.get("id") if isinstance(uploaded, dict) else None
+                if not isinstance(media_id, str):
+                    raise ChannelTransient("media", "upload answered without an id")
+                params = {**params, "image": {"id": media_id}}
+            return self.gateway.request("POST", f"{self.phone_number_id}/messages", self.access_token, json=params)
+        except ChannelPermanent as exc:
+            if exc.status == 401 and self.on_refused is not None:
+                self.on_refused(self.bot_id, 401, exc.description)
+            raise
+
+    def message_id(self, result: Any) -> int | None:
+        return None  # wamid strings: the outbox keeps none
+
+    def probe(self) -> bool | None:
+        try:
+            self.gateway.request("GET", self.phone_number_id, self.access_token)
+        except ChannelPermanent:
+            return False
+        except ChannelTransient:
+            return None
+        return True
+
+    def inbound(self, body: dict[str, Any]) -> list[Inbound]:
+        return parse_webhook(body)
+
+
+def _message_event(message: dict[str, Any], names: dict[str, str]) -> Inbound | None:
+    number = number_of(message.get("from"))
+    message_id = message.get("id")
+    if number is None:
+        return None
+    if not isinstance(message_id, str) or not 0 < len(message_id) <= 256:
+        raise Malformed("message id missing or too long")
+    text: str | None = None
+    picked: str | None = None
+    kind = message.get("type")
+    if kind == "text" and isinstance(message.get("text"), dict):
+        text = message["text"].get("body") if isinstance(message["text"].get("body"), str) else None
+    elif kind == "interactive" and isinstance(message.get("interactive"), dict):
+        reply = message["interactive"].get("button_reply") or message["interactive"].get("list_reply")
+        if isinstance(reply, dict) and isinstance(reply.get("id"), str):
+            picked, text = reply["id"], reply.get("title") if isinstance(reply.get("title"), str) else None
+    elif kind == "button" and isinstance(message.get("button"), dict):  # a template's quick reply
+        payload = message["button"].get("payload")
+        picked = payload if isinstance(payload, str) else None
+    referral = message.get("referral")
+    clid = referral.get("ctwa_clid") if isinstance(referral, dict) else None
+    person = Person(number, names.get(str(message.get("from")), "")[:255])
+    return Inbound(update_id_of(message_id), "callback" if picked else "message", person, number, text=text,
+                   payload=click_token(text), data=picked,
+                   ctwa_clid=clid if isinstance(clid, str) and 0 < len(clid) <= 512 else None)  # fmt: skip
+
+
+def parse_webhook(body: dict[str, Any]) -> list[Inbound]:
+    """The `messages` webhook's messages as router events (statuses and other fields skipped)."""
+    events: list[Inbound] = []
+    entries = body.get("entry")
+    for entry in entries if isinstance(entries, list) else []:
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        for change in changes if isinstance(changes, list) else []:
+            value = change.get("value") if isinstance(change, dict) else None
+            if not isinstance(value, dict) or change.get("field") != "messages":
+                continue
+            names = {}
+            for contact in value.get("contacts") or []:
+                if isinstance(contact, dict) and isinstance(contact.get("profile"), dict):
+                    names[str(contact.get("wa_id"))] = str(contact["profile"].get("name") or "")
+            for message in value.get("messages") or []:
+                if not isinstance(message, dict):
+                    raise Malformed("message is not an object")
+                event = _message_event(message, names)
+                if event is not None:
+                    events.append(event)
+    return events

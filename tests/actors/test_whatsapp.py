@@ -1,0 +1,456 @@
+"""The WhatsApp channels (CONTRACT §12) through the same stages as Telegram: Evolution and the Cloud
+API faked at the HTTP boundary (httpx.MockTransport), everything of ours real."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+from decimal import Decimal
+from typing import Any
+
+import dramatiq
+import httpx
+import pytest
+import redis
+
+import settings
+from actors import delivery, payments, pixel, pools, updates
+from actors.broker import broker, retry_when
+from actors.channels import Channels
+from actors.funnel import Recipient
+from actors.outbox import Send, deliver
+from actors.throttle import Throttle
+from db.catalog import BotConfig, load_bots
+from db.database import utcnow
+from db.models import Lead, OutboundMessage, PixelEvent
+from gateways.channel import ChannelGaveUp, Inbound, Person, update_id_of
+from gateways.evolution import EvolutionGateway, parse_event
+from gateways.payments.base import ChargeStatus
+from gateways.payments.sandbox import SandboxGateway
+from gateways.telegram import TelegramGateway
+from gateways.whatsapp import click_token
+from gateways.whatsapp_cloud import OUTSIDE_WINDOW, CloudGateway, parse_webhook
+from tests.conftest import DEMO_CONFIG, apply_config
+
+NUMBER = 5511988887777
+EVOLUTION_URL = "http://127.0.0.1:9"  # nothing listens there: a stray call fails at once, locally
+GRAPH = "http://127.0.0.1:9/graph"
+
+
+def whatsapp_config(**evolution: Any) -> dict[str, Any]:
+    data = json.loads(json.dumps(DEMO_CONFIG))
+    demo = data["bots"][0]
+    offers = [o for o in demo["offers"] if "delivery_chat_id" not in o]
+    offers.append({"id": "pack", "label": "Pack de fotos exclusivo", "price": "9.90", "delivery_link": "https://x/p"})
+    base = {"gateway": "main", "welcome": demo["welcome"], "offers": offers,
+            "pixel_id": "1234", "pixel_access_token": "META-TOKEN"}  # fmt: skip
+    data["bots"] += [
+        {"id": "zap", "channel": "evolution", "number": "5511999990000", "webhook_secret": "wh-secret-1",
+         "evolution_url": EVOLUTION_URL, "instance": "loja1", "apikey": "EVO-KEY", **base, **evolution},
+        {"id": "cloud", "channel": "whatsapp_cloud", "number": "5511999990001", "phone_number_id": "1234",
+         "waba_id": "5678", "access_token": "CLOUD-TOKEN", "app_secret": "app-secret", "verify_token": "verify-me",
+         **base},
+    ]  # fmt: skip
+    return data
+
+
+class FakeWhatsAppTransport:
+    """Evolution and the Cloud API at the HTTP boundary: records each call, answers like them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        self.replies: list[httpx.Response | Exception] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.headers.get("content-type", "").startswith("multipart/"):
+            body: dict[str, Any] = {"upload": hashlib.sha256(request.content).hexdigest()}
+        else:
+            body = json.loads(request.content) if request.content else {}
+        self.calls.append((path, body, dict(request.headers)))
+        if self.replies:
+            reply = self.replies.pop(0)
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+        if path.endswith("/media"):
+            return httpx.Response(200, json={"id": "media-1"})
+        if path.startswith("/graph"):
+            return httpx.Response(200, json={"messages": [{"id": f"wamid.{len(self.calls)}"}]})
+        if "/connectionState/" in path:
+            return httpx.Response(200, json={"instance": {"state": "open"}})
+        return httpx.Response(201, json={"key": {"id": f"3EB0{len(self.calls)}", "fromMe": True}})
+
+    def sends(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(p.rsplit("/", 2)[-2] if "/message/" in p else p.rsplit("/", 1)[-1], b) for p, b, _ in self.calls]
+
+
+@pytest.fixture
+def fake_wa() -> FakeWhatsAppTransport:
+    return FakeWhatsAppTransport()
+
+
+@pytest.fixture
+def wa_channels(telegram: TelegramGateway, fake_wa: FakeWhatsAppTransport, redis_client: redis.Redis) -> Channels:
+    client = httpx.Client(transport=httpx.MockTransport(fake_wa))
+    return Channels(telegram, EvolutionGateway(client), CloudGateway(client, GRAPH, "v21.0"), cache=redis_client,
+                    on_refused=pools.refused)  # fmt: skip
+
+
+@pytest.fixture
+def bots() -> dict[str, BotConfig]:
+    apply_config(whatsapp_config())
+    return load_bots()
+
+
+def message(text: str, message_id: str, *, number: int = NUMBER, ctwa: str | None = None) -> Inbound:
+    return Inbound(update_id_of(message_id), "message", Person(number, "Ana"), number, text=text,
+                   payload=click_token(text), ctwa_clid=ctwa)  # fmt: skip
+
+
+def route(bot: BotConfig, event: Inbound, channels: Channels, throttle: Throttle) -> updates.Routed:
+    """What the updates.route actor does with one event of a WhatsApp body."""
+    routed = updates.route_event(bot, event, first_message_starts=True)
+    updates.follow_up(bot, routed, channels, throttle)
+    return routed
+
+
+def queued(queue: str) -> list[dramatiq.Message[Any]]:
+    return [dramatiq.Message.decode(raw) for raw in broker.client.hvals(f"dramatiq:{queue}.msgs")]
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"token": "123:ABC"}, "bots[1].token"),
+        ({"apikey": None}, "bots[1].apikey"),
+        ({"rate_per_minute": 0}, "bots[1].rate_per_minute"),
+        ({"rate_per_minute": 6001}, "bots[1].rate_per_minute"),
+        ({"number": "+55 11 9999"}, "bots[1].number"),
+        ({"evolution_url": "evo.example.com"}, "bots[1].evolution_url"),
+        ({"channel": "signal"}, "bots[1].channel"),
+        ({"app_secret": "x"}, "bots[1].app_secret"),
+    ],
+)
+def test_a_bad_whatsapp_key_is_named_and_nothing_is_applied(change: dict[str, Any], key: str) -> None:
+    from ops import config
+
+    data = whatsapp_config()
+    data["bots"] = data["bots"][:2]
+    data["bots"][1].update(change)
+    data["bots"][1] = {k: v for k, v in data["bots"][1].items() if v is not None}
+    with pytest.raises(config.ConfigError) as exc:
+        config.parse(data, set())
+    assert exc.value.key == key
+
+
+def test_a_whatsapp_bot_cannot_deliver_a_telegram_chat() -> None:
+    from ops import config
+
+    data = whatsapp_config()
+    data["bots"][1]["offers"].append({"id": "vip2", "label": "VIP", "price": "1.00", "delivery_chat_id": -1001})
+    with pytest.raises(config.ConfigError) as exc:
+        config.parse(data, set())
+    assert exc.value.key == "bots[1].offers[2].delivery_chat_id"
+
+
+def test_whatsapp_keys_are_stored_encrypted_and_loaded(bots: dict[str, BotConfig]) -> None:
+    from db.database import db
+
+    zap = bots["zap"]
+    assert zap.channel == "evolution" and zap.whatsapp is not None and zap.whatsapp.rate_per_minute == 10
+    assert bots["cloud"].whatsapp.rate_per_minute == 4800  # type: ignore[union-attr]
+    raw = db.execute_sql("SELECT channel_settings FROM bot WHERE id = 'zap'").fetchone()[0]
+    assert "EVO-KEY" not in raw and "EVO-KEY" not in repr(zap)
+
+
+# --- Evolution: the funnel ---------------------------------------------------------------------------
+
+
+def test_evolution_first_message_gets_the_welcome_once_with_a_numbered_list(
+    bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
+) -> None:
+    zap = bots["zap"]
+    routed = route(zap, message("oi", "3EB0AAA"), wa_channels, throttle)
+    assert routed.kind == "start"
+    again = route(zap, message("oi", "3EB0AAA"), wa_channels, throttle)  # Evolution's retry: the same id
+    assert again.repeated and again.kind == "start"
+    [(method, body)] = fake_wa.sends()
+    path, _, headers = fake_wa.calls[0]
+    assert path == "/message/sendMedia/loja1" and headers["apikey"] == "EVO-KEY"
+    assert method == "sendMedia" and body["number"] == str(NUMBER) and body["media"].endswith("welcome.jpg")
+    assert "*1* — VIP mensal" in body["caption"] and "*2* — Pack de fotos exclusivo" in body["caption"]
+    lead = Lead.get(Lead.chat_id == NUMBER)
+    assert lead.menu == [f"buy:{o.id}" for o in zap.buttons]
+    # a later message of the same number is no new start
+    assert route(zap, message("olá?", "3EB0AAB"), wa_channels, throttle).kind == "message"
+
+
+def test_evolution_number_answer_opens_the_charge_with_code_and_qr(
+    bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport,
+    sandbox: SandboxGateway,
+) -> None:  # fmt: skip
+    zap = bots["zap"]
+    route(zap, message("oi", "M1"), wa_channels, throttle)
+    routed = route(zap, message("2", "M2"), wa_channels, throttle)
+    pack = next(o for o in zap.offers if o.slug == "pack")
+    assert routed.kind == "callback" and routed.data == f"buy:{pack.id}"
+    [checkout] = [m for m in queued("payments") if m.actor_name == "payments.checkout"]
+    assert checkout.args[3] == pack.id
+    lead = routed.lead
+    assert lead is not None
+    fake_wa.calls.clear()
+    charge = payments.checkout(zap, lead, pack.id, routed.update_id, sandbox, wa_channels, throttle)
+    assert charge is not None and charge.status == "pending"
+    texts = fake_wa.sends()
+    assert [m for m, _ in texts] == ["sendText", "sendText", "sendMedia"]
+    intro, code, qr = (b for _, b in texts)
+    assert "*1* — Já paguei" in intro["text"] and charge.br_code not in intro["text"]
+    assert code["text"] == charge.br_code  # the whole body is the code: easy to copy
+    assert (
+        qr["mediatype"] == "image" and qr["mimetype"] == "image/png" and base64.b64decode(qr["media"])[:4] == b"\x89PNG"
+    )
+    assert Lead.get_by_id(lead.lead_id).menu == [f"chk:{charge.id}"]
+    # paid → the delivery, as a text with the offer's link
+    fake_wa.calls.clear()
+    payments.settle(charge, ChargeStatus.PAID, Decimal("9.90"), source="notification")
+    assert delivery.deliver_charge(charge.id, wa_channels, throttle) == "sent"
+    [(method, body)] = fake_wa.sends()
+    assert method == "sendText" and "https://x/p" in body["text"]
+    assert delivery.deliver_charge(charge.id, wa_channels, throttle) == "sent" and len(fake_wa.calls) == 1
+
+
+def test_an_answer_that_picks_nothing_gets_a_hint_once(
+    bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
+) -> None:
+    zap = bots["zap"]
+    route(zap, message("oi", "H1"), wa_channels, throttle)
+    fake_wa.calls.clear()
+    route(zap, message("quanto custa?", "H2"), wa_channels, throttle)
+    route(zap, message("quanto custa?", "H2"), wa_channels, throttle)  # a repeat: no second hint
+    route(zap, message("9", "H3"), wa_channels, throttle)  # no such option
+    assert [b["text"] for _, b in fake_wa.sends()] == [zap.text("choose_hint")] * 2
+
+
+def test_a_message_carrying_a_click_token_starts_again_and_attaches_the_click(
+    bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, redis_client: redis.Redis
+) -> None:
+    import clicks
+
+    zap = bots["zap"]
+    route(zap, message("oi", "T1"), wa_channels, throttle)
+    click = clicks.capture("zap", "utm_source=fb&fbclid=ABC", cookie_header="", peer="203.0.113.9",
+                           forwarded_for=None, user_agent="Mozilla/5.0", source_url="https://x/r/zap")  # fmt: skip
+    redis_client.set(clicks.key(click.token), click.to_json())
+    text = zap.text("whatsapp_start", token=click.token)
+    routed = route(zap, message(text, "T2"), wa_channels, throttle)
+    assert routed.kind == "start"
+    lead = Lead.get(Lead.chat_id == NUMBER)
+    assert lead.last_click_id is not None
+
+
+# --- sending like the seed system wanted, done right ----------------------------------------------
+
+
+def test_transient_failures_are_retried_at_1_2_and_4_minutes_then_dead_lettered(
+    bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
+) -> None:
+    channel = wa_channels.of(bots["zap"])
+    send = Send("owed:1", "sendText", {"number": str(NUMBER), "text": "acesso"}, if_unknown="resend")
+    delays = []
+    for _ in range(3):
+        fake_wa.replies.append(httpx.Response(500, json={"response": {"message": ["Internal error"]}}))
+        with pytest.raises(dramatiq.Retry) as retry:
+            deliver(channel, throttle, NUMBER, [send])
+        delays.append(retry.value.delay)
+        assert OutboundMessage.get().state == "pending" and OutboundMessage.get().error == "Internal error"
+    assert delays == [60_000, 120_000, 240_000]
+    fake_wa.replies.append(httpx.Response(503, json={"response": {"message": ["down"]}}))
+    with pytest.raises(ChannelGaveUp) as gave_up:
+        deliver(channel, throttle, NUMBER, [send])
+    assert not retry_when(8)(0, gave_up.value)  # the actor's message goes to the dead letter queue
+    assert OutboundMessage.get().state == "pending"  # still owed: `ops retry-dead` sends it
+    assert deliver(channel, throttle, NUMBER, [send]).sent == ["owed:1"]
+    assert len(fake_wa.calls) == 5
+
+
+def test_rate_per_minute_is_shared_and_waits_are_not_failures(
+    wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
+) -> None:
+    apply_config(whatsapp_config(rate_per_minute=2))
+    channel = wa_channels.of(load_bots()["zap"])
+    sends = [Send(f"k{i}", "sendText", {"number": str(n), "text": "oi"}) for i, n in enumerate((1, 2, 3))]
+    deliver(channel, throttle, 11, [sends[0]])
+    deliver(channel, throttle, 12, [sends[1]])
+    with pytest.raises(dramatiq.Retry) as wait:
+        deliver(channel, throttle, 13, [sends[2]])
+    assert 50_000 < (wait.value.delay or 0) <= 60_000  # the window is a minute
+    row = OutboundMessage.get(OutboundMessage.key == "k2")
+    assert row.state == "pending" and row.attempts == 0  # a wait gives its attempt back
+    assert len(fake_wa.calls) == 2
+
+
+def test_a_disconnected_number_pauses_its_sends_and_comes_back(
+    bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
+) -> None:
+    channel = wa_channels.of(bots["zap"])
+    send = Send("owed:d", "sendText", {"number": str(NUMBER), "text": "acesso"}, if_unknown="resend")
+    closed = {"status": 500, "error": "Internal Server Error", "response": {"message": ["Error: Connection Closed"]}}
+    fake_wa.replies.append(httpx.Response(500, json=closed))
+    with pytest.raises(dramatiq.Retry) as paused:
+        deliver(channel, throttle, NUMBER, [send])
+    assert paused.value.delay == settings.BOT_RECHECK_SECONDS * 1000
+    assert "zap" in pools.unhealthy(broker.client) and OutboundMessage.get().attempts == 0
+    with pytest.raises(dramatiq.Retry):  # paused: nothing reaches Evolution meanwhile
+        deliver(channel, throttle, NUMBER, [send])
+    assert len(fake_wa.calls) == 1
+    fake_wa.replies.append(httpx.Response(200, json={"instance": {"state": "close"}}))
+    assert pools.recheck(wa_channels) == {"healthy": 0, "unhealthy": 1}
+    assert pools.recheck(wa_channels) == {"healthy": 1, "unhealthy": 0}  # connectionState: open
+    assert deliver(channel, throttle, NUMBER, [send]).sent == ["owed:d"]
+
+
+def test_evolution_connection_updates_mark_the_number(bots: dict[str, BotConfig], throttle: Throttle) -> None:
+    [down] = parse_event({"event": "connection.update", "data": {"state": "close"}})
+    pools.connection("zap", down.data or "")
+    assert "zap" in pools.unhealthy(broker.client)
+    pools.connection("zap", "open")
+    assert "zap" not in pools.unhealthy(broker.client)
+    assert throttle.try_acquire("zap", 1, rate=(10, 60_000)) == 0  # the pause went with it
+
+
+def test_a_number_not_on_whatsapp_is_unreachable_and_never_in_an_error_text(
+    bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
+) -> None:
+    channel = wa_channels.of(bots["zap"])
+    jid = f"{NUMBER}@s.whatsapp.net"
+    fake_wa.replies.append(httpx.Response(400, json={"status": 400, "response": {"message": [
+        {"exists": False, "jid": jid, "number": str(NUMBER)}]}}))  # fmt: skip
+    outcome = deliver(channel, throttle, NUMBER, [Send("m", "sendText", {"number": str(NUMBER), "text": "x"})])
+    assert outcome.blocked and str(NUMBER) not in (outcome.failed or "")
+    assert str(NUMBER) not in (OutboundMessage.get().error or "")
+
+
+# --- the Cloud API ------------------------------------------------------------------------------------
+
+
+def cloud_message(bot: BotConfig, body: dict[str, Any]) -> Inbound:
+    value = {"contacts": [{"wa_id": str(NUMBER), "profile": {"name": "Ana"}}],
+             "messages": [{"from": str(NUMBER), "timestamp": "1", **body}]}  # fmt: skip
+    entry = {"id": "5678", "changes": [{"field": "messages", "value": value}]}
+    [event] = parse_webhook({"object": "whatsapp_business_account", "entry": [entry]})
+    return event
+
+
+def test_cloud_welcome_has_reply_buttons_and_a_button_reply_buys(
+    bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
+) -> None:
+    cloud = bots["cloud"]
+    first = cloud_message(cloud, {"id": "wamid.1", "type": "text", "text": {"body": "oi"},
+                                  "referral": {"source_type": "ad", "ctwa_clid": "CTWA-1"}})  # fmt: skip
+    assert route(cloud, first, wa_channels, throttle).kind == "start"
+    media, buttons = (b for _, b in fake_wa.sends())
+    assert fake_wa.calls[0][0] == "/graph/v21.0/1234/messages"
+    assert fake_wa.calls[0][2]["authorization"] == "Bearer CLOUD-TOKEN"
+    assert media["type"] == "image" and media["image"]["link"].endswith("welcome.jpg")
+    interactive = buttons["interactive"]
+    assert interactive["type"] == "button" and interactive["body"]["text"] == cloud.welcome_text
+    titles = [b["reply"]["title"] for b in interactive["action"]["buttons"]]
+    assert titles == [o.label[:20] for o in cloud.buttons] and all(len(t) <= 20 for t in titles)
+    pack = next(o for o in cloud.offers if o.slug == "pack")
+    reply = {"type": "button_reply", "button_reply": {"id": f"buy:{pack.id}", "title": "Pack"}}
+    press = cloud_message(cloud, {"id": "wamid.2", "type": "interactive", "interactive": reply})
+    routed = route(cloud, press, wa_channels, throttle)
+    assert routed.kind == "callback" and routed.data == f"buy:{pack.id}"
+    # ctwa_clid kept with the lead; its events go as business messaging on WhatsApp
+    lead = Lead.get(Lead.chat_id == NUMBER)
+    assert lead.ctwa_clid == "CTWA-1"
+    [view] = [e for e in PixelEvent.select() if e.event_name == "ViewContent" and e.bot_id == "cloud"]
+    assert view.payload["action_source"] == "business_messaging" and view.payload["messaging_channel"] == "whatsapp"
+    user = view.payload["user_data"]
+    assert user["ctwa_clid"] == "CTWA-1" and user["whatsapp_business_account_id"] == "5678"
+    assert user["ph"] == [hashlib.sha256(str(NUMBER).encode()).hexdigest()]
+    assert pixel.tracks(cloud)
+
+
+def test_cloud_lists_more_than_three_choices_and_uploads_the_qr(
+    wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport, sandbox: SandboxGateway
+) -> None:
+    data = whatsapp_config()
+    data["bots"][2]["offers"] += [{"id": f"o{i}", "label": f"Oferta número {i} com nome longo", "price": "1.00",
+                                   "delivery_link": "https://x"} for i in range(3)]  # fmt: skip
+    apply_config(data)
+    cloud = load_bots()["cloud"]
+    route(cloud, cloud_message(cloud, {"id": "wamid.L", "type": "text", "text": {"body": "oi"}}), wa_channels, throttle)
+    listed = fake_wa.sends()[-1][1]["interactive"]
+    assert listed["type"] == "list" and len(listed["action"]["sections"][0]["rows"]) == 5
+    assert all(len(r["title"]) <= 24 for r in listed["action"]["sections"][0]["rows"])
+    lead = Recipient.of(Lead.get(Lead.chat_id == NUMBER))
+    fake_wa.calls.clear()
+    vip = cloud.buttons[0]
+    charge = payments.checkout(cloud, lead, vip.id, 77, sandbox, wa_channels, throttle)
+    assert charge is not None
+    paths = [p for p, _, _ in fake_wa.calls]
+    assert paths == ["/graph/v21.0/1234/messages", "/graph/v21.0/1234/messages", "/graph/v21.0/1234/media",
+                     "/graph/v21.0/1234/messages"]  # fmt: skip
+    intro, code, _, image = (b for _, b, _ in fake_wa.calls)
+    assert intro["interactive"]["action"]["buttons"][0]["reply"]["id"] == f"chk:{charge.id}"
+    assert code["text"]["body"] == charge.br_code and image["image"] == {"id": "media-1"}
+
+
+def test_cloud_sends_nothing_outside_the_24_hour_window(
+    bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
+) -> None:
+    cloud = bots["cloud"]
+    route(cloud, cloud_message(cloud, {"id": "wamid.W", "type": "text", "text": {"body": "oi"}}), wa_channels, throttle)
+    fake_wa.calls.clear()
+    Lead.update(last_seen_at=utcnow() - dt.timedelta(hours=25)).execute()
+    channel = wa_channels.of(cloud)
+    outcome = deliver(channel, throttle, NUMBER, [Send("late", "messages", {"to": str(NUMBER), "type": "text"})])
+    assert outcome.failed == OUTSIDE_WINDOW and fake_wa.calls == []
+    assert OutboundMessage.get(OutboundMessage.key == "late").state == "failed"
+
+
+def test_evolution_bodies_skip_our_own_messages_groups_and_statuses() -> None:
+    def upsert(key: dict[str, Any]) -> dict[str, Any]:
+        return {"event": "messages.upsert", "data": {"key": key, "message": {"conversation": "oi"}}}
+
+    assert parse_event(upsert({"remoteJid": f"{NUMBER}@s.whatsapp.net", "fromMe": True, "id": "A"})) == []
+    assert parse_event(upsert({"remoteJid": "1203630@g.us", "fromMe": False, "id": "B"})) == []
+    assert parse_event(upsert({"remoteJid": "status@broadcast", "fromMe": False, "id": "C"})) == []
+    assert parse_event({"event": "messages.update", "data": {}}) == []
+    [event] = parse_event(upsert({"remoteJid": f"{NUMBER}@s.whatsapp.net", "fromMe": False, "id": "D"}))
+    assert event.chat_id == NUMBER and event.text == "oi" and event.update_id == update_id_of("D")
+    assert parse_webhook({"entry": [{"changes": [{"field": "messages", "value": {"statuses": [{"id": "x"}]}}]}]}) == []
+
+
+def test_broadcasts_and_downsells_reach_whatsapp_leads_through_the_channel(
+    bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
+) -> None:
+    from actors import broadcasts
+    from actors.broadcasts import BroadcastError
+
+    zap = bots["zap"]
+    route(zap, message("oi", "B1"), wa_channels, throttle)
+    route(zap, message("oi", "B2", number=NUMBER + 1), wa_channels, throttle)
+    fake_wa.calls.clear()
+    with pytest.raises(BroadcastError, match="--paid"):
+        broadcasts.create(zap, "all", "Promo!", paid=True)
+    row = broadcasts.create(zap, "all", "Promo de Natal!", offer="pack")
+    broadcasts.dispatch()
+    broker.client.set(broadcasts.lane_key(row.id, 0), "tok")
+    assert broadcasts.run_lane(row.id, 0, "tok", wa_channels, throttle) == ("end", 0)
+    sent = fake_wa.sends()
+    assert sorted(b["number"] for _, b in sent) == [str(NUMBER), str(NUMBER + 1)]
+    assert all(b["text"].startswith("Promo de Natal!") and "*1* — Pack de fotos exclusivo" in b["text"]
+               for _, b in sent)  # fmt: skip
+    [summary] = broadcasts.summaries(broadcast_id=row.id)
+    assert summary.sent == 2
+    # the broadcast's "1" buys its offer (the menu the lead saw last)
+    pack = next(o for o in zap.offers if o.slug == "pack")
+    assert route(zap, message("1", "B3"), wa_channels, throttle).data == f"buy:{pack.id}"
