@@ -80,8 +80,9 @@ def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
         platform.fake_whatsapp(fake_port)
         platform.edge(edge_port)
         # The Evolution webhook, set the way an operator does it; the Cloud one is configured at Meta.
-        done = subprocess.run([sys.executable, "-m", "ops", "set-webhooks"], env=platform.env, capture_output=True,
-                              text=True)  # fmt: skip (the Telegram bot of the config has no fake here: it fails)
+        done = subprocess.run(
+            [sys.executable, "-m", "ops", "set-webhooks"], env=platform.env, capture_output=True, text=True
+        )  # fmt: skip (the Telegram bot of the config has no fake here: it fails)
         assert f"bot zap: webhook set to {platform.env['PUBLIC_BASE_URL']}/webhook/whatsapp/zap" in done.stdout
         cloud_hook = {
             "1234": {"url": f"http://127.0.0.1:{edge_port}/webhook/whatsapp/cloud", "app_secret": "app-secret"}
