@@ -247,10 +247,13 @@ def parse_event(body: dict[str, Any]) -> list[Inbound]:
         key = item["key"]
         if key.get("fromMe") is True:
             continue
-        number = number_of(key.get("remoteJid"))
+        jid = key.get("remoteJid")
+        if isinstance(jid, str) and jid.endswith("@lid"):  # a linked id, not a number: its number is beside it
+            jid = key.get("remoteJidAlt") or key.get("senderPn") or jid
+        number = number_of(jid)
         message_id = key.get("id")
         if number is None:
-            continue  # a group, a broadcast list, a status
+            continue  # a group, a broadcast list, a status (or a linked id without its number)
         if not isinstance(message_id, str) or not 0 < len(message_id) <= 256:
             raise Malformed("message id missing or too long")
         text, data_picked = _text_of(item.get("message"))

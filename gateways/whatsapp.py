@@ -16,7 +16,7 @@ TOKEN = re.compile(r"(?<![A-Za-z0-9_-])([A-Za-z0-9_-]{30})(?![A-Za-z0-9_-])")
 NUMBER = re.compile(r"^[0-9]{8,15}$")
 _DIGITS = re.compile(r"[0-9]{6,}")
 # WhatsApp's chat ids that are not one person: groups, broadcast lists, status updates, channels.
-NOT_A_PERSON = ("@g.us", "@broadcast", "@newsletter")
+NOT_A_PERSON = ("@g.us", "@broadcast", "@newsletter", "@lid")
 
 
 def number_of(jid: Any) -> int | None:

@@ -424,6 +424,10 @@ def test_evolution_bodies_skip_our_own_messages_groups_and_statuses() -> None:
     assert parse_event(upsert({"remoteJid": "1203630@g.us", "fromMe": False, "id": "B"})) == []
     assert parse_event(upsert({"remoteJid": "status@broadcast", "fromMe": False, "id": "C"})) == []
     assert parse_event({"event": "messages.update", "data": {}}) == []
+    assert parse_event(upsert({"remoteJid": "1987654321@lid", "fromMe": False, "id": "L"})) == []  # no number
+    [linked] = parse_event(upsert({"remoteJid": "1987654321@lid", "remoteJidAlt": f"{NUMBER}@s.whatsapp.net",
+                                   "fromMe": False, "id": "L2"}))  # fmt: skip
+    assert linked.chat_id == NUMBER
     [event] = parse_event(upsert({"remoteJid": f"{NUMBER}@s.whatsapp.net", "fromMe": False, "id": "D"}))
     assert event.chat_id == NUMBER and event.text == "oi" and event.update_id == update_id_of("D")
     assert parse_webhook({"entry": [{"changes": [{"field": "messages", "value": {"statuses": [{"id": "x"}]}}]}]}) == []
