@@ -78,9 +78,10 @@ async def serve_whatsapp(edge: Any, bot_id: str, scope: Scope, receive: Receive,
     if not events:  # our own messages, statuses, groups, other events: nothing to do
         await respond(send, 200)
         return 200
-    if bot.channel == "evolution":
-        doc = {k: doc[k] for k in EVOLUTION_FIELDS if k in doc}
-    return await enqueue_then_ack(edge, send, updates.route, bot_id, json.dumps(doc, ensure_ascii=False))
+    if bot.channel != "evolution":  # the Cloud body as it came (it holds no secret)
+        return await enqueue_then_ack(edge, send, updates.route, bot_id, body.decode("utf-8"))
+    kept = {k: doc[k] for k in EVOLUTION_FIELDS if k in doc}
+    return await enqueue_then_ack(edge, send, updates.route, bot_id, json.dumps(kept, ensure_ascii=False))
 
 
 async def serve_verify(edge: Any, bot_id: str, scope: Scope, receive: Receive, send: Send) -> int:

@@ -22,7 +22,7 @@ from gateways.payments import brcode
 from gateways.payments.sandbox import sign
 from ops.procs import Platform, free_port, wait_until
 from tests.actors.test_whatsapp import whatsapp_config
-from tests.conftest import apply_config, logs_on_failure
+from tests.conftest import apply_config, logs_on_failure, once
 
 BUYER = "5511977776666"
 
@@ -122,6 +122,7 @@ def test_welcome_choice_code_payment_delivery_each_once(env: Env, bot: str) -> N
     assert Delivery.get(Delivery.charge_id == charge.id).state == "sent"
 
 
+@once  # the window is Redis's: database-independent
 def test_rate_per_minute_holds_with_two_workers(env: Env) -> None:
     """20 a minute per number (the config): 30 first messages at once → 20 welcomes' parts go out
     now, the rest wait for the window, none twice."""

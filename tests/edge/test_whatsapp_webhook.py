@@ -17,12 +17,16 @@ from starlette.testclient import TestClient
 from edge.app import create_app
 from ops.procs import free_port
 from tests.actors.test_whatsapp import NUMBER, whatsapp_config
-from tests.conftest import apply_config
+from tests.conftest import apply_config, once
 from tests.edge.test_webhook import queued_updates
 
 EVOLUTION = "/webhook/whatsapp/zap"
 CLOUD = "/webhook/whatsapp/cloud"
 BEARER = {"Authorization": "Bearer wh-secret-1"}
+
+
+# The edge's own checks and parsing: database-independent, run once (on PostgreSQL).
+pytestmark = once
 
 
 @pytest.fixture
