@@ -343,11 +343,13 @@ class LoadConnection:
 
 
 async def _drive(
-    edge: str, rate: int, seconds: float, first_id: int, connections: int = 32
-) -> tuple[dict[int, float], list[float], int]:
-    """Post /start updates at a fixed rate (open loop) over a few keep-alive connections; returns
-    post times by chat, ack latencies, failures."""
-    sent: dict[int, float] = {}
+    edge: str, rate: int, seconds: float, first_id: int, connections: int = 32,
+    request: Callable[[int], tuple[str, bytes, dict[str, str], Any]] | None = None,
+) -> tuple[dict[Any, float], list[float], int]:  # fmt: skip
+    """Post at a fixed rate (open loop) over a few keep-alive connections; returns post times by
+    key, ack latencies, failures. `request(i)` → (path, body, headers, key); default: a /start
+    from chat `first_id + i` to the bench bots, keyed by chat."""
+    sent: dict[Any, float] = {}
     acks: list[float] = []
     failures = 0
     total = int(rate * seconds)
@@ -356,16 +358,18 @@ async def _drive(
     for _ in range(connections):
         idle.put_nowait(LoadConnection(host, int(port)))
 
-    async def post(i: int) -> None:
-        nonlocal failures
+    def start(i: int) -> tuple[str, bytes, dict[str, str], Any]:
         chat = first_id + i
         body = json.dumps(start_update(first_id + i, chat)).encode()
+        return f"/webhook/telegram/bench-{i % BOTS}", body, {"X-Telegram-Bot-Api-Secret-Token": SECRET}, chat
+
+    async def post(i: int) -> None:
+        nonlocal failures
+        path, body, headers, key = (request or start)(i)
         conn = await idle.get()
         started = time.time()
         try:
-            status = await conn.post(
-                f"/webhook/telegram/bench-{i % BOTS}", body, {"X-Telegram-Bot-Api-Secret-Token": SECRET}
-            )
+            status = await conn.post(path, body, headers)
         except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
             conn.writer = None
             failures += 1
@@ -374,7 +378,7 @@ async def _drive(
             idle.put_nowait(conn)
         acks.append((time.time() - started) * 1000)
         if status == 200:
-            sent[chat] = started
+            sent[key] = started
         else:
             failures += 1
 

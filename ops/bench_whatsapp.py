@@ -19,6 +19,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,11 @@ from ops.bench import (
     ACK_ROUNDS,
     BOTS,
     WRK_SCRIPT,
-    LoadConnection,
+    _drive,
     _flush_queues,
     bench_config,
     machine,
     median_run,
-    open_loop,
     percentile,
     report,
     welcome_latency,
@@ -81,39 +81,15 @@ def upsert(bot: int, number: str, message_id: str) -> bytes:
     return json.dumps({"event": "messages.upsert", "instance": f"bench-{bot}", "data": data}).encode()
 
 
-async def drive_whatsapp(edge: str, rate: int, seconds: float, base: int) -> tuple[dict[str, float], list[float], int]:
-    """First messages from new numbers at `rate` per second over the WhatsApp bots; returns post
-    times by number, ack latencies, failures."""
-    sent: dict[str, float] = {}
-    acks: list[float] = []
-    failures = 0
-    host, port = edge.split("//", 1)[1].split(":")
-    idle: asyncio.Queue[LoadConnection] = asyncio.Queue()
-    for _ in range(32):
-        idle.put_nowait(LoadConnection(host, int(port)))
+def first_message(base: int) -> Callable[[int], tuple[str, bytes, dict[str, str], Any]]:
+    """The i-th new number's first message to a WhatsApp bench bot (for ops.bench._drive), keyed by number."""
 
-    async def post(i: int) -> None:
-        nonlocal failures
+    def request(i: int) -> tuple[str, bytes, dict[str, str], Any]:
         number = str(base + i)
-        conn = await idle.get()
-        started = time.time()
-        try:
-            status = await conn.post(f"/webhook/whatsapp/wa-{i % WA_BOTS}", upsert(i % WA_BOTS, number, f"B{number}"),
-                                     {"Authorization": f"Bearer {SECRET}"})  # fmt: skip
-        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
-            conn.writer = None
-            failures += 1
-            return
-        finally:
-            idle.put_nowait(conn)
-        acks.append((time.time() - started) * 1000)
-        if status == 200:
-            sent[number] = started
-        else:
-            failures += 1
+        body = upsert(i % WA_BOTS, number, f"B{number}")
+        return f"/webhook/whatsapp/wa-{i % WA_BOTS}", body, {"Authorization": f"Bearer {SECRET}"}, number
 
-    await open_loop(rate, int(rate * seconds), post)
-    return sent, acks, failures
+    return request
 
 
 def whatsapp_latency(edge: str, fake: str, rate: int, seconds: float) -> dict[str, Any]:
@@ -122,10 +98,10 @@ def whatsapp_latency(edge: str, fake: str, rate: int, seconds: float) -> dict[st
         return {str(c["params"].get("number")): c["at"] for c in calls}
 
     base = 5511_8000_0000 + int(time.time()) % 10_000 * 10_000
-    asyncio.run(drive_whatsapp(edge, 20, 2, base))  # warm-up, not measured
+    asyncio.run(_drive(edge, 20, 2, 0, request=first_message(base)))  # warm-up, not measured
     wait_until(lambda: len(welcomes()) >= 40, 60, "warm-up welcomes")
     httpx.post(f"{fake}/_reset")
-    sent, acks, failures = asyncio.run(drive_whatsapp(edge, rate, seconds, base + 5_000))
+    sent, acks, failures = asyncio.run(_drive(edge, rate, seconds, 0, request=first_message(base + 5_000)))
     try:
         wait_until(lambda: len(welcomes()) >= len(sent), 60, "every welcome", interval=0.5)
     except AssertionError:
