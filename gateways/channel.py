@@ -23,9 +23,12 @@ No error message carries a token, an apikey or a buyer's number."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import httpx
 
 
 class ChannelError(Exception):
@@ -65,6 +68,19 @@ class ChannelBlocked(ChannelPermanent):
 class ChannelGaveUp(ChannelPermanent):
     """A send failed at every retry of its channel's schedule: its message goes to the dead letter
     queue (`ops retry-dead` sends it again); the send itself stays owed."""
+
+
+@contextmanager
+def sent_or_not(method: str) -> Iterator[None]:
+    """httpx's failures inside the block as the channel's: the request never left (connection
+    refused, connect or pool timeout) → ChannelTransient; it left and no answer came →
+    ChannelMaybeSent. Never with httpx's text (URLs hold tokens)."""
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise ChannelTransient(method, f"connection failed ({type(exc).__name__})") from None
+    except httpx.TransportError as exc:
+        raise ChannelMaybeSent(method, f"no answer ({type(exc).__name__})") from None
 
 
 class Malformed(ValueError):

@@ -25,7 +25,6 @@ import httpx
 from gateways.channel import (
     ChannelBlocked,
     ChannelDisconnected,
-    ChannelMaybeSent,
     ChannelPermanent,
     ChannelRetryAfter,
     ChannelTransient,
@@ -34,6 +33,7 @@ from gateways.channel import (
     Message,
     Person,
     Request,
+    sent_or_not,
     update_id_of,
 )
 from gateways.http import pooled_client
@@ -75,12 +75,8 @@ class EvolutionGateway:
         """One call; returns Evolution's JSON answer or raises a ChannelError (`path` names it)."""
         label = path.split("/", 2)[1] if path.count("/") >= 2 else path
         url = f"{base_url.rstrip('/')}{path}"
-        try:
+        with sent_or_not(label):
             response = self.client.request(method, url, json=body, headers={"apikey": apikey})
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise ChannelTransient(label, f"connection failed ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise ChannelMaybeSent(label, f"no answer ({type(exc).__name__})") from None
         if response.status_code < 300:
             try:
                 return response.json()

@@ -39,6 +39,7 @@ from gateways.channel import (
     Message,
     Person,
     Request,
+    sent_or_not,
 )
 from gateways.http import pooled_client
 
@@ -75,17 +76,12 @@ class TelegramGateway:
         """POST one Bot API method; returns its `result` or raises a TelegramError. With `files`
         (field → (file name, bytes, content type)) the call is multipart: what a photo upload needs."""
         url = f"{self.base_url}/bot{token}/{method}"
-        try:
+        with sent_or_not(method):
             if files:
                 form = {k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()}
                 response = self.client.post(url, data=form, files=files)
             else:
                 response = self.client.post(url, json=params)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            # The request never reached Telegram.
-            raise TelegramTransient(method, f"connection failed ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise TelegramMaybeSent(method, f"no answer ({type(exc).__name__})") from None
         try:
             return self._result(method, response)
         except TelegramPermanent as exc:

@@ -22,7 +22,6 @@ import httpx
 
 from gateways.channel import (
     ChannelBlocked,
-    ChannelMaybeSent,
     ChannelPermanent,
     ChannelRetryAfter,
     ChannelTransient,
@@ -31,6 +30,7 @@ from gateways.channel import (
     Message,
     Person,
     Request,
+    sent_or_not,
     update_id_of,
 )
 from gateways.http import pooled_client
@@ -71,12 +71,8 @@ class CloudGateway:
         label = path.rsplit("/", 1)[-1]
         url = f"{self.base_url}/{self.version}/{path}"
         headers = {"Authorization": f"Bearer {token}"}
-        try:
+        with sent_or_not(label):
             response = self.client.request(method, url, json=json, data=data, files=files, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise ChannelTransient(label, f"connection failed ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise ChannelMaybeSent(label, f"no answer ({type(exc).__name__})") from None
         try:
             body = response.json()
         except ValueError:

@@ -119,27 +119,25 @@ class Platform:
         self.processes.append(process)
         return process
 
-    def fake_telegram(self, port: int) -> Process:
-        process = self.spawn("fake-telegram", [sys.executable, "-m", "ops.fakes.telegram", "--port", str(port)])
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_calls").status_code == 200, 20, "fake telegram")
+    def fake(self, name: str, port: int) -> Process:
+        """One of ops/fakes/ (telegram, meta, ads, whatsapp) on 127.0.0.1:`port`, once it answers."""
+        process = self.spawn(f"fake-{name}", [sys.executable, "-m", f"ops.fakes.{name}", "--port", str(port)])
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_calls").status_code == 200, 20, f"fake {name}")
         return process
 
+    def fake_telegram(self, port: int) -> Process:
+        return self.fake("telegram", port)
+
     def fake_meta(self, port: int) -> Process:
-        process = self.spawn("fake-meta", [sys.executable, "-m", "ops.fakes.meta", "--port", str(port)])
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_calls").status_code == 200, 20, "fake meta")
-        return process
+        return self.fake("meta", port)
 
     def fake_ads(self, port: int) -> Process:
         """TikTok's Events API and Utmify's orders API (ops/fakes/ads.py)."""
-        process = self.spawn("fake-ads", [sys.executable, "-m", "ops.fakes.ads", "--port", str(port)])
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_calls").status_code == 200, 20, "fake ads")
-        return process
+        return self.fake("ads", port)
 
     def fake_whatsapp(self, port: int) -> Process:
         """Evolution API and the WhatsApp Cloud API (ops/fakes/whatsapp.py)."""
-        process = self.spawn("fake-whatsapp", [sys.executable, "-m", "ops.fakes.whatsapp", "--port", str(port)])
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_calls").status_code == 200, 20, "fake whatsapp")
-        return process
+        return self.fake("whatsapp", port)
 
     def edge(self, port: int) -> Process:
         process = self.spawn(
