@@ -283,9 +283,16 @@ def choose(bot: BotConfig, lead: Recipient, offer_id: int, followup_id: int, upd
 
 def ask_bump(bot: BotConfig, lead: Recipient, offer: OfferConfig, bump: OfferConfig, update_id: int,
              channels: Channels, throttle: Throttle) -> None:  # fmt: skip
-    """The order bump's question with its two buttons (`bmp:{offer}:y` / `:n`)."""
-    if not runtime.cache().set(f"grimbots:bumpq:{lead.lead_id}:{offer.id}", 1, nx=True, ex=BUMP_QUESTION_QUIET):
-        return  # asked a moment ago (a double tap)
+    """The order bump's question with its two buttons (`bmp:{offer}:y` / `:n`). The quiet guard
+    names the tap that asks: a double tap is not asked again, but the asking tap's own retry (its
+    send raised) asks until the question is out — the outbox key makes that once."""
+    guard = f"grimbots:bumpq:{lead.lead_id}:{offer.id}"
+    cache = runtime.cache()
+    if not cache.set(guard, update_id, nx=True, ex=BUMP_QUESTION_QUIET):
+        asker = cache.get(guard)
+        if asker is not None and int(asker) != update_id:
+            return  # asked a moment ago by another tap (a double tap)
+        cache.set(guard, update_id, ex=BUMP_QUESTION_QUIET)
     texts = bot.bumps.get(bump.id)
     text = (texts.text if texts and texts.text else None) or bot.text("bump", offer=bump.label, amount=brl(bump.price))
     accept = (texts.accept if texts and texts.accept else None) or bot.text("bump_accept")

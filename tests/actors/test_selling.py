@@ -24,7 +24,8 @@ from db.models import BumpAnswer, Charge, Delivery, Followup, OutboundMessage
 from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
 from ops import config
-from tests.conftest import DEMO_CONFIG, FakeTelegramTransport, apply_config
+from gateways.channel import ChannelError
+from tests.conftest import DEMO_CONFIG, FakeTelegramTransport, apply_config, telegram_error
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo.toml"
 USER = {"id": 777, "first_name": "Ana"}
@@ -173,6 +174,29 @@ def test_a_press_on_an_offer_with_a_bump_asks_first_then_one_charge_for_both(
     texts = [p["text"] for m, p in fake_telegram.calls if m == "sendMessage"]
     assert texts == ["Pagamento confirmado! Seu acesso:\n\nhttps://t.me/+AbCdEf", "Seu pack:\n\nhttps://t.me/+Pack"]
     assert Delivery.get().state == "sent"
+
+
+def test_a_bump_question_whose_send_is_retried_still_comes_and_then_the_code(
+    bot: BotConfig, sandbox: SandboxGateway, channels: Channels, fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+) -> None:  # fmt: skip
+    lead = start(bot, 1)
+    vip = offer_id(bot, "vip")
+    fake_telegram.queue("sendMessage", telegram_error(502, "Bad Gateway"))
+    with pytest.raises(ChannelError):  # the checkout's send failed: the actor retries it
+        payments.checkout(bot, lead, vip, 2, sandbox, channels, throttle)
+    payments.checkout(bot, lead, vip, 3, sandbox, channels, throttle)  # a double tap meanwhile: not asked
+    assert payments.checkout(bot, lead, vip, 2, sandbox, channels, throttle) is None  # the retry asks
+    asked = [p["text"] for m, p in fake_telegram.calls if m == "sendMessage"]
+    assert asked == ["Leva o pack?", "Leva o pack?"]  # the failed request, then the question once
+    payments.checkout(bot, lead, vip, 2, sandbox, channels, throttle)  # a redelivery: still once
+    assert [p["text"] for m, p in fake_telegram.calls if m == "sendMessage"] == asked
+
+    press(bot, 4, f"bmp:{vip}:n")
+    charge = payments.checkout(bot, lead, vip, 4, sandbox, channels, throttle)
+    assert charge is not None and charge.status == "pending" and charge.amount == Decimal("19.90")
+    sent = [str(p.get("text") or p.get("caption")) for _, p in fake_telegram.calls]
+    assert charge.br_code and any(charge.br_code in text for text in sent), sent
 
 
 def test_a_declined_bump_charges_the_offer_alone_and_is_not_asked_again(
