@@ -71,11 +71,12 @@ async def serve_whatsapp(edge: Any, bot_id: str, scope: Scope, receive: Receive,
         await respond(send, 400, "body is not a JSON object")
         return 400
     try:
-        events = parse_event(doc) if bot.channel == "evolution" else parse_webhook(doc)
+        events = (parse_event(doc) if bot.channel == "evolution"
+                  else parse_webhook(doc, bot.whatsapp.phone_number_id or ""))  # fmt: skip
     except (Malformed, ValueError, TypeError, AttributeError, KeyError) as exc:
         await respond(send, 400, str(exc) if isinstance(exc, Malformed) else "malformed body")
         return 400
-    if not events:  # our own messages, statuses, groups, other events: nothing to do
+    if not events:  # our own messages, statuses, groups, other numbers, other events: nothing to do
         await respond(send, 200)
         return 200
     if bot.channel != "evolution":  # the Cloud body as it came (it holds no secret)

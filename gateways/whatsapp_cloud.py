@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,8 @@ from gateways.channel import (
 from gateways.http import pooled_client
 from gateways.telegram import keyed, media_method
 from gateways.whatsapp import CAPTION_LIMIT, click_token, number_of, numbered, pieces, plain_text, scrub
+
+log = logging.getLogger(__name__)
 
 SESSION_WINDOW = dt.timedelta(hours=24)
 BUTTON_TITLE = 20
@@ -202,7 +205,7 @@ class CloudChannel:
         return True
 
     def inbound(self, body: dict[str, Any]) -> list[Inbound]:
-        return parse_webhook(body)
+        return parse_webhook(body, self.phone_number_id)
 
 
 def _message_event(message: dict[str, Any], names: dict[str, str]) -> Inbound | None:
@@ -232,8 +235,10 @@ def _message_event(message: dict[str, Any], names: dict[str, str]) -> Inbound | 
                    ctwa_clid=clid if isinstance(clid, str) and 0 < len(clid) <= 512 else None)  # fmt: skip
 
 
-def parse_webhook(body: dict[str, Any]) -> list[Inbound]:
-    """The `messages` webhook's messages as router events (statuses and other fields skipped)."""
+def parse_webhook(body: dict[str, Any], phone_number_id: str) -> list[Inbound]:
+    """The `messages` webhook's messages to this number as router events (statuses and other
+    fields skipped). Meta posts every number of an app to one callback: a change for another
+    number (`metadata.phone_number_id`) is not this bot's to answer, and is skipped."""
     events: list[Inbound] = []
     entries = body.get("entry")
     for entry in entries if isinstance(entries, list) else []:
@@ -241,6 +246,11 @@ def parse_webhook(body: dict[str, Any]) -> list[Inbound]:
         for change in changes if isinstance(changes, list) else []:
             value = change.get("value") if isinstance(change, dict) else None
             if not isinstance(value, dict) or change.get("field") != "messages":
+                continue
+            metadata = value.get("metadata")
+            number_id = str(metadata.get("phone_number_id")) if isinstance(metadata, dict) else None
+            if number_id != phone_number_id:
+                log.info("whatsapp change for another number ignored phone_number_id=%s", (number_id or "")[:32])
                 continue
             names = {}
             for contact in value.get("contacts") or []:

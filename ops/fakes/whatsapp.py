@@ -19,6 +19,8 @@ Each send is recorded with the time it arrived; a "delay" (Evolution's typing de
     POST /_say             a buyer writes: {"instance": "loja1" | "phone_number_id": "1234", "from": "5511...",
                             "text": "oi", "button": "buy:1", "name": "Ana", "ctwa_clid": "...", "id": "..."}:
                             the fake posts it to the bot's webhook as Evolution or the Cloud API would
+                            (Cloud: also to the other webhooks of numbers with the same app secret,
+                            as one Meta app's single callback receives every number's changes)
     POST /_reset           forget calls and configuration (webhooks included)"""
 
 from __future__ import annotations
@@ -209,6 +211,15 @@ def create_app(fake: FakeWhatsApp | None = None) -> Starlette:
             signature = hmac.new(hook["app_secret"].encode(), raw, hashlib.sha256).hexdigest()
             headers = {"x-hub-signature-256": f"sha256={signature}", "content-type": "application/json"}
             response = await http.post(hook["url"], content=raw, headers=headers)
+            # One Meta app has one callback for all its numbers: the numbers of the same app (same
+            # app secret) whose webhook is elsewhere get this number's changes too.
+            for other, elsewhere in fake.cloud_webhooks.items():
+                if (
+                    other != number_id
+                    and elsewhere["app_secret"] == hook["app_secret"]
+                    and elsewhere["url"] != hook["url"]
+                ):
+                    await http.post(elsewhere["url"], content=raw, headers=headers)
         return JSONResponse({"id": message_id, "status": response.status_code})
 
     return Starlette(

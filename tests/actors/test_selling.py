@@ -21,10 +21,10 @@ from db import hot
 from db.catalog import BotConfig, load_bots
 from db.database import db, transaction, utcnow
 from db.models import BumpAnswer, Charge, Delivery, Followup, OutboundMessage
+from gateways.channel import ChannelError
 from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
 from ops import config
-from gateways.channel import ChannelError
 from tests.conftest import DEMO_CONFIG, FakeTelegramTransport, apply_config, telegram_error
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo.toml"

@@ -340,10 +340,10 @@ def test_a_number_not_on_whatsapp_is_unreachable_and_never_in_an_error_text(
 
 
 def cloud_message(bot: BotConfig, body: dict[str, Any]) -> Inbound:
-    value = {"contacts": [{"wa_id": str(NUMBER), "profile": {"name": "Ana"}}],
+    value = {"metadata": {"phone_number_id": "1234"}, "contacts": [{"wa_id": str(NUMBER), "profile": {"name": "Ana"}}],
              "messages": [{"from": str(NUMBER), "timestamp": "1", **body}]}  # fmt: skip
     entry = {"id": "5678", "changes": [{"field": "messages", "value": value}]}
-    [event] = parse_webhook({"object": "whatsapp_business_account", "entry": [entry]})
+    [event] = parse_webhook({"object": "whatsapp_business_account", "entry": [entry]}, "1234")
     return event
 
 
@@ -430,7 +430,8 @@ def test_evolution_bodies_skip_our_own_messages_groups_and_statuses() -> None:
     assert linked.chat_id == NUMBER
     [event] = parse_event(upsert({"remoteJid": f"{NUMBER}@s.whatsapp.net", "fromMe": False, "id": "D"}))
     assert event.chat_id == NUMBER and event.text == "oi" and event.update_id == update_id_of("D")
-    assert parse_webhook({"entry": [{"changes": [{"field": "messages", "value": {"statuses": [{"id": "x"}]}}]}]}) == []
+    statuses = {"metadata": {"phone_number_id": "1234"}, "statuses": [{"id": "x"}]}
+    assert parse_webhook({"entry": [{"changes": [{"field": "messages", "value": statuses}]}]}, "1234") == []
 
 
 def test_broadcasts_and_downsells_reach_whatsapp_leads_through_the_channel(

@@ -66,6 +66,9 @@ def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
     fake_port, edge_port = free_port(), free_port()
     fake = f"http://127.0.0.1:{fake_port}"
     data = whatsapp_config(evolution_url=fake, rate_per_minute=20)
+    # A second number of the same Meta app, on a bot of its own: it gets the first number's changes.
+    cloud = next(b for b in data["bots"] if b["id"] == "cloud")
+    data["bots"].append({**cloud, "id": "cloud2", "number": "5511999990002", "phone_number_id": "4321"})
     apply_config(data)
     platform = Platform(
         tmp_path,
@@ -85,10 +88,11 @@ def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
         )  # fmt: skip (the Telegram bot of the config has no fake here: it fails)
         assert f"bot zap: webhook set to {platform.env['PUBLIC_BASE_URL']}/webhook/whatsapp/zap" in done.stdout
         cloud_hook = {
-            "1234": {"url": f"http://127.0.0.1:{edge_port}/webhook/whatsapp/cloud", "app_secret": "app-secret"}
+            "1234": {"url": f"http://127.0.0.1:{edge_port}/webhook/whatsapp/cloud", "app_secret": "app-secret"},
+            "4321": {"url": f"http://127.0.0.1:{edge_port}/webhook/whatsapp/cloud2", "app_secret": "app-secret"},
         }
         httpx.post(f"{fake}/_config", json={"cloud_webhooks": cloud_hook, "apikeys": {"loja1": "EVO-KEY"},
-                                            "tokens": {"1234": "CLOUD-TOKEN"}})  # fmt: skip
+                                            "tokens": {"1234": "CLOUD-TOKEN", "4321": "CLOUD-TOKEN"}})  # fmt: skip
         yield Env(platform, fake_port, edge_port)
 
 
@@ -120,6 +124,16 @@ def test_welcome_choice_code_payment_delivery_each_once(env: Env, bot: str) -> N
     time.sleep(1.0)
     assert sum("https://x/p" in t for t in env.texts()) == 1
     assert Delivery.get(Delivery.charge_id == charge.id).state == "sent"
+
+
+def test_a_cloud_change_for_another_number_of_the_app_is_answered_by_its_own_bot_only(env: Env) -> None:
+    """Meta posts every number of an app to one callback: the other number's bot ignores it."""
+    env.platform.worker(queues=("updates", "funnel"), threads=4)
+    env.say("cloud", "oi", message_id="TO-1234")
+    wait_until(lambda: len(env.sends()) >= 2, 30, "the welcome")
+    time.sleep(1.5)
+    senders = Counter(str(c.get("phone_number_id")) for c in env.sends())
+    assert senders == {"1234": 2}, senders  # the welcome, from the number the buyer wrote to, once
 
 
 @once  # the window is Redis's: database-independent

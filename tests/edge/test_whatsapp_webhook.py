@@ -49,8 +49,8 @@ def signed(body: bytes, secret: str = "app-secret") -> dict[str, str]:
     return {"X-Hub-Signature-256": f"sha256={digest}", "Content-Type": "application/json"}
 
 
-def cloud_body(*, statuses_only: bool = False) -> bytes:
-    value: dict[str, Any] = {"messaging_product": "whatsapp", "metadata": {"phone_number_id": "1234"}}
+def cloud_body(*, statuses_only: bool = False, phone_number_id: str = "1234") -> bytes:
+    value: dict[str, Any] = {"messaging_product": "whatsapp", "metadata": {"phone_number_id": phone_number_id}}
     if statuses_only:
         value["statuses"] = [{"id": "wamid.X", "status": "delivered", "recipient_id": str(NUMBER)}]
     else:
@@ -106,6 +106,12 @@ def test_cloud_signature_is_checked_on_the_raw_body(client: TestClient) -> None:
 
 def test_cloud_statuses_are_acked_and_dropped(client: TestClient) -> None:
     body = cloud_body(statuses_only=True)
+    assert client.post(CLOUD, content=body, headers=signed(body)).status_code == 200
+    assert queued_updates() == []
+
+
+def test_a_cloud_change_for_another_number_of_the_app_is_acked_and_ignored(client: TestClient) -> None:
+    body = cloud_body(phone_number_id="9999")  # the same app (same secret), another number
     assert client.post(CLOUD, content=body, headers=signed(body)).status_code == 200
     assert queued_updates() == []
 
