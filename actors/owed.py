@@ -1,6 +1,7 @@
 """What recorded updates still owe their buyers, re-driven from the database whatever Redis lost.
 
-A /start owes a welcome and a press on an offer's button owes a PIX code. `updates.route` writes
+A /start owes a welcome, a press on an offer's button owes a PIX code, and a join request to a
+chat a bot sells owes a decision. `updates.route` writes
 that debt on the update's row (processed_update: `owed`, `due_at`) in the transaction that records
 the update; the stage that pays it (funnel.send_welcome, payments.checkout_actor) marks it done
 when it has recorded its outcome. The clock's `owed.redrive` claims debts whose `due_at` passed
@@ -16,7 +17,7 @@ import logging
 import dramatiq
 
 import settings
-from actors import funnel, payments
+from actors import funnel, payments, subscriptions
 from actors.broker import MAINTENANCE, counters
 from db import hot
 from db.database import utcnow
@@ -27,8 +28,10 @@ log = logging.getLogger(__name__)
 WELCOME = "welcome"
 CHECKOUT = "checkout:"
 FOLLOWUP = "followup:"  # a press on an upsell's or downsell's button: a code at its price
+JOIN = subscriptions.JOIN_OWED  # a join request owes a decision: "join:{chat}:{user}:{date}"
 # How long a debt is worth re-driving: as long as its stage's own max_age.
-WINDOWS = {WELCOME: dt.timedelta(hours=6), CHECKOUT: dt.timedelta(minutes=10), FOLLOWUP: dt.timedelta(minutes=10)}
+WINDOWS = {WELCOME: dt.timedelta(hours=6), CHECKOUT: dt.timedelta(minutes=10), FOLLOWUP: dt.timedelta(minutes=10),
+           JOIN: subscriptions.JOIN_WAIT}  # fmt: skip
 MAX_BACKOFF = dt.timedelta(minutes=30)
 BATCH = 500
 
@@ -51,7 +54,7 @@ def _window(owed: str) -> dt.timedelta:
 
 
 def _prefix(owed: str) -> str:
-    return next((p for p in (CHECKOUT, FOLLOWUP) if owed.startswith(p)), owed)
+    return next((p for p in (CHECKOUT, FOLLOWUP, JOIN) if owed.startswith(p)), owed)
 
 
 def _backoff(redrives: int, first: dt.timedelta) -> dt.timedelta:
@@ -93,9 +96,14 @@ def _kind(owed: str | None) -> str:
 
 def redrive_row(row: ProcessedUpdate) -> None:
     """Enqueue the stage the row owes, as routing would have."""
-    if row.lead_id is None or row.owed is None:
+    if row.owed is None:
         return
-    if row.owed == WELCOME:
+    if row.owed.startswith(JOIN):
+        request = subscriptions.JoinRequest.owing(row.owed)
+        subscriptions.join_actor.send(row.bot_id, row.update_id, request.as_update())
+    elif row.lead_id is None:
+        return
+    elif row.owed == WELCOME:
         funnel.welcome.send(row.bot_id, row.lead_id, row.update_id)
     elif row.owed.startswith((CHECKOUT, FOLLOWUP)):
         lead = Lead.get_or_none(Lead.id == row.lead_id)

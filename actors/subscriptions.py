@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -31,7 +32,7 @@ from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig, OfferConfig, brl
 from db.database import is_sqlite, utcnow
-from db.models import Charge, Delivery, Followup, Lead, Subscription
+from db.models import Bot, Charge, Delivery, Followup, Lead, Offer, Subscription
 from gateways.channel import Choice, Message
 
 log = logging.getLogger(__name__)
@@ -184,43 +185,117 @@ def active(lead_id: int, chat_id: int) -> bool:
     )
 
 
-def settling(bot: BotConfig, lead_id: int, chat_id: int) -> bool:
-    """The lead has a charge for a subscription to this chat that is still being paid."""
-    offers = [o.id for o in bot.offers if o.delivery_chat_id == chat_id and o.duration_seconds]
-    if not offers:
-        return False
+def sells(bot: BotConfig, chat_id: int) -> bool:
+    """Whether the bot sells subscriptions to the chat: only then does it decide who joins."""
+    return any(o.delivery_chat_id == chat_id and o.duration_seconds for o in bot.offers)
+
+
+def _telegram_leads(user_id: int) -> Any:
+    """The Telegram user as a lead of any Telegram bot of the platform."""
     return (
-        Charge.select()
-        .where((Charge.lead_id == lead_id) & Charge.offer_id.in_(offers) & Charge.status.in_(["creating", "pending"]))
+        Lead.select(Lead.id)
+        .join(Bot, on=(Lead.bot == Bot.id))
+        .where((Lead.telegram_user_id == user_id) & (Bot.channel == "telegram"))
+    )
+
+
+def member_anywhere(chat_id: int, user_id: int) -> bool:
+    """The user has an active subscription to the chat, bought through any bot of the platform."""
+    return (
+        Subscription.select()
+        .where(
+            Subscription.lead_id.in_(_telegram_leads(user_id))
+            & (Subscription.chat_id == chat_id)
+            & (Subscription.state == "active")
+            & (Subscription.ends_at > utcnow())
+        )
         .exists()
     )
 
 
+def settling_anywhere(chat_id: int, user_id: int) -> bool:
+    """The user has a charge for a subscription to the chat (through any bot) still being paid."""
+    offers = Offer.select(Offer.id).where((Offer.delivery_chat_id == chat_id) & Offer.duration_seconds.is_null(False))
+    return (
+        Charge.select()
+        .where(
+            Charge.lead_id.in_(_telegram_leads(user_id))
+            & Charge.offer_id.in_(offers)
+            & Charge.status.in_(["creating", "pending"])
+        )
+        .exists()
+    )
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """A Telegram `chat_join_request`: who asks to join which chat, since when (epoch seconds)."""
+
+    chat_id: int
+    user_id: int
+    date: int
+
+    @classmethod
+    def of(cls, request: dict[str, Any]) -> JoinRequest:
+        """Raises KeyError, TypeError or ValueError for a malformed request."""
+        return cls(int(request["chat"]["id"]), int(request["from"]["id"]), int(request.get("date") or 0))
+
+    def as_update(self) -> dict[str, Any]:
+        return {"chat": {"id": self.chat_id}, "from": {"id": self.user_id}, "date": self.date}
+
+    @property
+    def owed(self) -> str:
+        """What the request's update row owes: a decision, re-driven by the clock (actors/owed.py)."""
+        return f"{JOIN_OWED}{self.chat_id}:{self.user_id}:{self.date}"
+
+    @classmethod
+    def owing(cls, owed: str) -> JoinRequest:
+        chat_id, user_id, date = (int(part) for part in owed[len(JOIN_OWED) :].split(":"))
+        return cls(chat_id, user_id, date)
+
+
+JOIN_OWED = "join:"
+
+
 def decide_join(bot: BotConfig, request: dict[str, Any], update_id: int, channels: Channels,
                 throttle: Throttle) -> str:  # fmt: skip
-    """approve | decline | wait: approve a user with an active subscription to the chat, decline
-    everyone else, and wait (up to JOIN_WAIT) for a payer whose payment is being settled."""
-    chat_id, user_id = int(request["chat"]["id"]), int(request["from"]["id"])
-    lead = Lead.get_or_none((Lead.bot == bot.id) & (Lead.telegram_user_id == user_id))
-    if lead is not None and active(lead.id, chat_id):
+    """approve | decline | wait | ignored. Only for a chat this bot sells subscriptions to (anywhere
+    else the bot may be an admin for other reasons: the request is left to the chat's own admins).
+    Decided by (chat, Telegram user) across every bot of the platform, so every bot of a pool that
+    receives the same request reaches the same answer, and one call answers it: approve a user with
+    an active subscription to the chat, wait (up to JOIN_WAIT) for one whose payment is being
+    settled, decline everyone else. A decision settles the update's debt (it is owed: re-driven
+    by the clock whatever Redis lost, for JOIN_WAIT)."""
+    join = JoinRequest.of(request)
+    if not sells(bot, join.chat_id):
+        hot.settle_owed(bot.id, update_id, utcnow())
+        counters.inc("grimbots_join_requests_total", {"decision": "ignored"})
+        log.info("join request left to the chat's admins bot=%s chat=%s", bot.id, join.chat_id)
+        return "ignored"
+    if member_anywhere(join.chat_id, join.user_id):
         decision = "approve"
-    elif lead is not None and settling(bot, lead.id, chat_id):
-        requested = float(request.get("date") or 0)
-        if utcnow().replace(tzinfo=dt.UTC).timestamp() - requested < JOIN_WAIT.total_seconds() - 15:
-            return "wait"
-        decision = "decline"
+    elif settling_anywhere(join.chat_id, join.user_id) and _epoch(utcnow()) - join.date < (
+        JOIN_WAIT.total_seconds() - 15
+    ):
+        return "wait"
     else:
         decision = "decline"
     method = "approveChatJoinRequest" if decision == "approve" else "declineChatJoinRequest"
-    send = Send(f"join:{bot.id}:{update_id}", method, {"chat_id": chat_id, "user_id": user_id}, OWED,
-                throttled=False)  # fmt: skip
-    outcome = deliver(channels.of(bot), throttle, chat_id, [send])
+    # Keyed by the request, not the update: the bots of a pool each get it; one answers it.
+    send = Send(f"join:{join.chat_id}:{join.user_id}:{join.date}", method,
+                {"chat_id": join.chat_id, "user_id": join.user_id}, OWED, throttled=False)  # fmt: skip
+    outcome = deliver(channels.of(bot), throttle, join.chat_id, [send])
+    hot.settle_owed(bot.id, update_id, utcnow())
     counters.inc("grimbots_join_requests_total", {"decision": decision})
-    if outcome.failed is not None and lead is not None:
-        sub = Subscription.get_or_none((Subscription.lead_id == lead.id) & (Subscription.chat_id == chat_id))
+    if outcome.failed is not None:
+        sub = (
+            Subscription.select()
+            .where(Subscription.lead_id.in_(_telegram_leads(join.user_id)) & (Subscription.chat_id == join.chat_id))
+            .first()
+        )
         if sub is not None:
             record_error(sub, f"{method}: {outcome.failed}")
-    log.info("join request %sd bot=%s chat=%s", decision, bot.id, chat_id)
+    log.info("join request %sd bot=%s chat=%s", decision, bot.id, join.chat_id)
     return decision
 
 

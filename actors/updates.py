@@ -180,10 +180,10 @@ def route_event(bot: BotConfig, event: Inbound, cache: redis.Redis | None = None
             data = picked(event, row.menu if row is not None else None)
         if kind == "message" and data is not None:
             kind = "callback"
-        if record_id is not None and lead is not None:
-            owes = owed_by(kind, data, lead)
-            if owes is not None:  # the clock re-drives it unless its stage says done first
-                hot.owe(record_id, lead.lead_id, owes, now + dt.timedelta(seconds=settings.OWED_REDRIVE_SECONDS), kind)
+        owes = owed_by(kind, data, lead) if lead is not None else join_owed(kind, event)
+        if record_id is not None and owes is not None:  # the clock re-drives it unless its stage says done first
+            due = now + dt.timedelta(seconds=settings.OWED_REDRIVE_SECONDS)
+            hot.owe(record_id, lead.lead_id if lead is not None else None, owes, due, kind)
         if new and kind == "start" and lead is not None and event.person is not None:
             followups.schedule_downsells(bot, lead.lead_id, "not_bought", now)  # once per lead
             attached = pixel.attach_click(bot, lead.lead_id, click) if click is not None else None
@@ -209,6 +209,16 @@ def owed_by(kind: str, data: str | None, lead: funnel.Recipient) -> str | None:
         if action == "followup":
             return owed.followup(target)
     return None
+
+
+def join_owed(kind: str, event: Inbound) -> str | None:
+    """A join request owes the requester a decision (a malformed one owes nothing: refused later)."""
+    if kind != "join_request":
+        return None
+    try:
+        return subscriptions.JoinRequest.of(event.raw["chat_join_request"]).owed
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def follow_up(bot: BotConfig, routed: Routed, channels: Channels, throttle: Throttle) -> None:

@@ -94,7 +94,7 @@ def record_update(bot_id: str, update_id: int, kind: str, now: dt.datetime) -> i
     return int(row[0]) if row is not None else None
 
 
-def owe(record_id: int, lead_id: int, owed: str, due_at: dt.datetime, kind: str) -> None:
+def owe(record_id: int, lead_id: int | None, owed: str, due_at: dt.datetime, kind: str) -> None:
     """What the recorded update still owes its lead, and when the clock re-drives it if nothing says
     done; its kind as routed (a WhatsApp message that was the funnel's entry is a `start`)."""
     db.execute_sql(_sql(OWE, db.param), (lead_id, owed, due_at, kind, record_id))

@@ -121,7 +121,11 @@ class Lead(BaseModel):
     ctwa_clid = TextField(null=True)  # a Click-to-WhatsApp ad's click id (the latest)
 
     class Meta:
-        indexes = ((("bot", "telegram_user_id"), True),)
+        indexes = (
+            (("bot", "telegram_user_id"), True),
+            (("bot", "chat_id"), False),  # every WhatsApp send with a menu, every Cloud send's window check
+            (("telegram_user_id",), False),  # a join request is decided across every bot of the platform
+        )
 
 
 class Click(BaseModel):
@@ -200,7 +204,7 @@ class ProcessedUpdate(BaseModel):
     kind = CharField(max_length=32)
     received_at = DateTimeField(default=utcnow)
     lead_id = IntegerField(null=True)
-    owed = CharField(max_length=32, null=True)
+    owed = CharField(max_length=64, null=True)
     due_at = DateTimeField(null=True)
     redrives = IntegerField(default=0)
     done_at = DateTimeField(null=True)
@@ -294,7 +298,11 @@ class Delivery(BaseModel):
     delivered_at = DateTimeField(null=True)
 
     class Meta:
-        indexes = ((("state", "updated_at"), False),)
+        indexes = (
+            (("state", "updated_at"), False),
+            (("invite_link",), False),  # a member who joined: whose link was it
+            (("bump_invite_link",), False),
+        )
 
 
 class PaymentNotification(BaseModel):

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from dramatiq import Message
 
 from actors import delivery, followups, payments, subscriptions, updates
 from actors.channels import Channels
@@ -194,6 +195,62 @@ def test_join_requests_approve_members_decline_strangers_and_wait_for_a_settling
     answers = [(m, int(p["user_id"])) for m, p in fake_telegram.calls if m.endswith("ChatJoinRequest")]
     assert answers == [("declineChatJoinRequest", 999), ("declineChatJoinRequest", 555),
                        ("approveChatJoinRequest", 555)]  # fmt: skip
+
+
+def test_a_join_request_in_a_chat_the_bot_does_not_sell_is_left_to_the_chats_admins(
+    bot: BotConfig, channels: Channels, fake_telegram: FakeTelegramTransport, throttle: Throttle
+) -> None:
+    elsewhere = {**join_request(999), "chat": {"id": -100777, "type": "supergroup"}}  # the bot is admin there too
+    assert subscriptions.decide_join(bot, elsewhere, 1, channels, throttle) == "ignored"
+    assert fake_telegram.calls == []  # neither approved nor declined
+
+
+def test_a_pool_answers_a_join_request_once_by_who_paid_through_any_of_its_bots(
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    data = vip_config()
+    data["bots"].append({**copy.deepcopy(data["bots"][0]), "id": "other", "token": "123452:TEST",
+                         "username": "other_bot", "webhook_secret": "tg-secret-2"})  # fmt: skip
+    apply_config(data)
+    bots = load_bots()
+    pay(bots["demo"], lead, sandbox, channels, throttle, 1)  # bought through demo
+    fake_telegram.calls.clear()
+    request = join_request()  # the same request reaches every bot admin of the chat, in any order
+    assert subscriptions.decide_join(bots["other"], request, 70, channels, throttle) == "approve"
+    assert subscriptions.decide_join(bots["demo"], request, 80, channels, throttle) == "approve"
+    assert [m for m, _ in fake_telegram.calls] == ["approveChatJoinRequest"]  # answered once
+    stranger = join_request(999)
+    assert subscriptions.decide_join(bots["demo"], stranger, 81, channels, throttle) == "decline"
+    assert subscriptions.decide_join(bots["other"], stranger, 71, channels, throttle) == "decline"
+    assert [m for m, _ in fake_telegram.calls].count("declineChatJoinRequest") == 1
+
+
+def test_a_join_request_owes_a_decision_redriven_from_the_database_whatever_redis_lost(
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    from actors import owed
+    from actors.broker import broker
+    from db.models import ProcessedUpdate
+
+    charge = payments.checkout(bot, lead, anual(bot), 2, sandbox, channels, throttle)
+    assert charge is not None
+    routed = updates.route_update(bot, {"update_id": 900, "chat_join_request": join_request()})
+    updates.follow_up(bot, routed, channels, throttle)  # paying right now: the decision waits
+    row = ProcessedUpdate.get(ProcessedUpdate.update_id == 900)
+    assert row.owed is not None and row.owed.startswith("join:") and row.done_at is None
+    broker.client.flushdb()  # the waiting message is lost with Redis
+    payments.settle(charge, ChargeStatus.PAID, None, source="notification")
+    ProcessedUpdate.update(due_at=utcnow() - dt.timedelta(seconds=1)).execute()
+    owed.redrive()
+    [message] = [m for m in map(Message.decode, broker.client.hvals("dramatiq:funnel.msgs"))
+                 if m.actor_name == "subscriptions.join"]  # fmt: skip
+    bot_id, update_id, request = message.args
+    assert (bot_id, update_id) == ("demo", 900)
+    assert subscriptions.decide_join(bot, request, update_id, channels, throttle) == "approve"
+    assert [m for m, _ in fake_telegram.calls if m.endswith("ChatJoinRequest")] == ["approveChatJoinRequest"]
+    assert ProcessedUpdate.get(ProcessedUpdate.update_id == 900).done_at is not None
 
 
 def test_a_join_by_request_offer_delivers_a_link_that_asks_to_join(
