@@ -131,6 +131,8 @@ def send(followup_id: int, channels: Channels, throttle: Throttle) -> str | None
         return row.state
     if row.kind in ("reminder", "expiry"):  # a subscription's
         return subscriptions.send_due(row, channels, throttle)
+    if row.kind == "revoke":  # a refunded charge's access
+        return subscriptions.take_back(row, channels, throttle)
     bot = runtime.bot_config(row.bot_id)
     lead = Lead.get_or_none(Lead.id == row.lead_id)
     reason = why_not(row, bot, lead)

@@ -410,9 +410,12 @@ def _transition(
         won = hot.update(Charge, {"status": status.value, **closed}, BY_ID_IN_STATUS, (charge.id, "pending"))
         return status.value if won else "repeated"
     if status is ChargeStatus.REFUNDED:
-        won = hot.update(Charge, {"status": "refunded", **closed}, BY_ID_IN_STATUSES, (charge.id, "pending", "paid"))
+        was_paid = hot.update(Charge, {"status": "refunded", **closed}, BY_ID_IN_STATUS, (charge.id, "paid"))
+        won = was_paid or hot.update(Charge, {"status": "refunded", **closed}, BY_ID_IN_STATUS, (charge.id, "pending"))
         if won:
             pixel.refund(track, charge, now)
+        if was_paid:  # what it gave is taken back: a subscription ends, an unused invite link is revoked
+            subscriptions.revoke(runtime.bot_config(charge.bot_id), charge, now)
         return "refunded" if won else "repeated"
     return "ignored"  # still pending: nothing to do
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -31,7 +32,7 @@ from actors.schedule import close, close_after
 from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig, OfferConfig, brl
-from db.database import is_sqlite, utcnow
+from db.database import is_sqlite, transaction, utcnow
 from db.models import Bot, Charge, Delivery, Followup, Lead, Offer, Subscription
 from gateways.channel import Choice, Message
 
@@ -70,6 +71,74 @@ def extend(bot: BotConfig, charge: Charge, offer: OfferConfig, now: dt.datetime)
         counters.inc("grimbots_subscriptions_total", {"outcome": "renewed"})
     schedule(bot, sub, offer, now)
     return sub
+
+
+def revoke(bot: BotConfig | None, charge: Charge, now: dt.datetime) -> int:
+    """A paid charge was refunded (or charged back): what it gave is taken back. Call inside the
+    transaction that wins paid → refunded. A subscription it paid for ends now (its expiry and
+    reminders find another end and are cancelled) and the member is removed as at the end; a
+    one-use invite link it was delivered is revoked. The removal is a `revoke` follow-up row due
+    now (owed: sent again when a crash leaves it unknown). Returns the rows scheduled."""
+    offers = [bot.offer(charge.offer_id) if bot is not None else None]
+    if charge.bump_offer_id is not None and bot is not None:
+        offers.append(bot.offer(charge.bump_offer_id))
+    base = {"bot_id": charge.bot_id, "lead_id": charge.lead_id, "offer_id": charge.offer_id, "amount": charge.amount,
+            "charge_id": charge.id, "kind": "revoke", "state": "scheduled", "attempts": 0, "due_at": now,
+            "created_at": now}  # fmt: skip
+    Delivery.update(state="failed", error="refunded before delivery", updated_at=now).where(
+        (Delivery.charge_id == charge.id) & (Delivery.state == "pending")
+    ).execute()
+    scheduled = 0
+    for position, offer in enumerate(offers):
+        if offer is None or offer.delivery_chat_id is None:
+            continue
+        sub = None
+        if offer.duration_seconds:
+            where = (Subscription.lead_id == charge.lead_id) & (Subscription.chat_id == offer.delivery_chat_id)
+            sub = Subscription.get_or_none(where)
+            if sub is not None:
+                Subscription.update(state="refunded", ends_at=now, updated_at=now).where(
+                    Subscription.id == sub.id
+                ).execute()
+                counters.inc("grimbots_subscriptions_total", {"outcome": "refunded"})
+        values = {**base, "key": f"revoke:{charge.id}:{position}", "position": position,
+                  "subscription_id": sub.id if sub is not None else None}  # fmt: skip
+        if hot.insert(Followup, values, ignore_conflicts=True) is not None:
+            scheduled += 1
+    return scheduled
+
+
+def take_back(row: Followup, channels: Channels, throttle: Throttle) -> str:
+    """A refunded charge's access, taken back (a `revoke` row): the member of a subscription it paid
+    for removed (unless a later payment made them a member again), and the invite link delivered
+    for it revoked, so an unused one can no longer let anyone in."""
+    bot = runtime.bot_config(row.bot_id)
+    charge = Charge.get_or_none(Charge.id == row.charge_id)
+    lead = Lead.get_or_none(Lead.id == row.lead_id)
+    if bot is None or charge is None or lead is None:
+        return close(row, "cancelled", "bot, charge or lead gone")
+    offer_id = charge.offer_id if row.position == 0 else charge.bump_offer_id
+    offer = bot.offer(offer_id) if offer_id is not None else None
+    if offer is None or offer.delivery_chat_id is None:
+        return close(row, "cancelled", "no longer configured")
+    chat_id = offer.delivery_chat_id
+    failed = None
+    if row.subscription_id is not None:
+        sub = Subscription.get_or_none(Subscription.id == row.subscription_id)
+        if sub is not None and sub.state == "refunded":
+            outcome = remove(bot, chat_id, lead.telegram_user_id, f"revoke:{row.id}", channels, throttle)
+            failed = outcome.failed
+            if failed is not None:
+                record_error(sub, failed)
+    issued = Delivery.get_or_none(Delivery.charge_id == charge.id)
+    link = (issued.invite_link if row.position == 0 else issued.bump_invite_link) if issued is not None else None
+    if link:
+        params = {"chat_id": chat_id, "invite_link": link}
+        send = Send(f"revoke:{row.id}:link", "revokeChatInviteLink", params, OWED, throttled=False)
+        revoked = deliver(channels.of(bot), throttle, chat_id, [send])
+        failed = failed or revoked.failed
+    log.info("refunded access taken back bot=%s charge=%s", bot.id, charge.id)
+    return close(row, "failed", failed[:500]) if failed is not None else close(row, "sent")
 
 
 def schedule(bot: BotConfig, sub: Subscription, offer: OfferConfig, now: dt.datetime) -> None:
@@ -111,7 +180,7 @@ def send_due(row: Followup, channels: Channels, throttle: Throttle) -> str:
     if sub is None or bot is None or lead is None:
         return close(row, "cancelled", "bot, lead or subscription gone")
     if not _for_this_end(row, sub):
-        return close(row, "cancelled", "renewed")
+        return close(row, "cancelled", "renewed" if sub.state != "refunded" else "refunded")
     if row.kind == "reminder":
         if sub.state != "active" or not lead.reachable:
             return close(row, "cancelled", "not active" if sub.state != "active" else "lead unreachable")
@@ -144,21 +213,35 @@ def remove(bot: BotConfig, chat_id: int, user_id: int, key: str, channels: Chann
     return deliver(channels.of(bot), throttle, chat_id, sends)
 
 
+class _Refused(Exception):
+    """The removal was refused for good: the expiry's transaction is rolled back (still active)."""
+
+
 def expire(row: Followup, sub: Subscription, bot: BotConfig, lead: Lead, channels: Channels,
            throttle: Throttle) -> str:  # fmt: skip
-    outcome = remove(bot, sub.chat_id, lead.telegram_user_id, f"expire:{sub.id}:{_epoch(sub.ends_at)}", channels,
-                     throttle)  # fmt: skip
-    if outcome.failed is not None:
-        record_error(sub, outcome.failed)
-        return close(row, "failed", outcome.failed[:500])
-    won = (
-        Subscription.update(state="expired", updated_at=utcnow())
-        .where((Subscription.id == sub.id) & (Subscription.ends_at == sub.ends_at) & (Subscription.state == "active"))
-        .execute()
-    )
-    if won:
-        counters.inc("grimbots_subscriptions_total", {"outcome": "expired"})
-        log.info("subscription expired bot=%s subscription=%s", bot.id, sub.id)
+    """The end, re-checked under the subscription's row lock right before the removal: a renewal
+    that committed since keeps the member in, and one paid while the removal is under way waits
+    for it (extend takes the same lock), then lets them back in with its own delivery."""
+    # SQLite (one machine, one writer at a time) re-checks without holding its database-wide lock
+    # through a request.
+    try:
+        with nullcontext() if is_sqlite() else transaction():
+            query = Subscription.select().where(Subscription.id == sub.id)
+            current = (query if is_sqlite() else query.for_update()).first()
+            if current is None or current.state != "active" or current.ends_at != sub.ends_at:
+                return close(
+                    row, "cancelled", "renewed" if current is None or current.state != "refunded" else "refunded"
+                )
+            key = f"expire:{sub.id}:{_epoch(sub.ends_at)}"
+            outcome = remove(bot, sub.chat_id, lead.telegram_user_id, key, channels, throttle)
+            if outcome.failed is not None:
+                raise _Refused(outcome.failed)
+            Subscription.update(state="expired", updated_at=utcnow()).where(Subscription.id == sub.id).execute()
+    except _Refused as exc:
+        record_error(sub, str(exc))
+        return close(row, "failed", str(exc)[:500])
+    counters.inc("grimbots_subscriptions_total", {"outcome": "expired"})
+    log.info("subscription expired bot=%s subscription=%s", bot.id, sub.id)
     if lead.reachable:
         channel = channels.of(bot)
         message = Message(bot.text("expired_text"), choices=renew_choice(bot, row))

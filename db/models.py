@@ -348,7 +348,7 @@ class Followup(BaseModel):
     key = CharField(max_length=128, unique=True)
     bot_id = CharField(max_length=64)
     lead_id = IntegerField()
-    kind = CharField(max_length=16)  # upsell | downsell
+    kind = CharField(max_length=16)  # upsell | downsell | reminder | expiry | revoke (a refund's access)
     position = IntegerField()  # in the bot's list of that kind
     offer_id = IntegerField()  # what its button buys
     amount = DecimalField(max_digits=12, decimal_places=2)  # at what price
@@ -383,7 +383,7 @@ class Subscription(BaseModel):
     offer_id = IntegerField()
     started_at = DateTimeField()  # the first start: renewals do not move it
     ends_at = DateTimeField()
-    state = CharField(max_length=16, default="active")  # active | expired
+    state = CharField(max_length=16, default="active")  # active | expired | refunded
     renewals = IntegerField(default=0)
     last_charge_id = IntegerField(null=True)
     error = TextField(null=True)  # Telegram's description of what failed (not an admin, chat gone, ...)

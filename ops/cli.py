@@ -384,24 +384,30 @@ def followups(bot: str | None, state: str | None, limit: int, as_json: bool) -> 
 @cli.command(help="Subscriptions (VIP chats): buyer, chat, offer, first start, end, state; with --json a list "
              "of objects. Per bot: active, renewed and churned in 30 days, monthly recurring revenue.")  # fmt: skip
 @click.option("--bot", help="Only this bot.")
-@click.option("--state", type=click.Choice(["active", "expired"]))
+@click.option("--state", type=click.Choice(["active", "expired", "refunded"]))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list of objects.")
 def subscriptions(bot: str | None, state: str | None, as_json: bool) -> None:
     from ops import selling
 
+    # Every matching row, streamed as the database yields them: none is dropped, however many.
     with _database().connection_context():
         rows = selling.subscriptions(bot, state)
+        if as_json:
+            click.echo("[", nl=False)
+            for n, r in enumerate(rows):
+                click.echo(("," if n else "") + "\n  " + json.dumps(r), nl=False)
+            click.echo("\n]")
+            return
+        click.echo(f"{'bot':<12}{'lead':>14} {'chat':>16} {'offer':<12}{'start (UTC)':<22}{'end (UTC)':<22}state")
+        shown = 0
+        for r in rows:
+            click.echo(f"{r['bot'][:11]:<12}{r['lead']:>14} {r['chat']:>16} {r['offer'][:11]:<12}{r['start']:<22}"
+                       f"{r['end']:<22}{r['state']}")  # fmt: skip
+            if r["error"]:
+                click.echo(f"{'':>12}error: {r['error']}")
+            shown += 1
         totals = selling.subscription_totals(bot)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    click.echo(f"{'bot':<12}{'lead':>14} {'chat':>16} {'offer':<12}{'start (UTC)':<22}{'end (UTC)':<22}state")
-    for r in rows:
-        click.echo(f"{r['bot'][:11]:<12}{r['lead']:>14} {r['chat']:>16} {r['offer'][:11]:<12}{r['start']:<22}"
-                   f"{r['end']:<22}{r['state']}")  # fmt: skip
-        if r["error"]:
-            click.echo(f"{'':>12}error: {r['error']}")
-    if not rows:
+    if not shown:
         click.echo("no subscriptions")
     for t in totals:
         click.echo(f"  {t['bot']:<12} {t['active']} active, {t['renewals_30d']} renewed and {t['churned_30d']} "

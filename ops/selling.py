@@ -4,6 +4,7 @@ follow-ups' schedule, bump take rate, and what upsells and downsells sold."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
@@ -149,33 +150,53 @@ def _time(value: dt.datetime | None) -> str | None:
 # --- subscriptions ---------------------------------------------------------------------------
 
 
-def subscriptions(bot: str | None = None, state: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+def subscriptions(bot: str | None = None, state: str | None = None) -> Iterator[dict[str, Any]]:
     """One object per (lead, chat), as CONTRACT §9 shows them: the buyer's Telegram user id, the
-    chat, the offer, the first start and the end in ISO-8601 UTC, the state (and the last error)."""
+    chat, the offer, the first start and the end in ISO-8601 UTC, the state (and the last error).
+    Every row that matches, filtered by the database and read in pages (bounded memory, however
+    many there are); none is dropped."""
     from db.models import Offer, Subscription
 
     now = utcnow()
+    running = (Subscription.state == "active") & (Subscription.ends_at > now)
     query = (
         Subscription.select(Subscription, Lead.telegram_user_id, Offer.slug)
         .join(Lead, on=(Lead.id == Subscription.lead_id))
         .switch(Subscription)
         .join(Offer, on=(Offer.id == Subscription.offer_id))
-        .order_by(Subscription.ends_at)
-        .limit(limit)
-        .objects()
+        .order_by(Subscription.ends_at, Subscription.id)
     )
     if bot:
         query = query.where(Subscription.bot_id == bot)
-    rows = []
-    for s in query:
-        current = "active" if s.state == "active" and s.ends_at > now else "expired"
-        if state and current != state:
-            continue
-        user, slug = s.telegram_user_id, s.slug  # type: ignore[attr-defined]  # from the joined tables
-        rows.append({"bot": s.bot_id, "lead": user, "chat": s.chat_id, "offer": slug,
-                     "start": _iso(s.started_at), "end": _iso(s.ends_at), "state": current,
-                     "renewals": s.renewals, "error": s.error})  # fmt: skip
-    return rows
+    if state == "active":
+        query = query.where(running)
+    elif state == "expired":  # ended, or past its end and about to be removed
+        query = query.where((Subscription.state == "expired") | ((Subscription.state == "active") & ~running))
+    elif state == "refunded":
+        query = query.where(Subscription.state == "refunded")
+    after: tuple[dt.datetime, int] | None = None
+    while True:  # pages of PAGE by (end, id): bounded memory on either database
+        page = query
+        if after is not None:
+            end, last = after
+            page = page.where((Subscription.ends_at > end) | ((Subscription.ends_at == end) & (Subscription.id > last)))
+        rows = list(page.limit(PAGE).objects())
+        yield from (_subscription_row(s, now) for s in rows)
+        if len(rows) < PAGE:
+            return
+        after = (rows[-1].ends_at, rows[-1].id)
+
+
+PAGE = 1000
+
+
+def _subscription_row(s: Any, now: dt.datetime) -> dict[str, Any]:
+    current = (
+        "refunded" if s.state == "refunded" else "active" if s.state == "active" and s.ends_at > now else "expired"
+    )
+    user, slug = s.telegram_user_id, s.slug  # from the joined tables
+    return {"bot": s.bot_id, "lead": user, "chat": s.chat_id, "offer": slug, "start": _iso(s.started_at),
+            "end": _iso(s.ends_at), "state": current, "renewals": s.renewals, "error": s.error}  # fmt: skip
 
 
 def subscription_totals(bot: str | None = None) -> list[dict[str, Any]]:

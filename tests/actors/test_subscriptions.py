@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import time
 from typing import Any
 
@@ -133,6 +134,78 @@ def test_expiry_removes_the_member_tells_them_and_a_renewal_re_admits(
     sub = Subscription.get()
     assert sub.state == "active" and abs((sub.ends_at - utcnow()).total_seconds() - 30 * 86400) < 5
     assert "https://t.me/+Again" in fake_telegram.calls[-1][1]["text"]
+
+
+def test_an_expiry_raced_by_a_renewal_keeps_the_member_in(
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    charge = pay(bot, lead, sandbox, channels, throttle, 1)
+    Subscription.update(ends_at=utcnow() - dt.timedelta(seconds=1)).execute()
+    sub = Subscription.get()  # what the expiry loaded, before a renewal was paid
+    end = int(sub.ends_at.replace(tzinfo=dt.UTC).timestamp())
+    expiry = Followup.create(key=f"expire:{sub.id}:{end}", bot_id="demo", lead_id=lead.lead_id, kind="expiry",
+                             position=0, offer_id=anual(bot), amount=charge.amount, subscription_id=sub.id,
+                             due_at=utcnow())  # fmt: skip
+    pay(bot, lead, sandbox, channels, throttle, 2)  # the renewal lands between the load and the removal
+    fake_telegram.calls.clear()
+    assert subscriptions.expire(expiry, sub, bot, Lead.get_by_id(lead.lead_id), channels, throttle) == "cancelled"
+    assert "banChatMember" not in fake_telegram.methods() and Subscription.get().state == "active"
+
+
+def test_a_refunded_subscription_ends_and_removes_the_member_once(
+    bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
+    fake_telegram: FakeTelegramTransport, throttle: Throttle,
+) -> None:  # fmt: skip
+    invite(fake_telegram, "https://t.me/+Vip")
+    charge = pay(bot, lead, sandbox, channels, throttle, 1)
+    assert delivery.deliver_charge(charge.id, channels, throttle) == "sent"
+    fake_telegram.calls.clear()
+    assert payments.settle(charge, ChargeStatus.REFUNDED, None, source="notification").outcome == "refunded"
+    assert payments.settle(charge, ChargeStatus.REFUNDED, None, source="notification").outcome == "repeated"
+    sub = Subscription.get()
+    assert sub.state == "refunded" and sub.ends_at <= utcnow()
+    assert followups.dispatch() >= 1  # the clock: the removal is due now, beside the old end's expiry
+    revoke = Followup.get(Followup.kind == "revoke")
+    assert followups.send(revoke.id, channels, throttle) == "sent"
+    assert followups.send(revoke.id, channels, throttle) == "sent"  # again: nothing more
+    assert [(m, p.get("user_id"), p.get("invite_link")) for m, p in fake_telegram.calls] == [
+        ("banChatMember", 555, None), ("unbanChatMember", 555, None),
+        ("revokeChatInviteLink", None, "https://t.me/+Vip")]  # fmt: skip
+    expiry = Followup.get(Followup.kind == "expiry")
+    Followup.update(due_at=utcnow()).where(Followup.state == "scheduled").execute()
+    assert followups.send(expiry.id, channels, throttle) == "cancelled"  # no second removal, no "renew" text
+    reminders = [followups.send(f.id, channels, throttle) for f in Followup.select().where(Followup.kind == "reminder")]
+    assert set(reminders) == {"cancelled"} and len(fake_telegram.calls) == 3
+
+    from click.testing import CliRunner
+
+    from ops.cli import cli
+
+    out = CliRunner().invoke(cli, ["subscriptions", "--state", "refunded", "--json"])
+    assert out.exit_code == 0, out.output
+    assert [row["state"] for row in json.loads(out.output)] == ["refunded"]
+
+
+def test_a_refund_of_a_plain_chat_offer_revokes_its_invite_link_and_one_before_delivery_stops_it(
+    lead: Recipient, sandbox: SandboxGateway, channels: Channels, fake_telegram: FakeTelegramTransport,
+    throttle: Throttle,
+) -> None:  # fmt: skip
+    apply_config(DEMO_CONFIG)  # "anual": delivery_chat_id, no duration
+    bot = load_bots()["demo"]
+    invite(fake_telegram, "https://t.me/+Once")
+    charge = pay(bot, lead, sandbox, channels, throttle, 1)
+    assert delivery.deliver_charge(charge.id, channels, throttle) == "sent"
+    payments.settle(charge, ChargeStatus.REFUNDED, None, source="notification")
+    revoke = Followup.get(Followup.kind == "revoke")
+    assert followups.send(revoke.id, channels, throttle) == "sent"
+    assert fake_telegram.calls[-1] == ("revokeChatInviteLink", {"chat_id": CHAT, "invite_link": "https://t.me/+Once"})
+    assert Subscription.select().count() == 0
+
+    late = pay(bot, lead, sandbox, channels, throttle, 2)  # paid, refunded before its delivery went out
+    payments.settle(late, ChargeStatus.REFUNDED, None, source="notification")
+    assert delivery.deliver_charge(late.id, channels, throttle) == "failed"
+    assert Delivery.get(Delivery.charge_id == late.id).error == "refunded before delivery"
 
 
 def test_a_reminder_says_how_many_days_are_left(
@@ -291,12 +364,32 @@ def test_a_member_who_joins_through_another_buyers_link_is_removed_and_the_link_
     assert Subscription.get().state == "active"  # the buyer who shared it keeps access
 
 
+def test_ops_subscriptions_lists_every_row_filtered_by_the_database(bot: BotConfig) -> None:
+    from click.testing import CliRunner
+
+    from ops import selling
+    from ops.cli import cli
+
+    now = utcnow()
+    leads = [Lead.create(bot="demo", telegram_user_id=10_000 + n, chat_id=10_000 + n) for n in range(2_105)]
+    base = {"bot_id": "demo", "chat_id": CHAT, "offer_id": anual(bot), "started_at": now, "state": "active",
+            "renewals": 0, "created_at": now, "updated_at": now}  # fmt: skip
+    ends = [now + dt.timedelta(days=1 if n % 3 else -1) for n in range(len(leads))]
+    Subscription.insert_many(
+        [{**base, "lead_id": lead.id, "ends_at": end} for lead, end in zip(leads, ends, strict=True)]
+    ).execute()
+    expected_expired = sum(1 for n in range(2_105) if n % 3 == 0)
+    assert len(list(selling.subscriptions(state="active"))) == 2_105 - expected_expired
+    out = CliRunner().invoke(cli, ["subscriptions", "--state", "expired", "--json"])
+    rows = json.loads(out.output)
+    assert len(rows) == expected_expired and {r["state"] for r in rows} == {"expired"}
+    assert len({r["lead"] for r in rows}) == expected_expired  # no row twice across pages
+
+
 def test_ops_subscriptions_and_status_show_them(
     bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    import json
-
     from click.testing import CliRunner
 
     from ops.cli import cli
