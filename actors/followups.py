@@ -34,7 +34,7 @@ from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig, FollowupConfig, brl
 from db.database import transaction, utcnow
-from db.models import Charge, Followup, Lead
+from db.models import Charge, DownsellMark, Followup, Lead
 from gateways.channel import Channel, ChannelGaveUp, Choice
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,16 @@ def _schedule(bot: BotConfig, lead_id: int, item: FollowupConfig, key: str, now:
 def schedule_downsells(bot: BotConfig, lead_id: int, when: str, now: dt.datetime) -> int:
     """The bot's downsells for `when` (not_bought: at a /start; unpaid: at a charge), each once per
     lead: a later /start or charge finds the row there and changes nothing."""
-    return sum(
-        _schedule(bot, lead_id, item, f"down:{lead_id}:{item.position}", now)
-        for item in bot.downsells
-        if item.when == when
-    )
+    scheduled = 0
+    for item in bot.downsells:
+        if item.when != when:
+            continue
+        # The permanent mark first: a lead whose row was pruned long ago is still not sent it again.
+        mark = {"lead_id": lead_id, "position": item.position, "created_at": now}
+        if hot.insert(DownsellMark, mark, ignore_conflicts=True) is None:
+            continue
+        scheduled += _schedule(bot, lead_id, item, f"down:{lead_id}:{item.position}", now)
+    return scheduled
 
 
 def schedule_upsells(bot: BotConfig, charge_id: int, lead_id: int, offer_ids: tuple[int, ...], now: dt.datetime) -> int:

@@ -370,6 +370,20 @@ class Followup(BaseModel):
         )
 
 
+class DownsellMark(BaseModel):
+    """That a lead was once scheduled a downsell (by its position in the bot's list): kept for good,
+    so "each downsell at most once per lead" outlives the follow-up rows pruned after 90 days."""
+
+    id = AutoField()
+    lead_id = IntegerField()
+    position = IntegerField()
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "downsell_mark"
+        indexes = ((("lead_id", "position"), True),)
+
+
 class Subscription(BaseModel):
     """A lead's access to a chat (a VIP channel) until `ends_at`: one per (lead, chat), started or
     extended by the transaction that wins a subscription offer's charge → paid. Its reminders and
@@ -463,5 +477,5 @@ class ConfigState(BaseModel):
 
 
 MODELS = [Gateway, Bot, Offer, Lead, Click, ProcessedUpdate, OutboundMessage, Charge, Delivery,
-          PaymentNotification, PixelEvent, BumpAnswer, Followup, Subscription, Broadcast, BroadcastRecipient, Pool,
-          ConfigState]  # fmt: skip
+          PaymentNotification, PixelEvent, BumpAnswer, Followup, DownsellMark, Subscription, Broadcast,
+          BroadcastRecipient, Pool, ConfigState]  # fmt: skip

@@ -234,6 +234,22 @@ def test_a_not_bought_downsell_is_scheduled_once_at_start_and_cancelled_by_a_pre
     assert Followup.get_by_id(row.id).error == "bought"
 
 
+def test_each_downsell_stays_once_per_lead_after_its_row_is_pruned(
+    bot: BotConfig, channels: Channels, throttle: Throttle
+) -> None:
+    from actors import maintenance
+
+    lead = start(bot, 1)
+    due_now()
+    followups.dispatch()
+    assert followups.send(Followup.get().id, channels, throttle) == "sent"
+    Followup.update(created_at=utcnow() - dt.timedelta(days=91)).execute()
+    assert maintenance.prune_followups(utcnow() - dt.timedelta(days=90)) == 1  # the row is gone
+    assert followups.schedule_downsells(bot, lead.lead_id, "not_bought", utcnow()) == 0
+    start(bot, 2)  # a /start months later
+    assert Followup.select().count() == 0  # not scheduled again
+
+
 def test_an_unpaid_downsell_goes_out_with_a_button_at_its_discount_and_opens_that_charge(
     bot: BotConfig, sandbox: SandboxGateway, channels: Channels, fake_telegram: FakeTelegramTransport,
     throttle: Throttle,
