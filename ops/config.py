@@ -13,6 +13,10 @@ from typing import Any
 from db.catalog import DEFAULT_TEXTS
 from db.database import transaction, utcnow
 from db.models import Bot, ConfigState, Gateway, Offer, Pool
+from gateways.whatsapp_cloud import BUTTON_TITLE as CLOUD_BUTTON_TITLE
+from gateways.whatsapp_cloud import MAX_BUTTONS as CLOUD_MAX_BUTTONS
+from gateways.whatsapp_cloud import MAX_ROWS as CLOUD_MAX_ROWS
+from gateways.whatsapp_cloud import ROW_TITLE as CLOUD_ROW_TITLE
 
 SLUG = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 BOT_TOKEN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{1,128}$")
@@ -448,6 +452,24 @@ def _whatsapp(table: dict[str, Any], where: str, channel: str) -> dict[str, Any]
     return values
 
 
+def _distinct_titles(offers: list[OfferSpec], where: str) -> None:
+    """The Cloud API shows the welcome's offers as reply buttons (≤ 3) or list rows (4–10) whose
+    titles are the labels cut short: two that cut to the same title would be one choice to the
+    buyer (and Meta refuses the message). Refused here, naming both offers."""
+    shown = [(i, o) for i, o in enumerate(offers) if not o.hidden]
+    if not 0 < len(shown) <= CLOUD_MAX_ROWS:
+        return  # none, or a numbered list: the full labels
+    size = CLOUD_BUTTON_TITLE if len(shown) <= CLOUD_MAX_BUTTONS else CLOUD_ROW_TITLE
+    first: dict[str, OfferSpec] = {}
+    for i, offer in shown:
+        title = offer.label[:size]
+        if title in first:
+            raise ConfigError(f"{where}.offers[{i}].label", f"offers {first[title].slug!r} and {offer.slug!r} both show "
+                              f"as {title!r} on WhatsApp (labels cut to {size} characters): make them differ "
+                              "sooner")  # fmt: skip
+        first[title] = offer
+
+
 def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
     _no_unknown(table, BOT_KEYS, where)
     channel = table.get("channel", "telegram")
@@ -500,6 +522,8 @@ def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
             if offer.delivery_chat_id is not None:  # the VIP chat and its invite links are Telegram's
                 raise ConfigError(f"{where}.offers[{i}].delivery_chat_id",
                                   "is for Telegram bots: a WhatsApp bot delivers a delivery_link")  # fmt: skip
+    if channel == "whatsapp_cloud":
+        _distinct_titles(offers, where)
     telegram = whatsapp is None
     return BotSpec(
         id=_req(table, "id", where, pattern=SLUG, what="1–64 characters of A-Za-z0-9_-"),

@@ -339,6 +339,26 @@ def test_a_number_not_on_whatsapp_is_unreachable_and_never_in_an_error_text(
 # --- the Cloud API ------------------------------------------------------------------------------------
 
 
+def test_cloud_offers_whose_titles_cut_to_the_same_are_refused_naming_both() -> None:
+    from ops import config
+
+    data = whatsapp_config()
+    cloud = next(b for b in data["bots"] if b["id"] == "cloud")
+    cloud["offers"][0]["label"] = "Pack de fotos exclusivo – mensal"
+    cloud["offers"][1]["label"] = "Pack de fotos exclusivo – anual"  # the same first 20 characters
+    with pytest.raises(config.ConfigError) as exc:
+        config.parse(data, set())
+    assert exc.value.key == "bots[2].offers[1].label" and "'vip'" in str(exc.value) and "'pack'" in str(exc.value)
+    cloud["offers"][1]["hidden"] = True  # not shown as a button: no collision
+    config.parse(data, set())
+    zap = next(b for b in data["bots"] if b["id"] == "zap")
+    zap["offers"] = cloud["offers"]  # Evolution: a numbered list with the whole labels
+    cloud["offers"][1]["hidden"] = False
+    with pytest.raises(config.ConfigError) as again:
+        config.parse(data, set())
+    assert again.value.key == "bots[2].offers[1].label"  # still the Cloud bot's, not Evolution's
+
+
 def cloud_message(bot: BotConfig, body: dict[str, Any]) -> Inbound:
     value = {"metadata": {"phone_number_id": "1234"}, "contacts": [{"wa_id": str(NUMBER), "profile": {"name": "Ana"}}],
              "messages": [{"from": str(NUMBER), "timestamp": "1", **body}]}  # fmt: skip
