@@ -464,9 +464,9 @@ def _distinct_titles(offers: list[OfferSpec], where: str) -> None:
     for i, offer in shown:
         title = offer.label[:size]
         if title in first:
-            raise ConfigError(f"{where}.offers[{i}].label", f"offers {first[title].slug!r} and {offer.slug!r} both show "
-                              f"as {title!r} on WhatsApp (labels cut to {size} characters): make them differ "
-                              "sooner")  # fmt: skip
+            both = f"offers {first[title].slug!r} and {offer.slug!r}"
+            raise ConfigError(f"{where}.offers[{i}].label", f"{both} both show as {title!r} on WhatsApp (labels cut "
+                              f"to {size} characters): make them differ sooner")  # fmt: skip
         first[title] = offer
 
 
