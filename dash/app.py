@@ -5,8 +5,10 @@ the workers' heartbeats; HTTP basic auth (DASH_USER / DASH_PASSWORD). Its number
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import hashlib
 import hmac
 import time
 from html import escape
@@ -21,12 +23,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import settings
+from clicks import client_ip
 from dash.charts import bars
 from db.catalog import load_bots
 from db.database import init_db
 from ops import report
 
-LOCAL = ("127.0.0.1", "localhost", "::1")
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
 table { border-collapse: collapse; margin: .5rem 0 1.5rem; }
@@ -38,37 +40,91 @@ section { margin-bottom: 2rem; } .muted { color: #777; }
 
 
 def refuse_reason(host: str, password: str | None) -> str | None:
-    """Why the dashboard must not start: no password while reachable beyond this machine."""
-    if password is None and host not in LOCAL:
-        return f"DASH_PASSWORD is required when DASH_HOST ({host}) is not 127.0.0.1"
+    """Why the dashboard must not start: no password, on any address (a proxy in front of
+    127.0.0.1 makes it as public as 0.0.0.0 would)."""
+    if password is None:
+        return f"DASH_PASSWORD is required (the dashboard shows every seller's revenue; DASH_HOST is {host})"
     return None
 
 
-class BasicAuth:
-    """Every request needs `Authorization: Basic` with DASH_USER / DASH_PASSWORD (compared in
-    constant time) when a password is set; /health excepted."""
+# Failed logins per client address, within FAIL_WINDOW_SECONDS of the first: answered a second later
+# for each one past SLOW_AFTER, and from the REFUSE_AT-th on every request from the address is
+# refused (429), the right password included (else refusing would not stop the guessing).
+FAIL_WINDOW_SECONDS = 15 * 60
+SLOW_AFTER = 3
+REFUSE_AT = 6
 
-    def __init__(self, app: ASGIApp, user: str, password: str | None) -> None:
+
+class BasicAuth:
+    """Every request but /health needs `Authorization: Basic` with DASH_USER / DASH_PASSWORD,
+    compared as SHA-256 digests (equal lengths: the time taken says nothing about the secret's).
+    Failed logins are counted per client address in Redis: slowed, then refused for a while."""
+
+    def __init__(self, app: ASGIApp, user: str, password: str | None, failures: redis.Redis | None = None) -> None:
         self.app, self.user, self.password = app, user, password
+        self.want = hashlib.sha256(f"{user}:{password}".encode()).digest() if password is not None else None
+        self._failures = failures
+
+    @property
+    def failures(self) -> redis.Redis:
+        if self._failures is None:
+            self._failures = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=1)
+        return self._failures
 
     def _allowed(self, scope: Scope) -> bool:
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
         scheme, _, encoded = header.partition(b" ")
-        if scheme.lower() != b"basic":
+        if self.want is None or scheme.lower() != b"basic":
             return False
         try:
             given = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             return False
-        want = f"{self.user}:{self.password}".encode()
-        return hmac.compare_digest(given, want)
+        return hmac.compare_digest(hashlib.sha256(given).digest(), self.want)
+
+    def _address(self, scope: Scope) -> str:
+        headers = dict(scope.get("headers") or [])
+        forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1") or None
+        peer = (scope.get("client") or ("", 0))[0] or None
+        return client_ip(peer, forwarded) or "unknown"
+
+    def _key(self, scope: Scope) -> str:
+        return f"grimbots:dash:fail:{self._address(scope)}"
+
+    def _locked(self, scope: Scope) -> bool:
+        try:
+            return int(self.failures.get(self._key(scope)) or 0) >= REFUSE_AT
+        except redis.RedisError:
+            return False  # the count is unknown: failures are still slowed (below)
+
+    async def _fail(self, scope: Scope) -> None:
+        """Count a failed login of the address, and answer it late when it has failed often."""
+        try:
+            pipe = self.failures.pipeline()
+            pipe.set(self._key(scope), 0, nx=True, ex=FAIL_WINDOW_SECONDS)  # the window starts at the first
+            pipe.incr(self._key(scope))
+            count = int(pipe.execute()[1])
+        except redis.RedisError:
+            count = SLOW_AFTER + 1
+        if count > SLOW_AFTER:
+            await asyncio.sleep(float(min(count - SLOW_AFTER, REFUSE_AT)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.password is None or scope["path"] == "/health" or self._allowed(scope):
+        if scope["type"] != "http" or scope["path"] == "/health":
             await self.app(scope, receive, send)
             return
-        challenge = {"WWW-Authenticate": 'Basic realm="GrimBots", charset="UTF-8"'}
-        response = PlainTextResponse("login required", status_code=401, headers=challenge)
+        response: Response
+        if self._locked(scope):
+            response = PlainTextResponse("too many failed logins from this address: try again later", status_code=429,
+                                         headers={"Retry-After": str(FAIL_WINDOW_SECONDS)})  # fmt: skip
+        elif self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        else:
+            if b"authorization" in dict(scope.get("headers") or []):
+                await self._fail(scope)
+            challenge = {"WWW-Authenticate": 'Basic realm="GrimBots", charset="UTF-8"'}
+            response = PlainTextResponse("login required", status_code=401, headers=challenge)
         await response(scope, receive, send)
 
 
