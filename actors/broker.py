@@ -27,6 +27,7 @@ from dramatiq.middleware import (
 
 import settings
 import telemetry
+from actors.liveness import Liveness
 from actors.metrics import Heartbeat, SharedCounters, WorkerMetrics
 from actors.middleware import Correlation, DbConnection
 from db.database import init_db
@@ -199,6 +200,7 @@ def make_broker(url: str | None = None) -> tuple[Broker, SharedCounters]:
             DbConnection(),
             Correlation(),
             Heartbeat(client),
+            Liveness(client),
         ],
     )
     for queue in QUEUES:

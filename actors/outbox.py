@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,7 +30,8 @@ from typing import Any, Literal, NoReturn
 import dramatiq
 
 import settings
-from actors.broker import counters
+from actors import liveness
+from actors.broker import broker, counters
 from actors.throttle import Throttle, Ticket
 from db import hot
 from db.database import utcnow
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # A send left in `sending` longer than this by a worker that is gone counts as unknown.
 STALE_CLAIM_SECONDS = settings.OUTBOX_STALE_CLAIM_SECONDS
+# A claim whose holder is named is looked at again this often (its holder may die meanwhile).
+HOLDER_RECHECK_SECONDS = 4
 # Flood waits up to this long are slept through; longer ones go back to the queue with a delay.
 MAX_INLINE_FLOOD_WAIT = 3.0
 _UNKNOWN = object()
@@ -118,15 +122,42 @@ def _existing(key: str) -> OutboundMessage | None:
     return OutboundMessage.get_or_none(OutboundMessage.key == key)
 
 
+def new_claim() -> str:
+    """A claim's token, naming its holder when this process runs the liveness heartbeat."""
+    return f"{liveness.me() or ''}|{uuid.uuid4().hex[:16]}"
+
+
+def holder_of(claim: str | None) -> str | None:
+    holder = (claim or "").partition("|")[0]
+    return holder or None
+
+
 def _insert_claimed(bot_id: str, chat_id: int, send: Send) -> bool:
     """The first attempt creates the row already claimed: one commit instead of two."""
-    return hot.claim_new_send(send.key, bot_id, chat_id, send.method, utcnow())
+    return hot.claim_new_send(send.key, bot_id, chat_id, send.method, utcnow(), new_claim())
 
 
 def _claim(key: str, states: Sequence[str]) -> bool:
     won = (
-        OutboundMessage.update(state="sending", attempts=OutboundMessage.attempts + 1, claimed_at=utcnow())
+        OutboundMessage.update(
+            state="sending", attempts=OutboundMessage.attempts + 1, claimed_at=utcnow(), claim=new_claim()
+        )
         .where((OutboundMessage.key == key) & OutboundMessage.state.in_(list(states)))
+        .execute()
+    )
+    return bool(won)
+
+
+def _take_over(row: OutboundMessage) -> bool:
+    """Take a stale claim over in one compare-and-set on the claim as it was seen: of any number of
+    workers that found it stale at once (a redelivered message, the owed re-drive), one wins."""
+    seen = OutboundMessage.claim.is_null() if row.claim is None else (OutboundMessage.claim == row.claim)
+    if row.claim is None:  # a row from before claims had tokens: its claim time is the token
+        seen &= OutboundMessage.claimed_at.is_null() if row.claimed_at is None else (
+            OutboundMessage.claimed_at == row.claimed_at)  # fmt: skip
+    won = (
+        OutboundMessage.update(attempts=OutboundMessage.attempts + 1, claimed_at=utcnow(), claim=new_claim())
+        .where((OutboundMessage.key == row.key) & (OutboundMessage.state == "sending") & seen)
         .execute()
     )
     return bool(won)
@@ -169,15 +200,21 @@ def _retry_later(channel: Channel, send: Send, exc: ChannelTransient) -> NoRetur
 
 
 def _resolve_stale(row: OutboundMessage, send: Send) -> bool:
-    """A claim left behind by a dead worker: decide per the send's policy. True = send now."""
+    """A claim another worker holds, or left behind dying: decide per the send's policy. True = send now.
+
+    Stale when its holder's heartbeat is gone (a dead process: at once), or, for a claim that names
+    no holder or whose holder lives, when it is older than STALE_CLAIM_SECONDS."""
     age = (utcnow() - row.claimed_at).total_seconds() if row.claimed_at is not None else STALE_CLAIM_SECONDS
-    if age < STALE_CLAIM_SECONDS:
+    holder = holder_of(row.claim)
+    dead = holder is not None and holder != liveness.me() and not liveness.alive(broker.client, holder)
+    if age < STALE_CLAIM_SECONDS and not dead:
         # Another worker may still be on it, or may have died on it: come back when the claim is
-        # stale and decide then. Skipping it now would leave it `sending` for ever.
-        raise dramatiq.Retry(f"{send.method}: claimed by another worker", delay=int((STALE_CLAIM_SECONDS - age) * 1000)
-                             + 1000)  # fmt: skip
+        # stale (or, when it names its holder, soon: to see whether the holder died) and decide
+        # then. Skipping it now would leave it `sending` for ever.
+        wait = STALE_CLAIM_SECONDS - age if holder is None else min(STALE_CLAIM_SECONDS - age, HOLDER_RECHECK_SECONDS)
+        raise dramatiq.Retry(f"{send.method}: claimed by another worker", delay=int(wait * 1000) + 1000)
     if send.if_unknown == "resend":
-        return _claim(send.key, ["sending"])
+        return _take_over(row)
     _finish(send.key, "unknown", error="worker stopped while the request was in flight")
     return False
 

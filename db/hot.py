@@ -49,8 +49,9 @@ RETURNING "id", "chat_id", "reachable"
 REACHABILITY = ', "reachable" = EXCLUDED."reachable", "unreachable_since" = EXCLUDED."unreachable_since"'
 
 CLAIM_NEW_SEND = """
-INSERT INTO "outbound_message" ("key", "bot_id", "chat_id", "method", "state", "attempts", "created_at", "claimed_at")
-VALUES ({p}, {p}, {p}, {p}, 'sending', 1, {p}, {p})
+INSERT INTO "outbound_message" ("key", "bot_id", "chat_id", "method", "state", "attempts", "created_at", "claimed_at",
+                                "claim")
+VALUES ({p}, {p}, {p}, {p}, 'sending', 1, {p}, {p}, {p})
 ON CONFLICT ("key") DO NOTHING
 """
 
@@ -133,9 +134,9 @@ def upsert_lead(
     return int(lead_id), int(chat), bool(is_reachable)
 
 
-def claim_new_send(key: str, bot_id: str, chat_id: int, method: str, now: dt.datetime) -> bool:
-    """Create a send's row already claimed by this worker; False when the row exists."""
-    cursor = db.execute_sql(_sql(CLAIM_NEW_SEND, db.param), (key, bot_id, chat_id, method, now, now))
+def claim_new_send(key: str, bot_id: str, chat_id: int, method: str, now: dt.datetime, claim: str) -> bool:
+    """Create a send's row already claimed by this worker (`claim`: its token); False when the row exists."""
+    cursor = db.execute_sql(_sql(CLAIM_NEW_SEND, db.param), (key, bot_id, chat_id, method, now, now, claim))
     return bool(cursor.rowcount)
 
 

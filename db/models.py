@@ -231,6 +231,9 @@ class OutboundMessage(BaseModel):
     error = TextField(null=True)
     created_at = DateTimeField(default=utcnow)
     claimed_at = DateTimeField(null=True)
+    # "{holder}|{token}": who claimed it (a worker's liveness name, or empty) and a token of that
+    # claim, so a takeover is one compare-and-set on it (actors/outbox.py, actors/liveness.py).
+    claim = CharField(max_length=100, null=True)
     finished_at = DateTimeField(null=True)
 
     class Meta:

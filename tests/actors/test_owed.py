@@ -10,7 +10,7 @@ import pytest
 import redis
 from dramatiq import Message
 
-from actors import funnel, owed, updates
+from actors import funnel, liveness, outbox, owed, updates
 from actors.broker import broker
 from actors.channels import Channels
 from actors.outbox import STALE_CLAIM_SECONDS, Send, deliver
@@ -120,3 +120,37 @@ def test_a_young_claim_comes_back_later_instead_of_being_skipped(
     OutboundMessage.update(claimed_at=utcnow() - dt.timedelta(seconds=STALE_CLAIM_SECONDS + 1)).execute()
     assert deliver(TelegramChannel(channels.telegram, "b", "1:T"), throttle, 1, [send]).sent == [send.key]
     assert OutboundMessage.get().state == "sent" and len(fake_telegram.calls) == 1
+
+
+def test_two_takers_of_one_stale_claim_send_it_once(
+    channels: Channels, throttle: Throttle, fake_telegram: FakeTelegramTransport
+) -> None:
+    """The redelivered update and the owed re-drive both find the same stale claim: one
+    compare-and-set on the claim as they saw it lets exactly one of them send."""
+    send = Send("welcome:x:2:text:0", "sendMessage", {"chat_id": 1, "text": "oi"}, if_unknown="resend")
+    OutboundMessage.create(key=send.key, bot_id="b", chat_id=1, method="sendMessage", state="sending", attempts=1,
+                           claimed_at=utcnow() - dt.timedelta(seconds=STALE_CLAIM_SECONDS + 5),
+                           claim="|dead-worker-token")  # fmt: skip
+    first, second = outbox._existing(send.key), outbox._existing(send.key)  # both read it stale
+    assert first is not None and second is not None
+    assert [outbox._resolve_stale(first, send), outbox._resolve_stale(second, send)] == [True, False]
+    row = OutboundMessage.get()
+    assert row.attempts == 2 and row.claim != "|dead-worker-token"
+
+
+def test_a_claim_whose_holder_died_is_taken_over_at_once_and_a_live_ones_waits(
+    channels: Channels, throttle: Throttle, fake_telegram: FakeTelegramTransport, redis_client: redis.Redis
+) -> None:
+    channel = TelegramChannel(channels.telegram, "b", "1:T")
+    live = Send("welcome:x:3:text:0", "sendMessage", {"chat_id": 1, "text": "oi"}, if_unknown="resend")
+    dead = Send("welcome:x:4:text:0", "sendMessage", {"chat_id": 1, "text": "oi"}, if_unknown="resend")
+    redis_client.set(f"{liveness.PREFIX}:host-a:41:beef", 1, ex=liveness.TTL_SECONDS)  # host A's worker beats
+    for send, holder in ((live, "host-a:41:beef"), (dead, "host-b:42:dead")):  # host B's was SIGKILLed
+        OutboundMessage.create(key=send.key, bot_id="b", chat_id=1, method="sendMessage", state="sending",
+                               attempts=1, claimed_at=utcnow() - dt.timedelta(seconds=2),
+                               claim=f"{holder}|t")  # fmt: skip
+    with pytest.raises(dramatiq.Retry) as retry:
+        deliver(channel, throttle, 1, [live])
+    assert (retry.value.delay or 0) <= (outbox.HOLDER_RECHECK_SECONDS + 1) * 1000  # looked at again soon
+    assert deliver(channel, throttle, 1, [dead]).sent == [dead.key]  # 2 s old, not 120: its holder is gone
+    assert len(fake_telegram.calls) == 1

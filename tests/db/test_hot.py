@@ -31,8 +31,8 @@ def test_upsert_lead_keeps_first_seen_and_payload(demo_bot: BotConfig) -> None:
 
 def test_claim_and_finish_send() -> None:
     now = utcnow()
-    assert hot.claim_new_send("k", "demo", 1, "sendMessage", now) is True
-    assert hot.claim_new_send("k", "demo", 1, "sendMessage", now) is False
+    assert hot.claim_new_send("k", "demo", 1, "sendMessage", now, "|t1") is True
+    assert hot.claim_new_send("k", "demo", 1, "sendMessage", now, "|t1") is False
     row = OutboundMessage.get(OutboundMessage.key == "k")
     assert (row.state, row.attempts, row.claimed_at, row.created_at) == ("sending", 1, now, now)
     hot.finish_send("k", "sent", 77, None, now)
