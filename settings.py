@@ -78,7 +78,7 @@ SENTRY_ENVIRONMENT = _env("SENTRY_ENVIRONMENT", "production")
 LOG_FORMAT = _env("LOG_FORMAT", "text")  # text (key=value) | json
 LOG_LEVEL = _env("LOG_LEVEL", "INFO")
 # How long without a heartbeat before a worker's unacked messages go back to their queue.
-WORKER_HEARTBEAT_TIMEOUT_MS = _env_int("WORKER_HEARTBEAT_TIMEOUT_MS", 20_000)
+WORKER_HEARTBEAT_TIMEOUT_MS = _env_int("WORKER_HEARTBEAT_TIMEOUT_MS", 10_000)
 # Chance (per million broker commands) that a command also runs queue maintenance.
 BROKER_MAINTENANCE_CHANCE = _env_int("BROKER_MAINTENANCE_CHANCE", 10_000)
 # How often running processes look for configuration applied by `ops apply`.
