@@ -149,9 +149,9 @@ def build_event(
     custom_data: dict[str, Any] | None = None,
     whatsapp: WhatsAppConfig | None = None,
 ) -> dict[str, Any]:
-    """One event as Meta takes it. A lead a Click-to-WhatsApp ad brought is a `business_messaging`
-    event on `whatsapp` with its ctwa_clid and the bot's WhatsApp business account (Conversions API
-    for WhatsApp). Otherwise, with a click (a browser was there) it is a `website` event with the
+    """One event as Meta takes it. A lead a Click-to-WhatsApp ad brought to a bot with a WhatsApp
+    business account (`waba_id`) is a `business_messaging` event on `whatsapp` with its ctwa_clid
+    (Conversions API for WhatsApp). Otherwise, with a click (a browser was there) it is a `website` event with the
     click's URL, IP and user agent, which Meta requires of website events; without one it happened
     in the chat. A WhatsApp buyer's number is sent hashed (`ph`)."""
     phone = str(buyer.telegram_user_id) if whatsapp is not None and buyer.telegram_user_id is not None else None
@@ -170,12 +170,13 @@ def build_event(
         "action_source": "website" if buyer.user_agent else "chat",
         "user_data": user,
     }
-    if whatsapp is not None and buyer.ctwa_clid:
+    if whatsapp is not None and buyer.ctwa_clid and whatsapp.waba_id:
+        # Meta takes business_messaging events only with the WhatsApp business account (a Cloud bot's
+        # waba_id); an Evolution number has none: its events go as chat events.
         event["action_source"] = "business_messaging"
         event["messaging_channel"] = "whatsapp"
         user["ctwa_clid"] = buyer.ctwa_clid
-        if whatsapp.waba_id:
-            user["whatsapp_business_account_id"] = whatsapp.waba_id
+        user["whatsapp_business_account_id"] = whatsapp.waba_id
         for browser_only in ("client_ip_address", "client_user_agent"):
             user.pop(browser_only, None)
     elif buyer.user_agent and buyer.source_url:
@@ -428,11 +429,18 @@ def backoff(attempts: int) -> dt.timedelta:
 
 def _send_group(gateway: Destination, target: str, credentials: dict[str, str | None], group: list[PixelEvent],
                 now: dt.datetime) -> str:  # fmt: skip
-    """One request for the group: its events end sent, failed, or pending again with backoff."""
+    """One request for the group: its events end sent, failed, or pending again with backoff. A
+    batch refused for its content (one invalid event rejects them all) is split in halves and each
+    sent again, so the bad event fails alone: `mixed` when the halves ended differently."""
     name = gateway.name
     try:
         sent = gateway.send(target, credentials, [e.payload for e in group])
     except DestinationPermanent as exc:
+        if exc.content and len(group) > 1:
+            log.info("pixel batch refused, split destination=%s target=%s count=%d", name, target, len(group))
+            half = len(group) // 2
+            outcomes = {_send_group(gateway, target, credentials, part, now) for part in (group[:half], group[half:])}
+            return outcomes.pop() if len(outcomes) == 1 else "mixed"
         _finish(group, state="failed", error=str(exc)[:1000])
         log.warning("pixel events refused destination=%s target=%s count=%d error=%s", name, target, len(group),
                     exc.summary)  # fmt: skip
@@ -468,7 +476,13 @@ def send_claimed(events: list[PixelEvent], gateway: Destination, now: dt.datetim
         credentials = dict(creds)
         if not gateway.ordered:
             outcome = _send_group(gateway, target_id, credentials, group, now)
-            outcomes[outcome] = outcomes.get(outcome, 0) + len(group)
+            if outcome == "mixed":  # split: count each event by where it ended
+                ended = PixelEvent.select(PixelEvent.state).where(PixelEvent.id.in_([e.id for e in group]))
+                for row in ended:
+                    state = {"pending": "retried"}.get(row.state, row.state)
+                    outcomes[state] = outcomes.get(state, 0) + 1
+            else:
+                outcomes[outcome] = outcomes.get(outcome, 0) + len(group)
             continue
         down = False  # a transient failure: the rest waits for the same backoff (one flush, no more requests)
         for event in group:

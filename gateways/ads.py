@@ -29,7 +29,12 @@ class DestinationTransient(DestinationError):
 
 
 class DestinationPermanent(DestinationError):
-    pass
+    """`content`: the destination refused what the request carried (one invalid event rejects a
+    whole batch), not the credentials: a smaller batch may pass."""
+
+    def __init__(self, message: str, summary: str | None = None, *, content: bool = False) -> None:
+        super().__init__(message, summary)
+        self.content = content
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,12 @@ class MetaGateway:
         if status == 429 or status >= 500:
             raise MetaTransient(f"meta: HTTP {status}{_describe(answer)}", f"meta: HTTP {status}{_codes(answer)}")
         if status >= 400:
-            raise MetaPermanent(f"meta: HTTP {status}{_describe(answer)}", f"meta: HTTP {status}{_codes(answer)}")
+            # 400 with code 100 ("Invalid parameter", Meta types it OAuthException too) is about what
+            # the batch carried; 190 (the token), 10 and 200–299 (permissions) are about who sent it.
+            error = answer.get("error") if isinstance(answer, dict) else None
+            code = error.get("code") if isinstance(error, dict) else None
+            raise MetaPermanent(f"meta: HTTP {status}{_describe(answer)}", f"meta: HTTP {status}{_codes(answer)}",
+                                content=status == 400 and code in (100, None))  # fmt: skip
         if not isinstance(answer, dict) or not isinstance(answer.get("events_received"), int):
             raise MetaTransient(f"meta: HTTP {status} without events_received")
         trace = answer.get("fbtrace_id")

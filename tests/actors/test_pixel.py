@@ -244,14 +244,33 @@ def test_a_400_marks_the_batch_failed_with_metas_message_and_never_retries(
     bot: BotConfig, meta: MetaGateway, graph: FakeGraph
 ) -> None:
     add_events(3)
-    graph.replies.append(httpx.Response(400, json={"error": {"type": "OAuthException", "code": 100,
-                                                             "message": "Invalid parameter"}}))  # fmt: skip
-    assert pixel.send_pending(PIXEL, meta) == {"failed": 3}
+    graph.replies.append(httpx.Response(400, json={"error": {"type": "OAuthException", "code": 190,
+                                                             "message": "Invalid OAuth access token"}}))  # fmt: skip
+    assert pixel.send_pending(PIXEL, meta) == {"failed": 3}  # the token: no smaller batch would pass
     events = list(PixelEvent.select())
     assert {e.state for e in events} == {"failed"}
-    assert events[0].error == "meta: HTTP 400: OAuthException 100: Invalid parameter"
+    assert events[0].error == "meta: HTTP 400: OAuthException 190: Invalid OAuth access token"
     assert pixel.sweep(utcnow() + dt.timedelta(hours=1))["scheduled"] == 0
     assert pixel.send_pending(PIXEL, meta) == {} and len(graph.requests) == 1
+
+
+def test_a_batch_refused_for_one_bad_event_is_split_so_the_bad_one_fails_alone(
+    bot: BotConfig, graph: FakeGraph
+) -> None:
+    def refuse_the_bad_one(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        graph.requests.append(body)
+        if any(e["event_id"] == "test.5" for e in body["data"]):
+            return httpx.Response(400, json={"error": {"type": "OAuthException", "code": 100,
+                                                       "message": "Invalid parameter"}})  # fmt: skip
+        return httpx.Response(200, json={"events_received": len(body["data"]), "fbtrace_id": "t"})
+
+    add_events(8)
+    meta = MetaGateway(httpx.Client(transport=httpx.MockTransport(refuse_the_bad_one)), "https://graph.test", "v21.0")
+    assert pixel.send_pending(PIXEL, meta) == {"sent": 7, "failed": 1}
+    states = {e.event_id: e.state for e in PixelEvent.select()}
+    assert states.pop("test.5") == "failed" and set(states.values()) == {"sent"}
+    assert [len(r["data"]) for r in graph.requests] == [8, 4, 4, 2, 1, 1, 2]  # halves down to the bad one
 
 
 def test_a_500_retries_with_backoff_until_meta_takes_the_events(

@@ -359,6 +359,17 @@ def test_cloud_offers_whose_titles_cut_to_the_same_are_refused_naming_both() -> 
     assert again.value.key == "bots[2].offers[1].label"  # still the Cloud bot's, not Evolution's
 
 
+def test_an_evolution_click_to_whatsapp_lead_has_chat_events_meta_accepts(
+    bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
+) -> None:
+    """Meta refuses business_messaging events without the WhatsApp business account, which an
+    Evolution number does not have: they go as chat events."""
+    route(bots["zap"], message("oi", "CTWA-EVO", ctwa="CTWA-2"), wa_channels, throttle)
+    [view] = [e for e in PixelEvent.select() if e.event_name == "ViewContent"]
+    assert view.payload["action_source"] == "chat" and "messaging_channel" not in view.payload
+    assert "ctwa_clid" not in view.payload["user_data"]
+
+
 def cloud_message(bot: BotConfig, body: dict[str, Any]) -> Inbound:
     value = {"metadata": {"phone_number_id": "1234"}, "contacts": [{"wa_id": str(NUMBER), "profile": {"name": "Ana"}}],
              "messages": [{"from": str(NUMBER), "timestamp": "1", **body}]}  # fmt: skip
