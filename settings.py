@@ -106,6 +106,9 @@ TELEGRAM_TIMEOUT_SECONDS = float(_env("TELEGRAM_TIMEOUT_SECONDS", "10"))
 # its calls wait that long, so keep it short.
 EVOLUTION_TYPING_MS = _env_int("EVOLUTION_TYPING_MS", 800)
 WHATSAPP_TIMEOUT_SECONDS = float(_env("WHATSAPP_TIMEOUT_SECONDS", "15"))
+# A WhatsApp lead's last numbered menu is answerable this long (seconds); a message that picks
+# nothing from an older one (or from none) gets the welcome again, not the "pick a number" hint.
+WHATSAPP_MENU_TTL = _env_int("WHATSAPP_MENU_TTL", 24 * 3600)
 # Payment gateways: request timeout; when a quiet pending charge is first asked about (then with
 # backoff up to PAYMENT_CHECK_MAX_SECONDS); how often the clock looks for such charges.
 PAYMENT_TIMEOUT_SECONDS = float(_env("PAYMENT_TIMEOUT_SECONDS", "10"))

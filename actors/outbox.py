@@ -271,7 +271,9 @@ def deliver(
             continue
         outcome.sent.append(send.key)
         if send.menu is not None:  # what "1", "2"... mean from now on
-            Lead.update(menu=list(send.menu)).where((Lead.bot == bot_id) & (Lead.chat_id == chat_id)).execute()
+            Lead.update(menu=list(send.menu), menu_at=utcnow()).where(
+                (Lead.bot == bot_id) & (Lead.chat_id == chat_id)
+            ).execute()
         if send.on_sent is not None:
             send.on_sent(result)
     return outcome

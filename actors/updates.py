@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import dramatiq
@@ -59,6 +60,7 @@ class Routed:
     event: Inbound | None = None
     data: str | None = None  # the choice picked (a button, or a number answering a numbered list)
     hint: bool = False  # a message that picks nothing from a lead shown choices: tell them how to pick
+    rewelcome: bool = False  # a message that picks nothing from a lead whose menu is gone or stale: the offers again
 
     @property
     def lead_id(self) -> int | None:
@@ -170,14 +172,16 @@ def route_event(bot: BotConfig, event: Inbound, cache: redis.Redis | None = None
             if entry and (click is not None or known is None):
                 kind = "start"
                 event = replace(event, kind="start")
-            data = picked(event, known.menu if known is not None else None)
+            menu = current_menu(known, now)
+            data = picked(event, menu)
             lead = _record(bot, event, data)
         else:
             if first_message_starts and kind == "message" and hot.update_kind(bot.id, event.update_id) == "start":
                 kind = "start"
                 event = replace(event, kind="start")
             lead, row = _known_lead(bot, event)
-            data = picked(event, row.menu if row is not None else None)
+            menu = current_menu(row, now)
+            data = picked(event, menu)
         if kind == "message" and data is not None:
             kind = "callback"
         owes = owed_by(kind, data, lead) if lead is not None else join_owed(kind, event)
@@ -193,8 +197,19 @@ def route_event(bot: BotConfig, event: Inbound, cache: redis.Redis | None = None
         log.info("update routed bot=%s update=%s kind=%s", bot.id, event.update_id, kind)
     else:
         log.info("update repeated bot=%s update=%s kind=%s", bot.id, event.update_id, kind)
-    hint = kind == "message" and first_message_starts and data is None
-    return Routed(kind, event.update_id, lead, repeated=not new, event=event, data=data, hint=hint)
+    unpicked = kind == "message" and first_message_starts and data is None
+    return Routed(kind, event.update_id, lead, repeated=not new, event=event, data=data,
+                  hint=unpicked and menu is not None, rewelcome=unpicked and menu is None)  # fmt: skip
+
+
+def current_menu(lead: Lead | None, now: dt.datetime) -> Any:
+    """The numbered menu a WhatsApp lead can still answer: the last one sent, unless older than
+    WHATSAPP_MENU_TTL (a returning buyer's "1" does not pick from what they saw days ago)."""
+    if lead is None or not isinstance(lead.menu, list):
+        return None
+    if lead.menu_at is None or now - lead.menu_at > dt.timedelta(seconds=settings.WHATSAPP_MENU_TTL):
+        return None
+    return lead.menu
 
 
 def owed_by(kind: str, data: str | None, lead: funnel.Recipient) -> str | None:
@@ -254,16 +269,30 @@ def follow_up(bot: BotConfig, routed: Routed, channels: Channels, throttle: Thro
             payments.checkout_actor.send(bot.id, lead.lead_id, chat_id, target, routed.update_id)
         elif action == "followup":
             payments.checkout_actor.send(bot.id, lead.lead_id, chat_id, 0, routed.update_id, target)
-    elif routed.hint and lead is not None and lead.reachable and not routed.repeated:
-        hint(bot, lead, routed.update_id, channels, throttle)
+    elif (routed.hint or routed.rewelcome) and lead is not None and lead.reachable and not routed.repeated:
+        hint(bot, lead, routed.update_id, channels, throttle, offers_again=routed.rewelcome)
 
 
-def hint(bot: BotConfig, lead: funnel.Recipient, update_id: int, channels: Channels, throttle: Throttle) -> None:
-    """A message that picks nothing gets a short hint, not silence (marketing policy: once at most)."""
+HINT_QUIET = 3600  # seconds: the "pick a number" hint at most once per lead in this long
+
+
+def hint(bot: BotConfig, lead: funnel.Recipient, update_id: int, channels: Channels, throttle: Throttle, *,
+         offers_again: bool = False) -> None:  # fmt: skip
+    """A message that picks nothing gets an answer, not silence: the welcome again when the lead has
+    no menu it can still answer (a returning buyer sees the offers), else a short hint how to pick,
+    at most once an hour. Marketing: never resent after a crash, and at marketing priority (the
+    slots buyer-facing answers need are not spent on it)."""
     channel = channels.of(bot)
-    sends = plan(channel, f"hint:{bot.id}:{update_id}", lead.chat_id, Message(bot.text("choose_hint")), MARKETING)
+    if offers_again:
+        message, key = funnel.welcome_message(bot), f"rewelcome:{bot.id}:{update_id}"
+    else:
+        if not runtime.cache().set(f"grimbots:hint:{bot.id}:{lead.lead_id}", update_id, nx=True, ex=HINT_QUIET):
+            return
+        message, key = Message(bot.text("choose_hint")), f"hint:{bot.id}:{update_id}"
+    sends = plan(channel, key, lead.chat_id, message, MARKETING)
+    slot = partial(throttle.acquire, bot.id, lead.chat_id, marketing=True, rate=channel.rate)
     try:
-        deliver(channel, throttle, lead.chat_id, sends)
+        deliver(channel, throttle, lead.chat_id, sends, slot)
     except NOT_NOW as exc:
         log.info("hint not sent now bot=%s lead=%s reason=%s", bot.id, lead.lead_id, type(exc).__name__)
 

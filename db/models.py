@@ -118,6 +118,7 @@ class Lead(BaseModel):
     first_click_id = IntegerField(null=True)  # the ad click that first brought them (first touch)
     last_click_id = IntegerField(null=True)  # the latest one (last touch: what purchases are credited to)
     menu = JSONField(null=True)  # WhatsApp: the data of the numbered choices last shown, in order
+    menu_at = DateTimeField(null=True)  # when that menu was sent
     ctwa_clid = TextField(null=True)  # a Click-to-WhatsApp ad's click id (the latest)
 
     class Meta:

@@ -24,7 +24,7 @@ from actors.outbox import Send, deliver
 from actors.throttle import Throttle
 from db.catalog import BotConfig, load_bots
 from db.database import utcnow
-from db.models import Lead, OutboundMessage, PixelEvent
+from db.models import Charge, Lead, OutboundMessage, PixelEvent, ProcessedUpdate
 from gateways.channel import ChannelGaveUp, Inbound, Person, update_id_of
 from gateways.evolution import EvolutionGateway, parse_event
 from gateways.payments.base import ChargeStatus
@@ -225,7 +225,7 @@ def test_evolution_number_answer_opens_the_charge_with_code_and_qr(
     assert delivery.deliver_charge(charge.id, wa_channels, throttle) == "sent" and len(fake_wa.calls) == 1
 
 
-def test_an_answer_that_picks_nothing_gets_a_hint_once(
+def test_an_answer_that_picks_nothing_gets_a_hint_at_most_once_an_hour(
     bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
 ) -> None:
     zap = bots["zap"]
@@ -233,8 +233,29 @@ def test_an_answer_that_picks_nothing_gets_a_hint_once(
     fake_wa.calls.clear()
     route(zap, message("quanto custa?", "H2"), wa_channels, throttle)
     route(zap, message("quanto custa?", "H2"), wa_channels, throttle)  # a repeat: no second hint
-    route(zap, message("9", "H3"), wa_channels, throttle)  # no such option
-    assert [b["text"] for _, b in fake_wa.sends()] == [zap.text("choose_hint")] * 2
+    route(zap, message("9", "H3"), wa_channels, throttle)  # no such option: within the hour, no second hint
+    assert [b["text"] for _, b in fake_wa.sends()] == [zap.text("choose_hint")]
+    assert OutboundMessage.get(OutboundMessage.key.startswith(f"hint:zap:{update_id_of('H2')}")).state == "sent"
+
+
+def test_a_returning_lead_whose_menu_is_gone_or_stale_gets_the_offers_again(
+    bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
+) -> None:
+    zap = bots["zap"]
+    route(zap, message("oi", "R1"), wa_channels, throttle)  # the welcome: a menu
+    Lead.update(menu_at=utcnow() - dt.timedelta(hours=25)).execute()  # a day and more later
+    fake_wa.calls.clear()
+    routed = route(zap, message("1", "R2"), wa_channels, throttle)  # "1" of a menu seen yesterday picks nothing
+    assert routed.kind == "message" and routed.data is None and Charge.select().count() == 0
+    [(_, welcome)] = fake_wa.sends()
+    assert "*1* — " in welcome["caption"] and zap.text("choose_hint") not in welcome["caption"]
+    route(zap, message("2", "R3"), wa_channels, throttle)  # the fresh menu answers now
+    assert Charge.select().count() == 0 and ProcessedUpdate.get(
+        ProcessedUpdate.update_id == update_id_of("R3")).owed.startswith("checkout:")  # fmt: skip
+    Lead.update(menu=None, menu_at=None).execute()  # a lead with no menu at all
+    fake_wa.calls.clear()
+    route(zap, message("bom dia", "R4"), wa_channels, throttle)
+    assert [b["caption"] for _, b in fake_wa.sends()] == [welcome["caption"]]
 
 
 def test_a_message_carrying_a_click_token_starts_again_and_attaches_the_click(
