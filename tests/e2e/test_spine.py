@@ -87,13 +87,18 @@ def test_worker_killed_mid_way_loses_nothing_and_repeats_nothing(env: Env) -> No
     # updates and welcomes it has not started, and four sends whose answers it never reads.
     wait_until(lambda: httpx.get(f"{env.telegram}/_stats").json()["in_flight"] >= 4, 30, "4 sends in flight")
     first.kill()
+    killed = time.monotonic()
     assert len(env.welcomes()) < len(users)
     httpx.post(f"{env.telegram}/_config", json={"delay": 0})
     env.platform.worker("worker-2", threads=4)
 
     wait_until(lambda: set(env.welcomes()) == set(users), 60, "a welcome for every user", interval=0.2)
+    # Not after OUTBOX_STALE_CLAIM_SECONDS (120 s): the dead worker's claims name it, and its
+    # heartbeat is gone (the figure against the 15 s goal is in the README, from this run's kind).
+    assert time.monotonic() - killed < 60
     wait_until(lambda: ProcessedUpdate.select().count() == len(users), 30, "every update recorded")
     time.sleep(2)
-    # The four sends whose answers the dead worker never read are owed again (CONTRACT §5.5), but
-    # only once their claims are stale (OUTBOX_STALE_CLAIM_SECONDS, 120 s): nothing is repeated here.
-    assert max(env.welcomes().values()) == 1
+    # The four sends whose answers the dead worker never read are owed again (CONTRACT §5.5): each
+    # is sent once more, and nothing else is repeated.
+    repeats = {user: n for user, n in env.welcomes().items() if n > 1}
+    assert len(repeats) <= 4 and set(repeats.values()) <= {2}, repeats
