@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -428,10 +429,10 @@ def backoff(attempts: int) -> dt.timedelta:
 
 
 def _send_group(gateway: Destination, target: str, credentials: dict[str, str | None], group: list[PixelEvent],
-                now: dt.datetime) -> str:  # fmt: skip
-    """One request for the group: its events end sent, failed, or pending again with backoff. A
-    batch refused for its content (one invalid event rejects them all) is split in halves and each
-    sent again, so the bad event fails alone: `mixed` when the halves ended differently."""
+                now: dt.datetime) -> Counter[str]:  # fmt: skip
+    """One request for the group: its events end sent, failed, or pending again with backoff;
+    returns how many ended each way. A batch refused for its content (one invalid event rejects
+    them all) is split in halves and each sent again, so the bad event fails alone."""
     name = gateway.name
     try:
         sent = gateway.send(target, credentials, [e.payload for e in group])
@@ -439,63 +440,56 @@ def _send_group(gateway: Destination, target: str, credentials: dict[str, str | 
         if exc.content and len(group) > 1:
             log.info("pixel batch refused, split destination=%s target=%s count=%d", name, target, len(group))
             half = len(group) // 2
-            outcomes = {_send_group(gateway, target, credentials, part, now) for part in (group[:half], group[half:])}
-            return outcomes.pop() if len(outcomes) == 1 else "mixed"
+            return _send_group(gateway, target, credentials, group[:half], now) + _send_group(
+                gateway, target, credentials, group[half:], now)  # fmt: skip
         _finish(group, state="failed", error=str(exc)[:1000])
         log.warning("pixel events refused destination=%s target=%s count=%d error=%s", name, target, len(group),
                     exc.summary)  # fmt: skip
-        return "failed"
+        return Counter(failed=len(group))
     except DestinationTransient as exc:
         delay = backoff(max(e.attempts for e in group))
         _finish(group, state="pending", error=str(exc)[:1000], next_attempt_at=now + delay)
         flush.send_with_options(args=_flush_args(target, name), delay=int(delay.total_seconds() * 1000))
         log.warning("pixel events to retry destination=%s target=%s count=%d in=%ss error=%s", name, target,
                     len(group), int(delay.total_seconds()), exc.summary)  # fmt: skip
-        return "retried"
+        return Counter(retried=len(group))
     _finish(group, state="sent", sent_at=utcnow(), error=None, fbtrace_id=(sent.trace_id or "")[:64] or None)
     log.info("pixel events sent destination=%s target=%s count=%d received=%d", name, target, len(group),
              sent.events_received)  # fmt: skip
-    return "sent"
+    return Counter(sent=len(group))
 
 
 def send_claimed(events: list[PixelEvent], gateway: Destination, now: dt.datetime) -> dict[str, int]:
     """Send claimed events of one destination, one request per target credentials (an ordered
     destination: one at a time, in order; after a transient failure the rest of the batch waits for
     the same backoff, without a request each); returns how many ended in each outcome."""
-    outcomes: dict[str, int] = {}
+    outcomes: Counter[str] = Counter()
     groups: dict[tuple[str, tuple[tuple[str, str | None], ...]], list[PixelEvent]] = {}
     for event in events:
         bot = runtime.bot_config(event.bot_id)
         target = targets(bot).get(gateway.name) if bot is not None else None
         if target is None or target[0] != event.pixel_id:
             _finish([event], state="failed", error="the bot no longer sends to this pixel")
-            outcomes["failed"] = outcomes.get("failed", 0) + 1
+            outcomes["failed"] += 1
             continue
         groups.setdefault((target[0], tuple(sorted(target[1].items()))), []).append(event)
     for (target_id, creds), group in groups.items():
         credentials = dict(creds)
         if not gateway.ordered:
-            outcome = _send_group(gateway, target_id, credentials, group, now)
-            if outcome == "mixed":  # split: count each event by where it ended
-                ended = PixelEvent.select(PixelEvent.state).where(PixelEvent.id.in_([e.id for e in group]))
-                for row in ended:
-                    state = {"pending": "retried"}.get(row.state, row.state)
-                    outcomes[state] = outcomes.get(state, 0) + 1
-            else:
-                outcomes[outcome] = outcomes.get(outcome, 0) + len(group)
+            outcomes += _send_group(gateway, target_id, credentials, group, now)
             continue
         down = False  # a transient failure: the rest waits for the same backoff (one flush, no more requests)
         for event in group:
             if down:
                 _finish([event], state="pending", next_attempt_at=now + backoff(event.attempts))
-                outcome = "retried"
+                outcomes["retried"] += 1
             else:
-                outcome = _send_group(gateway, target_id, credentials, [event], now)
-                down = outcome == "retried"
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                ended = _send_group(gateway, target_id, credentials, [event], now)
+                down = bool(ended["retried"])
+                outcomes += ended
     for outcome, count in outcomes.items():
         counters.inc("grimbots_pixel_events_total", {"outcome": outcome, "destination": gateway.name}, count)
-    return outcomes
+    return dict(outcomes)
 
 
 def send_pending(pixel_id: str, gateway: Destination) -> dict[str, int]:

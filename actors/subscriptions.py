@@ -154,6 +154,11 @@ def schedule(bot: BotConfig, sub: Subscription, offer: OfferConfig, now: dt.date
                                   "due_at": due}, ignore_conflicts=True)  # fmt: skip
 
 
+def _ended_otherwise(sub: Subscription | None) -> str:
+    """Why a row made for an earlier end is cancelled: the subscription was refunded, or renewed."""
+    return "refunded" if sub is not None and sub.state == "refunded" else "renewed"
+
+
 def _for_this_end(row: Followup, sub: Subscription) -> bool:
     """Whether the row was scheduled for the subscription's current end (not an earlier one)."""
     parts = row.key.split(":")
@@ -180,7 +185,7 @@ def send_due(row: Followup, channels: Channels, throttle: Throttle) -> str:
     if sub is None or bot is None or lead is None:
         return close(row, "cancelled", "bot, lead or subscription gone")
     if not _for_this_end(row, sub):
-        return close(row, "cancelled", "renewed" if sub.state != "refunded" else "refunded")
+        return close(row, "cancelled", _ended_otherwise(sub))
     if row.kind == "reminder":
         if sub.state != "active" or not lead.reachable:
             return close(row, "cancelled", "not active" if sub.state != "active" else "lead unreachable")
@@ -229,9 +234,7 @@ def expire(row: Followup, sub: Subscription, bot: BotConfig, lead: Lead, channel
             query = Subscription.select().where(Subscription.id == sub.id)
             current = (query if is_sqlite() else query.for_update()).first()
             if current is None or current.state != "active" or current.ends_at != sub.ends_at:
-                return close(
-                    row, "cancelled", "renewed" if current is None or current.state != "refunded" else "refunded"
-                )
+                return close(row, "cancelled", _ended_otherwise(current))
             key = f"expire:{sub.id}:{_epoch(sub.ends_at)}"
             outcome = remove(bot, sub.chat_id, lead.telegram_user_id, key, channels, throttle)
             if outcome.failed is not None:
@@ -253,19 +256,6 @@ def expire(row: Followup, sub: Subscription, bot: BotConfig, lead: Lead, channel
 
 
 # --- join requests and shared links ------------------------------------------------------------
-
-
-def active(lead_id: int, chat_id: int) -> bool:
-    return (
-        Subscription.select()
-        .where(
-            (Subscription.lead_id == lead_id)
-            & (Subscription.chat_id == chat_id)
-            & (Subscription.state == "active")
-            & (Subscription.ends_at > utcnow())
-        )
-        .exists()
-    )
 
 
 def sells(bot: BotConfig, chat_id: int) -> bool:
@@ -327,8 +317,9 @@ class JoinRequest:
         return {"chat": {"id": self.chat_id}, "from": {"id": self.user_id}, "date": self.date}
 
     @property
-    def owed(self) -> str:
-        """What the request's update row owes: a decision, re-driven by the clock (actors/owed.py)."""
+    def key(self) -> str:
+        """The request's own key: what its update row owes (a decision, re-driven by the clock:
+        actors/owed.py) and its answer's send, the same whichever bot of a pool answers it."""
         return f"{JOIN_OWED}{self.chat_id}:{self.user_id}:{self.date}"
 
     @classmethod
@@ -365,8 +356,7 @@ def decide_join(bot: BotConfig, request: dict[str, Any], update_id: int, channel
         decision = "decline"
     method = "approveChatJoinRequest" if decision == "approve" else "declineChatJoinRequest"
     # Keyed by the request, not the update: the bots of a pool each get it; one answers it.
-    send = Send(f"join:{join.chat_id}:{join.user_id}:{join.date}", method,
-                {"chat_id": join.chat_id, "user_id": join.user_id}, OWED, throttled=False)  # fmt: skip
+    send = Send(join.key, method, {"chat_id": join.chat_id, "user_id": join.user_id}, OWED, throttled=False)
     outcome = deliver(channels.of(bot), throttle, join.chat_id, [send])
     hot.settle_owed(bot.id, update_id, utcnow())
     counters.inc("grimbots_join_requests_total", {"decision": decision})

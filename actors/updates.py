@@ -231,7 +231,7 @@ def join_owed(kind: str, event: Inbound) -> str | None:
     if kind != "join_request":
         return None
     try:
-        return subscriptions.JoinRequest.of(event.raw["chat_join_request"]).owed
+        return subscriptions.JoinRequest.of(event.raw["chat_join_request"]).key
     except (KeyError, TypeError, ValueError):
         return None
 
