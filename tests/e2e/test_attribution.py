@@ -20,7 +20,7 @@ from gateways.payments import brcode
 from gateways.payments.sandbox import sign
 from ops.procs import Platform, free_port, wait_until
 from tests.conftest import DEMO_CONFIG, apply_config, logs_on_failure
-from tests.e2e.test_money_path import BUYER, Env
+from tests.e2e.test_money_path import BUYER, Env, code_photos
 
 PIXEL = "1234567890"
 UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)"
@@ -50,7 +50,7 @@ class TrackedEnv(Env):
 
     def code_paid(self) -> bytes:
         """The gateway's charge.paid notification for the code the buyer was sent (once it was)."""
-        photo = wait_until(lambda: self.calls("sendPhoto")[1:], 30, "the code message")[0]
+        photo = wait_until(lambda: code_photos(self.calls("sendPhoto")), 30, "the code message")[0]
         code = re.search(r"<code>(.+?)</code>", photo["caption"])
         assert code is not None
         txid = brcode.parse_fields(brcode.parse(code.group(1))["62"])["05"]
