@@ -15,6 +15,30 @@ from gateways.telegram import TelegramChannel, TelegramGateway
 from gateways.whatsapp_cloud import CloudChannel, CloudGateway
 
 WINDOW_MS = 60_000  # WhatsApp's rate_per_minute, as a window
+# How many buyer-facing sends a stage may find ahead of it in its number's line and still be worth
+# doing: on a slow channel a debt stays owed (and its message alive) that long at the number's rate.
+LINE = 600
+
+
+def rate_of(bot: BotConfig) -> tuple[int, int]:
+    """The bot's sends per window (ms), as its channel takes them."""
+    if bot.channel in ("evolution", "whatsapp_cloud") and bot.whatsapp is not None:
+        return bot.whatsapp.rate_per_minute, WINDOW_MS
+    return settings.TELEGRAM_BOT_RATE, settings.TELEGRAM_WINDOW_MS
+
+
+def patience(bot: BotConfig | None, base: dt.timedelta) -> dt.timedelta:
+    """How long a buyer-facing stage stays worth doing for this bot: its own `base` (a code 10
+    minutes, say), or, on a slow channel, as long as LINE sends take at its rate (an hour at
+    WhatsApp's 10 a minute): a buyer in a long line is still owed what they asked for."""
+    if bot is None:
+        return base
+    limit, window_ms = rate_of(bot)
+    return max(base, dt.timedelta(milliseconds=LINE * window_ms / max(limit, 1)))
+
+
+def patience_ms(bot: BotConfig | None, base_ms: int) -> int:
+    return int(patience(bot, dt.timedelta(milliseconds=base_ms)).total_seconds() * 1000)
 
 
 def last_message_at(bot_id: str) -> Callable[[int], dt.datetime | None]:

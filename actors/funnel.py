@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 import dramatiq
 
@@ -20,6 +21,8 @@ from db.models import Lead
 from gateways.channel import Channel, Choice, Message
 
 log = logging.getLogger(__name__)
+
+WELCOME_MAX_AGE_MS = 6 * 3600 * 1000  # a welcome hours late is noise
 
 
 def offer_choices(bot: BotConfig) -> tuple[Choice, ...]:
@@ -93,7 +96,7 @@ def mark_unreachable(lead_id: int) -> None:
     max_backoff=300_000,
     retry_when=retry_when(8),
     time_limit=60_000,
-    max_age=6 * 3600 * 1000,  # a welcome hours late is noise
+    max_age=WELCOME_MAX_AGE_MS,
 )
 def welcome(bot_id: str, lead_id: int, update_id: int) -> None:
     bot = runtime.bot_config(bot_id)
@@ -127,3 +130,36 @@ def callback(bot_id: str, chat_id: int, callback_id: str) -> None:
     if bot is None:
         return
     answer_callback(bot, chat_id, callback_id, runtime.channels(), runtime.throttle())
+
+
+def send_reply(bot: BotConfig, lead: Recipient, update_id: int, offers_again: bool, channels: Channels,
+               throttle: Throttle) -> Outcome:  # fmt: skip
+    """The answer to a message that picked nothing: the welcome again (`offers_again`) or the hint.
+    Marketing: never resent after a crash; it yields to buyers waiting for their slots and keeps out
+    of their share of a slow window, but it answers a person, so it does not wait for the pace of
+    bulk marketing (a broadcast)."""
+    channel = channels.of(bot)
+    if offers_again:
+        message, key = welcome_message(bot), f"rewelcome:{bot.id}:{update_id}"
+    else:
+        message, key = Message(bot.text("choose_hint")), f"hint:{bot.id}:{update_id}"
+    slot = partial(throttle.acquire, bot.id, lead.chat_id, marketing=True, paced=False, rate=channel.rate)
+    return deliver(channel, throttle, lead.chat_id, plan(channel, key, lead.chat_id, message, MARKETING), slot)
+
+
+@dramatiq.actor(
+    actor_name="funnel.reply",
+    queue_name=FUNNEL,
+    priority=100,  # marketing: behind any welcome or code in the same worker
+    max_retries=3,
+    min_backoff=1_000,
+    retry_when=retry_when(3),
+    time_limit=60_000,
+    max_age=15 * 60 * 1000,  # an answer to "oi" a quarter of an hour late is noise
+)
+def reply(bot_id: str, lead_id: int, update_id: int, offers_again: bool) -> None:
+    bot = runtime.bot_config(bot_id)
+    lead = Lead.get_or_none(Lead.id == lead_id)
+    if bot is None or lead is None or not lead.reachable:
+        return
+    send_reply(bot, Recipient.of(lead), update_id, offers_again, runtime.channels(), runtime.throttle())

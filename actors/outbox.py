@@ -67,11 +67,15 @@ MARKETING: Literal["skip"] = "skip"  # follow-ups, reminders, broadcasts
 NOT_NOW = (dramatiq.Retry, ChannelTransient)
 
 
-def hand_off(actor: dramatiq.Actor[Any, Any], args: tuple[Any, ...], exc: BaseException) -> None:
+def hand_off(actor: dramatiq.Actor[Any, Any], args: tuple[Any, ...], exc: BaseException,
+             max_age: int | None = None) -> None:  # fmt: skip
     """Give a stage that could not finish inline to its own actor, after the delay a
-    dramatiq.Retry (a flood wait) asked for."""
+    dramatiq.Retry (a flood wait) asked for; `max_age` (ms) instead of the actor's own."""
     delay = exc.delay if isinstance(exc, dramatiq.Retry) else None
-    actor.send_with_options(args=args, delay=delay)
+    if max_age:
+        actor.send_with_options(args=args, delay=delay, max_age=max_age)
+    else:
+        actor.send_with_options(args=args, delay=delay)
 
 
 @dataclass(frozen=True)
@@ -261,7 +265,8 @@ def deliver(
         if not taken:
             outcome.skipped.append(send.key)
             continue
-        take = (slot or partial(throttle.acquire, bot_id, chat_id, rate=channel.rate)) if send.throttled else None
+        funnel = partial(throttle.acquire, bot_id, chat_id, rate=channel.rate, waiter=send.key)
+        take = (slot or funnel) if send.throttled else None
         result = _call(channel, throttle, chat_id, send, take)
         if isinstance(result, Outcome):
             outcome.blocked, outcome.failed = result.blocked, result.failed

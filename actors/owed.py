@@ -17,8 +17,9 @@ import logging
 import dramatiq
 
 import settings
-from actors import funnel, payments, subscriptions
+from actors import funnel, payments, runtime, subscriptions
 from actors.broker import MAINTENANCE, counters
+from actors.channels import patience
 from db import hot
 from db.database import utcnow
 from db.models import Lead, ProcessedUpdate
@@ -29,8 +30,10 @@ WELCOME = "welcome"
 CHECKOUT = "checkout:"
 FOLLOWUP = "followup:"  # a press on an upsell's or downsell's button: a code at its price
 JOIN = subscriptions.JOIN_OWED  # a join request owes a decision: "join:{chat}:{user}:{date}"
-# How long a debt is worth re-driving: as long as its stage's own max_age.
-WINDOWS = {WELCOME: dt.timedelta(hours=6), CHECKOUT: dt.timedelta(minutes=10), FOLLOWUP: dt.timedelta(minutes=10),
+# How long a debt is worth re-driving: as long as its stage's own max_age (on a slow number, longer:
+# channels.patience).
+_CODE = dt.timedelta(milliseconds=payments.CHECKOUT_MAX_AGE_MS)
+WINDOWS = {WELCOME: dt.timedelta(milliseconds=funnel.WELCOME_MAX_AGE_MS), CHECKOUT: _CODE, FOLLOWUP: _CODE,
            JOIN: subscriptions.JOIN_WAIT}  # fmt: skip
 MAX_BACKOFF = dt.timedelta(minutes=30)
 BATCH = 500
@@ -49,8 +52,8 @@ def paid(bot_id: str, update_id: int) -> None:
     hot.settle_owed(bot_id, update_id, utcnow())
 
 
-def _window(owed: str) -> dt.timedelta:
-    return WINDOWS[_prefix(owed)]
+def _window(owed: str, bot_id: str) -> dt.timedelta:
+    return patience(runtime.bot_config(bot_id), WINDOWS[_prefix(owed)])
 
 
 def _prefix(owed: str) -> str:
@@ -72,7 +75,7 @@ def due(first: dt.timedelta, limit: int = BATCH) -> list[ProcessedUpdate]:
     )
     claimed = []
     for row in rows:
-        expired = now - row.received_at > _window(row.owed or WELCOME)
+        expired = now - row.received_at > _window(row.owed or WELCOME, row.bot_id)
         values = {"due_at": None} if expired else {"due_at": now + _backoff(row.redrives, first)}
         won = (
             ProcessedUpdate.update(redrives=ProcessedUpdate.redrives + 1, **values)
@@ -94,6 +97,12 @@ def _kind(owed: str | None) -> str:
     return _prefix(owed or "").rstrip(":")
 
 
+def _max_age(row: ProcessedUpdate) -> int:
+    """The re-driven stage's message lives as long as its debt does (ms)."""
+    left = row.received_at + _window(row.owed or WELCOME, row.bot_id) - utcnow()
+    return max(int(left.total_seconds() * 1000), 1000)
+
+
 def redrive_row(row: ProcessedUpdate) -> None:
     """Enqueue the stage the row owes, as routing would have."""
     if row.owed is None:
@@ -104,14 +113,16 @@ def redrive_row(row: ProcessedUpdate) -> None:
     elif row.lead_id is None:
         return
     elif row.owed == WELCOME:
-        funnel.welcome.send(row.bot_id, row.lead_id, row.update_id)
+        funnel.welcome.send_with_options(args=(row.bot_id, row.lead_id, row.update_id), max_age=_max_age(row))
     elif row.owed.startswith((CHECKOUT, FOLLOWUP)):
         lead = Lead.get_or_none(Lead.id == row.lead_id)
         if lead is None:
             return
         target = int(row.owed.split(":", 1)[1])
         offer_id, followup_id = (target, 0) if row.owed.startswith(CHECKOUT) else (0, target)
-        payments.checkout_actor.send(row.bot_id, row.lead_id, lead.chat_id, offer_id, row.update_id, followup_id)
+        payments.checkout_actor.send_with_options(
+            args=(row.bot_id, row.lead_id, lead.chat_id, offer_id, row.update_id, followup_id), max_age=_max_age(row)
+        )
     counters.inc("grimbots_owed_total", {"owed": _kind(row.owed), "outcome": "redriven"})
     log.info("owed work re-driven bot=%s update=%s owed=%s redrives=%d", row.bot_id, row.update_id,
              _kind(row.owed), row.redrives + 1)  # fmt: skip

@@ -50,6 +50,7 @@ from gateways.payments.base import (
 )
 
 log = logging.getLogger(__name__)
+CHECKOUT_MAX_AGE_MS = 10 * 60 * 1000  # on a slow number: channels.patience
 
 # A charge with less time left than this is not offered again: a new tap gets a new charge.
 REUSE_MARGIN = dt.timedelta(minutes=2)
@@ -324,7 +325,7 @@ def _retries() -> int:
     max_backoff=10_000,
     retry_when=retry_when(8),  # Busy and gateway blips: a few quick tries, then the buyer is told
     time_limit=60_000,
-    max_age=10 * 60 * 1000,  # a code minutes late is worse than "try again"
+    max_age=CHECKOUT_MAX_AGE_MS,  # a code minutes late is worse than "try again" (longer on a slow number)
 )
 def checkout_actor(
     bot_id: str, lead_id: int, chat_id: int, offer_id: int, update_id: int, followup_id: int = 0

@@ -21,6 +21,13 @@ while anyone is in it, so a broadcast at the bot's full rate makes a welcome wai
 however late a busy machine wakes the welcome's thread. Paid broadcasts (`allow_paid_broadcast`)
 have a window of their own, at the paid rate.
 
+A slow window (WhatsApp: 10 a minute by default) needs more, since a buyer's wait there cannot be
+slept through. Marketing may fill only four fifths of it (8 of 10: the rest is kept for buyers),
+paced evenly (one marketing slot every 7.5 s, shared by every broadcast and follow-up of the
+number): a buyer finds a slot free, or one freed within a pace. A buyer-facing send that must wait
+longer goes back to the queue with its delay but keeps its place in the waiting set, under its
+outbox key, for that delay and KEEP_PLACE_MS more: the slot freed meanwhile is not marketing's.
+
 A caller that must wait sleeps when the wait is short and is re-queued with a delay when it is long:
 messages queue, never fail."""
 
@@ -34,8 +41,11 @@ import dramatiq
 import redis
 
 # KEYS: bot window (sorted set: send id → in-flight deadline, then answer time), chat bucket, bot
-# pause, funnel waiters (sorted set: waiter → until), stop key ("" = none).
-# ARGV: limit, window ms, chat rate, chat burst, waiter id ("" = marketing), send id, in-flight ms.
+# pause, funnel waiters (sorted set: waiter → until), stop key ("" = none), marketing pace (the time
+# the next marketing send may take a slot).
+# ARGV: limit, window ms, chat rate, chat burst, waiter id ("" = marketing), send id, in-flight ms,
+# slots of the window marketing leaves to buyers, ms between marketing slots, ms a waiter keeps its
+# place past its wait.
 # Returns 0 when a slot was taken, -1 when the stop key is set, else how many ms to wait first.
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -46,20 +56,32 @@ if paused > now then return paused - now end
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local crate, cburst = tonumber(ARGV[3]), tonumber(ARGV[4])
 local waiter, inflight = ARGV[5], tonumber(ARGV[7])
+local reserve, pace, keep = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local wait = 0
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= limit then
-  local first = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
-  if first <= now then wait = first + window - now else wait = math.min(window, 50) end
+local count = redis.call('ZCARD', KEYS[1])
+-- marketing may fill the window only up to limit - reserve: the rest is kept for buyers
+local cap = limit
+if waiter == '' then cap = limit - reserve end
+if count >= cap then
+  local nth = tonumber(redis.call('ZRANGE', KEYS[1], count - cap, count - cap, 'WITHSCORES')[2])
+  if nth <= now then wait = nth + window - now else wait = math.min(window, 50) end
   wait = math.max(wait, 1)
 end
 if waiter ~= '' and wait > 0 then
-  redis.call('ZADD', KEYS[4], now + wait + 1000, waiter)
-  redis.call('PEXPIRE', KEYS[4], wait + 2000)
+  redis.call('ZADD', KEYS[4], now + wait + keep, waiter)
+  local last = tonumber(redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')[2])
+  redis.call('PEXPIREAT', KEYS[4], last + 1000)
 end
 if waiter == '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-  if redis.call('ZCARD', KEYS[4]) > 0 then wait = math.max(wait, 5) end
+  if redis.call('ZCARD', KEYS[4]) > 0 then
+    if pace > 0 then wait = math.max(wait, 250) else wait = math.max(wait, 5) end
+  end
+  if pace > 0 then
+    local next_at = tonumber(redis.call('GET', KEYS[6]) or '0')
+    if next_at > now then wait = math.max(wait, next_at - now) end
+  end
 end
 local v = redis.call('HMGET', KEYS[2], 't', 'ts')
 local c = cburst
@@ -67,6 +89,7 @@ if v[1] then c = math.min(cburst, tonumber(v[1]) + math.max(0, now - tonumber(v[
 if c < 1 then wait = math.max(wait, math.ceil((1 - c) * 1000 / crate)) end
 if wait > 0 then return wait end
 if waiter ~= '' then redis.call('ZREM', KEYS[4], waiter) end
+if waiter == '' and pace > 0 then redis.call('SET', KEYS[6], now + pace, 'PX', pace + 1000) end
 redis.call('ZADD', KEYS[1], now + inflight, ARGV[6])
 redis.call('PEXPIRE', KEYS[1], window + inflight + 1000)
 redis.call('HSET', KEYS[2], 't', tostring(c - 1), 'ts', now)
@@ -90,6 +113,8 @@ return until_ms
 """
 
 STOPPED = -1
+BUYER_SHARE = 5  # on a slow window, marketing leaves 1 slot in 5 to buyers
+KEEP_PLACE_MS = 5000  # a buyer's send that waits in the queue keeps its place this long past its wait
 
 
 @dataclass(frozen=True)
@@ -134,34 +159,58 @@ class Throttle:
 
     def try_acquire(self, bot_id: str, chat_id: int, *, marketing: bool = False, paid: bool = False,
                     stop_key: str = "", waiter: str | None = None, send_id: str | None = None,
-                    rate: tuple[int, int] | None = None) -> int:  # fmt: skip
+                    rate: tuple[int, int] | None = None, paced: bool = True) -> int:  # fmt: skip
         """Take one send for the bot and the chat: 0, or the ms to wait first, or STOPPED when
         `stop_key` exists (a broadcast stopped: checked in the same call that would take the slot).
         A buyer-facing send that must wait is kept in the bot's waiting set under `waiter` (one
-        id per send), which marketing sends yield to. The slot is `send_id`'s (give it to `done`)."""
+        id per send), which marketing sends yield to. The slot is `send_id`'s (give it to `done`).
+        `paced=False`: marketing that answers a person (a hint) keeps out of buyers' share of a slow
+        window and yields to them, but does not wait for bulk marketing's pace."""
         keys = [self._window(bot_id, paid), f"{self.prefix}:chat:{{{bot_id}}}:{chat_id}", self._pause_key(bot_id),
-                self._waiters(bot_id), stop_key]  # fmt: skip
+                self._waiters(bot_id), stop_key, f"{self.prefix}:pace:{{{bot_id}}}"]  # fmt: skip
         limit, window = rate or (self.bot_rate, self.window_ms)
         if paid:
             limit, window = self.paid_rate, 1000
         who = "" if marketing else (waiter or uuid.uuid4().hex)
+        reserve, pace = self.buyers_share(limit, window)
+        pace = pace if paced else 0
+        keep = KEEP_PLACE_MS if self.slow(window) else 1000
         args: list[str | int] = [limit, window, self.chat_rate, self.chat_burst, who, send_id or uuid.uuid4().hex,
-                                 self.inflight_ms]  # fmt: skip
+                                 self.inflight_ms, reserve, pace, keep]  # fmt: skip
         return int(self._acquire(keys=keys, args=args))
+
+    def slow(self, window_ms: int) -> bool:
+        """A window whose waits cannot be slept through (WhatsApp's minute): a buyer's send may wait
+        in the queue for its slot, so buyers need slots kept for them and a place kept in line."""
+        return window_ms > self.max_sleep_ms
+
+    def buyers_share(self, limit: int, window_ms: int) -> tuple[int, int]:
+        """On a slow window: the slots marketing leaves to buyers (a fifth: 2 of 10 a minute) and the
+        ms between marketing slots (the rest of the window, evenly: 7.5 s at 10 a minute), so a
+        buyer finds a slot free, or one freed within a pace, however long a broadcast runs."""
+        if not self.slow(window_ms):
+            return 0, 0
+        reserve = min(limit // BUYER_SHARE, limit - 1)
+        return reserve, -(-window_ms // (limit - reserve))
 
     def ticket(self, bot_id: str, *, paid: bool = False) -> Ticket:
         return Ticket(self._window(bot_id, paid), uuid.uuid4().hex)
 
-    def acquire(self, bot_id: str, chat_id: int, *, marketing: bool = False, rate: tuple[int, int] | None = None
-                ) -> Ticket:  # fmt: skip
+    def acquire(self, bot_id: str, chat_id: int, *, marketing: bool = False, rate: tuple[int, int] | None = None,
+                waiter: str | None = None, paced: bool = True) -> Ticket:  # fmt: skip
         """Wait for a slot (buyer-facing priority unless `marketing`). A long wait raises
         dramatiq.Retry with that delay instead of holding a worker thread (the message goes back to
-        the queue and this send is made later)."""
-        ticket, waited, waiter = self.ticket(bot_id), 0, uuid.uuid4().hex
+        the queue and this send is made later). `waiter`: the send's own id in the waiting set (its
+        outbox key), the same when it comes back."""
+        ticket, waited, waiter = self.ticket(bot_id), 0, waiter or uuid.uuid4().hex
         while (wait := self.try_acquire(bot_id, chat_id, marketing=marketing, waiter=waiter,
-                                        send_id=ticket.send_id, rate=rate)) > 0:  # fmt: skip
+                                        send_id=ticket.send_id, rate=rate, paced=paced)) > 0:  # fmt: skip
             if waited + wait > self.max_sleep_ms:
-                self.client.zrem(self._waiters(bot_id), waiter)  # marketing need not wait for it now
+                # On a fast window marketing need not wait for it now. On a slow one it keeps its
+                # place (the waiting set holds it KEEP_PLACE_MS past its wait): the slot freed while
+                # it is in the queue is not taken by marketing.
+                if not self.slow((rate or (self.bot_rate, self.window_ms))[1]):
+                    self.client.zrem(self._waiters(bot_id), waiter)
                 raise dramatiq.Retry(f"rate limited for {wait} ms", delay=max(wait, 100))
             time.sleep(wait / 1000)
             waited += wait

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
 import dramatiq
@@ -18,15 +17,15 @@ import clicks
 import settings
 from actors import followups, funnel, owed, payments, pixel, pools, runtime, subscriptions
 from actors.broker import UPDATES, counters, retry_when
-from actors.channels import Channels
+from actors.channels import Channels, patience_ms
 from actors.enqueue import unit_of_work
-from actors.outbox import MARKETING, NOT_NOW, deliver, hand_off, plan
+from actors.outbox import NOT_NOW, hand_off
 from actors.throttle import Throttle
 from db import hot
 from db.catalog import BotConfig
 from db.database import utcnow
 from db.models import BumpAnswer, Lead
-from gateways.channel import Inbound, Malformed, Message, Person
+from gateways.channel import Inbound, Malformed, Person
 from gateways.telegram import INT64, classify, parse_update, start_payload, telegram_id  # noqa: F401 - the router's names
 
 log = logging.getLogger(__name__)
@@ -251,7 +250,8 @@ def follow_up(bot: BotConfig, routed: Routed, channels: Channels, throttle: Thro
         except NOT_NOW as exc:
             reason = type(exc).__name__
             log.info("welcome handed to funnel.welcome bot=%s lead=%s reason=%s", bot.id, lead.lead_id, reason)
-            hand_off(funnel.welcome, (bot.id, lead.lead_id, routed.update_id), exc)
+            hand_off(funnel.welcome, (bot.id, lead.lead_id, routed.update_id), exc,
+                     patience_ms(bot, funnel.WELCOME_MAX_AGE_MS))  # fmt: skip
     elif routed.kind == "callback" and lead is not None:
         chat_id, callback_id = lead.chat_id, event.callback_id or f"wa{routed.update_id}"
         action, target = parse_callback_data(routed.data)
@@ -265,10 +265,13 @@ def follow_up(bot: BotConfig, routed: Routed, channels: Channels, throttle: Thro
                 hand_off(funnel.callback, (bot.id, chat_id, callback_id), exc)
         # Gateways are slow and sometimes down: buying runs on the payments queue, never holding a
         # thread that welcomes need.
+        max_age = patience_ms(bot, payments.CHECKOUT_MAX_AGE_MS)  # a long line on a slow number
         if action in BUYING:
-            payments.checkout_actor.send(bot.id, lead.lead_id, chat_id, target, routed.update_id)
+            args: tuple[Any, ...] = (bot.id, lead.lead_id, chat_id, target, routed.update_id)
+            payments.checkout_actor.send_with_options(args=args, max_age=max_age)
         elif action == "followup":
-            payments.checkout_actor.send(bot.id, lead.lead_id, chat_id, 0, routed.update_id, target)
+            args = (bot.id, lead.lead_id, chat_id, 0, routed.update_id, target)
+            payments.checkout_actor.send_with_options(args=args, max_age=max_age)
     elif (routed.hint or routed.rewelcome) and lead is not None and lead.reachable and not routed.repeated:
         hint(bot, lead, routed.update_id, channels, throttle, offers_again=routed.rewelcome)
 
@@ -280,21 +283,16 @@ def hint(bot: BotConfig, lead: funnel.Recipient, update_id: int, channels: Chann
          offers_again: bool = False) -> None:  # fmt: skip
     """A message that picks nothing gets an answer, not silence: the welcome again when the lead has
     no menu it can still answer (a returning buyer sees the offers), else a short hint how to pick,
-    at most once an hour. Marketing: never resent after a crash, and at marketing priority (the
-    slots buyer-facing answers need are not spent on it)."""
-    channel = channels.of(bot)
-    if offers_again:
-        message, key = funnel.welcome_message(bot), f"rewelcome:{bot.id}:{update_id}"
-    else:
-        if not runtime.cache().set(f"grimbots:hint:{bot.id}:{lead.lead_id}", update_id, nx=True, ex=HINT_QUIET):
-            return
-        message, key = Message(bot.text("choose_hint")), f"hint:{bot.id}:{update_id}"
-    sends = plan(channel, key, lead.chat_id, message, MARKETING)
-    slot = partial(throttle.acquire, bot.id, lead.chat_id, marketing=True, rate=channel.rate)
+    at most once an hour. Sent by funnel.send_reply (marketing: never resent after a crash, at
+    marketing priority); when it cannot go now, funnel.reply sends it later."""
+    if not offers_again and not runtime.cache().set(f"grimbots:hint:{bot.id}:{lead.lead_id}", update_id, nx=True,
+                                                    ex=HINT_QUIET):  # fmt: skip
+        return
     try:
-        deliver(channel, throttle, lead.chat_id, sends, slot)
+        funnel.send_reply(bot, lead, update_id, offers_again, channels, throttle)
     except NOT_NOW as exc:
-        log.info("hint not sent now bot=%s lead=%s reason=%s", bot.id, lead.lead_id, type(exc).__name__)
+        log.info("reply handed to funnel.reply bot=%s lead=%s reason=%s", bot.id, lead.lead_id, type(exc).__name__)
+        hand_off(funnel.reply, (bot.id, lead.lead_id, update_id, offers_again), exc)
 
 
 CALLBACKS = {"buy": "buy", "chk": "check", "fu": "followup", "bmp:y": "bump_yes", "bmp:n": "bump_no"}

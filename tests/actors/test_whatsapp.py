@@ -492,7 +492,8 @@ def test_broadcasts_and_downsells_reach_whatsapp_leads_through_the_channel(
     from actors import broadcasts
     from actors.broadcasts import BroadcastError
 
-    zap = bots["zap"]
+    apply_config(whatsapp_config(rate_per_minute=600))  # marketing paced at 60 s / 480: the lane's sleeps are short
+    zap = load_bots()["zap"]
     route(zap, message("oi", "B1"), wa_channels, throttle)
     route(zap, message("oi", "B2", number=NUMBER + 1), wa_channels, throttle)
     fake_wa.calls.clear()
@@ -511,3 +512,30 @@ def test_broadcasts_and_downsells_reach_whatsapp_leads_through_the_channel(
     # the broadcast's "1" buys its offer (the menu the lead saw last)
     pack = next(o for o in zap.offers if o.slug == "pack")
     assert route(zap, message("1", "B3"), wa_channels, throttle).data == f"buy:{pack.id}"
+
+
+def test_on_a_10_a_minute_number_a_code_stays_owed_past_ten_minutes(
+    bots: dict[str, BotConfig], demo_bot: BotConfig, wa_channels: Channels, throttle: Throttle
+) -> None:
+    """A code is worth 10 minutes on Telegram; on a number that sends 10 a minute a buyer may be
+    behind a long line: the debt and its message live as long as 600 sends take there (an hour)."""
+    from actors import owed
+
+    zap = bots["zap"]
+    assert zap.whatsapp is not None and zap.whatsapp.rate_per_minute == 10
+    route(zap, message("oi", "P1"), wa_channels, throttle)
+    route(zap, message("2", "P2"), wa_channels, throttle)
+    [checkout] = [m for m in queued("payments") if m.actor_name == "payments.checkout"]
+    assert checkout.options["max_age"] == 3600 * 1000
+    broker.client.delete("dramatiq:payments.msgs", "dramatiq:payments")  # lost with Redis
+    tg = updates.route_update(demo_bot, {"update_id": 77, "callback_query": {
+        "id": "cb77", "from": {"id": 42, "first_name": "Bia"}, "data": f"buy:{demo_bot.offers[0].id}",
+        "message": {"message_id": 1, "chat": {"id": 42, "type": "private"}}}})  # fmt: skip
+    assert tg.kind == "callback"
+    eleven_minutes_ago = utcnow() - dt.timedelta(minutes=11)
+    ProcessedUpdate.update(received_at=eleven_minutes_ago, due_at=utcnow()).where(
+        ProcessedUpdate.owed.startswith("checkout:")).execute()  # fmt: skip
+    owed.redrive()
+    [again] = [m for m in queued("payments") if m.actor_name == "payments.checkout"]
+    assert again.args[0] == "zap" and 48 * 60_000 < again.options["max_age"] <= 49 * 60_000  # the hour's rest
+    assert ProcessedUpdate.get(ProcessedUpdate.update_id == 77).due_at is None  # Telegram's: abandoned
