@@ -4,6 +4,7 @@ which delivers the buyer's messages to the edge the way each provider does."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import httpx
 import pytest
 
 from db.catalog import BotConfig, load_bots
-from db.models import Charge, Delivery
+from db.models import Charge, Delivery, Lead
 from gateways.payments import brcode
 from gateways.payments.sandbox import sign
 from ops.procs import Platform, free_port, wait_until
@@ -61,15 +62,19 @@ class Env:
         assert httpx.post(f"{self.edge}/webhook/payment/main", content=body, headers=headers).status_code == 200
 
 
+def shop_config(fake: str, rate_per_minute: int) -> dict[str, Any]:
+    data = whatsapp_config(evolution_url=fake, rate_per_minute=rate_per_minute)
+    # A second number of the same Meta app, on a bot of its own: it gets the first number's changes.
+    cloud = next(b for b in data["bots"] if b["id"] == "cloud")
+    data["bots"].append({**cloud, "id": "cloud2", "number": "5511999990002", "phone_number_id": "4321"})
+    return data
+
+
 @pytest.fixture
 def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
     fake_port, edge_port = free_port(), free_port()
     fake = f"http://127.0.0.1:{fake_port}"
-    data = whatsapp_config(evolution_url=fake, rate_per_minute=20)
-    # A second number of the same Meta app, on a bot of its own: it gets the first number's changes.
-    cloud = next(b for b in data["bots"] if b["id"] == "cloud")
-    data["bots"].append({**cloud, "id": "cloud2", "number": "5511999990002", "phone_number_id": "4321"})
-    apply_config(data)
+    apply_config(shop_config(fake, 20))
     platform = Platform(
         tmp_path,
         META_GRAPH_BASE=fake,
@@ -168,3 +173,38 @@ def test_a_worker_killed_mid_send_leaves_no_buyer_without_a_welcome(env: Env) ->
     per_number = Counter(str(c["params"]["number"]) for c in httpx.get(f"{env.fake}/_calls").json())
     assert set(per_number) == set(numbers)
     assert sum(per_number.values()) - len(numbers) <= 6  # resent only what was in flight at the kill
+
+
+@once  # the window is Redis's: database-independent
+@pytest.mark.timeout(150)
+def test_at_10_a_minute_a_broadcast_under_way_leaves_buyers_room(env: Env) -> None:
+    """CONTRACT §12 at the default rate: with a broadcast under way, a new buyer's welcome within
+    10 s and the code's messages within 20 s of the choice; the broadcast paced, never in a burst."""
+    from actors import broadcasts
+
+    apply_config(shop_config(env.fake, 10))
+    leads = [5511955500000 + n for n in range(40)]
+    Lead.insert_many([{"bot": "zap", "telegram_user_id": n, "chat_id": n, "first_name": "L"} for n in leads]).execute()
+    env.platform.worker(queues=("updates", "funnel", "payments", "broadcasts"), threads=8)
+    broadcasts.create(load_bots()["zap"], "all", "Promo relâmpago")
+    broadcasts.dispatch()  # the clock's job: the broadcast's lanes
+
+    def promos() -> list[dict[str, Any]]:
+        return [c for c in httpx.get(f"{env.fake}/_calls").json() if c["params"].get("text") == "Promo relâmpago"]
+
+    wait_until(lambda: len(promos()) >= 3, 40, "the broadcast under way")
+    said = time.time()
+    env.say("zap", "oi", message_id="RUSH-1")
+    welcome = wait_until(env.sends, 20, "the welcome")[0]
+    assert welcome["at"] - said < 10
+    assert len([c for c in promos() if said < c["at"] < welcome["at"]]) <= 1
+    chose = time.time()
+    env.say("zap", "2", message_id="RUSH-2")
+    charge = wait_until(lambda: Charge.get_or_none(Charge.status == "pending"), 20, "the charge")
+    wait_until(lambda: charge.br_code in env.texts(), 25, "the code message")
+    code_sends = env.sends()[1:]
+    assert code_sends and all(c["at"] - chose < 20 for c in code_sends), [c["at"] - chose for c in code_sends]
+    times = [c["at"] for c in promos()]
+    assert min(b - a for a, b in itertools.pairwise(times)) > 6.5  # one every 7.5 s
+    every = [c["at"] for c in httpx.get(f"{env.fake}/_calls").json()]
+    assert max(sum(1 for t in every if start <= t < start + 60) for start in every) <= 10
