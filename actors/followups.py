@@ -5,9 +5,14 @@ kept as durable schedules (`followup` rows) and sent by the clock when due.
   /start, `unpaid` with its first charge; an upsell with the delivery of `after_offer`. Each under
   a unique key (`down:{lead}:{position}`, `up:{charge}:{position}`): at most once per lead (per
   paid charge for upsells), however often its cause repeats.
-- Claimed by `followups.dispatch` (the clock, every 2 s) with `db.hot.claim_due`: one statement,
-  `FOR UPDATE SKIP LOCKED` on PostgreSQL; the claim is a 60 s lease on `due_at`, so a message Redis
-  lost, or a worker that died, leaves the row due again: late rather than never.
+- Claimed by `followups.dispatch` (the clock, every 2 s) with `db.hot.claim_due`: one statement
+  per bot with due rows, `FOR UPDATE SKIP LOCKED` on PostgreSQL; the claim is a 60 s lease on
+  `due_at`, so a message Redis lost, or a worker that died, leaves the row due again: late rather
+  than never. A WhatsApp number gets no more claims a round than it can send in two (`budget`: 1
+  at 10 a minute), so its backlog waits in the database, not in Redis.
+- A send that must wait (its number's window, a flood wait, a channel's retry schedule) puts its
+  row back, due when the wait ends (`put_back`), instead of waiting as a delayed message: no row
+  ever has two live messages, and the queue holds what can be sent now.
 - Decided at send time (`send`): a downsell to a lead who has paid at this bot since (or, for
   `not_bought`, who pressed an offer) is cancelled, as is anything to a lead who blocked the bot.
   A payment also cancels the lead's scheduled downsells in its own transaction.
@@ -19,14 +24,17 @@ kept as durable schedules (`followup` rows) and sent by the clock when due.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
+import math
 from functools import partial
 
 import dramatiq
 
+import settings
 from actors import runtime, subscriptions
 from actors.broker import FOLLOWUPS, broker, counters, retry_when
-from actors.channels import Channels
+from actors.channels import Channels, rate_of
 from actors.funnel import mark_unreachable, marketing_sends
 from actors.outbox import Send, deliver
 from actors.schedule import close, close_after
@@ -35,13 +43,17 @@ from db import hot
 from db.catalog import BotConfig, FollowupConfig, brl
 from db.database import transaction, utcnow
 from db.models import Charge, DownsellMark, Followup, Lead
-from gateways.channel import Channel, ChannelGaveUp, Choice
+from gateways.channel import Channel, ChannelGaveUp, ChannelTransient, Choice
 
 log = logging.getLogger(__name__)
 
 LEASE = dt.timedelta(seconds=60)
 MAX_QUEUED = 2_000  # sends waiting in the queue at most (a worker drains hundreds a second)
 DUE = "\"state\" = 'scheduled'"
+ROUND = dt.timedelta(seconds=2)  # the clock's dispatch interval (ops/clock.py)
+PER_BOT = 500  # claims per bot and round at most
+# A transient failure retried by the actor's backoff keeps its lease this long past the backoff.
+TRANSIENT_HOLD = dt.timedelta(seconds=60)
 
 
 def _schedule(bot: BotConfig, lead_id: int, item: FollowupConfig, key: str, now: dt.datetime,
@@ -149,7 +161,9 @@ def send(followup_id: int, channels: Channels, throttle: Throttle) -> str | None
     item = bot.followup(row.kind, row.position)
     assert item is not None
     channel = channels.of(bot)
-    slot = partial(throttle.acquire, bot.id, lead.chat_id, marketing=True, rate=channel.rate)  # buyers' go first
+    # Buyers' go first; on a slow window a wait is never slept through: the row goes back instead.
+    slot = partial(throttle.acquire, bot.id, lead.chat_id, marketing=True, rate=channel.rate,
+                   sleep=not throttle.slow(channel.rate[1]))  # fmt: skip
     try:
         outcome = deliver(channel, throttle, lead.chat_id, plan(bot, channel, row, item, lead.chat_id), slot)
     except ChannelGaveUp as exc:  # marketing is not retried past its channel's schedule
@@ -160,6 +174,32 @@ def send(followup_id: int, channels: Channels, throttle: Throttle) -> str | None
     state = close_after(row, outcome)
     log.info("followup %s bot=%s followup=%s kind=%s", state, row.bot_id, row.id, row.kind)
     return state
+
+
+def put_back(followup_id: int, delay_ms: int | None) -> None:
+    """A send that must wait: its row is due again when the wait ends (the lease it held is given up
+    early), and no message of it stays alive meanwhile."""
+    due = utcnow() + dt.timedelta(milliseconds=max(delay_ms or 1000, 100))
+    Followup.update(due_at=due).where((Followup.id == followup_id) & (Followup.state == "scheduled")).execute()
+
+
+def hold(followup_id: int) -> None:
+    """A transient failure the actor's own backoff retries: the row's lease covers the retries, so
+    the clock does not claim it again while its message is alive."""
+    due = utcnow() + TRANSIENT_HOLD + LEASE
+    Followup.update(due_at=due).where((Followup.id == followup_id) & (Followup.state == "scheduled")).execute()
+
+
+def send_or_put_back(followup_id: int, channels: Channels, throttle: Throttle) -> str | None:
+    """`send`, with its waits kept in the database rather than in Redis."""
+    try:
+        return send(followup_id, channels, throttle)
+    except dramatiq.Retry as exc:  # a rate wait, a flood wait, a channel's retry schedule, a young claim
+        put_back(followup_id, exc.delay)
+        return "scheduled"
+    except ChannelTransient:
+        hold(followup_id)
+        raise
 
 
 @dramatiq.actor(
@@ -174,26 +214,55 @@ def send(followup_id: int, channels: Channels, throttle: Throttle) -> str | None
     max_age=3600 * 1000,  # the row stays due: the clock sends it again when this message is gone
 )
 def send_actor(followup_id: int) -> None:
-    send(followup_id, runtime.channels(), runtime.throttle())
+    send_or_put_back(followup_id, runtime.channels(), runtime.throttle())
 
 
-def dispatch(limit: int = 500) -> int:
-    """Claim the due follow-ups (a lease) and enqueue their sends."""
-    with transaction():
-        ids = hot.claim_due("followup", DUE, utcnow(), LEASE, limit=limit)
-    for followup_id in ids:
-        send_actor.send(followup_id)
-    return len(ids)
+def budget(bot: BotConfig | None) -> int:
+    """Claims a bot gets per round: on a slow window (WhatsApp), what it sends in two rounds (a row
+    the number cannot send yet waits in the database); else PER_BOT (Telegram's 30/s and its
+    unthrottled bans take hundreds a round)."""
+    if bot is None:
+        return 1
+    limit, window_ms = rate_of(bot)
+    if window_ms <= settings.TELEGRAM_WINDOW_MS:
+        return PER_BOT
+    return max(1, min(PER_BOT, math.ceil(limit * 2 * ROUND.total_seconds() * 1000 / window_ms)))
+
+
+def due_bots(now: dt.datetime) -> list[str]:
+    rows = Followup.select(Followup.bot_id).where((Followup.state == "scheduled") & (Followup.due_at <= now))
+    return [r.bot_id for r in rows.group_by(Followup.bot_id)]
+
+
+def dispatch(limit: int = MAX_QUEUED) -> int:
+    """Claim the due follow-ups (a lease), each bot at most its budget, and enqueue their sends."""
+    now, claimed, per_bot = utcnow(), 0, []
+    for bot_id in due_bots(now):
+        if claimed >= limit:
+            break
+        take = min(budget(runtime.bot_config(bot_id)), limit - claimed)
+        with transaction():
+            ids = hot.claim_due("followup", DUE + ' AND "bot_id" = {p}', now, LEASE, limit=take, params=(bot_id,))
+        per_bot.append(ids)
+        claimed += len(ids)
+    # Enqueued bot after bot in turn: the workers meet each bot's rate limit as rarely as they can.
+    for round_ in itertools.zip_longest(*per_bot):
+        for followup_id in round_:
+            if followup_id is not None:
+                send_actor.send(followup_id)
+    return claimed
 
 
 def room() -> int:
-    """How many more sends may be queued: a backlog of due follow-ups is fed to the workers as they
-    drain it, so no claim's lease runs out while its send is still waiting in the queue."""
-    return max(0, MAX_QUEUED - int(broker.client.llen(f"{broker.namespace}:{FOLLOWUPS}")))
+    """How many more sends may be queued (the queue and its delayed messages): a backlog of due
+    follow-ups is fed to the workers as they drain it, so no claim's lease runs out while its send
+    is still waiting in the queue."""
+    queued = sum(int(broker.client.llen(f"{broker.namespace}:{name}")) for name in (FOLLOWUPS, f"{FOLLOWUPS}.DQ"))
+    return max(0, MAX_QUEUED - queued)
 
 
 @dramatiq.actor(actor_name="followups.dispatch", queue_name=FOLLOWUPS, max_retries=0, time_limit=60_000,
                 max_age=10_000)  # fmt: skip
 def dispatch_actor() -> None:
-    while (free := room()) > 0 and dispatch(min(free, 500)) == min(free, 500):
-        pass  # a backlog: keep claiming while there is more and room for it
+    if (free := room()) > 0:
+        dispatch(free)

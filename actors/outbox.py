@@ -167,8 +167,9 @@ def _take_over(row: OutboundMessage) -> bool:
     return bool(won)
 
 
-def _finish(key: str, state: str, *, message_id: int | None = None, error: str | None = None) -> None:
-    hot.finish_send(key, state, message_id, error, utcnow())
+def _finish(key: str, state: str, *, message_id: int | None = None, error: str | None = None,
+            provider_id: str | None = None) -> None:  # fmt: skip
+    hot.finish_send(key, state, message_id, error, utcnow(), provider_id)
 
 
 def _release(key: str, *, refund: bool = False, error: str | None = None) -> None:
@@ -343,7 +344,7 @@ def _call(channel: Channel, throttle: Throttle, chat_id: int, send: Send, take: 
             log.warning("send rejected channel=%s key=%s method=%s error=%s", kind, send.key, send.method,
                         exc.description)  # fmt: skip
             return Outcome(failed=exc.description)
-        _finish(send.key, "sent", message_id=channel.message_id(result))
+        _finish(send.key, "sent", message_id=channel.message_id(result), provider_id=channel.provider_id(result))
         counters.inc("grimbots_telegram_sends_total", {"method": send.method, "outcome": "sent"})
         return result
     _release(send.key, refund=True)

@@ -197,15 +197,15 @@ class Throttle:
         return Ticket(self._window(bot_id, paid), uuid.uuid4().hex)
 
     def acquire(self, bot_id: str, chat_id: int, *, marketing: bool = False, rate: tuple[int, int] | None = None,
-                waiter: str | None = None, paced: bool = True) -> Ticket:  # fmt: skip
+                waiter: str | None = None, paced: bool = True, sleep: bool = True) -> Ticket:  # fmt: skip
         """Wait for a slot (buyer-facing priority unless `marketing`). A long wait raises
         dramatiq.Retry with that delay instead of holding a worker thread (the message goes back to
         the queue and this send is made later). `waiter`: the send's own id in the waiting set (its
-        outbox key), the same when it comes back."""
+        outbox key), the same when it comes back. `sleep=False`: any wait raises at once."""
         ticket, waited, waiter = self.ticket(bot_id), 0, waiter or uuid.uuid4().hex
         while (wait := self.try_acquire(bot_id, chat_id, marketing=marketing, waiter=waiter,
                                         send_id=ticket.send_id, rate=rate, paced=paced)) > 0:  # fmt: skip
-            if waited + wait > self.max_sleep_ms:
+            if waited + wait > self.max_sleep_ms or not sleep:
                 # On a fast window marketing need not wait for it now. On a slow one it keeps its
                 # place (the waiting set holds it KEEP_PLACE_MS past its wait): the slot freed while
                 # it is in the queue is not taken by marketing.

@@ -15,7 +15,7 @@ import redis
 
 import clicks
 import settings
-from actors import followups, funnel, owed, payments, pixel, pools, runtime, subscriptions
+from actors import followups, funnel, owed, payments, pixel, pools, runtime, statuses, subscriptions
 from actors.broker import UPDATES, counters, retry_when
 from actors.channels import Channels, patience_ms
 from actors.enqueue import unit_of_work
@@ -359,6 +359,9 @@ def route(bot_id: str, update: dict[str, Any]) -> None:
     for event in events:
         if event.kind == "connection":  # Evolution's connection.update: the number's health, nothing to record
             pools.connection(bot.id, event.data or "")
+            continue
+        if event.kind == "status":  # the Cloud API could not deliver a message it had taken
+            statuses.failed(bot.id, event.data or "", event.raw)
             continue
         try:
             routed = route_event(bot, event, runtime.cache(), first_message_starts=channel.first_message_starts)

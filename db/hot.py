@@ -56,8 +56,8 @@ ON CONFLICT ("key") DO NOTHING
 """
 
 FINISH_SEND = """
-UPDATE "outbound_message" SET "state" = {p}, "telegram_message_id" = {p}, "error" = {p}, "finished_at" = {p}
-WHERE "key" = {p}
+UPDATE "outbound_message" SET "state" = {p}, "telegram_message_id" = {p}, "provider_id" = {p}, "error" = {p},
+"finished_at" = {p} WHERE "key" = {p}
 """
 
 
@@ -140,8 +140,9 @@ def claim_new_send(key: str, bot_id: str, chat_id: int, method: str, now: dt.dat
     return bool(cursor.rowcount)
 
 
-def finish_send(key: str, state: str, message_id: int | None, error: str | None, now: dt.datetime) -> None:
-    db.execute_sql(_sql(FINISH_SEND, db.param), (state, message_id, error, now, key))
+def finish_send(key: str, state: str, message_id: int | None, error: str | None, now: dt.datetime,
+                provider_id: str | None = None) -> None:  # fmt: skip
+    db.execute_sql(_sql(FINISH_SEND, db.param), (state, message_id, provider_id, error, now, key))
 
 
 @dataclass(frozen=True)

@@ -236,10 +236,12 @@ class OutboundMessage(BaseModel):
     # claim, so a takeover is one compare-and-set on it (actors/outbox.py, actors/liveness.py).
     claim = CharField(max_length=100, null=True)
     finished_at = DateTimeField(null=True)
+    # The provider's id of the sent message (the Cloud API's wamid): a `failed` status names it.
+    provider_id = CharField(max_length=128, null=True)
 
     class Meta:
         table_name = "outbound_message"
-        indexes = ((("created_at",), False),)
+        indexes = ((("created_at",), False), (("provider_id",), False))
 
 
 class Charge(BaseModel):

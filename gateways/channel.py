@@ -196,6 +196,11 @@ class Channel(Protocol):
 
     def message_id(self, result: Any) -> int | None: ...
 
+    def provider_id(self, result: Any) -> str | None:
+        """The provider's own id of a sent message when it reports the message's fate later by it
+        (the Cloud API's wamid: a `failed` status webhook), else None."""
+        ...
+
     def probe(self) -> bool | None:
         """Is the bot usable: True, False (token refused, number disconnected), None (no answer)."""
         ...

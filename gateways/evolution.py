@@ -173,7 +173,12 @@ class EvolutionChannel:
             raise
 
     def message_id(self, result: Any) -> int | None:
-        return None  # Evolution's ids are strings (key.id): the outbox keeps none
+        return None  # Evolution's ids are strings (key.id): kept as provider_id
+
+    def provider_id(self, result: Any) -> str | None:
+        key = result.get("key") if isinstance(result, dict) else None
+        value = key.get("id") if isinstance(key, dict) else None
+        return str(value)[:128] if value else None
 
     def probe(self) -> bool | None:
         try:

@@ -285,6 +285,9 @@ class TelegramChannel:
         value = result.get("message_id") if isinstance(result, dict) else None
         return value if isinstance(value, int) else None
 
+    def provider_id(self, result: Any) -> str | None:
+        return None  # a sent message's fate is known from the answer
+
     def probe(self) -> bool | None:
         try:
             self.gateway.call(self.token, "getMe", {})

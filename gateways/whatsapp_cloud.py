@@ -8,7 +8,8 @@ to `/{phone_number_id}/media` first). Free-form messages go only within 24 h of 
 message: outside it the send is refused here, before any request (ChannelPermanent, recorded).
 
 Inbound: the `messages` webhook, signed `X-Hub-Signature-256: sha256=<HMAC-SHA256(raw body, app secret)>`
-(checked at the edge), read into router events; statuses are skipped."""
+(checked at the edge), read into router events; of the statuses, only `failed` ones (an event of
+kind `status`: the wamid, Meta's error code and title), the rest skipped."""
 
 from __future__ import annotations
 
@@ -193,7 +194,13 @@ class CloudChannel:
             raise
 
     def message_id(self, result: Any) -> int | None:
-        return None  # wamid strings: the outbox keeps none
+        return None  # wamid strings: kept as provider_id
+
+    def provider_id(self, result: Any) -> str | None:
+        messages = result.get("messages") if isinstance(result, dict) else None
+        first = messages[0] if isinstance(messages, list) and messages else None
+        value = first.get("id") if isinstance(first, dict) else None
+        return str(value)[:128] if value else None
 
     def probe(self) -> bool | None:
         try:
@@ -236,9 +243,9 @@ def _message_event(message: dict[str, Any], names: dict[str, str]) -> Inbound | 
 
 
 def parse_webhook(body: dict[str, Any], phone_number_id: str) -> list[Inbound]:
-    """The `messages` webhook's messages to this number as router events (statuses and other
-    fields skipped). Meta posts every number of an app to one callback: a change for another
-    number (`metadata.phone_number_id`) is not this bot's to answer, and is skipped."""
+    """The `messages` webhook's messages to this number as router events, and its `failed` statuses
+    (other statuses and other fields skipped). Meta posts every number of an app to one callback: a
+    change for another number (`metadata.phone_number_id`) is not this bot's, and is skipped."""
     events: list[Inbound] = []
     entries = body.get("entry")
     for entry in entries if isinstance(entries, list) else []:
@@ -262,4 +269,19 @@ def parse_webhook(body: dict[str, Any], phone_number_id: str) -> list[Inbound]:
                 event = _message_event(message, names)
                 if event is not None:
                     events.append(event)
+            events += [failed for status in value.get("statuses") or [] if (failed := _failed(status)) is not None]
     return events
+
+
+def _failed(status: Any) -> Inbound | None:
+    """A `failed` status of a message we sent: kind `status`, `data` its wamid, `raw` Meta's first
+    error's code and title (None for the other statuses: sent, delivered, read)."""
+    if not isinstance(status, dict) or status.get("status") != "failed" or not status.get("id"):
+        return None
+    wamid = str(status["id"])[:128]
+    errors = status.get("errors")
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    code = first.get("code")
+    title = str(first.get("title") or first.get("message") or "failed")[:200]
+    return Inbound(update_id_of(f"failed:{wamid}"), "status", data=wamid,
+                   raw={"code": code if isinstance(code, int) else None, "title": title})  # fmt: skip

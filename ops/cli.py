@@ -219,6 +219,29 @@ def subscription_summary() -> list[dict[str, Any]]:
         return selling.subscription_totals()
 
 
+def undelivered_summary() -> list[dict[str, Any]]:
+    """Sends the provider took and then failed (Cloud `failed` statuses) in the last 24 h, per bot
+    and kind: what the buyer was owed (welcome, pix, delivery) first. Meta's code and title only."""
+    import datetime as dt
+
+    from actors.statuses import OWED_PREFIXES
+    from db.database import utcnow
+    from db.models import OutboundMessage
+
+    since = utcnow() - dt.timedelta(hours=24)
+    found: dict[tuple[str, str, str], int] = {}
+    with _database().connection_context():
+        rows = OutboundMessage.select(OutboundMessage.bot_id, OutboundMessage.key, OutboundMessage.error).where(
+            (OutboundMessage.state == "failed") & OutboundMessage.error.startswith("whatsapp ")
+            & (OutboundMessage.finished_at >= since))  # fmt: skip
+        for row in rows.iterator():
+            kind = row.key.split(":", 1)[0]
+            name = (row.bot_id, kind, row.error)
+            found[name] = found.get(name, 0) + 1
+    return [{"bot": b, "kind": k, "owed": k in OWED_PREFIXES, "error": e, "count": n}
+            for (b, k, e), n in sorted(found.items(), key=lambda i: (i[0][1] not in OWED_PREFIXES, i[0]))]  # fmt: skip
+
+
 def broadcast_summary() -> list[dict[str, Any]]:
     """Broadcasts scheduled or running now, with their counts."""
     from actors import broadcasts
@@ -260,13 +283,14 @@ def status(as_json: bool) -> None:
     errors = outcomes.get("retried", 0) + outcomes.get("failed", 0)
     error_rate = errors / handled if handled else 0.0
     live = broadcast_summary()
+    undelivered = undelivered_summary()
     health = unhealthy(client)
     refused = sorted(health)
     if as_json:
         doc = {"processes": seen, "queues": stats, "messages": outcomes, "error_rate": error_rate, "updates": updates,
                "payments": payment_summary(), "pixel_events": pixel_summary(),
                "selling": selling_summary(), "subscriptions": subscription_summary(),
-               "broadcasts": live, "unhealthy_bots": refused,
+               "broadcasts": live, "undelivered": undelivered, "unhealthy_bots": refused,
                "unhealthy_why": {b: str(health[b].get("description") or "") for b in refused}}  # fmt: skip
         click.echo(json.dumps(doc, indent=2))
         return
@@ -300,6 +324,9 @@ def status(as_json: bool) -> None:
     for b in live:
         click.echo(f"broadcast {b['id']} ({b['bot']}, {b['segment']}): {b['state']}, {b['sent']}/{b['total']} sent, "
                    f"{b['pending']} pending, {b['blocked']} blocked, {b['failed']} failed")  # fmt: skip
+    for u in undelivered:
+        owed = "OWED, not delivered" if u["owed"] else "marketing, not delivered"
+        click.echo(f"whatsapp  last 24 h, {u['bot']}: {u['count']} {u['kind']} ({owed}): {u['error']}")
     if refused:
         why = ", ".join(f"{b} ({health[b].get('description') or '?'})" for b in refused)
         click.echo(f"bots      UNHEALTHY (token refused or WhatsApp number disconnected; sends wait, out of every "

@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +25,7 @@ from actors.outbox import Send, deliver
 from actors.throttle import Throttle
 from db.catalog import BotConfig, load_bots
 from db.database import utcnow
-from db.models import Charge, Lead, OutboundMessage, PixelEvent, ProcessedUpdate
+from db.models import Charge, Delivery, Followup, Lead, OutboundMessage, PixelEvent, ProcessedUpdate
 from gateways.channel import ChannelGaveUp, Inbound, Person, update_id_of
 from gateways.evolution import EvolutionGateway, parse_event
 from gateways.payments.base import ChargeStatus
@@ -539,3 +540,110 @@ def test_on_a_10_a_minute_number_a_code_stays_owed_past_ten_minutes(
     [again] = [m for m in queued("payments") if m.actor_name == "payments.checkout"]
     assert again.args[0] == "zap" and 48 * 60_000 < again.options["max_age"] <= 49 * 60_000  # the hour's rest
     assert ProcessedUpdate.get(ProcessedUpdate.update_id == 77).due_at is None  # Telegram's: abandoned
+
+
+def test_a_downsell_backlog_on_a_10_a_minute_number_waits_in_the_database_not_in_redis(
+    wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
+) -> None:
+    """A backlog of downsells due at once on one 10/min number (40 here; ops/bench followups: 5,000):
+    each round claims what the number can send in two rounds (one); a send that must wait puts its
+    row back (due when the slot frees) instead of waiting as a delayed message, so no row has two
+    live messages and the queue stays small."""
+    from actors import followups
+
+    downsell = {"when": "not_bought", "delay": "1h", "text": "Volte! 50% off.", "offer": "pack", "discount_percent": 50}
+    apply_config(whatsapp_config(downsells=[downsell]))
+    zap = load_bots()["zap"]
+    pack = next(o for o in zap.offers if o.slug == "pack")
+    now = utcnow()
+    leads = [Lead.create(bot="zap", telegram_user_id=NUMBER + n, chat_id=NUMBER + n, first_name="L") for n in range(40)]
+    rows = [{"key": f"down:{lead.id}:0", "bot_id": "zap", "lead_id": lead.id, "kind": "downsell", "position": 0,
+             "offer_id": pack.id, "amount": Decimal("4.95"), "due_at": now, "state": "scheduled", "attempts": 0,
+             "created_at": now} for lead in leads]  # fmt: skip
+    Followup.insert_many(rows).execute()
+    assert followups.budget(zap) == 1
+    for _ in range(3):  # three rounds of the clock
+        followups.dispatch()
+        for message in queued("followups"):
+            followups.send_or_put_back(message.args[0], wa_channels, throttle)
+        broker.client.delete("dramatiq:followups", "dramatiq:followups.msgs")  # the worker took them
+        assert broker.client.llen("dramatiq:followups.DQ") == 0  # nothing waits in Redis
+    assert len(fake_wa.sends()) == 1  # marketing's pace: one every 7.5 s at 10 a minute
+    states = Counter(f.state for f in Followup.select())
+    assert states == {"sent": 1, "scheduled": 39}
+    waiting = Followup.select().where((Followup.state == "scheduled") & (Followup.due_at > utcnow()))
+    assert 1 <= waiting.count() <= 2  # the ones that found the pace went back, due when it frees
+    assert all(f.due_at <= utcnow() + dt.timedelta(seconds=8) for f in waiting)
+
+
+def failed_status(wamid: str, code: int, title: str) -> dict[str, Any]:
+    value = {"messaging_product": "whatsapp", "metadata": {"phone_number_id": "1234"},
+             "statuses": [{"id": wamid, "status": "failed", "recipient_id": str(NUMBER),
+                           "errors": [{"code": code, "title": title}]}]}  # fmt: skip
+    return {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": value}]}]}
+
+
+def test_a_cloud_failed_status_resends_an_owed_welcome_records_a_lost_delivery_and_corrects_a_broadcast(
+    bots: dict[str, BotConfig],
+    wa_channels: Channels,
+    throttle: Throttle,
+    fake_wa: FakeWhatsAppTransport,
+    sandbox: SandboxGateway,
+) -> None:
+    """Meta takes a message (200, a wamid) and later posts a `failed` status for it: the outbox row
+    turns failed with the code and title; a welcome is sent again when the error may pass; a
+    delivery that will not pass is recorded failed; a broadcast does not count it sent."""
+    from actors import broadcasts, owed
+
+    cloud = bots["cloud"]
+    first = cloud_message(cloud, {"id": "wamid.in1", "type": "text", "text": {"body": "oi"}})
+    route(cloud, first, wa_channels, throttle)
+    welcome = OutboundMessage.select().where(OutboundMessage.key.startswith("welcome:cloud:")).order_by(
+        OutboundMessage.id.desc()).first()  # fmt: skip
+    assert welcome.state == "sent" and welcome.provider_id.startswith("wamid.")
+    [parsed] = parse_webhook(failed_status(welcome.provider_id, 131000, "Something went wrong"), "1234")
+    assert parsed.kind == "status" and parsed.data == welcome.provider_id
+    sends_before = len(fake_wa.sends())
+    updates.route("cloud", failed_status(welcome.provider_id, 131000, "Something went wrong"))
+    updates.route("cloud", failed_status(welcome.provider_id, 131000, "Something went wrong"))  # Meta repeats it
+    row = OutboundMessage.get_by_id(welcome.id)
+    assert row.state == "pending" and row.error == "whatsapp 131000: Something went wrong"
+    [debt] = owed.due(dt.timedelta(seconds=30))  # the clock re-drives the welcome
+    assert debt.update_id == first.update_id
+    from actors import funnel
+
+    lead = Lead.get(Lead.bot == "cloud")
+    funnel.send_welcome(cloud, Recipient.of(lead), first.update_id, wa_channels, throttle)
+    assert len(fake_wa.sends()) == sends_before + 1 and OutboundMessage.get_by_id(welcome.id).state == "sent"
+
+    # a paid delivery Meta will not deliver (131026): recorded on the delivery, not retried
+    pack = next(o for o in cloud.offers if o.slug == "pack")
+    reply = {"type": "button_reply", "button_reply": {"id": f"buy:{pack.id}", "title": "Pack"}}
+    routed = route(cloud, cloud_message(cloud, {"id": "wamid.in2", "type": "interactive", "interactive": reply}),
+                   wa_channels, throttle)  # fmt: skip
+    assert routed.lead is not None
+    charge = payments.checkout(cloud, routed.lead, pack.id, routed.update_id, sandbox, wa_channels, throttle)
+    assert charge is not None
+    payments.settle(charge, ChargeStatus.PAID, Decimal("9.90"), source="notification")
+    assert delivery.deliver_charge(charge.id, wa_channels, throttle) == "sent"
+    sent = OutboundMessage.get(OutboundMessage.key == f"delivery:{charge.id}")
+    updates.route("cloud", failed_status(sent.provider_id, 131026, "Message undeliverable"))
+    lost = Delivery.get(Delivery.charge_id == charge.id)
+    assert lost.state == "failed" and lost.error == "whatsapp 131026: Message undeliverable"
+    assert OutboundMessage.get_by_id(sent.id).state == "failed"
+    from click.testing import CliRunner
+
+    from ops.cli import cli
+
+    shown = CliRunner().invoke(cli, ["status"]).output
+    assert "cloud: 1 delivery (OWED, not delivered): whatsapp 131026: Message undeliverable" in shown
+
+    # a broadcast's send Meta failed is not counted sent
+    row = broadcasts.create(cloud, "all", "Promo!")
+    broadcasts.dispatch()
+    broker.client.set(broadcasts.lane_key(row.id, 0), "tok")
+    broadcasts.run_lane(row.id, 0, "tok", wa_channels, throttle)
+    promo = OutboundMessage.get(OutboundMessage.key == f"broadcast:{row.id}:{lead.id}")
+    updates.route("cloud", failed_status(promo.provider_id, 131049, "This message was not delivered"))
+    [summary] = broadcasts.summaries(broadcast_id=row.id)
+    assert summary.sent == 0 and summary.failed == 1

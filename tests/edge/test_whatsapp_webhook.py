@@ -49,10 +49,11 @@ def signed(body: bytes, secret: str = "app-secret") -> dict[str, str]:
     return {"X-Hub-Signature-256": f"sha256={digest}", "Content-Type": "application/json"}
 
 
-def cloud_body(*, statuses_only: bool = False, phone_number_id: str = "1234") -> bytes:
+def cloud_body(*, statuses_only: bool = False, phone_number_id: str = "1234", status: str = "delivered") -> bytes:
     value: dict[str, Any] = {"messaging_product": "whatsapp", "metadata": {"phone_number_id": phone_number_id}}
     if statuses_only:
-        value["statuses"] = [{"id": "wamid.X", "status": "delivered", "recipient_id": str(NUMBER)}]
+        value["statuses"] = [{"id": "wamid.X", "status": status, "recipient_id": str(NUMBER),
+                              "errors": [{"code": 131026, "title": "Message undeliverable"}]}]  # fmt: skip
     else:
         value["contacts"] = [{"wa_id": str(NUMBER), "profile": {"name": "Ana"}}]
         value["messages"] = [{"from": str(NUMBER), "id": "wamid.1", "timestamp": "1", "type": "text",
@@ -104,10 +105,14 @@ def test_cloud_signature_is_checked_on_the_raw_body(client: TestClient) -> None:
     assert message.args[0] == "cloud" and message.args[1]["entry"][0]["changes"][0]["value"]["messages"]
 
 
-def test_cloud_statuses_are_acked_and_dropped(client: TestClient) -> None:
+def test_cloud_statuses_are_acked_and_dropped_but_a_failed_one_is_enqueued(client: TestClient) -> None:
     body = cloud_body(statuses_only=True)
     assert client.post(CLOUD, content=body, headers=signed(body)).status_code == 200
     assert queued_updates() == []
+    failed = cloud_body(statuses_only=True, status="failed")  # Meta could not deliver a message it took
+    assert client.post(CLOUD, content=failed, headers=signed(failed)).status_code == 200
+    [message] = queued_updates()
+    assert message.args[1]["entry"][0]["changes"][0]["value"]["statuses"][0]["id"] == "wamid.X"
 
 
 def test_a_cloud_change_for_another_number_of_the_app_is_acked_and_ignored(client: TestClient) -> None:
