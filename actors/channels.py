@@ -66,8 +66,10 @@ class Channels:
                                     rate=(wa.rate_per_minute, WINDOW_MS), typing_ms=settings.EVOLUTION_TYPING_MS,
                                     on_refused=self.on_refused)  # fmt: skip
         if bot.channel == "whatsapp_cloud" and wa is not None:
+            template = (wa.access_template, wa.access_template_language or "pt_BR") if wa.access_template else None
             return CloudChannel(self.cloud, bot.id, wa.phone_number_id or "", wa.access_token or "",
                                 rate=(wa.rate_per_minute, WINDOW_MS), menu_button=bot.text("choices_button"),
-                                last_message_at=last_message_at(bot.id), on_refused=self.on_refused)  # fmt: skip
+                                last_message_at=last_message_at(bot.id), on_refused=self.on_refused,
+                                access_template=template)  # fmt: skip
         rate = (settings.TELEGRAM_BOT_RATE, settings.TELEGRAM_WINDOW_MS)
         return TelegramChannel(self.telegram, bot.id, bot.token, rate=rate, cache=self.cache)

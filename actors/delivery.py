@@ -22,8 +22,9 @@ from actors.outbox import NOT_NOW, OWED, Send, deliver, hand_off, plan
 from actors.throttle import Throttle
 from db import hot
 from db.database import transaction, utcnow
-from db.models import Delivery, Offer, OutboundMessage
+from db.models import Charge, Delivery, Offer, OutboundMessage
 from gateways.channel import Channel, ChannelPermanent, ChannelRetryAfter, Message, Request
+from gateways.whatsapp_cloud import OUTSIDE_WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,28 @@ def _fail(charge_id: int, error: str) -> None:
     ).execute()
     counters.inc("grimbots_deliveries_total", {"outcome": "failed"})
     log.warning("delivery failed charge=%s error=%s", charge_id, error)
+
+
+def reopen_outside_window(bot_id: str, lead_id: int) -> list[int]:
+    """A Cloud buyer whose delivery was refused outside the 24-hour window wrote again (the window is
+    open now): those deliveries are pending again and sent. Returns their charges."""
+    failed = (Delivery.select(Delivery.charge_id).join(Charge, on=(Charge.id == Delivery.charge_id))
+              .where((Charge.lead_id == lead_id) & (Delivery.bot_id == bot_id) & (Delivery.state == "failed")
+                     & (Delivery.error == OUTSIDE_WINDOW)))  # fmt: skip
+    reopened = []
+    for row in failed:
+        with transaction():
+            won = Delivery.update(state="pending", error=None, updated_at=utcnow()).where(
+                (Delivery.charge_id == row.charge_id) & (Delivery.state == "failed")).execute()  # fmt: skip
+            OutboundMessage.update(state="pending", error=None).where(
+                ((OutboundMessage.key == send_key(row.charge_id))
+                 | OutboundMessage.key.startswith(f"{send_key(row.charge_id)}:")) & (OutboundMessage.state == "failed")
+                & (OutboundMessage.error == OUTSIDE_WINDOW)).execute()  # fmt: skip
+        if won:
+            deliver_actor.send(row.charge_id)
+            reopened.append(row.charge_id)
+            log.info("delivery reopened: the buyer wrote again bot=%s charge=%s", bot_id, row.charge_id)
+    return reopened
 
 
 @dataclass(frozen=True)
@@ -122,7 +145,7 @@ def deliver_charge(charge_id: int, channels: Channels, throttle: Throttle) -> st
             _fail(charge_id, f"createChatInviteLink: {exc.description}")
             return "failed"
         text = "\n\n".join(piece for piece in (part.text.strip(), link or "") if piece)
-        sends += plan(channel, part.key, job.chat_id, Message(text), OWED)
+        sends += plan(channel, part.key, job.chat_id, Message(text, access=True), OWED)
     outcome = deliver(channel, throttle, job.chat_id, sends)
     if outcome.failed is not None:
         if outcome.blocked:

@@ -48,6 +48,7 @@ from gateways.channel import (
     Message,
     Request,
 )
+from gateways.whatsapp_cloud import OUTSIDE_WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,11 @@ class Send:
     on_sent: Callable[[Any], None] | None = field(default=None, compare=False)
     menu: tuple[str, ...] | None = None  # numbered choices it shows (WhatsApp): kept with the lead once sent
     free_form: bool = True
+    template_text: str | None = None
 
     def request(self, params: dict[str, Any]) -> Request:
         return Request(self.key, self.method, params, self.files, menu=self.menu, throttled=self.throttled,
-                       free_form=self.free_form)  # fmt: skip
+                       free_form=self.free_form, template_text=self.template_text)  # fmt: skip
 
 
 def plan(channel: Channel, key: str, chat_id: int, message: Message, if_unknown: Literal["skip", "resend"],
@@ -111,7 +113,8 @@ def plan(channel: Channel, key: str, chat_id: int, message: Message, if_unknown:
 def of(request: Request, if_unknown: Literal["skip", "resend"] = "skip", *, wait_inline: bool = True) -> Send:
     return Send(request.key, request.method, request.params, if_unknown, fallback=request.fallback,
                 throttled=request.throttled, wait_inline=wait_inline, files=request.files,
-                on_sent=request.on_result, menu=request.menu, free_form=request.free_form)  # fmt: skip
+                on_sent=request.on_result, menu=request.menu, free_form=request.free_form,
+                template_text=request.template_text)  # fmt: skip
 
 
 @dataclass
@@ -340,6 +343,9 @@ def _call(channel: Channel, throttle: Throttle, chat_id: int, send: Send, take: 
                 params = send.fallback
                 continue
             counters.inc("grimbots_telegram_sends_total", {"method": send.method, "outcome": "rejected"})
+            if exc.description == OUTSIDE_WINDOW:  # the seller can act: an access template, or the buyer writes
+                counters.inc("grimbots_whatsapp_failed_total", {"owed": str(send.if_unknown == OWED).lower(),
+                                                                "code": "outside_window"})  # fmt: skip
             _finish(send.key, "failed", error=exc.description)
             log.warning("send rejected channel=%s key=%s method=%s error=%s", kind, send.key, send.method,
                         exc.description)  # fmt: skip

@@ -15,7 +15,7 @@ import redis
 
 import clicks
 import settings
-from actors import followups, funnel, owed, payments, pixel, pools, runtime, statuses, subscriptions
+from actors import delivery, followups, funnel, owed, payments, pixel, pools, runtime, statuses, subscriptions
 from actors.broker import UPDATES, counters, retry_when
 from actors.channels import Channels, patience_ms
 from actors.enqueue import unit_of_work
@@ -369,6 +369,8 @@ def route(bot_id: str, update: dict[str, Any]) -> None:
             refuse(bot, update, exc)
             continue
         follow_up(bot, routed, channels, runtime.throttle())
+        if bot.channel == "whatsapp_cloud" and routed.lead is not None and not routed.repeated:
+            delivery.reopen_outside_window(bot.id, routed.lead.lead_id)  # the buyer's window is open again
 
 
 def refuse(bot: BotConfig, update: dict[str, Any], exc: Malformed) -> None:

@@ -158,6 +158,8 @@ class WhatsAppConfig:
     access_token: str | None = None
     app_secret: str | None = None
     verify_token: str | None = None
+    access_template: str | None = None  # Cloud: an approved template carrying a delivery, past the 24 h
+    access_template_language: str | None = None
 
     def __repr__(self) -> str:  # never print keys
         return f"WhatsAppConfig(instance={self.instance!r}, phone_number_id={self.phone_number_id!r})"

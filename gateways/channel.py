@@ -115,6 +115,7 @@ class Message:
     link_preview: bool = True
     reuse_media: bool = False  # the welcome: Telegram sends the file_id it gave back last time
     paid: bool = False  # a paid broadcast (Telegram's allow_paid_broadcast)
+    access: bool = False  # it delivers what the buyer paid for: Cloud may send it as the bot's access template
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ class Request:
     throttled: bool = True  # answers to a button press take no slot of the bot's window
     on_result: Callable[[Any], None] | None = field(default=None, compare=False)
     free_form: bool = True  # Cloud: a session message, only within 24 h of the buyer's last message
+    template_text: str | None = None  # Cloud: outside the 24 h, sent as the access template with this text
 
 
 @dataclass(frozen=True)

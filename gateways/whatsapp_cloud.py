@@ -54,6 +54,16 @@ TOKEN_REFUSED = (190,)
 OUTSIDE_WINDOW = "outside the 24-hour customer service window"
 
 
+TEMPLATE_PARAMETER_LIMIT = 1024
+
+
+def template_parameter(text: str) -> str:
+    """A text as a template's body parameter: Meta refuses new lines, tabs and more than four spaces
+    in a row there, so lines are joined with " · " and runs of spaces shortened."""
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    return " · ".join(line for line in lines if line)[:TEMPLATE_PARAMETER_LIMIT]
+
+
 def default_client(timeout: float = 15.0) -> httpx.Client:
     return pooled_client(timeout, max_connections=100)
 
@@ -106,8 +116,12 @@ class CloudChannel:
                  rate: tuple[int, int] = (80 * 60, 60_000), menu_button: str = "Opções",
                  last_message_at: Callable[[int], dt.datetime | None] | None = None,
                  now: Callable[[], dt.datetime] | None = None,
-                 on_refused: Callable[[str, int, str], None] | None = None) -> None:  # fmt: skip
+                 on_refused: Callable[[str, int, str], None] | None = None,
+                 access_template: tuple[str, str] | None = None) -> None:  # fmt: skip
+        """`access_template`: (name, language) of the seller's approved template that carries a
+        delivery as its one body parameter, for buyers outside the 24-hour window."""
         self.gateway, self.bot_id, self.phone_number_id = gateway, bot_id, phone_number_id
+        self.access_template = access_template
         self.access_token, self.rate, self.menu_button = access_token, rate, menu_button
         self.last_message_at, self.on_refused = last_message_at, on_refused
         self.now = now or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
@@ -154,7 +168,10 @@ class CloudChannel:
             else:
                 body = {"messaging_product": "whatsapp", "to": to, "type": "text",
                         "text": {"body": piece, "preview_url": message.link_preview}}  # fmt: skip
-            parts.append((f"text:{i}", {"method": "messages", "params": body, "menu": menu if last else None}))
+            spec: dict[str, Any] = {"method": "messages", "params": body, "menu": menu if last else None}
+            if message.access and piece:
+                spec["template_text"] = template_parameter(piece)
+            parts.append((f"text:{i}", spec))
         if message.code:
             body = {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": message.code}}
             parts.append(("code", {"method": "messages", "params": body}))
@@ -162,6 +179,15 @@ class CloudChannel:
             body = {"messaging_product": "whatsapp", "to": to, "type": "image", "image": {}}
             parts.append(("qr", {"method": "messages", "params": body, "files": {"file": message.image}}))
         return [Request(k, **spec) for k, spec in keyed(key, parts)]
+
+    def _template(self, to: str, text: str) -> dict[str, Any]:
+        """The delivery as the seller's approved access template (outside the 24-hour window)."""
+        assert self.access_template is not None
+        name, language = self.access_template
+        parameters = [{"type": "text", "text": text}]
+        return {"messaging_product": "whatsapp", "to": to, "type": "template",
+                "template": {"name": name, "language": {"code": language},
+                             "components": [{"type": "body", "parameters": parameters}]}}  # fmt: skip
 
     def answer(self, key: str, chat_id: int, callback_id: str | None, text: str | None) -> list[Request]:
         if not text:
@@ -174,9 +200,11 @@ class CloudChannel:
         return last is not None and self.now() - last < SESSION_WINDOW
 
     def call(self, request: Request, chat_id: int) -> Any:
-        if request.free_form and not self._window_open(chat_id):
-            raise ChannelPermanent(request.method, OUTSIDE_WINDOW)
         params = request.params
+        if request.free_form and not self._window_open(chat_id):
+            if request.template_text is None or self.access_template is None:
+                raise ChannelPermanent(request.method, OUTSIDE_WINDOW)
+            params = self._template(str(chat_id), request.template_text)
         try:
             if request.files:
                 name, data, mimetype = request.files["file"]

@@ -220,20 +220,22 @@ def subscription_summary() -> list[dict[str, Any]]:
 
 
 def undelivered_summary() -> list[dict[str, Any]]:
-    """Sends the provider took and then failed (Cloud `failed` statuses) in the last 24 h, per bot
-    and kind: what the buyer was owed (welcome, pix, delivery) first. Meta's code and title only."""
+    """WhatsApp sends that did not reach the buyer in the last 24 h, per bot, kind and reason: taken
+    and then failed (Cloud `failed` statuses: Meta's code and title), or refused outside the 24-hour
+    window; what the buyer was owed (welcome, pix, delivery) first."""
     import datetime as dt
 
     from actors.statuses import OWED_PREFIXES
     from db.database import utcnow
     from db.models import OutboundMessage
+    from gateways.whatsapp_cloud import OUTSIDE_WINDOW
 
     since = utcnow() - dt.timedelta(hours=24)
     found: dict[tuple[str, str, str], int] = {}
     with _database().connection_context():
         rows = OutboundMessage.select(OutboundMessage.bot_id, OutboundMessage.key, OutboundMessage.error).where(
-            (OutboundMessage.state == "failed") & OutboundMessage.error.startswith("whatsapp ")
-            & (OutboundMessage.finished_at >= since))  # fmt: skip
+            (OutboundMessage.state == "failed") & (OutboundMessage.finished_at >= since)
+            & (OutboundMessage.error.startswith("whatsapp ") | (OutboundMessage.error == OUTSIDE_WINDOW)))  # fmt: skip
         for row in rows.iterator():
             kind = row.key.split(":", 1)[0]
             name = (row.bot_id, kind, row.error)

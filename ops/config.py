@@ -38,13 +38,15 @@ CHANNELS = ("telegram", "evolution", "whatsapp_cloud")
 WHATSAPP_KEYS: dict[str, dict[str, bool]] = {
     "evolution": {"webhook_secret": True, "evolution_url": True, "instance": True, "apikey": True},
     "whatsapp_cloud": {"phone_number_id": True, "waba_id": True, "access_token": True, "app_secret": True,
-                       "verify_token": True},
+                       "verify_token": True, "access_template": False, "access_template_language": False},
 }  # fmt: skip
 TELEGRAM_ONLY = ("token", "username")
 DEFAULT_RATE_PER_MINUTE = {"evolution": 10, "whatsapp_cloud": 4800}  # the seed system's figure; Cloud ~80/s
 PHONE = re.compile(r"^[1-9][0-9]{7,14}$")
 DIGITS = re.compile(r"^[0-9]{1,32}$")
 INSTANCE = re.compile(r"^[A-Za-z0-9_.@ -]{1,100}$")
+TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
+LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?$")
 BOT_KEYS = {
     "id",
     "channel",
@@ -58,6 +60,8 @@ BOT_KEYS = {
     "access_token",
     "app_secret",
     "verify_token",
+    "access_template",
+    "access_template_language",
     "token",
     "username",
     "webhook_secret",
@@ -443,10 +447,16 @@ def _whatsapp(table: dict[str, Any], where: str, channel: str) -> dict[str, Any]
         "evolution_url": (URL, "an http(s) URL"), "instance": (INSTANCE, "an Evolution instance name"),
         "phone_number_id": (DIGITS, "digits"), "waba_id": (DIGITS, "digits"),
         "webhook_secret": (TELEGRAM_SECRET, "1–256 characters of A-Za-z0-9_-"),
+        "access_template": (TEMPLATE_NAME, "an approved template's name: lowercase letters, digits and _"),
+        "access_template_language": (LANGUAGE, "a template language code such as pt_BR"),
     }  # fmt: skip
-    for name in own:
+    for name, required in own.items():
         pattern, what = patterns.get(name, (None, ""))
-        values[name] = _req(table, name, where, max_len=512, **({"pattern": pattern, "what": what} if pattern else {}))
+        value = _str(table, name, where, required=required, max_len=512, pattern=pattern, what=what)
+        if value is not None:
+            values[name] = value
+    if "access_template_language" in values and "access_template" not in values:
+        raise ConfigError(f"{where}.access_template_language", "needs access_template (the template it names)")
     if "evolution_url" in values:
         values["evolution_url"] = values["evolution_url"].rstrip("/")
     return values

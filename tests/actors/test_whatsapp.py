@@ -18,7 +18,7 @@ import redis
 
 import settings
 from actors import delivery, payments, pixel, pools, updates
-from actors.broker import broker, retry_when
+from actors.broker import broker, counters, retry_when
 from actors.channels import Channels
 from actors.funnel import Recipient
 from actors.outbox import Send, deliver
@@ -647,3 +647,83 @@ def test_a_cloud_failed_status_resends_an_owed_welcome_records_a_lost_delivery_a
     updates.route("cloud", failed_status(promo.provider_id, 131049, "This message was not delivered"))
     [summary] = broadcasts.summaries(broadcast_id=row.id)
     assert summary.sent == 0 and summary.failed == 1
+
+
+def test_a_cloud_buyer_paying_after_the_24_hours_gets_the_access_template_or_the_seller_is_told(
+    wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport, sandbox: SandboxGateway
+) -> None:
+    """A delivery outside the 24-hour window goes as the bot's approved `access_template` with the
+    delivery as its one parameter; without one it is recorded failed, counted for the alert and
+    listed by `ops status` (the seller can act: add a template, or ask the buyer to write)."""
+    from click.testing import CliRunner
+
+    from actors.metrics import read
+    from ops.cli import cli
+
+    def paid_late(message_id: str) -> int:
+        cloud = load_bots()["cloud"]
+        pack = next(o for o in cloud.offers if o.slug == "pack")
+        route(cloud, cloud_message(cloud, {"id": f"{message_id}-oi", "type": "text", "text": {"body": "oi"}}),
+              wa_channels, throttle)  # fmt: skip
+        reply = {"type": "button_reply", "button_reply": {"id": f"buy:{pack.id}", "title": "Pack"}}
+        routed = route(cloud, cloud_message(cloud, {"id": message_id, "type": "interactive", "interactive": reply}),
+                       wa_channels, throttle)  # fmt: skip
+        assert routed.lead is not None
+        charge = payments.checkout(cloud, routed.lead, pack.id, routed.update_id, sandbox, wa_channels, throttle)
+        assert charge is not None
+        Lead.update(last_seen_at=utcnow() - dt.timedelta(hours=30)).execute()  # paid a day and more later
+        payments.settle(charge, ChargeStatus.PAID, Decimal("9.90"), source="notification")
+        fake_wa.calls.clear()
+        return charge.id
+
+    data = whatsapp_config()
+    apply_config(data)
+    first = paid_late("wamid.late1")
+    assert delivery.deliver_charge(first, wa_channels, throttle) == "failed" and fake_wa.calls == []
+    assert Delivery.get(Delivery.charge_id == first).error == OUTSIDE_WINDOW
+    counters.flush()
+    counted = {labels["code"]: v for name, labels, v in read(broker.client) if name == "grimbots_whatsapp_failed_total"}
+    assert counted.get("outside_window") == 1
+    assert "cloud: 1 delivery (OWED, not delivered): " + OUTSIDE_WINDOW in CliRunner().invoke(cli, ["status"]).output
+    # the buyer writes again: the window is open, the delivery goes
+    value = {"metadata": {"phone_number_id": "1234"}, "contacts": [{"wa_id": str(NUMBER), "profile": {"name": "Ana"}}],
+             "messages": [{"from": str(NUMBER), "timestamp": "1", "id": "wamid.back", "type": "text",
+                           "text": {"body": "cadê meu acesso?"}}]}  # fmt: skip
+    updates.route("cloud", {"entry": [{"changes": [{"field": "messages", "value": value}]}]})
+    [again] = [m for m in queued("settle") if m.actor_name == "delivery.deliver"]
+    assert again.args == (first,)
+    fake_wa.calls.clear()
+    assert delivery.deliver_charge(first, wa_channels, throttle) == "sent"
+    assert any("https://x/p" in str(b) for _, b in fake_wa.sends())
+    fake_wa.calls.clear()
+
+    cloud = next(b for b in data["bots"] if b["id"] == "cloud")
+    cloud.update(access_template="acesso_liberado", access_template_language="pt_BR")
+    apply_config(data)
+    second = paid_late("wamid.late2")
+    assert delivery.deliver_charge(second, wa_channels, throttle) == "sent"
+    [(_, body)] = fake_wa.sends()
+    template = body["template"]
+    assert body["type"] == "template" and template["name"] == "acesso_liberado"
+    assert template["language"] == {"code": "pt_BR"}
+    [parameter] = template["components"][0]["parameters"]
+    assert "https://x/p" in parameter["text"] and "\n" not in parameter["text"]
+
+
+def test_an_access_template_is_checked_at_apply() -> None:
+    from ops.config import ConfigError, parse
+
+    data = whatsapp_config()
+    cloud = next(b for b in data["bots"] if b["id"] == "cloud")
+    cloud["access_template"] = "Acesso Liberado"
+    with pytest.raises(ConfigError, match=r"bots\[\d\]\.access_template"):
+        parse(data, {"main"})
+    cloud.pop("access_template")
+    cloud["access_template_language"] = "pt_BR"
+    with pytest.raises(ConfigError, match="needs access_template"):
+        parse(data, {"main"})
+    zap = next(b for b in data["bots"] if b["id"] == "zap")
+    zap["access_template"] = "acesso"
+    cloud.pop("access_template_language")
+    with pytest.raises(ConfigError, match="is for channel = 'whatsapp_cloud'"):
+        parse(data, {"main"})

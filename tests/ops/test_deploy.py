@@ -28,7 +28,7 @@ def test_alert_rules_parse_and_use_exported_series() -> None:
                 "grimbots_worker_messages_total", "grimbots_edge_requests_total", "grimbots_metrics_redis_up",
                 "grimbots_telegram_flood_waits_total", "grimbots_pixel_events_total", "grimbots_owed_total",
                 "grimbots_deliveries_total", "grimbots_clicks_total", "grimbots_subscription_errors_total",
-                "grimbots_pool_healthy_bots", "grimbots_bot_healthy"}  # fmt: skip
+                "grimbots_pool_healthy_bots", "grimbots_bot_healthy", "grimbots_whatsapp_failed_total"}  # fmt: skip
     for rule in rules:
         for series in re.findall(r"grimbots_[a-z_]+", rule["expr"]):
             assert series in exported, (rule["alert"], series)
