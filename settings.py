@@ -70,6 +70,8 @@ DASH_HOST = _env("DASH_HOST", "127.0.0.1")
 DASH_PORT = _env_int("DASH_PORT", 8100)
 DASH_USER = _env("DASH_USER", "admin")
 DASH_PASSWORD = os.environ.get("DASH_PASSWORD", "").strip() or None
+# The sellers' days in reports and the dashboard (an IANA zone name).
+REPORT_TIMEZONE = _env("REPORT_TIMEZONE", "America/Sao_Paulo")
 EDGE_MAX_BODY_BYTES = _env_int("EDGE_MAX_BODY_BYTES", 1_048_576)
 SENTRY_DSN = os.environ.get("SENTRY_DSN", "").strip() or None
 SENTRY_ENVIRONMENT = _env("SENTRY_ENVIRONMENT", "production")

@@ -47,7 +47,8 @@ from actors.enqueue import after_commit, unit_of_work
 from db import hot
 from db.catalog import BotConfig, WhatsAppConfig
 from db.database import is_sqlite, transaction, utcnow
-from db.models import Charge, Click, PixelEvent
+from db.days import local_day
+from db.models import Charge, Click, ClickDay, PixelEvent
 from gateways import tiktok, utmify
 from gateways.ads import Destination, DestinationPermanent, DestinationTransient
 from gateways.meta import user_data
@@ -253,14 +254,26 @@ def store_click(click: clicks.Click) -> tuple[Click, bool]:
     row = hot.first(Click, BY_TOKEN, (click.token,))
     if row is not None:
         return row, False
-    hot.insert(Click, dict(
+    inserted = hot.insert(Click, dict(
         token=click.token, bot_id=click.bot_id, fbclid=click.fbclid, fbc=click.fbc, fbp=click.fbp, utm=click.utm,
         ttclid=click.ttclid, ttp=click.ttp, ip=click.ip, user_agent=click.user_agent, source_url=click.source_url,
         pool_id=click.pool, clicked_at=from_ms(click.at_ms),
     ), ignore_conflicts=True)  # fmt: skip
     row = hot.first(Click, BY_TOKEN, (click.token,))  # ours, or a concurrent insert's
     assert row is not None
-    return row, True
+    if inserted is not None:  # counted once, with its row (the caller's transaction)
+        count_click(row)
+    return row, inserted is not None
+
+
+def count_click(row: Click) -> None:
+    """One more click on its seller's day, bot, utm_source, utm_campaign and pool (click_day)."""
+    utm = row.utm if isinstance(row.utm, dict) else {}
+    values = {"bot_id": row.bot_id, "day": local_day(row.clicked_at), "pool_id": row.pool_id or "", "clicks": 1,
+              **{name: str(utm.get(name) or "")[:191] for name in ("utm_source", "utm_campaign")}}  # fmt: skip
+    ClickDay.insert(values).on_conflict(
+        conflict_target=[ClickDay.bot_id, ClickDay.day, ClickDay.utm_source, ClickDay.utm_campaign, ClickDay.pool_id],
+        update={ClickDay.clicks: ClickDay.clicks + 1}).execute()  # fmt: skip
 
 
 def page_view(bot: BotConfig, row: Click) -> None:

@@ -141,10 +141,11 @@ def _money(value: str) -> str:
 
 def _funnel_rows(rows: list[report.Row]) -> list[list[Any]]:
     return [[r.key if r.key is not None else "(none)", r.clicks, r.starts, r.charges, r.paid, _money(r.revenue),
-             "-" if r.conversion is None else f"{r.conversion:.1%}"] for r in rows]  # fmt: skip
+             _money(r.refunded), "-" if r.conversion is None else f"{r.conversion:.1%}"] for r in rows]  # fmt: skip
 
 
-FUNNEL = ["", "clicks", "starts", "charges", "paid", "revenue", "conversion"]
+FUNNEL = ["", "clicks", "starts", "charges", "paid", "revenue", "refunded", "conversion"]
+TOP_CAMPAIGNS = 5  # campaigns charted over time (the table lists them all)
 
 
 def _queues() -> tuple[list[list[Any]], list[list[Any]]]:
@@ -185,6 +186,7 @@ def page(request: Request) -> Response:
         per_bot = report.report("bot", None, days)
         daily = report.report("day", bot, days)
         campaigns = report.report("utm_campaign", bot, days)
+        over_time = report.over_time("utm_campaign", bot, days)
     try:
         queues, workers = _queues()
         system = (f"<h2>Queues</h2>{_table(QUEUE_HEADERS, queues, 'queues')}"
@@ -196,10 +198,15 @@ def page(request: Request) -> Response:
         "clicks": [r.clicks or 0 for r in daily], "starts": [r.starts or 0 for r in daily],
         "charges": [r.charges for r in daily], "paid": [r.paid for r in daily]})  # fmt: skip
     revenue_chart = bars(f"Revenue per day — {bot or 'all bots'}", labels,
-                         {"revenue": [float(r.revenue) for r in daily]}, money=True)  # fmt: skip
-    names = [r.key or "(none)" for r in campaigns]
-    campaign_chart = bars(f"Per campaign — {bot or 'all bots'}", names, {
-        "clicks": [r.clicks or 0 for r in campaigns], "paid": [r.paid for r in campaigns]})  # fmt: skip
+                         {"revenue": [float(r.revenue) for r in daily],
+                          "refunded": [float(r.refunded) for r in daily]}, money=True)  # fmt: skip
+    # The campaigns that matter most (paid, then clicks), each over the days of the window.
+    top = sorted(campaigns, key=lambda r: (-r.paid, -(r.clicks or 0), r.key or ""))[:TOP_CAMPAIGNS]
+    campaign_chart = "".join(
+        bars(f"Campaign {r.key or '(none)'} per day — {bot or 'all bots'}", [d.key or "" for d in over_time[r.key]],
+             {"clicks": [d.clicks or 0 for d in over_time[r.key]], "starts": [d.starts or 0 for d in over_time[r.key]],
+              "charges": [d.charges for d in over_time[r.key]], "paid": [d.paid for d in over_time[r.key]]})
+        for r in top if r.key in over_time)  # fmt: skip
     links = "".join(f'<a href="?{urlencode({"days": days, **({"bot": b} if b else {})})}" '
                     f'class="{"on" if b == bot else ""}">{escape(b or "all bots")}</a>'
                     for b in [None, *bots])  # fmt: skip
@@ -209,7 +216,8 @@ def page(request: Request) -> Response:
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="60">
 <title>GrimBots dashboard</title><style>{STYLE}</style></head>
 <body><h1>GrimBots</h1>
-<nav>{links}</nav><p class="muted">last {days} days · {time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())} UTC ·
+<nav>{links}</nav><p class="muted">last {days} days ({escape(settings.REPORT_TIMEZONE)} days) ·
+{time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())} UTC ·
 read-only</p>
 <section id="bots"><h2>Per bot</h2>{bot_table}</section>
 <section id="daily">{funnel_chart}{revenue_chart}</section>

@@ -10,6 +10,7 @@ from peewee import (
     BigIntegerField,
     BooleanField,
     CharField,
+    DateField,
     DateTimeField,
     DecimalField,
     ForeignKeyField,
@@ -127,6 +128,24 @@ class Lead(BaseModel):
             (("bot", "chat_id"), False),  # every WhatsApp send with a menu, every Cloud send's window check
             (("telegram_user_id",), False),  # a join request is decided across every bot of the platform
         )
+
+
+class ClickDay(BaseModel):
+    """Clicks counted per seller's day (REPORT_TIMEZONE), bot, utm_source, utm_campaign and pool,
+    as they come in: reports read these, so they outlive the raw click rows (pruned after 8 days
+    when no /start took them). "" stands for none (the unique key needs a value)."""
+
+    id = AutoField()
+    bot_id = CharField(max_length=64)
+    day = DateField()
+    utm_source = CharField(max_length=191, default="")
+    utm_campaign = CharField(max_length=191, default="")
+    pool_id = CharField(max_length=64, default="")
+    clicks = IntegerField(default=0)
+
+    class Meta:
+        table_name = "click_day"
+        indexes = ((("bot_id", "day", "utm_source", "utm_campaign", "pool_id"), True), (("day",), False))
 
 
 class Click(BaseModel):
@@ -482,6 +501,6 @@ class ConfigState(BaseModel):
         table_name = "config_state"
 
 
-MODELS = [Gateway, Bot, Offer, Lead, Click, ProcessedUpdate, OutboundMessage, Charge, Delivery,
+MODELS = [Gateway, Bot, Offer, Lead, Click, ClickDay, ProcessedUpdate, OutboundMessage, Charge, Delivery,
           PaymentNotification, PixelEvent, BumpAnswer, Followup, DownsellMark, Subscription, Broadcast,
           BroadcastRecipient, Pool, ConfigState]  # fmt: skip

@@ -373,7 +373,8 @@ def payments(bot: str | None, status: str | None, since_hours: int | None, limit
         click.echo("! = paid less than the charge's amount: flagged, not delivered")
     click.echo("totals" + (f" (last {since_hours} h)" if since_hours else ""))
     for t in sums:
-        click.echo(f"  {t.bot:<12} {t.charges} charges, {t.paid} paid ({t.conversion:.1%}), {_reais(t.revenue)}")
+        back = f" ({_reais(t.refunded)} refunded)" if t.refunded != "0.00" else ""
+        click.echo(f"  {t.bot:<12} {t.charges} charges, {t.paid} paid ({t.conversion:.1%}), {_reais(t.revenue)}{back}")
     for s in extra:
         click.echo(f"  {s.bot:<12} bumps {s.bumps_accepted}/{s.bumps_asked} taken ({s.bump_take_rate:.1%}); "
                    f"upsells {s.upsells_paid} paid of {s.upsells_sent} sent; "
@@ -675,9 +676,10 @@ def pools(as_json: bool) -> None:
             click.echo(f"  {m['bot']:<16} weight {m['weight']:>4}  {m['clicks']:>8} clicks  {health}")
 
 
-@cli.command(help="The funnel per row: clicks, starts (leads), charges, paid, revenue, conversion (paid / clicks), "
-             "grouped by bot (default), day, utm_source, utm_campaign or offer. Charges, paid and revenue as `ops "
-             "payments` counts them; UTMs of each lead's last ad click.")  # fmt: skip
+@cli.command(help="The funnel per row: clicks, starts (leads), charges, paid, revenue, refunded, conversion (paid / "
+             "clicks), grouped by bot (default), day, utm_source, utm_campaign or offer, over the seller's last N "
+             "days (REPORT_TIMEZONE). Charges, paid, revenue and refunded as `ops payments` counts them; UTMs of "
+             "each lead's last ad click.")  # fmt: skip
 @click.option("--bot", help="Only this bot.")
 @click.option("--by", "by", type=click.Choice(["day", "utm_source", "utm_campaign", "offer"]), help="Group rows by.")
 @click.option("--since-days", default=30, show_default=True, type=click.IntRange(1, 3650), help="The last N days.")
@@ -695,13 +697,14 @@ def report(bot: str | None, by: str | None, since_days: int, as_json: bool, as_c
     if as_csv:
         click.echo(reports.as_csv(rows, key), nl=False)
         return
-    click.echo(f"{key:<28}{'clicks':>8}{'starts':>8}{'charges':>9}{'paid':>7}{'revenue':>16}{'conversion':>12}")
+    click.echo(f"{key:<28}{'clicks':>8}{'starts':>8}{'charges':>9}{'paid':>7}{'revenue':>16}{'refunded':>14}"
+               f"{'conversion':>12}")  # fmt: skip
     for r in rows:
         conversion = "-" if r.conversion is None else f"{r.conversion:.1%}"
         clicks = "-" if r.clicks is None else str(r.clicks)
         starts = "-" if r.starts is None else str(r.starts)
         click.echo(f"{(r.key or '(none)')[:27]:<28}{clicks:>8}{starts:>8}{r.charges:>9}{r.paid:>7}"
-                   f"{_reais(r.revenue):>16}{conversion:>12}")  # fmt: skip
+                   f"{_reais(r.revenue):>16}{_reais(r.refunded):>14}{conversion:>12}")  # fmt: skip
     if not rows:
         click.echo(f"nothing in the last {since_days} days")
 

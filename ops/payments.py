@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
-from peewee import JOIN, fn
+from peewee import JOIN, Case, fn
 
 from db.database import utcnow
 from db.models import Charge, Delivery, Offer
@@ -36,8 +36,9 @@ class BotTotals:
     bot: str
     charges: int
     paid: int
-    revenue: str  # BRL received, underpaid charges included
+    revenue: str  # BRL received and kept, underpaid charges included
     conversion: float  # paid / charges
+    refunded: str = "0.00"  # BRL received, then refunded
 
 
 def _filters(bot: str | None, status: str | None, since: dt.datetime | None) -> Any:
@@ -84,9 +85,18 @@ def recent(bot: str | None = None, status: str | None = None, since: dt.datetime
 
 def totals(bot: str | None = None, since: dt.datetime | None = None) -> list[BotTotals]:
     paid = fn.SUM(Charge.status.in_(["paid", "refunded"]).cast("integer"))
-    revenue = fn.SUM(fn.COALESCE(Charge.paid_amount, 0))
+
+    def received(status: str) -> Any:
+        return fn.SUM(Case(None, [(Charge.status == status, fn.COALESCE(Charge.paid_amount, 0))], 0))
+
     query = (
-        Charge.select(Charge.bot_id, fn.COUNT(Charge.id).alias("charges"), paid.alias("paid"), revenue.alias("revenue"))
+        Charge.select(
+            Charge.bot_id,
+            fn.COUNT(Charge.id).alias("charges"),
+            paid.alias("paid"),
+            received("paid").alias("revenue"),
+            received("refunded").alias("refunded"),
+        )
         .where(_filters(bot, None, since) & (Charge.status != "creating"))
         .group_by(Charge.bot_id)
         .order_by(Charge.bot_id)
@@ -96,8 +106,9 @@ def totals(bot: str | None = None, since: dt.datetime | None = None) -> list[Bot
     result = []
     for row in rows:
         charges, paid_count = int(row["charges"]), int(row["paid"] or 0)
-        money = Decimal(str(row["revenue"] or 0)).quantize(Decimal("0.01"))
-        result.append(BotTotals(row["bot_id"], charges, paid_count, str(money), paid_count / charges if charges else 0))
+        money, back = (Decimal(str(row[k] or 0)).quantize(Decimal("0.01")) for k in ("revenue", "refunded"))
+        result.append(BotTotals(row["bot_id"], charges, paid_count, str(money), paid_count / charges if charges else 0,
+                                str(back)))  # fmt: skip
     return result
 
 

@@ -63,3 +63,23 @@ def test_failed_logins_are_slowed_then_refused_per_address(dash: str) -> None:
         assert refused.status_code == 429 and "retry-after" in refused.headers
         other = client.get(dash, auth=(USER, PASSWORD), headers={"X-Forwarded-For": "203.0.113.9"})
         assert other.status_code == 429  # X-Forwarded-For from a peer that is no trusted proxy is not believed
+
+
+def test_each_campaign_is_charted_over_the_days_with_the_reports_numbers(dash: str) -> None:
+    """CONTRACT §13: per campaign the funnel over time. The SVG bars carry series, day and value."""
+    import re
+
+    from ops import report
+
+    page = httpx.get(dash, params={"bot": "demo", "days": "7"}, auth=(USER, PASSWORD)).text
+    charts = dict(re.findall(r'data-chart="(Campaign [^"]+)"(.*?)</svg>', page, re.S))
+    assert "Campaign bf per day — demo" in charts and "Campaign natal per day — demo" in charts
+    bars = re.findall(
+        r'data-series="(\w+)" data-label="([\d-]+)" data-value="([\d.]+)"', charts["Campaign bf per day — demo"]
+    )
+    drawn = {(series, day): float(value) for series, day, value in bars}
+    expected = report.over_time("utm_campaign", "demo", 7)["bf"]
+    assert len({day for _, day in drawn}) == 7
+    for row in expected:
+        assert drawn[("clicks", row.key)] == (row.clicks or 0) and drawn[("paid", row.key)] == row.paid
+    assert "refunded" in page and "R$ 149,90" in page  # refunds apart, not in revenue

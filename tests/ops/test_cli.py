@@ -140,7 +140,9 @@ def test_payments_lists_charges_and_totals_and_sandbox_pay_marks_the_bank(demo_b
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     assert [c["status"] for c in doc["charges"]] == ["paid", "pending"] and doc["charges"][0]["underpaid"]
-    assert doc["totals"] == [{"bot": "demo", "charges": 2, "paid": 1, "revenue": "10.00", "conversion": 0.5}]
+    assert doc["totals"] == [
+        {"bot": "demo", "charges": 2, "paid": 1, "revenue": "10.00", "conversion": 0.5, "refunded": "0.00"}
+    ]
     text = CliRunner().invoke(cli, ["payments", "--status", "paid"]).output
     assert "paid!" in text and "flagged, not delivered" in text and "pending" not in text.split("totals")[0]
     assert f"vip ({offer.id})" in text and "R$ 19,90" in text and "R$ 10,00" in text  # as sellers read money
