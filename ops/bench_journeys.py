@@ -173,8 +173,10 @@ async def _journeys(edge: str, telegram: str, meta: str, offers: dict[str, int],
         started = time.time()
         conn = await pool.get()
         try:
-            status, answer = await conn.request("GET", f"/r/{bot}?fbclid=IwAR{chat}&utm_source=bench", b"",
-                                                {"User-Agent": "Mozilla/5.0 (bench)"})  # fmt: skip
+            # Each buyer from an address of their own, through the proxy in front of the edge (the
+            # edge trusts 127.0.0.1's X-Forwarded-For here, as TRUSTED_PROXIES makes it in production).
+            headers = {"User-Agent": "Mozilla/5.0 (bench)", "X-Forwarded-For": buyer_address(i)}
+            status, answer = await conn.request("GET", f"/r/{bot}?fbclid=IwAR{chat}&utm_source=bench", b"", headers)
         except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
             conn.writer, status, answer = None, 0, {}
         finally:
@@ -257,13 +259,20 @@ async def _journeys(edge: str, telegram: str, meta: str, offers: dict[str, int],
     return result
 
 
+def buyer_address(i: int) -> str:
+    """The i-th buyer's public address (one per buyer, as ads bring them: the per-address click limit
+    of 30 a minute never binds)."""
+    return f"{45 + i // 65_536 % 150}.{i // 256 % 256}.{i % 256}.{10 + i % 7}"
+
+
 def run(*, seconds: float, rate: int, out: Path, processes: int = 2, threads: int = 8, send_qr: bool = True,
         payment_threads: int = 16, payment_processes: int = 1) -> dict[str, Any]:  # fmt: skip
     offers = apply_journey_config(send_qr)
     work = Path(tempfile.mkdtemp(prefix="grimbots-journeys-"))
     telegram_port, edge_port, meta_port = free_port(), free_port(), free_port()
     env = Platform(work, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram_port}",
-                   META_GRAPH_BASE=f"http://127.0.0.1:{meta_port}", LOG_LEVEL="WARNING")  # fmt: skip
+                   META_GRAPH_BASE=f"http://127.0.0.1:{meta_port}", LOG_LEVEL="WARNING",
+                   TRUSTED_PROXIES="127.0.0.1/32")  # fmt: skip
     results: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
         env.fake_telegram(telegram_port)

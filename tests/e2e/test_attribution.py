@@ -96,6 +96,7 @@ def test_a_tracked_journey_reaches_meta_once_per_event_with_the_clicks_data(env:
 
     for _ in range(2):  # Telegram repeats the /start update
         assert env.start_update(1, f"/start {token}").status_code == 200
+    env.welcomed()  # the press is on the welcome's button
     offer = env.bot.offers[0]
     for _ in range(2):  # and the button press
         assert env.press_update(2, f"buy:{offer.id}").status_code == 200
@@ -154,6 +155,7 @@ def test_tiktok_and_utmify_beside_meta_and_a_failing_one_delays_no_other(
                              headers={"User-Agent": UA, "Cookie": "_ttp=ttp-e2e"}).headers["location"]  # fmt: skip
         token = location.rsplit("=", 1)[1]
         assert env.start_update(1, f"/start {token}").status_code == 200
+        env.welcomed()
         assert env.press_update(2, f"buy:{bot.offers[0].id}").status_code == 200
         body = env.code_paid()
         assert env.notify(body, sign("whsec-1", body)).status_code == 200

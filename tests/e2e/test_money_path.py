@@ -28,8 +28,7 @@ BUYER = 601
 
 
 def code_photos(photos: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The code messages among sent photos, told by their QR image: a press can be routed before the
-    /start that came first (the worker has two threads), so the welcome's photo need not come first."""
+    """The code messages among sent photos, told by their QR image (not by their place)."""
     return [p for p in photos if isinstance(p["photo"], dict) and p["photo"].get("upload") == "pix.png"]
 
 
@@ -60,9 +59,14 @@ class Env:
                  "message": {"message_id": 1, "chat": {"id": BUYER, "type": "private"}}, "data": data}  # fmt: skip
         assert self.update(callback_query=query).status_code == 200
 
+    def welcomed(self) -> None:
+        """Wait for the welcome: a buyer presses a button of it, never before it came."""
+        wait_until(lambda: self.calls("sendPhoto") + self.calls("sendMessage"), 30, "the welcome")
+
     def buy(self) -> str:
         """/start, press the first offer, wait for the code message; returns the BR Code."""
         self.start()
+        self.welcomed()
         offer = self.bot.offers[0]
         self.press(f"buy:{offer.id}", "cb-buy")
         photo = wait_until(lambda: code_photos(self.calls("sendPhoto")), 30, "the code message")[0]

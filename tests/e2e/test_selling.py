@@ -100,6 +100,7 @@ def test_bump_upsell_and_downsells_end_to_end(shop: Shop) -> None:
     buyer, browser = 9001, 9002
     shop.start(buyer)
     shop.start(browser)
+    wait_until(lambda: shop.texts(buyer), 20, "the welcome")  # its button is what the buyer presses
     shop.press(buyer, f"buy:{vip}")
     wait_until(lambda: "Leva o pack?" in shop.texts(buyer), 20, "the bump question")
     shop.press(buyer, f"bmp:{vip}:y")
