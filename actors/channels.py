@@ -60,16 +60,15 @@ class Channels:
         self.cache, self.on_refused = cache, on_refused
 
     def of(self, bot: BotConfig) -> Channel:
-        wa = bot.whatsapp
+        wa, rate = bot.whatsapp, rate_of(bot)
         if bot.channel == "evolution" and wa is not None:
             return EvolutionChannel(self.evolution, bot.id, wa.evolution_url or "", wa.instance or "", wa.apikey or "",
-                                    rate=(wa.rate_per_minute, WINDOW_MS), typing_ms=settings.EVOLUTION_TYPING_MS,
+                                    rate=rate, typing_ms=settings.EVOLUTION_TYPING_MS,
                                     on_refused=self.on_refused)  # fmt: skip
         if bot.channel == "whatsapp_cloud" and wa is not None:
             template = (wa.access_template, wa.access_template_language or "pt_BR") if wa.access_template else None
             return CloudChannel(self.cloud, bot.id, wa.phone_number_id or "", wa.access_token or "",
-                                rate=(wa.rate_per_minute, WINDOW_MS), menu_button=bot.text("choices_button"),
+                                rate=rate, menu_button=bot.text("choices_button"),
                                 last_message_at=last_message_at(bot.id), on_refused=self.on_refused,
                                 access_template=template)  # fmt: skip
-        rate = (settings.TELEGRAM_BOT_RATE, settings.TELEGRAM_WINDOW_MS)
         return TelegramChannel(self.telegram, bot.id, bot.token, rate=rate, cache=self.cache)

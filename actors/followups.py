@@ -11,7 +11,7 @@ kept as durable schedules (`followup` rows) and sent by the clock when due.
   than never. A WhatsApp number gets no more claims a round than it can send in two (`budget`: 1
   at 10 a minute), so its backlog waits in the database, not in Redis.
 - A send that must wait (its number's window, a flood wait, a channel's retry schedule) puts its
-  row back, due when the wait ends (`put_back`), instead of waiting as a delayed message: no row
+  row back, due when the wait ends (`due_again`), instead of waiting as a delayed message: no row
   ever has two live messages, and the queue holds what can be sent now.
 - Decided at send time (`send`): a downsell to a lead who has paid at this bot since (or, for
   `not_bought`, who pressed an offer) is cancelled, as is anything to a lead who blocked the bot.
@@ -176,17 +176,12 @@ def send(followup_id: int, channels: Channels, throttle: Throttle) -> str | None
     return state
 
 
-def put_back(followup_id: int, delay_ms: int | None) -> None:
-    """A send that must wait: its row is due again when the wait ends (the lease it held is given up
-    early), and no message of it stays alive meanwhile."""
-    due = utcnow() + dt.timedelta(milliseconds=max(delay_ms or 1000, 100))
-    Followup.update(due_at=due).where((Followup.id == followup_id) & (Followup.state == "scheduled")).execute()
-
-
-def hold(followup_id: int) -> None:
-    """A transient failure the actor's own backoff retries: the row's lease covers the retries, so
-    the clock does not claim it again while its message is alive."""
-    due = utcnow() + TRANSIENT_HOLD + LEASE
+def due_again(followup_id: int, after: dt.timedelta) -> None:
+    """A scheduled row's claim moved: due `after` from now. A send that must wait gives its lease up
+    early (due when the wait ends: no message of it stays alive meanwhile); a transient failure the
+    actor's own backoff retries holds it over the retries (the clock does not claim it again while
+    its message is alive)."""
+    due = utcnow() + after
     Followup.update(due_at=due).where((Followup.id == followup_id) & (Followup.state == "scheduled")).execute()
 
 
@@ -195,10 +190,10 @@ def send_or_put_back(followup_id: int, channels: Channels, throttle: Throttle) -
     try:
         return send(followup_id, channels, throttle)
     except dramatiq.Retry as exc:  # a rate wait, a flood wait, a channel's retry schedule, a young claim
-        put_back(followup_id, exc.delay)
+        due_again(followup_id, dt.timedelta(milliseconds=max(exc.delay or 1000, 100)))
         return "scheduled"
     except ChannelTransient:
-        hold(followup_id)
+        due_again(followup_id, TRANSIENT_HOLD + LEASE)
         raise
 
 

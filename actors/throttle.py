@@ -203,13 +203,14 @@ class Throttle:
         the queue and this send is made later). `waiter`: the send's own id in the waiting set (its
         outbox key), the same when it comes back. `sleep=False`: any wait raises at once."""
         ticket, waited, waiter = self.ticket(bot_id), 0, waiter or uuid.uuid4().hex
+        window_ms = (rate or (self.bot_rate, self.window_ms))[1]
         while (wait := self.try_acquire(bot_id, chat_id, marketing=marketing, waiter=waiter,
                                         send_id=ticket.send_id, rate=rate, paced=paced)) > 0:  # fmt: skip
             if waited + wait > self.max_sleep_ms or not sleep:
                 # On a fast window marketing need not wait for it now. On a slow one it keeps its
                 # place (the waiting set holds it KEEP_PLACE_MS past its wait): the slot freed while
                 # it is in the queue is not taken by marketing.
-                if not self.slow((rate or (self.bot_rate, self.window_ms))[1]):
+                if not self.slow(window_ms):
                     self.client.zrem(self._waiters(bot_id), waiter)
                 raise dramatiq.Retry(f"rate limited for {wait} ms", delay=max(wait, 100))
             time.sleep(wait / 1000)
