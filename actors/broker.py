@@ -139,9 +139,36 @@ class GivingBackConsumer(_RedisConsumer):  # type: ignore[misc]
 
 
 class Broker(RedisBroker):  # type: ignore[misc]
+    """Dramatiq's Redis broker, with its consumers giving back what a connection error orphaned and
+    a rescue that runs Dramatiq's maintenance for a queue on demand."""
+
+    _forced = threading.local()
+
     @property
     def consumer_class(self) -> type[GivingBackConsumer]:
         return GivingBackConsumer
+
+    def _should_do_maintenance(self, command: str) -> int:
+        if getattr(self._forced, "on", False):
+            return 1
+        return int(super()._should_do_maintenance(command))
+
+    def rescue(self, queue_name: str) -> None:
+        """Dramatiq's maintenance for `queue_name`, now: the unacked messages of workers whose
+        heartbeat is older than WORKER_HEARTBEAT_TIMEOUT_MS go back to the queue. (Left to chance,
+        maintenance runs on a command in BROKER_MAINTENANCE_CHANCE per million: on an idle queue,
+        minutes after a machine died.)"""
+        self._forced.on = True
+        try:
+            self.do_qsize(queue_name)
+        finally:
+            self._forced.on = False
+
+    def beat(self) -> None:
+        """This process's Dramatiq heartbeat. Dramatiq beats only when a consumer fetches, and a
+        consumer whose prefetch is full does not: a process whose threads are all busy for longer
+        than the timeout would look dead and have its messages handed to another worker."""
+        self.client.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: int(time.time() * 1000)})
 
 
 class _EnqueueUntilTaken:

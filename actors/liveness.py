@@ -4,7 +4,13 @@ key every second while it runs. A send claimed by a holder whose key has expired
 dead process: another worker takes it over at once instead of after OUTBOX_STALE_CLAIM_SECONDS.
 
 Only processes that run this heartbeat (workers) name themselves on their claims; a claim with no
-holder (a test, a command) keeps the timeout rule."""
+holder (a test, a command) keeps the timeout rule.
+
+The same thread beats Dramatiq's heartbeat for the process, and each second one worker of the
+platform (whichever takes the turn) rescues every queue: the unacked messages of a worker silent
+for WORKER_HEARTBEAT_TIMEOUT_MS go back to their queues then, not whenever Dramatiq's maintenance
+happens to run. So what a dead process (or a whole machine) held is sent again about
+WORKER_HEARTBEAT_TIMEOUT_MS + 1 s after its death."""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import os
 import socket
 import threading
 import uuid
+from typing import Protocol, cast
 
 import dramatiq
 import redis
@@ -22,6 +29,7 @@ log = logging.getLogger(__name__)
 PREFIX = "grimbots:holder"
 BEAT_SECONDS = 1.0
 TTL_SECONDS = 4  # a holder silent this long is dead: its claims are free
+RESCUE_KEY = "grimbots:rescue"  # whose turn it is to rescue the queues this second
 
 _me: str | None = None
 
@@ -40,6 +48,25 @@ def alive(client: redis.Redis, holder: str) -> bool:
         return True
 
 
+class Rescuing(Protocol):
+    """What Liveness needs of the broker (actors/broker.Broker)."""
+
+    def beat(self) -> None: ...
+    def rescue(self, queue_name: str) -> None: ...
+    def get_declared_queues(self) -> set[str]: ...
+    def get_declared_delay_queues(self) -> set[str]: ...
+
+
+def rescue_turn(client: redis.Redis, broker: Rescuing, holder: str) -> bool:
+    """Rescues every declared queue (delay queues too) when it is this holder's turn: at most one
+    process each BEAT_SECONDS, platform-wide."""
+    if not client.set(RESCUE_KEY, holder, nx=True, px=int(BEAT_SECONDS * 1000)):
+        return False
+    for queue_name in sorted(broker.get_declared_queues() | broker.get_declared_delay_queues()):
+        broker.rescue(queue_name)
+    return True
+
+
 class Liveness(dramatiq.Middleware):
     """Starts the holder heartbeat when a worker boots; removes it when the worker stops."""
 
@@ -52,10 +79,14 @@ class Liveness(dramatiq.Middleware):
         name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         key = f"{PREFIX}:{name}"
 
+        rescuing = cast(Rescuing, broker)
+
         def run() -> None:
             while not self.stopped.is_set():
                 try:
                     self.client.set(key, 1, ex=TTL_SECONDS)
+                    rescuing.beat()
+                    rescue_turn(self.client, rescuing, name)
                 except redis.RedisError as exc:
                     log.warning("holder heartbeat failed error=%s", type(exc).__name__)
                 self.stopped.wait(BEAT_SECONDS)

@@ -2,8 +2,16 @@
 sent by the broadcasts workers against the local fake Telegram while /start arrives at the same
 bots. Reports messages per second achieved against what the bots are allowed together (30 per
 second each), the most any bot sent in one second (measured at the fake), CPU per message per
-process, and /start → welcome latency meanwhile (the funnel goes first). Uses REDIS_URL and
-DATABASE_URL as given (ops/bench starts throwaway ones). Results go to --out, with the machine."""
+process, and /start → welcome latency meanwhile (the funnel goes first).
+
+Then WhatsApp at scale: a Cloud API number with 1,000 leads, then one with --whatsapp-leads
+(100,000) leads, each broadcast to all of them with an offer button (every send reads the lead's
+24-hour window and records its menu on the lead row): the CPU each message costs, over the same
+WHATSAPP_SAMPLE messages at both sizes (after WHATSAPP_WARM), should not grow with the leads (the
+lookups are indexed by (bot, chat)); the larger broadcast is stopped once measured.
+
+Uses REDIS_URL and DATABASE_URL as given (ops/bench starts throwaway ones; with PostgreSQL, the
+database server's CPU is not counted). Results go to --out, with the machine."""
 
 from __future__ import annotations
 
@@ -28,12 +36,16 @@ from ops.bench import (
     redis_pid,
     report,
     seed_leads,
+    seller_config,
     warm_up,
     welcomes_meanwhile,
 )
 from ops.procs import Platform, free_port, wait_until
 
 TEXT = "BENCH-BROADCAST: promoção de hoje!"
+WHATSAPP_SMALL = 1_000
+WHATSAPP_SAMPLE = 1_000  # messages measured at each size
+WHATSAPP_WARM = 200  # sent before the measured ones (connections, caches, the lanes under way)
 
 
 def seed(bots: int, leads: int) -> list[int]:
@@ -58,6 +70,103 @@ def seed(bots: int, leads: int) -> list[int]:
         return [broadcasts.create(configured[f"bench-{b}"], "all", TEXT).id for b in range(bots)]
 
 
+def whatsapp_bot(k: int, fake: str) -> dict[str, Any]:
+    """A Cloud API number on the fake WhatsApp at the highest rate a number may have, selling one
+    offer (the broadcast's button)."""
+    return {"id": f"wa-scale-{k}", "channel": "whatsapp_cloud", "number": f"551190000{k:04d}",
+            "phone_number_id": f"{9100 + k}", "waba_id": "9000", "access_token": "BENCH-TOKEN",
+            "app_secret": "bench-app-secret", "verify_token": "bench-verify", "rate_per_minute": 6000,
+            "gateway": "bench-gw", "welcome": {"text": "Olá! Escolha seu plano:"},
+            "offers": [{"id": "vip", "label": "VIP", "price": "9.90", "delivery_link": "https://x/p"}]}  # fmt: skip
+
+
+def seed_whatsapp(sizes: tuple[int, ...], fake: str) -> None:
+    """One Cloud number per size with that many leads (numbers of their own, each written just
+    now: the 24-hour window is open)."""
+    from db.database import init_db, utcnow
+    from db.models import Gateway, Lead
+    from ops import config
+
+    database = init_db()
+    now = utcnow()
+    with database.connection_context():
+        data = seller_config(BOTS, {"id": "vip", "label": "VIP", "price": "9.90", "delivery_link": "https://x/p"})
+        data["bots"] += [whatsapp_bot(k, fake) for k in range(len(sizes))]
+        config.apply(config.parse(data, {g.id for g in Gateway.select(Gateway.id)}))
+        for k, size in enumerate(sizes):
+            first = 5_511_910_000_000 + k * 10_000_000
+            for start in range(0, size, 10_000):
+                with database.atomic():
+                    for chunk in range(start, min(start + 10_000, size), 1_000):
+                        Lead.insert_many([{"bot": f"wa-scale-{k}", "telegram_user_id": first + i, "chat_id": first + i,
+                                           "first_name": "B", "first_seen_at": now, "last_seen_at": now}
+                                          for i in range(chunk, min(chunk + 1_000, size))]).execute()  # fmt: skip
+
+
+def whatsapp_scale(sizes: tuple[int, ...], processes: int, threads: int) -> list[dict[str, Any]]:
+    """Each size's number in turn broadcasts to all its leads with the offer's button, from the
+    clock's start to its WHATSAPP_SMALL-th message (then it is stopped): our CPU per message over
+    the messages after WHATSAPP_WARM, and messages per second."""
+    from actors import broadcasts
+    from db.catalog import load_bots
+    from db.database import init_db
+
+    work = Path(tempfile.mkdtemp(prefix="grimbots-bench-broadcast-wa-"))
+    fake_port = free_port()
+    fake = f"http://127.0.0.1:{fake_port}"
+    seed_whatsapp(sizes, fake)
+    env = Platform(work, META_GRAPH_BASE=fake, LOG_LEVEL="WARNING")
+    measured: list[dict[str, Any]] = []
+    try:
+        env.fake_whatsapp(fake_port)
+        pids = {f"broadcasts-{i}": env.worker(f"broadcasts-{i}", threads=threads, queues=("broadcasts",)).proc.pid
+                for i in range(processes)}  # fmt: skip
+        redis = redis_pid(urlparse(settings.REDIS_URL).port or 6379)
+        if redis is not None:
+            pids["redis"] = redis
+        pids["clock"] = env.clock().proc.pid  # starts each broadcast at its next tick
+        since = 0
+        for k, size in enumerate(sizes):
+            with init_db().connection_context():
+                broadcast_id = broadcasts.create(load_bots()[f"wa-scale-{k}"], "all", TEXT, offer="vip").id
+            marks, since = sample_sends(fake, str(9100 + k), since, pids)
+            with init_db().connection_context():
+                broadcasts.stop(broadcast_id)
+            (t0, n0, cpu0), (t1, n1, cpu1) = marks
+            used = sum(cpu1[name] - cpu0[name] for name in pids)
+            measured.append({
+                "leads": size,
+                "messages_measured": n1 - n0,
+                "messages_per_second": round((n1 - n0) / (t1 - t0), 1),
+                "cpu_ms_per_message": {name: round((cpu1[name] - cpu0[name]) * 1000 / (n1 - n0), 3) for name in pids},
+                "cpu_ms_per_message_total": round(used * 1000 / (n1 - n0), 3),
+            })  # fmt: skip
+            time.sleep(1.0)  # the stopped lanes see the stop before the next number starts
+    finally:
+        env.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return measured
+
+
+def sample_sends(fake: str, phone_number_id: str, since: int, pids: dict[str, int],
+                 ) -> tuple[list[tuple[float, int, dict[str, float]]], int]:  # fmt: skip
+    """Follows the fake's calls from index `since` on: (time, sends from `phone_number_id`, CPU of
+    `pids`) when the WHATSAPP_WARM-th and the WHATSAPP_SMALL-th arrived, and the index reached."""
+    marks: list[tuple[float, int, dict[str, float]]] = []
+    count = 0
+    deadline = time.monotonic() + 1800
+    while len(marks) < 2:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the broadcast of number {phone_number_id} sent {count} messages in 30 minutes")
+        calls = httpx.get(f"{fake}/_calls", params={"since": since}, timeout=60).json()
+        since += len(calls)
+        count += sum(1 for c in calls if str(c.get("phone_number_id")) == phone_number_id)
+        if count >= (WHATSAPP_WARM, WHATSAPP_SMALL)[len(marks)]:
+            marks.append((time.monotonic(), count, {name: cpu_seconds(pid) for name, pid in pids.items()}))
+        time.sleep(0.05)
+    return marks, since
+
+
 def done(ids: list[int]) -> bool:
     from db.database import init_db
     from db.models import Broadcast
@@ -77,7 +186,10 @@ def max_in_a_second(times: list[float]) -> int:
 
 
 def run(*, bots: int, leads: int, rate: int, seconds: float, out: Path, processes: int, threads: int,
-        broadcast_processes: int = 2, broadcast_threads: int = 40) -> dict[str, Any]:  # fmt: skip
+        broadcast_processes: int = 2, broadcast_threads: int = 40, whatsapp_leads: int = 100_000,
+        ) -> dict[str, Any]:  # fmt: skip
+    if whatsapp_leads < WHATSAPP_SMALL:
+        raise SystemExit(f"--whatsapp-leads must be at least {WHATSAPP_SMALL}")
     ids = seed(bots, leads)
     results: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "bots": bots, "leads_per_bot": leads,
@@ -143,6 +255,7 @@ def run(*, bots: int, leads: int, rate: int, seconds: float, out: Path, processe
             first.setdefault(c["params"]["chat_id"], c["at"])
     latencies = [(at - sent[chat]) * 1000 for chat, at in first.items()]
     results["welcome_during_broadcast"]["p90_ms"] = percentile(latencies, 0.9)
+    results["whatsapp_scale"] = whatsapp_scale((WHATSAPP_SMALL, whatsapp_leads), processes=1, threads=8)
     write(results, out)
     return results
 
@@ -165,4 +278,9 @@ def write(results: dict[str, Any], out: Path) -> None:
         ("CPU per message", f"{b['cpu_ms_per_message_total']} ms in all ({cpu})"),
         (f"/start → welcome at {w['rate_per_second']}/s to the same bots meanwhile", welcome),
     ]
+    for size in results["whatsapp_scale"]:
+        cpu = ", ".join(f"{name} {ms}" for name, ms in size["cpu_ms_per_message"].items())
+        rows.append((f"WhatsApp Cloud number with {size['leads']:,} leads: CPU per message",
+                     f"{size['cpu_ms_per_message_total']} ms in all ({cpu}); {size['messages_measured']} messages "
+                     f"at {size['messages_per_second']}/s"))  # fmt: skip
     report("broadcast", results, rows, out)

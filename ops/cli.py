@@ -782,11 +782,13 @@ def retry_dead_command(queue_name: str | None) -> None:
     "`followups` (time to drain --total due follow-ups over --bots bots, /start → welcome latency meanwhile); "
     "`subscriptions` (--total active subscriptions, --expiring of them in one minute: time to remove them all); "
     "`broadcast` (--bots bots (20) × --leads leads broadcast at once: messages/s vs allowed, CPU per message, "
-    "/start → welcome latency meanwhile); "
+    "/start → welcome latency meanwhile; then CPU per WhatsApp message at 1,000 and --whatsapp-leads leads); "
     "`whatsapp` (inbound WhatsApp messages/s acked by the edge, first message → welcome p50/p99, beside Telegram's)."
 )
 @click.argument("what", type=click.Choice(["edge", "journeys", "followups", "subscriptions", "broadcast", "whatsapp"]))
 @click.option("--leads", default=5_000, show_default=True, help="broadcast: leads per bot.")
+@click.option("--whatsapp-leads", default=100_000, show_default=True,
+              help="broadcast: leads of the larger WhatsApp number (the smaller has 1,000).")  # fmt: skip
 @click.option("--expiring", default=5_000, show_default=True, help="subscriptions: how many end in the same minute.")
 @click.option("--total", default=50_000, show_default=True, help="followups: due follow-ups to drain.")
 @click.option("--bots", default=100, show_default=True, help="followups: bots they are spread over "
@@ -800,8 +802,8 @@ def retry_dead_command(queue_name: str | None) -> None:
 @click.option("--payment-processes", default=1, show_default=True, help="journeys: payments worker processes.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("var/bench"), show_default=True)
 def bench(
-    what: str, leads: int, expiring: int, total: int, bots: int, seconds: float, concurrency: int, rate: int,
-    processes: int, threads: int, qr: bool, payment_processes: int, out: Path,
+    what: str, leads: int, whatsapp_leads: int, expiring: int, total: int, bots: int, seconds: float,
+    concurrency: int, rate: int, processes: int, threads: int, qr: bool, payment_processes: int, out: Path,
 ) -> None:  # fmt: skip
     if what == "whatsapp":
         from ops import bench_whatsapp
@@ -813,7 +815,7 @@ def bench(
         from ops import bench_broadcast
 
         bench_broadcast.run(bots=20 if bots == 100 else bots, leads=leads, rate=min(rate, 20), seconds=seconds,
-                            out=out, processes=processes, threads=threads)  # fmt: skip
+                            out=out, processes=processes, threads=threads, whatsapp_leads=whatsapp_leads)  # fmt: skip
         return
     if what == "subscriptions":
         from ops import bench_subscriptions

@@ -14,7 +14,9 @@ import dramatiq
 import pytest
 import redis
 
+import settings
 from actors.broker import GivingBackConsumer, make_broker
+from actors.liveness import rescue_turn
 from ops.procs import RedisServer, wait_until
 
 QUEUE = "broker-test"
@@ -90,3 +92,33 @@ def test_a_consumer_started_while_redis_is_down_raises_the_connection_error_dram
     with pytest.raises(dramatiq.errors.ConnectionClosed):
         test_broker.consume(QUEUE, prefetch=1, timeout=100)
     assert time.monotonic() - started < 10
+
+
+def test_a_dead_workers_messages_are_rescued_at_the_next_turn_and_a_busy_live_ones_are_not(
+    server: RedisServer,
+) -> None:
+    """Item 12: a machine gone, what its workers held must come back within seconds, not when
+    Dramatiq's maintenance happens to run (one command in BROKER_MAINTENANCE_CHANCE per million)."""
+    dead, _ = make_broker(server.url)
+    busy, _ = make_broker(server.url)  # alive, every thread busy: its consumers do not fetch
+    rescuer, _ = make_broker(server.url)
+    for each in (dead, busy, rescuer):
+        each.declare_queue(QUEUE)
+    for n in range(2):
+        dead.enqueue(dramatiq.Message(queue_name=QUEUE, actor_name="test.noop", args=(n,), kwargs={}, options={}))
+    dead.do_fetch(QUEUE, 1)
+    busy.do_fetch(QUEUE, 1)
+    client = redis.Redis(port=server.port)
+    assert client.llen(f"dramatiq:{QUEUE}") == 0
+    silent = int(time.time() * 1000) - settings.WORKER_HEARTBEAT_TIMEOUT_MS - 1000
+    client.zadd("dramatiq:__heartbeats__", {dead.broker_id: silent, busy.broker_id: silent})
+    busy.beat()  # the busy process's liveness thread beats for it
+
+    assert rescue_turn(client, rescuer, "host-b:7:cafe")
+    assert client.llen(f"dramatiq:{QUEUE}") == 1  # the dead worker's message is back in the queue
+    assert client.scard(f"dramatiq:__acks__.{dead.broker_id}.{QUEUE}") == 0
+    assert client.scard(f"dramatiq:__acks__.{busy.broker_id}.{QUEUE}") == 1  # the live one keeps its own
+    assert not rescue_turn(client, rescuer, "host-a:8:beef")  # one rescuer a second, platform-wide
+    client.close()
+    for each in (dead, busy, rescuer):
+        each.client.close()
