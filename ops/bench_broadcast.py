@@ -121,10 +121,12 @@ def whatsapp_scale(sizes: tuple[int, ...], processes: int, threads: int) -> list
         env.fake_whatsapp(fake_port)
         pids = {f"broadcasts-{i}": env.worker(f"broadcasts-{i}", threads=threads, queues=("broadcasts",)).proc.pid
                 for i in range(processes)}  # fmt: skip
+        # The clock's ticks: broadcasts started, their lanes kept (and the rest of its housekeeping).
+        pids["maintenance"] = env.worker("maintenance", threads=2, queues=("maintenance",)).proc.pid
         redis = redis_pid(urlparse(settings.REDIS_URL).port or 6379)
         if redis is not None:
             pids["redis"] = redis
-        pids["clock"] = env.clock().proc.pid  # starts each broadcast at its next tick
+        pids["clock"] = env.clock().proc.pid
         since = 0
         for k, size in enumerate(sizes):
             with init_db().connection_context():
