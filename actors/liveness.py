@@ -80,16 +80,17 @@ class Liveness(dramatiq.Middleware):
         key = f"{PREFIX}:{name}"
 
         rescuing = cast(Rescuing, broker)
+        self.stopped = stopped = threading.Event()  # this boot's (a process may boot workers again: tests)
 
         def run() -> None:
-            while not self.stopped.is_set():
+            while not stopped.is_set():
                 try:
                     self.client.set(key, 1, ex=TTL_SECONDS)
                     rescuing.beat()
                     rescue_turn(self.client, rescuing, name)
                 except redis.RedisError as exc:
                     log.warning("holder heartbeat failed error=%s", type(exc).__name__)
-                self.stopped.wait(BEAT_SECONDS)
+                stopped.wait(BEAT_SECONDS)
 
         self.client.set(key, 1, ex=TTL_SECONDS)  # alive before the first claim
         _me = name

@@ -177,22 +177,25 @@ class Heartbeat(dramatiq.Middleware):
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self.stopped = threading.Event()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         queues = worker.consumer_whitelist or {q for q in broker.get_declared_queues() if not q.endswith(".DQ")}
         info = {"queues": sorted(queues), "threads": worker.worker_threads}
+        self.stopped = stopped = threading.Event()  # this boot's (a process may boot workers again: tests)
 
         def run() -> None:
-            while True:
+            while not stopped.is_set():
                 try:
                     beat(self.client, "worker", info)
                 except redis.RedisError as exc:
                     log.warning("heartbeat failed error=%s", type(exc).__name__)
-                time.sleep(HEARTBEAT_SECONDS)
+                stopped.wait(HEARTBEAT_SECONDS)
 
         threading.Thread(target=run, name="heartbeat", daemon=True).start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self.stopped.set()  # a stopped worker's process may live on (a test's): its beat ends with it
         try:
             self.client.delete(heartbeat_key("worker"))
         except redis.RedisError:

@@ -22,6 +22,7 @@ if not os.environ.get("REDIS_URL") or not os.environ.get("DATABASE_URL"):
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("METRICS_PORT", "0")  # tests that want the private listener give it a port
 
+
 import redis
 
 from actors.broker import broker

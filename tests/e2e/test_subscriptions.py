@@ -4,6 +4,7 @@ re-admits; a member who joins through the buyer's link is removed and the link r
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from db.catalog import BotConfig
 from db.models import ProcessedUpdate, Subscription
 from ops.procs import wait_until
 from tests.actors.test_subscriptions import CHAT, vip_config
+from tests.conftest import DEMO_CONFIG
 from tests.e2e.test_selling import Shop, open_shop
 
 OTHER_CHAT = -1009988776655  # a group the bot administers and sells nothing for
@@ -116,3 +118,52 @@ def test_a_worker_killed_during_expiry_still_removes_the_member_and_tells_them_o
     # member is removed once), and the unban that lets them back by paying follows.
     assert {int(p["user_id"]) for p in calls(shop, "banChatMember")} == {BUYER}
     assert [int(p["user_id"]) for p in calls(shop, "unbanChatMember")] == [BUYER]
+
+
+@pytest.mark.timeout(120)
+def test_a_pool_of_bots_answers_each_join_request_once_and_a_bot_selling_elsewhere_not_at_all(
+    tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest
+) -> None:
+    """Item 3, the pool half: the VIP chat sold by two bots of a pool, both its admins, and a third
+    bot that is also an admin there but sells nothing for it. Telegram gives every admin bot the
+    same join request: the buyer (who paid through one bot of the pool) is approved once, a stranger
+    declined once, and the third bot never answers either."""
+    data = vip_config(join_by_request=True)
+    twin = copy.deepcopy(data["bots"][0])
+    twin.update(id="twin", token="123452:TEST", username="twin_bot", webhook_secret="tg-secret-2")
+    other = copy.deepcopy(DEMO_CONFIG["bots"][0])
+    other.update(id="other", token="123453:TEST", username="other_bot", webhook_secret="tg-secret-3",
+                 offers=[o for o in other["offers"] if o.get("delivery_chat_id") != CHAT])  # fmt: skip
+    data["bots"] += [twin, other]
+    data["pools"] = [{"id": "vip", "bots": ["demo", "twin"]}]
+    secrets = {"demo": "tg-secret-1", "twin": "tg-secret-2", "other": "tg-secret-3"}
+    with open_shop(tmp_path, request, data) as shop:
+        anual = next(o.id for o in shop.bot.offers if o.slug == "anual")
+        shop.start(BUYER)
+        wait_until(lambda: shop.texts(BUYER), 20, "the welcome")
+        shop.press(BUYER, f"buy:{anual}")
+        shop.pay(code_caption(shop, BUYER, 1))
+        wait_until(lambda: any("https://t.me/+fake" in t for t in shop.texts(BUYER)), 20, "the delivery")
+
+        update_id = 90_000
+        for user in (BUYER, STRANGER):
+            asked = int(time.time())
+            for bot, secret in secrets.items():  # Telegram: the same request in one update per admin bot
+                update_id += 1
+                update = {"update_id": update_id, "chat_join_request": {
+                    "chat": {"id": CHAT, "type": "channel"}, "from": {"id": user, "first_name": "X"},
+                    "user_chat_id": user, "date": asked}}  # fmt: skip
+                answer = httpx.post(f"{shop.edge}/webhook/telegram/{bot}", json=update,
+                                    headers={"X-Telegram-Bot-Api-Secret-Token": secret})  # fmt: skip
+                assert answer.status_code == 200
+        wait_until(lambda: ProcessedUpdate.select().where(ProcessedUpdate.update_id > 90_000).count() == 6, 20,
+                   "the six updates recorded")  # fmt: skip
+        wait_until(lambda: [c for c in httpx.get(f"{shop.telegram}/_calls").json()
+                            if c["method"] in ("approveChatJoinRequest", "declineChatJoinRequest")][1:],
+                   20, "both requests decided")  # fmt: skip
+        time.sleep(1.5)  # a second answer from the pool's other bot, or any from the third, would be out by now
+        decided = [c for c in httpx.get(f"{shop.telegram}/_calls").json()
+                   if c["method"] in ("approveChatJoinRequest", "declineChatJoinRequest")]  # fmt: skip
+        answers = sorted((c["method"], int(c["params"]["user_id"])) for c in decided)
+        assert answers == [("approveChatJoinRequest", BUYER), ("declineChatJoinRequest", STRANGER)]
+        assert {c["token"] for c in decided} <= {"123456:TEST", "123452:TEST"}  # the pool's bots only
