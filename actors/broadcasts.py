@@ -42,8 +42,8 @@ from actors.funnel import mark_unreachable, marketing_sends
 from actors.outbox import Outcome, deliver
 from actors.pools import RECHECK_SECONDS, UNHEALTHY
 from actors.throttle import STOPPED, Throttle, Ticket
+from catalog.snapshot import BotConfig, brl
 from db import hot
-from db.catalog import BotConfig, brl
 from db.database import db, json_text, transaction, utcnow
 from db.models import Broadcast, BroadcastRecipient, Lead, OutboundMessage
 from gateways.channel import ChannelGaveUp, ChannelTransient, Choice

@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Callable
 
 import settings
-from db.catalog import BotConfig
+from catalog.snapshot import BotConfig
 from db.models import Lead
 from gateways.channel import Channel
 from gateways.evolution import EvolutionChannel, EvolutionGateway

@@ -39,8 +39,8 @@ from actors.funnel import mark_unreachable, marketing_sends
 from actors.outbox import Send, deliver
 from actors.schedule import close, close_after
 from actors.throttle import Throttle
+from catalog.snapshot import BotConfig, FollowupConfig, brl
 from db import hot
-from db.catalog import BotConfig, FollowupConfig, brl
 from db.database import transaction, utcnow
 from db.models import Charge, DownsellMark, Followup, Lead
 from gateways.channel import Channel, ChannelGaveUp, ChannelTransient, Choice

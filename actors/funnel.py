@@ -14,8 +14,8 @@ from actors.broker import FUNNEL, retry_when
 from actors.channels import Channels
 from actors.outbox import MARKETING, OWED, Outcome, Send, deliver, of, plan
 from actors.throttle import Throttle
+from catalog.snapshot import BotConfig
 from db import hot
-from db.catalog import BotConfig
 from db.database import utcnow
 from db.models import Lead
 from gateways.channel import Channel, Choice, Message

@@ -34,8 +34,8 @@ from actors.enqueue import unit_of_work
 from actors.funnel import Recipient
 from actors.outbox import OWED, Send, deliver, of, plan
 from actors.throttle import Throttle
+from catalog.snapshot import BotConfig, OfferConfig, brl, fill
 from db import hot
-from db.catalog import BotConfig, OfferConfig, brl, fill
 from db.database import transaction, utcnow
 from db.models import BumpAnswer, Charge, Delivery, Followup, PaymentNotification
 from gateways.channel import CODE_SLOT, Channel, Choice, Message

@@ -12,7 +12,7 @@ import settings
 from actors.broker import broker
 from actors.channels import Channels
 from actors.throttle import Throttle
-from db.catalog import BotConfig, Catalog
+from catalog.snapshot import BotConfig, Catalog
 from gateways.ads import Destination
 from gateways.channel import Channel
 from gateways.evolution import EvolutionGateway

@@ -30,8 +30,8 @@ from actors.funnel import mark_unreachable
 from actors.outbox import MARKETING, OWED, Outcome, Send, deliver, plan
 from actors.schedule import close, close_after
 from actors.throttle import Throttle
+from catalog.snapshot import BotConfig, OfferConfig, brl
 from db import hot
-from db.catalog import BotConfig, OfferConfig, brl
 from db.database import is_sqlite, transaction, utcnow
 from db.models import Bot, Charge, Delivery, Followup, Lead, Offer, Subscription
 from gateways.channel import Choice, Message

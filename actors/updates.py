@@ -21,8 +21,8 @@ from actors.channels import Channels, patience_ms
 from actors.enqueue import unit_of_work
 from actors.outbox import NOT_NOW, hand_off
 from actors.throttle import Throttle
+from catalog.snapshot import BotConfig
 from db import hot
-from db.catalog import BotConfig
 from db.database import utcnow
 from db.models import BumpAnswer, Lead
 from gateways.channel import Inbound, Malformed, Person

@@ -1,7 +1,7 @@
 """The dashboard's Starlette app: one read-only page (GET only; nothing here writes) with the funnel
 per bot and per campaign over time as server-rendered SVG charts (dash/charts.py), the queues and
 the workers' heartbeats; HTTP basic auth (DASH_USER / DASH_PASSWORD). Its numbers are those of
-`ops report` (ops/report.py), queue depths those of `ops queues`."""
+`ops report` (reports/funnel.py), queue depths those of `ops queues`."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import settings
+from catalog.snapshot import load_bots
 from clicks import client_ip
 from dash.charts import bars
-from db.catalog import load_bots
 from db.database import init_db
-from ops import report
+from reports import funnel as report
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
@@ -151,7 +151,7 @@ TOP_CAMPAIGNS = 5  # campaigns charted over time (the table lists them all)
 def _queues() -> tuple[list[list[Any]], list[list[Any]]]:
     from actors.broker import QUEUES
     from actors.metrics import processes
-    from ops.queues import queue_stats
+    from reports.queues import queue_stats
 
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=1)
     try:

@@ -26,7 +26,7 @@ import settings
 import telemetry
 from actors import pools
 from actors.metrics import HEARTBEAT_PREFIX, HEARTBEAT_TTL_SECONDS, heartbeat_key
-from db.catalog import Catalog
+from catalog.snapshot import Catalog
 from db.database import db, init_db
 from edge import metrics
 from edge.enqueue import BatchEnqueuer

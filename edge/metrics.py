@@ -92,7 +92,7 @@ class MetricsMiddleware:
 
 
 class SharedCollector:
-    """Collects at scrape time: queue gauges (ops.queues) and the series workers add to Redis
+    """Collects at scrape time: queue gauges (reports.queues) and the series workers add to Redis
     (actors.metrics). Registered once per process; a Redis failure yields the edge's own metrics
     and a `grimbots_metrics_redis_up 0`."""
 
@@ -102,7 +102,7 @@ class SharedCollector:
     def collect(self) -> Iterator[Metric]:
         from actors.broker import QUEUES
         from actors.metrics import read
-        from ops.queues import queue_stats
+        from reports.queues import queue_stats
 
         up = GaugeMetricFamily("grimbots_metrics_redis_up", "Whether Redis answered this scrape")
         if self.client is None:

@@ -103,8 +103,8 @@ def migrate() -> None:
 )
 @click.argument("file", type=click.Path(path_type=Path))
 def apply(file: Path) -> None:
+    import catalog
     from db.models import Bot, Gateway
-    from ops import config
 
     database = _database()
     _migrate_quietly()
@@ -112,10 +112,10 @@ def apply(file: Path) -> None:
         known = {g.id for g in Gateway.select(Gateway.id)}
         bots = {b.id for b in Bot.select(Bot.id)}
         try:
-            parsed = config.load(file, known, bots)
-        except config.ConfigError as exc:
+            parsed = catalog.load(file, known, bots)
+        except catalog.ConfigError as exc:
             raise click.ClickException(f"{file}: {exc}") from None
-        changes = config.apply(parsed)
+        changes = catalog.apply(parsed)
     for line in changes:
         click.echo(line)
     if not changes:
@@ -134,7 +134,7 @@ ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "chat_member",
     "subscribed in Meta's app dashboard (the URL is printed).",
 )
 def set_webhooks() -> None:
-    from db.catalog import load_bots
+    from catalog.snapshot import load_bots
     from gateways.channel import ChannelError
     from gateways.evolution import EvolutionGateway
     from gateways.evolution import default_client as evolution_client
@@ -182,7 +182,7 @@ def _broker_client():  # type: ignore[no-untyped-def]
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def queues(as_json: bool) -> None:
     from actors.broker import QUEUES
-    from ops.queues import queue_stats
+    from reports.queues import queue_stats
 
     client = _broker_client()
     stats = [queue_stats(client, q) for q in QUEUES]
@@ -196,7 +196,7 @@ def queues(as_json: bool) -> None:
 
 
 def payment_summary() -> dict[str, Any]:
-    from ops import payments as report
+    from reports import payments as report
 
     with _database().connection_context():
         return report.last_day()
@@ -206,14 +206,14 @@ def selling_summary() -> list[dict[str, Any]]:
     import datetime as dt
 
     from db.database import utcnow
-    from ops import selling
+    from reports import selling
 
     with _database().connection_context():
         return selling.as_dicts(selling.totals(since=utcnow() - dt.timedelta(hours=24)))
 
 
 def subscription_summary() -> list[dict[str, Any]]:
-    from ops import selling
+    from reports import selling
 
     with _database().connection_context():
         return selling.subscription_totals()
@@ -255,7 +255,7 @@ def broadcast_summary() -> list[dict[str, Any]]:
 
 
 def pixel_summary() -> dict[str, int]:
-    from ops import pixel_events
+    from reports import pixel_events
 
     with _database().connection_context():
         return pixel_events.last_day()
@@ -268,7 +268,7 @@ def status(as_json: bool) -> None:
     from actors.broker import QUEUES
     from actors.metrics import processes, read
     from actors.pools import unhealthy
-    from ops.queues import queue_stats
+    from reports.queues import queue_stats
 
     client = _broker_client()
     seen = processes(client)
@@ -345,8 +345,8 @@ def payments(bot: str | None, status: str | None, since_hours: int | None, limit
     import datetime as dt
 
     from db.database import utcnow
-    from ops import payments as report
-    from ops import selling
+    from reports import payments as report
+    from reports import selling
 
     since = utcnow() - dt.timedelta(hours=since_hours) if since_hours else None
     with _database().connection_context():
@@ -388,7 +388,7 @@ def payments(bot: str | None, status: str | None, since_hours: int | None, limit
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="Follow-ups listed.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def followups(bot: str | None, state: str | None, limit: int, as_json: bool) -> None:
-    from ops import selling
+    from reports import selling
 
     with _database().connection_context():
         lines = selling.recent(bot, state, limit)
@@ -417,7 +417,7 @@ def followups(bot: str | None, state: str | None, limit: int, as_json: bool) -> 
 @click.option("--state", type=click.Choice(["active", "expired", "refunded"]))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list of objects.")
 def subscriptions(bot: str | None, state: str | None, as_json: bool) -> None:
-    from ops import selling
+    from reports import selling
 
     # Every matching row, streamed as the database yields them: none is dropped, however many.
     with _database().connection_context():
@@ -460,7 +460,7 @@ def pixel_events(bot: str | None, destination: str | None, state: str | None, ev
     import datetime as dt
 
     from db.database import utcnow
-    from ops import pixel_events as report
+    from reports import pixel_events as report
 
     since = utcnow() - dt.timedelta(hours=since_hours) if since_hours else None
     with _database().connection_context():
@@ -492,7 +492,7 @@ def broadcast() -> None:
 
 
 def _bot_config(bot_id: str):  # type: ignore[no-untyped-def]
-    from db.catalog import load_bots
+    from catalog.snapshot import load_bots
 
     bot = load_bots().get(bot_id)
     if bot is None:
@@ -638,7 +638,7 @@ def pools(as_json: bool) -> None:
     from datetime import UTC, datetime
 
     from actors.pools import unhealthy
-    from db.catalog import load_bots, load_pools
+    from catalog.snapshot import load_bots, load_pools
     from db.database import db
 
     with _database().connection_context():
@@ -686,7 +686,7 @@ def pools(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="A list of rows.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV for spreadsheets.")
 def report(bot: str | None, by: str | None, since_days: int, as_json: bool, as_csv: bool) -> None:
-    from ops import report as reports
+    from reports import funnel as reports
 
     key = by or "bot"
     with _database().connection_context():
@@ -767,7 +767,7 @@ def sandbox_pay(charge: str, amount: str | None, notify: bool) -> None:
 @click.option("--queue", "queue_name", help="Only this queue.")
 def retry_dead_command(queue_name: str | None) -> None:
     from actors.broker import QUEUES
-    from ops.queues import retry_dead
+    from reports.queues import retry_dead
 
     if queue_name is not None and queue_name not in QUEUES:
         raise click.ClickException(f"--queue: unknown queue {queue_name!r} (one of {', '.join(QUEUES)})")
@@ -806,35 +806,35 @@ def bench(
     concurrency: int, rate: int, processes: int, threads: int, qr: bool, payment_processes: int, out: Path,
 ) -> None:  # fmt: skip
     if what == "whatsapp":
-        from ops import bench_whatsapp
+        from ops.benchmarks import whatsapp as bench_whatsapp
 
         bench_whatsapp.run(seconds=seconds, concurrency=concurrency, rate=min(rate, 50), out=out, processes=processes,
                            threads=threads)  # fmt: skip
         return
     if what == "broadcast":
-        from ops import bench_broadcast
+        from ops.benchmarks import broadcast as bench_broadcast
 
         bench_broadcast.run(bots=20 if bots == 100 else bots, leads=leads, rate=min(rate, 20), seconds=seconds,
                             out=out, processes=processes, threads=threads, whatsapp_leads=whatsapp_leads)  # fmt: skip
         return
     if what == "subscriptions":
-        from ops import bench_subscriptions
+        from ops.benchmarks import subscriptions as bench_subscriptions
 
         bench_subscriptions.run(total=total if total != 50_000 else 100_000, expiring=expiring, rate=min(rate, 50),
                                 seconds=seconds, out=out, processes=processes, threads=threads)  # fmt: skip
         return
     if what == "followups":
-        from ops import bench_followups
+        from ops.benchmarks import followups as bench_followups
 
         bench_followups.run(total=total, bots=bots, rate=min(rate, 50), seconds=seconds, out=out,
                             processes=processes, threads=threads)  # fmt: skip
         return
     if what == "journeys":
-        from ops import bench_journeys
+        from ops.benchmarks import journeys as bench_journeys
 
         bench_journeys.run(seconds=seconds, rate=rate, out=out, processes=processes, threads=threads, send_qr=qr,
                            payment_threads=8, payment_processes=payment_processes)  # fmt: skip
         return
-    from ops import bench as benchmarks
+    from ops.benchmarks import edge as benchmarks
 
     benchmarks.run(seconds=seconds, concurrency=concurrency, rate=rate, out=out, processes=processes, threads=threads)

@@ -25,10 +25,11 @@ os.environ.setdefault("METRICS_PORT", "0")  # tests that want the private listen
 
 import redis
 
+import catalog
 from actors.broker import broker
 from actors.channels import Channels
 from actors.throttle import Throttle
-from db.catalog import BotConfig, load_bots
+from catalog.snapshot import BotConfig, load_bots
 from db.database import db, is_sqlite
 from db.migrate import migrate
 from db.models import MODELS, ConfigState
@@ -36,7 +37,6 @@ from gateways.evolution import EvolutionGateway
 from gateways.payments.sandbox import SandboxGateway
 from gateways.telegram import TelegramGateway
 from gateways.whatsapp_cloud import CloudGateway
-from ops import config
 
 TELEGRAM_BASE = "https://telegram.test"
 
@@ -156,7 +156,7 @@ def apply_config(data: dict[str, Any]) -> list[str]:
     from actors import runtime
 
     known = {row[0] for row in db.execute_sql("SELECT id FROM gateway").fetchall()}
-    changes = config.apply(config.parse(data, known))
+    changes = catalog.apply(catalog.parse(data, known))
     runtime.catalog().refresh()
     return changes
 

@@ -14,12 +14,13 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+import catalog
 import clicks
 from actors import payments, pixel, updates
 from actors.channels import Channels
 from actors.funnel import Recipient
 from actors.throttle import Throttle
-from db.catalog import BotConfig, load_bots
+from catalog.snapshot import BotConfig, load_bots
 from db.database import utcnow
 from db.models import Charge, PixelEvent
 from gateways.ads import DestinationPermanent, DestinationTransient
@@ -28,7 +29,6 @@ from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
 from gateways.tiktok import TikTokGateway
 from gateways.utmify import UtmifyGateway
-from ops import config
 from ops.cli import cli
 from tests.actors.test_pixel import BUYER, PIXEL, UA, FakeGraph, pixel_config, start_update, vip
 from tests.conftest import apply_config
@@ -223,8 +223,8 @@ def test_no_order_for_a_charge_older_than_seven_days(
 )
 def test_bad_destination_keys_are_named(extra: dict[str, Any], key: str) -> None:
     data = pixel_config(**extra)
-    with pytest.raises(config.ConfigError) as exc:
-        config.parse(data, set())
+    with pytest.raises(catalog.ConfigError) as exc:
+        catalog.parse(data, set())
     assert exc.value.key == key
 
 

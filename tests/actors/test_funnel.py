@@ -11,7 +11,7 @@ from actors.channels import Channels
 from actors.outbox import Outcome, Send, deliver
 from actors.throttle import Throttle
 from actors.updates import upsert_lead
-from db.catalog import BotConfig
+from catalog.snapshot import BotConfig
 from db.models import Lead, OutboundMessage
 from gateways.telegram import FILE_IDS, TelegramChannel, TelegramGateway, TelegramTransient, split_text, telegram_length
 from tests.conftest import FakeTelegramTransport, telegram_error

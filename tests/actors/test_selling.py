@@ -13,18 +13,18 @@ from typing import Any
 import httpx
 import pytest
 
+import catalog
 from actors import delivery, followups, payments, updates
 from actors.channels import Channels
 from actors.funnel import Recipient, offer_choices
 from actors.throttle import Throttle
+from catalog.snapshot import BotConfig, load_bots
 from db import hot
-from db.catalog import BotConfig, load_bots
 from db.database import db, transaction, utcnow
 from db.models import BumpAnswer, Charge, Delivery, Followup, OutboundMessage
 from gateways.channel import ChannelError
 from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
-from ops import config
 from tests.conftest import DEMO_CONFIG, FakeTelegramTransport, apply_config, telegram_error
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo.toml"
@@ -89,7 +89,7 @@ def test_the_catalog_resolves_bumps_upsells_and_downsells(bot: BotConfig) -> Non
 
 def test_the_example_file_shows_all_of_it() -> None:
     known: set[str] = set()
-    parsed = config.load(EXAMPLE, known)
+    parsed = catalog.load(EXAMPLE, known)
     selling = parsed.bots[0].selling
     assert set(selling) == {"bumps", "upsells", "downsells"} and any(o.hidden for o in parsed.bots[0].offers)
 
@@ -118,8 +118,8 @@ def test_the_example_file_shows_all_of_it() -> None:
 def test_every_new_key_is_validated_with_its_name_and_nothing_is_written(edit: Any, key: str) -> None:
     data = selling_config()
     edit(data["bots"][0])
-    with pytest.raises(config.ConfigError) as exc:
-        config.parse(data, set())
+    with pytest.raises(catalog.ConfigError) as exc:
+        catalog.parse(data, set())
     assert exc.value.key == key
 
 
@@ -130,15 +130,15 @@ def test_a_bump_naming_another_bots_offer_is_refused() -> None:
     other["offers"] = [{"id": "solo", "label": "Solo", "price": "5.00", "delivery_link": "https://t.me/+S",
                         "bump": "pack"}]  # fmt: skip
     data["bots"].append(other)
-    with pytest.raises(config.ConfigError) as exc:
-        config.parse(data, set())
+    with pytest.raises(catalog.ConfigError) as exc:
+        catalog.parse(data, set())
     assert exc.value.key == "bots[1].offers[0].bump"
 
 
 @pytest.mark.parametrize(("price", "percent", "expected"), [("19.90", 50, "9.95"), ("0.01", 99, "0.01"),
                                                             ("10.05", 50, "5.03"), ("0.03", 50, "0.02")])  # fmt: skip
 def test_discounts_round_half_up_to_cents_and_never_below_one_cent(price: str, percent: int, expected: str) -> None:
-    assert config.discounted(Decimal(price), percent) == Decimal(expected)
+    assert catalog.discounted(Decimal(price), percent) == Decimal(expected)
 
 
 # --- the order bump ---------------------------------------------------------------------------

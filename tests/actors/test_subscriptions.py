@@ -13,16 +13,16 @@ import httpx
 import pytest
 from dramatiq import Message
 
+import catalog
 from actors import delivery, followups, payments, subscriptions, updates
 from actors.channels import Channels
 from actors.funnel import Recipient
 from actors.throttle import Throttle
-from db.catalog import BotConfig, load_bots
+from catalog.snapshot import BotConfig, load_bots
 from db.database import utcnow
 from db.models import Charge, Delivery, Followup, Lead, Subscription
 from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
-from ops import config
 from tests.conftest import DEMO_CONFIG, FakeTelegramTransport, apply_config, telegram_error
 
 CHAT = -100123
@@ -80,8 +80,8 @@ def test_configuration(bot: BotConfig) -> None:
     ):
         data = vip_config()
         edit(data["bots"][0])
-        with pytest.raises(config.ConfigError) as exc:
-            config.parse(data, set())
+        with pytest.raises(catalog.ConfigError) as exc:
+            catalog.parse(data, set())
         assert exc.value.key == key
 
 
@@ -367,8 +367,8 @@ def test_a_member_who_joins_through_another_buyers_link_is_removed_and_the_link_
 def test_ops_subscriptions_lists_every_row_filtered_by_the_database(bot: BotConfig) -> None:
     from click.testing import CliRunner
 
-    from ops import selling
     from ops.cli import cli
+    from reports import selling
 
     now = utcnow()
     leads = [Lead.create(bot="demo", telegram_user_id=10_000 + n, chat_id=10_000 + n) for n in range(2_105)]

@@ -9,7 +9,7 @@ from actors import updates
 from actors.broker import broker
 from actors.channels import Channels
 from actors.throttle import Throttle
-from db.catalog import BotConfig
+from catalog.snapshot import BotConfig
 from db.models import Lead, OutboundMessage, ProcessedUpdate
 from tests.conftest import FakeTelegramTransport, telegram_error
 

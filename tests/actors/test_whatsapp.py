@@ -23,7 +23,7 @@ from actors.channels import Channels
 from actors.funnel import Recipient
 from actors.outbox import Send, deliver
 from actors.throttle import Throttle
-from db.catalog import BotConfig, load_bots
+from catalog.snapshot import BotConfig, load_bots
 from db.database import utcnow
 from db.models import Charge, Delivery, Followup, Lead, OutboundMessage, PixelEvent, ProcessedUpdate
 from gateways.channel import ChannelGaveUp, Inbound, Person, update_id_of
@@ -139,24 +139,24 @@ def queued(queue: str) -> list[dramatiq.Message[Any]]:
     ],
 )
 def test_a_bad_whatsapp_key_is_named_and_nothing_is_applied(change: dict[str, Any], key: str) -> None:
-    from ops import config
+    import catalog
 
     data = whatsapp_config()
     data["bots"] = data["bots"][:2]
     data["bots"][1].update(change)
     data["bots"][1] = {k: v for k, v in data["bots"][1].items() if v is not None}
-    with pytest.raises(config.ConfigError) as exc:
-        config.parse(data, set())
+    with pytest.raises(catalog.ConfigError) as exc:
+        catalog.parse(data, set())
     assert exc.value.key == key
 
 
 def test_a_whatsapp_bot_cannot_deliver_a_telegram_chat() -> None:
-    from ops import config
+    import catalog
 
     data = whatsapp_config()
     data["bots"][1]["offers"].append({"id": "vip2", "label": "VIP", "price": "1.00", "delivery_chat_id": -1001})
-    with pytest.raises(config.ConfigError) as exc:
-        config.parse(data, set())
+    with pytest.raises(catalog.ConfigError) as exc:
+        catalog.parse(data, set())
     assert exc.value.key == "bots[1].offers[2].delivery_chat_id"
 
 
@@ -362,22 +362,22 @@ def test_a_number_not_on_whatsapp_is_unreachable_and_never_in_an_error_text(
 
 
 def test_cloud_offers_whose_titles_cut_to_the_same_are_refused_naming_both() -> None:
-    from ops import config
+    import catalog
 
     data = whatsapp_config()
     cloud = next(b for b in data["bots"] if b["id"] == "cloud")
     cloud["offers"][0]["label"] = "Pack de fotos exclusivo – mensal"
     cloud["offers"][1]["label"] = "Pack de fotos exclusivo – anual"  # the same first 20 characters
-    with pytest.raises(config.ConfigError) as exc:
-        config.parse(data, set())
+    with pytest.raises(catalog.ConfigError) as exc:
+        catalog.parse(data, set())
     assert exc.value.key == "bots[2].offers[1].label" and "'vip'" in str(exc.value) and "'pack'" in str(exc.value)
     cloud["offers"][1]["hidden"] = True  # not shown as a button: no collision
-    config.parse(data, set())
+    catalog.parse(data, set())
     zap = next(b for b in data["bots"] if b["id"] == "zap")
     zap["offers"] = cloud["offers"]  # Evolution: a numbered list with the whole labels
     cloud["offers"][1]["hidden"] = False
-    with pytest.raises(config.ConfigError) as again:
-        config.parse(data, set())
+    with pytest.raises(catalog.ConfigError) as again:
+        catalog.parse(data, set())
     assert again.value.key == "bots[2].offers[1].label"  # still the Cloud bot's, not Evolution's
 
 
@@ -711,7 +711,7 @@ def test_a_cloud_buyer_paying_after_the_24_hours_gets_the_access_template_or_the
 
 
 def test_an_access_template_is_checked_at_apply() -> None:
-    from ops.config import ConfigError, parse
+    from catalog import ConfigError, parse
 
     data = whatsapp_config()
     cloud = next(b for b in data["bots"] if b["id"] == "cloud")

@@ -1,7 +1,7 @@
 """The hand-written statements agree with the models, on both databases."""
 
+from catalog.snapshot import BotConfig
 from db import hot
-from db.catalog import BotConfig
 from db.database import utcnow
 from db.models import Lead, OutboundMessage, ProcessedUpdate
 

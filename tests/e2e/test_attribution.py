@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from db.catalog import BotConfig, load_bots
+from catalog.snapshot import BotConfig, load_bots
 from db.models import PixelEvent
 from gateways.payments import brcode
 from gateways.payments.sandbox import sign

@@ -69,7 +69,7 @@ def test_each_campaign_is_charted_over_the_days_with_the_reports_numbers(dash: s
     """CONTRACT §13: per campaign the funnel over time. The SVG bars carry series, day and value."""
     import re
 
-    from ops import report
+    from reports import funnel as report
 
     page = httpx.get(dash, params={"bot": "demo", "days": "7"}, auth=(USER, PASSWORD)).text
     charts = dict(re.findall(r'data-chart="(Campaign [^"]+)"(.*?)</svg>', page, re.S))

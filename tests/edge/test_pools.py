@@ -14,16 +14,16 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
+import catalog
 from actors import pixel, pools
 from actors.broker import broker
 from actors.channels import Channels
-from db.catalog import load_pools
+from catalog.snapshot import load_pools
 from db.models import Click
 from edge.app import create_app
 from gateways.evolution import EvolutionGateway
 from gateways.telegram import TelegramGateway, TelegramPermanent
 from gateways.whatsapp_cloud import CloudGateway
-from ops import config
 from ops.cli import cli
 from tests.conftest import TELEGRAM_BASE, FakeTelegramTransport, apply_config, demo_with, telegram_error
 
@@ -70,14 +70,14 @@ def test_pools_are_applied_with_their_weights(pool: None) -> None:
     ],
 )
 def test_a_bad_pool_names_its_key(pools_doc: list[dict[str, Any]], key: str) -> None:
-    with pytest.raises(config.ConfigError) as exc:
-        config.parse(three_bots(pools_doc), set())
+    with pytest.raises(catalog.ConfigError) as exc:
+        catalog.parse(three_bots(pools_doc), set())
     assert exc.value.key == key
 
 
 def test_a_pool_may_name_a_bot_applied_before() -> None:
     apply_config(three_bots([]))
-    parsed = config.parse({"pools": [{"id": "p", "bots": ["demo2"]}]}, set(), {"demo", "demo2"})
+    parsed = catalog.parse({"pools": [{"id": "p", "bots": ["demo2"]}]}, set(), {"demo", "demo2"})
     assert parsed.pools[0].members == (("demo2", 1),)
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import catalog
 from db.database import db
 from db.models import Bot, ConfigState, Gateway, Offer
-from ops import config
 from ops.cli import cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo.toml"
@@ -107,8 +107,8 @@ def test_error_in_second_bot_leaves_first_unwritten() -> None:
             {"id": "b", "token": "2:B", "username": "b_bot_x", "webhook_secret": "s", "welcome": {}},
         ]
     }
-    with pytest.raises(config.ConfigError) as exc:
-        config.parse(data, set())
+    with pytest.raises(catalog.ConfigError) as exc:
+        catalog.parse(data, set())
     assert exc.value.key == "bots[1].welcome.text"
     assert Bot.select().count() == 0
 
@@ -119,7 +119,7 @@ def test_migrate_command_is_idempotent() -> None:
 
 
 def test_buyer_texts_and_checkout_options_reach_the_catalog(tmp_config: Callable[[str], Path]) -> None:
-    from db.catalog import DEFAULT_TEXTS, load_bots
+    from catalog.snapshot import DEFAULT_TEXTS, load_bots
 
     text = EXAMPLE.read_text().replace("send_qr = true", "send_qr = false")
     text = text.replace("check_button =", 'pix = "Copie: {code} ({amount})"\ncheck_button =')

@@ -15,12 +15,12 @@ from click.testing import CliRunner
 
 from actors.maintenance import prune_unattached_clicks
 from actors.pixel import count_click
-from db.catalog import load_bots
+from catalog.snapshot import load_bots
 from db.database import utcnow
 from db.days import local_day
 from db.models import Charge, Click, Lead
-from ops import report
 from ops.cli import cli
+from reports import funnel as report
 from tests.conftest import apply_config, two_bots
 
 NOW = utcnow()

@@ -20,7 +20,10 @@ def run(tmp_path: Path, *args: str, key: str, fallbacks: str = "") -> subprocess
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
-READ = "from db.database import init_db; init_db(); from db.catalog import load_bots; print(load_bots()['demo'].token)"
+READ = (
+    "from db.database import init_db; init_db(); from catalog.snapshot import load_bots; "
+    "print(load_bots()['demo'].token)"
+)
 
 
 def test_the_placeholder_secret_key_is_refused(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from ops.bench import (
+from ops.benchmarks.driver import (
     ACK_ROUNDS,
     BOTS,
     WRK_SCRIPT,
@@ -69,10 +69,10 @@ end
 
 def configure(fake: str) -> None:
     """The Telegram bench bots and WA_BOTS Evolution bots on the fake WhatsApp."""
+    import catalog
     from db.database import init_db
     from db.migrate import migrate
     from db.models import Gateway
-    from ops import config
 
     data = seller_config(BOTS, {"id": "vip", "label": "VIP", "price": "9.90", "delivery_link": "https://x/p"})
     data["bots"] += [{"id": f"wa-{i}", "channel": "evolution", "number": f"551190000{i:04d}",
@@ -87,7 +87,7 @@ def configure(fake: str) -> None:
     migrate(database)
     with database.connection_context():
         known = {g.id for g in Gateway.select(Gateway.id)}
-        config.apply(config.parse(data, known))
+        catalog.apply(catalog.parse(data, known))
 
 
 def upsert(bot: int, number: str, message_id: str) -> bytes:
@@ -133,7 +133,7 @@ def whatsapp_latency(edge: str, fake: str, rate: int, seconds: float) -> dict[st
 def buyers_behind_a_broadcast(edge: str, fake: str, buyers: int = 3, spacing: float = 45.0) -> dict[str, Any]:
     """Phase 3: new buyers on the 10/min number while a broadcast to its leads is under way."""
     from actors import broadcasts
-    from db.catalog import load_bots
+    from catalog.snapshot import load_bots
     from db.database import init_db
     from db.models import Lead
 

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import httpx
 
 import settings
-from ops.bench import (
+from ops.benchmarks.driver import (
     BOTS,
     _drive,
     bench_config,
@@ -51,19 +51,19 @@ WHATSAPP_WARM = 200  # sent before the measured ones (connections, caches, the l
 def seed(bots: int, leads: int) -> list[int]:
     """The bots (the bench's), `leads` leads each, and one broadcast per bot to all of them
     (scheduled now: the clock starts them once it runs). Returns the broadcasts' ids."""
+    import catalog
     from actors import broadcasts
-    from db.catalog import load_bots
+    from catalog.snapshot import load_bots
     from db.database import init_db, utcnow
     from db.migrate import migrate
     from db.models import Gateway
-    from ops import config
 
     database = init_db()
     migrate(database)
     with database.connection_context():
         known = {g.id for g in Gateway.select(Gateway.id)}
         # The funnel is driven over the first BOTS bench bots: configure them even when fewer broadcast.
-        config.apply(config.parse(bench_config(max(bots, BOTS)), known))
+        catalog.apply(catalog.parse(bench_config(max(bots, BOTS)), known))
         for _ in seed_leads(database, bots, bots * leads, utcnow()):
             pass  # leads only: the broadcasts freeze them when they start
         configured = load_bots()
@@ -83,16 +83,16 @@ def whatsapp_bot(k: int, fake: str) -> dict[str, Any]:
 def seed_whatsapp(sizes: tuple[int, ...], fake: str) -> None:
     """One Cloud number per size with that many leads (numbers of their own, each written just
     now: the 24-hour window is open)."""
+    import catalog
     from db.database import init_db, utcnow
     from db.models import Gateway, Lead
-    from ops import config
 
     database = init_db()
     now = utcnow()
     with database.connection_context():
         data = seller_config(BOTS, {"id": "vip", "label": "VIP", "price": "9.90", "delivery_link": "https://x/p"})
         data["bots"] += [whatsapp_bot(k, fake) for k in range(len(sizes))]
-        config.apply(config.parse(data, {g.id for g in Gateway.select(Gateway.id)}))
+        catalog.apply(catalog.parse(data, {g.id for g in Gateway.select(Gateway.id)}))
         for k, size in enumerate(sizes):
             first = 5_511_910_000_000 + k * 10_000_000
             for start in range(0, size, 10_000):
@@ -108,7 +108,7 @@ def whatsapp_scale(sizes: tuple[int, ...], processes: int, threads: int) -> list
     clock's start to its WHATSAPP_SMALL-th message (then it is stopped): our CPU per message over
     the messages after WHATSAPP_WARM, and messages per second."""
     from actors import broadcasts
-    from db.catalog import load_bots
+    from catalog.snapshot import load_bots
     from db.database import init_db
 
     work = Path(tempfile.mkdtemp(prefix="grimbots-bench-broadcast-wa-"))

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from ops.bench import BOTS, against_the_funnel, machine, report, seed_leads, seller_config
+from ops.benchmarks.driver import BOTS, against_the_funnel, machine, report, seed_leads, seller_config
 from ops.procs import Platform, free_port
 
 
@@ -29,18 +29,18 @@ def bench_config(bots: int) -> dict[str, Any]:
 
 def seed(total: int, bots: int) -> None:
     """`total` leads spread over the bots, each with one downsell due now."""
-    from db.catalog import load_bots
+    import catalog
+    from catalog.snapshot import load_bots
     from db.database import init_db, utcnow
     from db.migrate import migrate
     from db.models import Followup, Gateway
-    from ops import config
 
     database = init_db()
     migrate(database)
     with database.connection_context():
         known = {g.id for g in Gateway.select(Gateway.id)}
         # The funnel is driven over the first BOTS bench bots: configure them even when fewer are seeded.
-        config.apply(config.parse(bench_config(max(bots, BOTS)), known))
+        catalog.apply(catalog.parse(bench_config(max(bots, BOTS)), known))
         offers = {bot_id: bot.offers[0].id for bot_id, bot in load_bots().items()}
         now = utcnow()
         for chunk in seed_leads(database, bots, total, now):
@@ -183,11 +183,12 @@ def seed_backlog(fake: str) -> dict[int, dt.datetime]:
     """WA_BACKLOG downsells due now on one Evolution number at 10 a minute, and EXPIRIES Telegram
     subscriptions of the bench bots ending over the next 60 s (from 5 s on), each with its expiry.
     Returns each expiry row's due time."""
-    from db.catalog import load_bots
+    import catalog
+    from catalog.snapshot import load_bots
     from db.database import init_db, utcnow
     from db.migrate import migrate
     from db.models import Followup, Gateway, Lead, Subscription
-    from ops import bench_subscriptions, config
+    from ops.benchmarks import subscriptions as bench_subscriptions
 
     data = bench_subscriptions.bench_config(BOTS)
     downsell = {"when": "not_bought", "delay": "1h", "text": "Volte! 50% off.", "offer": "vip", "discount_percent": 50}
@@ -200,7 +201,7 @@ def seed_backlog(fake: str) -> dict[int, dt.datetime]:
     dues: dict[int, dt.datetime] = {}
     with database.connection_context():
         known = {g.id for g in Gateway.select(Gateway.id)}
-        config.apply(config.parse(data, known))
+        catalog.apply(catalog.parse(data, known))
         bots = load_bots()
         now = utcnow()
         base = 5511_6000_0000 + int(time.time()) % 10_000 * 10_000

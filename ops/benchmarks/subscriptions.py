@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ops.bench import BOTS, against_the_funnel, machine, report, seed_leads, seller_config
+from ops.benchmarks.driver import BOTS, against_the_funnel, machine, report, seed_leads, seller_config
 
 CHAT_BASE = -1_009_000_000_000
 
@@ -29,17 +29,17 @@ def seed(total: int, expiring: int, bots: int) -> tuple[int, dt.datetime]:
     (from 10 s on), each with its expiry row. Returns (the last expiring row's id, the first end)."""
     from decimal import Decimal
 
-    from db.catalog import load_bots
+    import catalog
+    from catalog.snapshot import load_bots
     from db.database import init_db, utcnow
     from db.migrate import migrate
     from db.models import Followup, Gateway, Subscription
-    from ops import config
 
     database = init_db()
     migrate(database)
     with database.connection_context():
         known = {g.id for g in Gateway.select(Gateway.id)}
-        config.apply(config.parse(bench_config(bots), known))
+        catalog.apply(catalog.parse(bench_config(bots), known))
         offers = {bot_id: bot.offers[0].id for bot_id, bot in load_bots().items()}
         now = utcnow()
         first_end = now + dt.timedelta(seconds=10)

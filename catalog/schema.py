@@ -1,5 +1,6 @@
-"""The configuration file of `python -m ops apply` (CONTRACT §3): validated whole, then upserted in
-one transaction. Unknown keys are errors; every error names the key it is about."""
+"""The configuration's schema (CONTRACT §3): the types a configuration parses into, and the
+validation of a whole file (TOML, or the same tables from the panel) before anything is applied.
+Unknown keys are errors; every error names the key it is about."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from db.catalog import DEFAULT_TEXTS
-from db.database import transaction, utcnow
-from db.models import Bot, ConfigState, Gateway, Offer, Pool
+from catalog.snapshot import DEFAULT_TEXTS
 from gateways.whatsapp_cloud import BUTTON_TITLE as CLOUD_BUTTON_TITLE
 from gateways.whatsapp_cloud import MAX_BUTTONS as CLOUD_MAX_BUTTONS
 from gateways.whatsapp_cloud import MAX_ROWS as CLOUD_MAX_ROWS
@@ -143,17 +142,17 @@ class BotSpec:
     welcome_text: str
     welcome_media_url: str | None
     offers: tuple[OfferSpec, ...]
-    texts: dict[str, str] = field(default_factory=dict)  # overrides of db.catalog.DEFAULT_TEXTS
+    texts: dict[str, str] = field(default_factory=dict)  # overrides of catalog.snapshot.DEFAULT_TEXTS
     charge_minutes: int = 30
     send_qr: bool = True
     # {"bumps": {slug: {text, accept, decline}}, "upsells": [...], "downsells": [...]}, offers by
-    # slug and delays in seconds: stored on the bot, resolved to offer ids by db/catalog.py.
+    # slug and delays in seconds: stored on the bot, resolved to offer ids by catalog/snapshot.py.
     selling: dict[str, Any] = field(default_factory=dict)
     utmify_token: str | None = None  # orders to Utmify (CONTRACT §13)
     tiktok_pixel_code: str | None = None  # TikTok Events API
     tiktok_access_token: str | None = None
     channel: str = "telegram"
-    channel_settings: dict[str, Any] | None = None  # a WhatsApp bot's keys (db.catalog.WhatsAppConfig)
+    channel_settings: dict[str, Any] | None = None  # a WhatsApp bot's keys (catalog.snapshot.WhatsAppConfig)
 
 
 @dataclass(frozen=True)
@@ -633,90 +632,3 @@ def load(path: Path, known_gateways: set[str], known_bots: set[str] | None = Non
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from None
     return parse(data, known_gateways, known_bots)
-
-
-# --- apply -----------------------------------------------------------------------------------
-
-
-def _changed(row: Any, values: dict[str, Any]) -> bool:
-    return any(getattr(row, name) != value for name, value in values.items())
-
-
-def _upsert(model: Any, where: Any, values: dict[str, Any], create: dict[str, Any]) -> str:
-    row = model.get_or_none(where)
-    if row is None:
-        model.create(**create, **values)
-        return "created"
-    if not _changed(row, values):
-        return "unchanged"
-    model.update(**values, updated_at=utcnow()).where(where).execute()
-    return "updated"
-
-
-def apply(config: ConfigFile) -> list[str]:
-    """Upsert everything in one transaction. Returns one line per change; none when nothing changed."""
-    changes: list[str] = []
-    with transaction():
-        for g in config.gateways:
-            values: dict[str, Any] = {"kind": g.kind, "webhook_secret": g.webhook_secret, "settings": g.settings}
-            outcome = _upsert(Gateway, Gateway.id == g.id, values, {"id": g.id})
-            if outcome != "unchanged":
-                changes.append(f"{outcome} gateway {g.id}")
-        for b in config.bots:
-            values = {
-                "token": b.token,
-                "username": b.username,
-                "webhook_secret": b.webhook_secret,
-                "gateway_id": b.gateway,
-                "pixel_id": b.pixel_id,
-                "pixel_access_token": b.pixel_access_token,
-                "pixel_test_event_code": b.pixel_test_event_code,
-                "utmify_token": b.utmify_token,
-                "tiktok_pixel_code": b.tiktok_pixel_code,
-                "tiktok_access_token": b.tiktok_access_token,
-                "welcome_text": b.welcome_text,
-                "welcome_media_url": b.welcome_media_url,
-                "texts": b.texts,
-                "charge_minutes": b.charge_minutes,
-                "send_qr": b.send_qr,
-                "selling": b.selling,
-                "channel": b.channel,
-                "channel_settings": b.channel_settings,
-            }
-            outcome = _upsert(Bot, Bot.id == b.id, values, {"id": b.id})
-            if outcome != "unchanged":
-                changes.append(f"{outcome} bot {b.id}")
-            for position, o in enumerate(b.offers):
-                values = {
-                    "label": o.label,
-                    "price": o.price,
-                    "delivery_text": o.delivery_text,
-                    "delivery_link": o.delivery_link,
-                    "delivery_chat_id": o.delivery_chat_id,
-                    "position": position,
-                    "active": True,
-                    "hidden": o.hidden,
-                    "bump_slug": o.bump,
-                    "duration_seconds": o.duration_seconds,
-                    "join_by_request": o.join_by_request,
-                }
-                where = (Offer.bot == b.id) & (Offer.slug == o.slug)
-                outcome = _upsert(Offer, where, values, {"bot": b.id, "slug": o.slug})
-                if outcome != "unchanged":
-                    offer_id = Offer.select(Offer.id).where(where).scalar()
-                    changes.append(f"{outcome} offer {b.id}/{o.slug} (button buy:{offer_id})")
-            kept = [o.slug for o in b.offers]
-            stale = Offer.select().where((Offer.bot == b.id) & Offer.active & Offer.slug.not_in(kept or [""]))
-            for offer in stale:
-                # Deactivated, not deleted: charges and deliveries keep pointing at it.
-                Offer.update(active=False, updated_at=utcnow()).where(Offer.id == offer.id).execute()
-                changes.append(f"deactivated offer {b.id}/{offer.slug}")
-        for p in config.pools:
-            outcome = _upsert(Pool, Pool.id == p.id, {"members": [list(m) for m in p.members]}, {"id": p.id})
-            if outcome != "unchanged":
-                changes.append(f"{outcome} pool {p.id} (GET /p/{p.id})")
-        if changes:
-            ConfigState.update(version=ConfigState.version + 1, updated_at=utcnow()).where(
-                ConfigState.id == 1
-            ).execute()
-    return changes

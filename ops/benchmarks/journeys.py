@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import httpx
 
 import settings
-from ops.bench import LoadConnection, cpu_seconds, machine, open_loop, percentile, redis_pid, report
+from ops.benchmarks.driver import LoadConnection, cpu_seconds, machine, open_loop, percentile, redis_pid, report
 from ops.procs import Platform, free_port, wait_until
 
 BOTS = 40  # three messages per journey at 200 journeys/s stay under Telegram's 30/s per bot
@@ -52,17 +52,17 @@ def journey_config(bots: int, send_qr: bool) -> dict[str, Any]:
 
 def apply_journey_config(send_qr: bool) -> dict[str, int]:
     """Applies the bench bots; returns each bot's offer id."""
-    from db.catalog import load_bots
+    import catalog
+    from catalog.snapshot import load_bots
     from db.database import init_db
     from db.migrate import migrate
     from db.models import Gateway
-    from ops import config
 
     database = init_db()
     migrate(database)
     with database.connection_context():
         known = {g.id for g in Gateway.select(Gateway.id)}
-        config.apply(config.parse(journey_config(BOTS, send_qr), known))
+        catalog.apply(catalog.parse(journey_config(BOTS, send_qr), known))
         return {bot.id: bot.offers[0].id for bot in load_bots().values() if bot.id.startswith("shop-")}
 
 

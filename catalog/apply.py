@@ -1,0 +1,95 @@
+"""Applying a parsed configuration: every gateway, bot, offer and pool upserted in one transaction,
+offers no longer named deactivated (never deleted: charges point at them), and the version bumped
+when anything changed, so running processes reload within CONFIG_POLL_SECONDS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from catalog.schema import ConfigFile
+from db.database import transaction, utcnow
+from db.models import Bot, ConfigState, Gateway, Offer, Pool
+
+
+def _changed(row: Any, values: dict[str, Any]) -> bool:
+    return any(getattr(row, name) != value for name, value in values.items())
+
+
+def _upsert(model: Any, where: Any, values: dict[str, Any], create: dict[str, Any]) -> str:
+    row = model.get_or_none(where)
+    if row is None:
+        model.create(**create, **values)
+        return "created"
+    if not _changed(row, values):
+        return "unchanged"
+    model.update(**values, updated_at=utcnow()).where(where).execute()
+    return "updated"
+
+
+def apply(config: ConfigFile) -> list[str]:
+    """Upsert everything in one transaction. Returns one line per change; none when nothing changed."""
+    changes: list[str] = []
+    with transaction():
+        for g in config.gateways:
+            values: dict[str, Any] = {"kind": g.kind, "webhook_secret": g.webhook_secret, "settings": g.settings}
+            outcome = _upsert(Gateway, Gateway.id == g.id, values, {"id": g.id})
+            if outcome != "unchanged":
+                changes.append(f"{outcome} gateway {g.id}")
+        for b in config.bots:
+            values = {
+                "token": b.token,
+                "username": b.username,
+                "webhook_secret": b.webhook_secret,
+                "gateway_id": b.gateway,
+                "pixel_id": b.pixel_id,
+                "pixel_access_token": b.pixel_access_token,
+                "pixel_test_event_code": b.pixel_test_event_code,
+                "utmify_token": b.utmify_token,
+                "tiktok_pixel_code": b.tiktok_pixel_code,
+                "tiktok_access_token": b.tiktok_access_token,
+                "welcome_text": b.welcome_text,
+                "welcome_media_url": b.welcome_media_url,
+                "texts": b.texts,
+                "charge_minutes": b.charge_minutes,
+                "send_qr": b.send_qr,
+                "selling": b.selling,
+                "channel": b.channel,
+                "channel_settings": b.channel_settings,
+            }
+            outcome = _upsert(Bot, Bot.id == b.id, values, {"id": b.id})
+            if outcome != "unchanged":
+                changes.append(f"{outcome} bot {b.id}")
+            for position, o in enumerate(b.offers):
+                values = {
+                    "label": o.label,
+                    "price": o.price,
+                    "delivery_text": o.delivery_text,
+                    "delivery_link": o.delivery_link,
+                    "delivery_chat_id": o.delivery_chat_id,
+                    "position": position,
+                    "active": True,
+                    "hidden": o.hidden,
+                    "bump_slug": o.bump,
+                    "duration_seconds": o.duration_seconds,
+                    "join_by_request": o.join_by_request,
+                }
+                where = (Offer.bot == b.id) & (Offer.slug == o.slug)
+                outcome = _upsert(Offer, where, values, {"bot": b.id, "slug": o.slug})
+                if outcome != "unchanged":
+                    offer_id = Offer.select(Offer.id).where(where).scalar()
+                    changes.append(f"{outcome} offer {b.id}/{o.slug} (button buy:{offer_id})")
+            kept = [o.slug for o in b.offers]
+            stale = Offer.select().where((Offer.bot == b.id) & Offer.active & Offer.slug.not_in(kept or [""]))
+            for offer in stale:
+                # Deactivated, not deleted: charges and deliveries keep pointing at it.
+                Offer.update(active=False, updated_at=utcnow()).where(Offer.id == offer.id).execute()
+                changes.append(f"deactivated offer {b.id}/{offer.slug}")
+        for p in config.pools:
+            outcome = _upsert(Pool, Pool.id == p.id, {"members": [list(m) for m in p.members]}, {"id": p.id})
+            if outcome != "unchanged":
+                changes.append(f"{outcome} pool {p.id} (GET /p/{p.id})")
+        if changes:
+            ConfigState.update(version=ConfigState.version + 1, updated_at=utcnow()).where(
+                ConfigState.id == 1
+            ).execute()
+    return changes
