@@ -47,7 +47,7 @@ from db import hot
 from db.database import db, json_text, transaction, utcnow
 from db.models import Broadcast, BroadcastRecipient, Lead, OutboundMessage
 from gateways.channel import ChannelGaveUp, ChannelTransient, Choice
-from gateways.telegram import TEXT_LIMIT, telegram_length
+from gateways.text import TELEGRAM_TEXT_LIMIT, utf16_length
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,8 @@ def create(bot: BotConfig, segment: str, text: str, *, media_url: str | None = N
     text = text.strip()
     if not text:
         raise BroadcastError("--text: must not be empty")
-    if telegram_length(text) > TEXT_LIMIT:
-        raise BroadcastError(f"--text: {telegram_length(text)} characters, Telegram takes at most {TEXT_LIMIT}")
+    if utf16_length(text) > TELEGRAM_TEXT_LIMIT:
+        raise BroadcastError(f"--text: {utf16_length(text)} characters, Telegram takes at most {TELEGRAM_TEXT_LIMIT}")
     if media_url is not None and not re.match(r"^https?://\S+$", media_url):
         raise BroadcastError("--media-url: must be an http(s) URL")
     if paid and bot.whatsapp is not None:

@@ -9,7 +9,6 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import dramatiq
 
@@ -23,7 +22,7 @@ from actors.throttle import Throttle
 from db import hot
 from db.database import transaction, utcnow
 from db.models import Charge, Delivery, Offer, OutboundMessage
-from gateways.channel import Channel, ChannelPermanent, ChannelRetryAfter, Message, Request
+from gateways.channel import Channel, ChannelPermanent, ChannelRetryAfter, Message, membership
 from gateways.whatsapp_cloud import OUTSIDE_WINDOW
 
 log = logging.getLogger(__name__)
@@ -42,16 +41,13 @@ def invite_link(channel: Channel, chat_id: int, charge_id: int, by_request: bool
     """A link only one person can use (or, `by_request`, one whose joins wait for our approval),
     expiring after DELIVERY_INVITE_HOURS. Made at most once per delivery that records it; a second
     one (a worker died before recording) is harmless."""
+    members = membership(channel)
+    if members is None:  # config refuses delivery_chat_id elsewhere: a bot changed under it
+        raise ChannelPermanent("invite link", "chat invite links are Telegram's: deliver a link instead")
     expire = int(time.time()) + settings.DELIVERY_INVITE_HOURS * 3600
-    params: dict[str, Any] = {"chat_id": chat_id, "name": f"charge {charge_id}"[:32], "expire_date": expire}
-    if by_request:
-        params["creates_join_request"] = True  # Telegram refuses member_limit with it
-    else:
-        params["member_limit"] = 1
-    if channel.kind != "telegram":  # config refuses delivery_chat_id elsewhere: a bot changed under it
-        raise ChannelPermanent("createChatInviteLink", "chat invite links are Telegram's: deliver a link instead")
-    result = channel.call(Request(f"invite:{charge_id}", "createChatInviteLink", params, throttled=False), chat_id)
-    return str(result["invite_link"])
+    request = members.invite_link(f"invite:{charge_id}", chat_id, name=f"charge {charge_id}", expire_date=expire,
+                                  by_request=by_request)  # fmt: skip
+    return members.link_of(channel.call(request, chat_id))
 
 
 def _fail(charge_id: int, error: str) -> None:
@@ -118,7 +114,7 @@ def _link(part: Part, job: hot.DeliveryJob, channel: Channel, charge_id: int) ->
     try:
         link = invite_link(channel, part.chat_id, charge_id, part.by_request)
     except ChannelRetryAfter as exc:
-        raise dramatiq.Retry("createChatInviteLink: flood wait", delay=int(exc.retry_after * 1000) + 50) from None
+        raise dramatiq.Retry(f"{exc.method}: flood wait", delay=int(exc.retry_after * 1000) + 50) from None
     column = getattr(Delivery, part.link_column)
     Delivery.update({column: link}).where((Delivery.id == job.delivery_id) & column.is_null()).execute()
     return str(getattr(Delivery.get_by_id(job.delivery_id), part.link_column))
@@ -142,7 +138,7 @@ def deliver_charge(charge_id: int, channels: Channels, throttle: Throttle) -> st
         try:
             link = _link(part, job, channel, charge_id)
         except ChannelPermanent as exc:  # the bot is not an admin there, or the chat is gone
-            _fail(charge_id, f"createChatInviteLink: {exc.description}")
+            _fail(charge_id, f"{exc.method}: {exc.description}")
             return "failed"
         text = "\n\n".join(piece for piece in (part.text.strip(), link or "") if piece)
         sends += plan(channel, part.key, job.chat_id, Message(text, access=True), OWED)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -27,14 +28,14 @@ from actors import runtime
 from actors.broker import FUNNEL, counters, retry_when
 from actors.channels import Channels
 from actors.funnel import mark_unreachable
-from actors.outbox import MARKETING, OWED, Outcome, Send, deliver, plan
+from actors.outbox import MARKETING, OWED, Outcome, deliver, of, plan
 from actors.schedule import close, close_after
 from actors.throttle import Throttle
 from catalog.snapshot import BotConfig, OfferConfig, brl
 from db import hot
 from db.database import is_sqlite, transaction, utcnow
 from db.models import Bot, Charge, Delivery, Followup, Lead, Offer, Subscription
-from gateways.channel import Choice, Message
+from gateways.channel import Choice, Membership, Message, Request, membership
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,7 @@ def take_back(row: Followup, channels: Channels, throttle: Throttle) -> str:
     issued = Delivery.get_or_none(Delivery.charge_id == charge.id)
     link = (issued.invite_link if row.position == 0 else issued.bump_invite_link) if issued is not None else None
     if link:
-        params = {"chat_id": chat_id, "invite_link": link}
-        send = Send(f"revoke:{row.id}:link", "revokeChatInviteLink", params, OWED, throttled=False)
-        revoked = deliver(channels.of(bot), throttle, chat_id, [send])
+        revoked = revoke_link(bot, chat_id, link, f"revoke:{row.id}:link", channels, throttle)
         failed = failed or revoked.failed
     log.info("refunded access taken back bot=%s charge=%s", bot.id, charge.id)
     return close(row, "failed", failed[:500]) if failed is not None else close(row, "sent")
@@ -203,19 +202,25 @@ def send_due(row: Followup, channels: Channels, throttle: Throttle) -> str:
 
 def remove(bot: BotConfig, chat_id: int, user_id: int, key: str, channels: Channels,
            throttle: Throttle) -> Outcome:  # fmt: skip
-    """Take a user out of a chat in a way that lets them back in later (by paying): ban, then
-    unban only if banned. Owed: resent if a crash leaves it unknown; admin calls, not messages."""
-    sends = [
-        Send(f"{key}:ban", "banChatMember", {"chat_id": chat_id, "user_id": user_id}, OWED, throttled=False),
-        Send(
-            f"{key}:unban",
-            "unbanChatMember",
-            {"chat_id": chat_id, "user_id": user_id, "only_if_banned": True},
-            OWED,
-            throttled=False,
-        ),
-    ]
-    return deliver(channels.of(bot), throttle, chat_id, sends)
+    """Take a user out of a chat in a way that lets them back in later (by paying). Owed: resent if
+    a crash leaves it unknown; admin calls, not messages."""
+    return _as_member(bot, channels, throttle, chat_id, lambda members: members.remove_member(key, chat_id, user_id))
+
+
+def revoke_link(bot: BotConfig, chat_id: int, link: str, key: str, channels: Channels,
+                throttle: Throttle) -> Outcome:  # fmt: skip
+    """An invite link no one can use any more (owed, like a removal)."""
+    return _as_member(bot, channels, throttle, chat_id, lambda members: [members.revoke_link(key, chat_id, link)])
+
+
+def _as_member(bot: BotConfig, channels: Channels, throttle: Throttle, chat_id: int,
+               requests: Callable[[Membership], list[Request]]) -> Outcome:  # fmt: skip
+    """The requests the bot's channel makes for a member's side of a chat, sent (owed)."""
+    channel = channels.of(bot)
+    members = membership(channel)
+    if members is None:  # config sells chats on Telegram only: a bot changed under its subscriptions
+        return Outcome(failed=f"{channel.kind} has no chats to sell")
+    return deliver(channel, throttle, chat_id, [of(request, OWED) for request in requests(members)])
 
 
 class _Refused(Exception):
@@ -354,10 +359,9 @@ def decide_join(bot: BotConfig, request: dict[str, Any], update_id: int, channel
         return "wait"
     else:
         decision = "decline"
-    method = "approveChatJoinRequest" if decision == "approve" else "declineChatJoinRequest"
     # Keyed by the request, not the update: the bots of a pool each get it; one answers it.
-    send = Send(join.key, method, {"chat_id": join.chat_id, "user_id": join.user_id}, OWED, throttled=False)
-    outcome = deliver(channels.of(bot), throttle, join.chat_id, [send])
+    outcome = _as_member(bot, channels, throttle, join.chat_id, lambda members: [
+        members.answer_join(join.key, join.chat_id, join.user_id, approve=decision == "approve")])  # fmt: skip
     hot.settle_owed(bot.id, update_id, utcnow())
     counters.inc("grimbots_join_requests_total", {"decision": decision})
     if outcome.failed is not None:
@@ -367,7 +371,7 @@ def decide_join(bot: BotConfig, request: dict[str, Any], update_id: int, channel
             .first()
         )
         if sub is not None:
-            record_error(sub, f"{method}: {outcome.failed}")
+            record_error(sub, f"{decision} of the join request: {outcome.failed}")
     log.info("join request %sd bot=%s chat=%s", decision, bot.id, join.chat_id)
     return decision
 
@@ -391,9 +395,7 @@ def check_member(bot: BotConfig, member: dict[str, Any], update_id: int, channel
     if owner is None or owner.telegram_user_id == joiner:
         return False
     outcome = remove(bot, chat_id, joiner, f"share:{bot.id}:{update_id}", channels, throttle)
-    params = {"chat_id": chat_id, "invite_link": link}
-    revoke = Send(f"share:{bot.id}:{update_id}:revoke", "revokeChatInviteLink", params, OWED, throttled=False)
-    deliver(channels.of(bot), throttle, chat_id, [revoke])
+    revoke_link(bot, chat_id, link, f"share:{bot.id}:{update_id}:revoke", channels, throttle)
     counters.inc("grimbots_shared_links_total", {"outcome": "removed" if outcome.failed is None else "failed"})
     log.warning("shared link caught bot=%s chat=%s charge=%s", bot.id, chat_id, issued.charge_id)
     return True

@@ -26,7 +26,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -167,11 +167,45 @@ class Inbound:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
+def keyed(key: str, parts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """Every channel's key scheme: the last part under the message's own key, earlier ones under
+    `{key}:{part}`."""
+    return [(key if i == len(parts) - 1 else f"{key}:{name}", spec) for i, (name, spec) in enumerate(parts)]
+
+
 def update_id_of(message_id: str) -> int:
     """A WhatsApp message id as a positive 63-bit integer: the same key Telegram's update_id is
     (collisions: one in 2^63 per pair)."""
     digest = hashlib.sha256(message_id.encode("utf-8", "replace")).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1) or 1
+
+
+@runtime_checkable
+class Membership(Protocol):
+    """What a channel whose chats are sold (Telegram's groups and channels) does with their members.
+    Delivery and subscriptions ask a bot's channel for it (`membership`) and never name a
+    provider's method; a channel without chats to sell (WhatsApp) has none."""
+
+    def invite_link(self, key: str, chat_id: int, *, name: str, expire_date: int, by_request: bool) -> Request:
+        """A link only one person can use, or (`by_request`) one whose joins wait for our answer."""
+        ...
+
+    def link_of(self, result: Any) -> str:
+        """The link an `invite_link` request's answer holds."""
+        ...
+
+    def revoke_link(self, key: str, chat_id: int, link: str) -> Request: ...
+
+    def remove_member(self, key: str, chat_id: int, user_id: int) -> list[Request]:
+        """Out of the chat in a way that lets them back in later (by paying)."""
+        ...
+
+    def answer_join(self, key: str, chat_id: int, user_id: int, *, approve: bool) -> Request: ...
+
+
+def membership(channel: Channel) -> Membership | None:
+    """The channel's members' side, when its chats can be sold."""
+    return channel if isinstance(channel, Membership) else None
 
 
 class Channel(Protocol):

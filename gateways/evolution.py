@@ -33,11 +33,12 @@ from gateways.channel import (
     Message,
     Person,
     Request,
+    keyed,
     sent_or_not,
     update_id_of,
 )
 from gateways.http import pooled_client
-from gateways.telegram import keyed, media_method
+from gateways.text import is_video
 from gateways.whatsapp import CAPTION_LIMIT, click_token, number_of, numbered, pieces, plain_text, scrub
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class EvolutionChannel:
         parts: list[tuple[str, dict[str, Any]]] = []
         body: dict[str, Any]
         if message.media_url:
-            _, field = media_method(message.media_url)
+            field = "video" if is_video(message.media_url) else "photo"
             captioned = bool(text) and len(text) <= CAPTION_LIMIT
             mimetype = mimetypes.guess_type(urlparse(message.media_url).path)[0]
             body = {"number": number, "mediatype": "video" if field == "video" else "image",

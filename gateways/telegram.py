@@ -22,7 +22,6 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 
@@ -39,9 +38,11 @@ from gateways.channel import (
     Message,
     Person,
     Request,
+    keyed,
     sent_or_not,
 )
 from gateways.http import pooled_client
+from gateways.text import TELEGRAM_TEXT_LIMIT, is_video, split_text, utf16_length
 
 # Telegram's errors are the channel's (gateways/channel.py): the names stay for readers of this module.
 TelegramError = ChannelError
@@ -134,45 +135,16 @@ class TelegramGateway:
 
 # --- Telegram as a chat channel -------------------------------------------------------------------
 
-TEXT_LIMIT = 4096
+TEXT_LIMIT = TELEGRAM_TEXT_LIMIT
 CAPTION_LIMIT = 1024
 COPY_TEXT_LIMIT = 256  # Bot API 7.11 CopyTextButton
 FILE_IDS = "grimbots:tg:file_id:{bot_id}"
 INT64 = 2**63
 
 
-def telegram_length(text: str) -> int:
-    """Telegram counts message length in UTF-16 code units."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-def split_text(text: str, limit: int = TEXT_LIMIT, length: Callable[[str], int] = telegram_length) -> list[str]:
-    """Split on paragraph, line or word boundaries into parts of at most `limit`."""
-    parts: list[str] = []
-    rest = text.strip()
-    while length(rest) > limit:
-        # the longest prefix within the limit, then back off to a natural boundary
-        cut = limit
-        while length(rest[:cut]) > limit:
-            cut -= 1
-        window = rest[:cut]
-        for sep in ("\n\n", "\n", " "):
-            at = window.rfind(sep)
-            if at > cut // 2:
-                cut = at
-                break
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest:
-        parts.append(rest)
-    return parts
-
-
 def media_method(url: str) -> tuple[str, str]:
     """(Bot API method, its media parameter) for a media URL: .mp4 is a video, anything else a photo."""
-    if urlparse(url).path.lower().endswith(".mp4"):
-        return "sendVideo", "video"
-    return "sendPhoto", "photo"
+    return ("sendVideo", "video") if is_video(url) else ("sendPhoto", "photo")
 
 
 def file_id_of(result: Any) -> str | None:
@@ -185,12 +157,6 @@ def file_id_of(result: Any) -> str | None:
     if isinstance(photos, list) and photos and isinstance(photos[-1], dict):
         return photos[-1].get("file_id")  # type: ignore[no-any-return]
     return None
-
-
-def keyed(key: str, parts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
-    """Every channel's key scheme: the last part under the message's own key, earlier ones under
-    `{key}:{part}`."""
-    return [(key if i == len(parts) - 1 else f"{key}:{name}", spec) for i, (name, spec) in enumerate(parts)]
 
 
 class TelegramChannel:
@@ -207,6 +173,33 @@ class TelegramChannel:
 
     def __repr__(self) -> str:  # never print the token
         return f"TelegramChannel(bot_id={self.bot_id!r})"
+
+    # --- Membership: its groups and channels (gateways.channel.Membership) ---
+
+    def invite_link(self, key: str, chat_id: int, *, name: str, expire_date: int, by_request: bool) -> Request:
+        params: dict[str, Any] = {"chat_id": chat_id, "name": name[:32], "expire_date": expire_date}
+        if by_request:
+            params["creates_join_request"] = True  # Telegram refuses member_limit with it
+        else:
+            params["member_limit"] = 1
+        return Request(key, "createChatInviteLink", params, throttled=False)
+
+    def link_of(self, result: Any) -> str:
+        return str(result["invite_link"])
+
+    def revoke_link(self, key: str, chat_id: int, link: str) -> Request:
+        return Request(key, "revokeChatInviteLink", {"chat_id": chat_id, "invite_link": link}, throttled=False)
+
+    def remove_member(self, key: str, chat_id: int, user_id: int) -> list[Request]:
+        """Ban, then unban only if banned: out now, free to come back through a new link."""
+        member = {"chat_id": chat_id, "user_id": user_id}
+        return [Request(f"{key}:ban", "banChatMember", member, throttled=False),
+                Request(f"{key}:unban", "unbanChatMember", {**member, "only_if_banned": True},
+                        throttled=False)]  # fmt: skip
+
+    def answer_join(self, key: str, chat_id: int, user_id: int, *, approve: bool) -> Request:
+        method = "approveChatJoinRequest" if approve else "declineChatJoinRequest"
+        return Request(key, method, {"chat_id": chat_id, "user_id": user_id}, throttled=False)
 
     def _keyboard(self, message: Message) -> dict[str, Any] | None:
         rows: list[list[dict[str, Any]]] = [[{"text": c.label, "callback_data": c.data}] for c in message.choices]
@@ -247,7 +240,7 @@ class TelegramChannel:
         if message.image is not None or message.media_url:
             method, field, value, fallback, remember = self._media(message)
             params: dict[str, Any] = {"chat_id": chat_id, **({} if value is None else {field: value})}
-            captioned = bool(text) and telegram_length(text) <= CAPTION_LIMIT
+            captioned = bool(text) and utf16_length(text) <= CAPTION_LIMIT
             if captioned:
                 params.update(caption=text, **extra)
             elif message.paid:

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from gateways.channel import CODE_SLOT, Message
-from gateways.telegram import split_text
+from gateways.text import split_text
 
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024

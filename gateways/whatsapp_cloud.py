@@ -32,11 +32,12 @@ from gateways.channel import (
     Message,
     Person,
     Request,
+    keyed,
     sent_or_not,
     update_id_of,
 )
 from gateways.http import pooled_client
-from gateways.telegram import keyed, media_method
+from gateways.text import is_video
 from gateways.whatsapp import CAPTION_LIMIT, click_token, number_of, numbered, pieces, plain_text, scrub
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ class CloudChannel:
         menu = tuple(c.data for c in choices) or None
         parts: list[tuple[str, dict[str, Any]]] = []
         if message.media_url:
-            field = "video" if media_method(message.media_url)[1] == "video" else "image"
+            field = "video" if is_video(message.media_url) else "image"
             media: dict[str, Any] = {"link": message.media_url}
             captioned = bool(text) and len(text) <= CAPTION_LIMIT and not interactive
             if captioned:

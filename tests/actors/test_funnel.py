@@ -13,7 +13,9 @@ from actors.throttle import Throttle
 from actors.updates import upsert_lead
 from catalog.snapshot import BotConfig
 from db.models import Lead, OutboundMessage
-from gateways.telegram import FILE_IDS, TelegramChannel, TelegramGateway, TelegramTransient, split_text, telegram_length
+from gateways.telegram import FILE_IDS, TelegramChannel, TelegramGateway, TelegramTransient
+from gateways.text import split_text
+from gateways.text import utf16_length as telegram_length
 from tests.conftest import FakeTelegramTransport, telegram_error
 
 USER = {"id": 777, "first_name": "Ana", "language_code": "pt-br"}
