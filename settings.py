@@ -76,7 +76,7 @@ EDGE_MAX_BODY_BYTES = _env_int("EDGE_MAX_BODY_BYTES", 1_048_576)
 SENTRY_DSN = os.environ.get("SENTRY_DSN", "").strip() or None
 SENTRY_ENVIRONMENT = _env("SENTRY_ENVIRONMENT", "production")
 
-# Extensions beyond the contract (documented in the README).
+# Extensions beyond the contract (documented in docs/operations.md).
 LOG_FORMAT = _env("LOG_FORMAT", "text")  # text (key=value) | json
 LOG_LEVEL = _env("LOG_LEVEL", "INFO")
 # How long without a heartbeat before a worker's unacked messages go back to their queue.

@@ -14,39 +14,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
 
 import dramatiq
-import redis
 
 import settings
 from actors import runtime
 from actors.broker import MAINTENANCE, broker, counters
 from actors.channels import Channels
+from actors.health import UNHEALTHY, refused, unhealthy
 
 log = logging.getLogger(__name__)
 
-UNHEALTHY = "grimbots:bots:unhealthy"
 RECHECK_SECONDS = settings.BOT_RECHECK_SECONDS
-REFUSED = (401, 404)
-
-
-def mark_unhealthy(client: redis.Redis, bot_id: str, status: int, description: str) -> bool:
-    """The bot's token was refused: unhealthy from now (the first refusal's time and reason stay)."""
-    doc = json.dumps({"since": time.time(), "status": status, "description": description[:200], "checked_at": None})
-    marked = bool(client.hsetnx(UNHEALTHY, bot_id, doc))
-    if marked:
-        counters.inc("grimbots_bot_health_changes_total", {"to": "unhealthy"})
-        log.warning("bot unhealthy bot=%s status=%s description=%s", bot_id, status, description[:200])
-    return marked
-
-
-def refused(bot_id: str, status: int, description: str) -> None:
-    """A WhatsApp channel's hook: its number was refused (status 401/403/404) or is disconnected (0)."""
-    try:
-        mark_unhealthy(broker.client, bot_id, status, description)
-    except redis.RedisError as exc:  # the refusal still reaches its caller
-        log.warning("bot health not recorded bot=%s error=%s", bot_id, type(exc).__name__)
 
 
 def connection(bot_id: str, state: str) -> None:
@@ -64,31 +43,6 @@ def healthy(bot_id: str, why: str) -> None:
         counters.inc("grimbots_bot_health_changes_total", {"to": "healthy"})
         log.info("bot healthy again bot=%s why=%s", bot_id, why)
     runtime.throttle().resume_bot(bot_id)
-
-
-def unhealthy(client: Any) -> dict[str, dict[str, Any]]:
-    """Unhealthy bots: bot id → since, status, description, checked_at."""
-    out = {}
-    for key, raw in client.hgetall(UNHEALTHY).items():
-        bot_id = key.decode() if isinstance(key, bytes) else str(key)
-        try:
-            out[bot_id] = json.loads(raw)
-        except ValueError:
-            out[bot_id] = {}
-    return out
-
-
-def token_refused(token: str, status: int, description: str) -> None:
-    """TelegramGateway's hook: a call with `token` was answered 401/404. Which bot has it is read
-    from the configuration each process holds (no query)."""
-    bots = runtime.catalog().bots.values()
-    bot_id = next((b.id for b in bots if b.token and b.token == token), None)
-    if bot_id is None:
-        return
-    try:
-        mark_unhealthy(broker.client, bot_id, status, description)
-    except redis.RedisError as exc:  # the refusal still reaches its caller
-        log.warning("bot health not recorded bot=%s error=%s", bot_id, type(exc).__name__)
 
 
 def recheck(channels: Channels | None = None) -> dict[str, int]:

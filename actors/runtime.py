@@ -9,6 +9,7 @@ import httpx
 import redis
 
 import settings
+from actors import health
 from actors.broker import broker
 from actors.channels import Channels
 from actors.throttle import Throttle
@@ -92,19 +93,25 @@ def destination(name: str) -> Destination:
     return gateways[name]()  # type: ignore[no-any-return]
 
 
+def token_refused(token: str, status: int, description: str) -> None:
+    """TelegramGateway's hook: a call with `token` was answered 401/404. Which bot has it is read
+    from the configuration each process holds (no query)."""
+    bot_id = next((b.id for b in catalog().bots.values() if b.token and b.token == token), None)
+    if bot_id is not None:
+        health.refused(bot_id, status, description)
+
+
 @lru_cache(maxsize=1)
 def telegram() -> TelegramGateway:
-    from actors import pools  # a refused token marks its bot unhealthy for redirect pools
-
+    # A refused token marks its bot unhealthy for redirect pools.
     return TelegramGateway(default_client(settings.TELEGRAM_TIMEOUT_SECONDS), settings.TELEGRAM_API_BASE,
-                           on_token_refused=pools.token_refused)  # fmt: skip
+                           on_token_refused=token_refused)  # fmt: skip
 
 
 @lru_cache(maxsize=1)
 def channels() -> Channels:
-    """Every bot's chat channel, built on one pooled client per provider."""
-    from actors import pools  # a refused or disconnected number is marked unhealthy
-
+    """Every bot's chat channel, built on one pooled client per provider (a refused or disconnected
+    number is marked unhealthy)."""
     return Channels(
         telegram(),
         EvolutionGateway(evolution_client(settings.WHATSAPP_TIMEOUT_SECONDS)),
@@ -112,7 +119,7 @@ def channels() -> Channels:
             cloud_client(settings.WHATSAPP_TIMEOUT_SECONDS), settings.META_GRAPH_BASE, settings.META_API_VERSION
         ),
         cache=cache(),
-        on_refused=pools.refused,
+        on_refused=health.refused,
     )
 
 

@@ -25,8 +25,7 @@ from catalog.snapshot import BotConfig
 from db import hot
 from db.database import utcnow
 from db.models import BumpAnswer, Lead
-from gateways.channel import Inbound, Malformed, Person
-from gateways.telegram import INT64, classify, parse_update, start_payload, telegram_id  # noqa: F401 - the router's names
+from gateways.channel import Inbound, Malformed, Person, usable_event_id
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +142,6 @@ def picked(event: Inbound, menu: Any) -> str | None:
     if event.kind == "message" and isinstance(menu, list) and text.isdigit() and 0 < int(text) <= len(menu):
         return str(menu[int(text) - 1])
     return None
-
-
-def route_update(bot: BotConfig, update: dict[str, Any], cache: redis.Redis | None = None) -> Routed:
-    """Take one Telegram update in (route_event)."""
-    return route_event(bot, parse_update(update), cache, first_message_starts=False)
 
 
 def route_event(bot: BotConfig, event: Inbound, cache: redis.Redis | None = None, *,
@@ -377,9 +371,9 @@ def refuse(bot: BotConfig, update: dict[str, Any], exc: Malformed) -> None:
     """A permanent failure: counted, logged by id and reason only, recorded under its update_id
     when it has a usable one (so a redelivery is a repeat), and never retried."""
     update_id = update.get("update_id")
-    usable = isinstance(update_id, int) and not isinstance(update_id, bool) and 0 < update_id < INT64
-    if isinstance(update_id, int) and usable:
+    if usable_event_id(update_id):
         with unit_of_work():
             hot.record_update(bot.id, update_id, "malformed", utcnow())
+    shown = update_id if usable_event_id(update_id) else "?"
     counters.inc("grimbots_updates_total", {"kind": "malformed", "repeated": "false"})
-    log.warning("update refused: malformed bot=%s update=%s reason=%s", bot.id, update_id if usable else "?", exc)
+    log.warning("update refused: malformed bot=%s update=%s reason=%s", bot.id, shown, exc)

@@ -13,7 +13,7 @@ from typing import Any
 
 from db.models import Bot, ConfigState, Gateway, Offer, Pool
 
-# What buyers read around a payment, unless the bot's [bots.texts] says otherwise (README lists
+# What buyers read around a payment, unless the bot's [bots.texts] says otherwise (docs/configuration.md lists
 # the keys and their placeholders). answerCallbackQuery texts must stay within 200 characters.
 DEFAULT_TEXTS: dict[str, str] = {
     "pix": "Pague com PIX copia e cola — toque no código para copiar:\n\n{code}\n\n"

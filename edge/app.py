@@ -24,7 +24,7 @@ from starlette.routing import Route
 import clicks
 import settings
 import telemetry
-from actors import pools
+from actors.health import UNHEALTHY
 from actors.metrics import HEARTBEAT_PREFIX, HEARTBEAT_TTL_SECONDS, heartbeat_key
 from catalog.snapshot import Catalog
 from db.database import db, init_db
@@ -105,9 +105,7 @@ class EdgeState:
             except Exception as exc:  # noqa: BLE001 - keep serving the last snapshot
                 log.warning("edge config refresh failed error=%s", type(exc).__name__)
             try:
-                self.unhealthy = {
-                    k.decode() if isinstance(k, bytes) else k for k in await self.redis.hkeys(pools.UNHEALTHY)
-                }
+                self.unhealthy = {k.decode() if isinstance(k, bytes) else k for k in await self.redis.hkeys(UNHEALTHY)}
                 metrics.health(self.catalog.bots, self.catalog.pools.values(), self.unhealthy)
             except Exception as exc:  # noqa: BLE001 - keep the last health seen
                 log.debug("edge bot health not read error=%s", type(exc).__name__)

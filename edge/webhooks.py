@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 import settings
 from actors import payments, updates
 from edge.enqueue import EnqueueError, message_bytes
+from gateways.channel import usable_event_id
 from gateways.payments.base import BadNotification
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,6 @@ PAYMENT_PREFIX = "/webhook/payment/"
 PAYMENT_ROUTE = "/webhook/payment/{gateway_id}"
 
 SECRET_HEADER = b"x-telegram-bot-api-secret-token"
-MAX_UPDATE_ID = 2**63 - 1  # the database's BIGINT
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -90,7 +90,7 @@ def parse_update(body: bytes) -> tuple[str | None, str]:
     update_id = update.get("update_id")
     if not isinstance(update_id, int) or isinstance(update_id, bool):
         return None, "update_id must be an integer"
-    if not 1 <= update_id <= MAX_UPDATE_ID:
+    if not usable_event_id(update_id):
         return None, "update_id must be in 1..2^63-1"
     return text, ""
 

@@ -26,7 +26,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import httpx
 
@@ -167,6 +167,14 @@ class Inbound:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
+MAX_EVENT_ID = 2**63 - 1  # an event's id as the database stores it (BIGINT): Telegram's update_id
+
+
+def usable_event_id(value: object) -> TypeGuard[int]:
+    """An integer (not a bool) from 1 to MAX_EVENT_ID: what an update's id must be to be recorded."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_EVENT_ID
+
+
 def keyed(key: str, parts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
     """Every channel's key scheme: the last part under the message's own key, earlier ones under
     `{key}:{part}`."""
@@ -177,7 +185,7 @@ def update_id_of(message_id: str) -> int:
     """A WhatsApp message id as a positive 63-bit integer: the same key Telegram's update_id is
     (collisions: one in 2^63 per pair)."""
     digest = hashlib.sha256(message_id.encode("utf-8", "replace")).digest()
-    return int.from_bytes(digest[:8], "big") & (2**63 - 1) or 1
+    return int.from_bytes(digest[:8], "big") & MAX_EVENT_ID or 1
 
 
 @runtime_checkable

@@ -40,6 +40,7 @@ from gateways.channel import (
     Request,
     keyed,
     sent_or_not,
+    usable_event_id,
 )
 from gateways.http import pooled_client
 from gateways.text import TELEGRAM_TEXT_LIMIT, is_video, split_text, utf16_length
@@ -360,7 +361,7 @@ def _person(user: Any, kind: str) -> Person:
 def parse_update(update: dict[str, Any]) -> Inbound:
     """A Telegram update as the router's event; raises Malformed for one that can never be processed."""
     update_id = update.get("update_id")
-    if not isinstance(update_id, int) or isinstance(update_id, bool) or not 0 < update_id < INT64:
+    if not usable_event_id(update_id):
         raise Malformed("update_id is not a positive 64-bit integer")
     kind = classify(update)
     try:

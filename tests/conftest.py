@@ -26,6 +26,7 @@ os.environ.setdefault("METRICS_PORT", "0")  # tests that want the private listen
 import redis
 
 import catalog
+from actors import updates
 from actors.broker import broker
 from actors.channels import Channels
 from actors.throttle import Throttle
@@ -35,7 +36,7 @@ from db.migrate import migrate
 from db.models import MODELS, ConfigState
 from gateways.evolution import EvolutionGateway
 from gateways.payments.sandbox import SandboxGateway
-from gateways.telegram import TelegramGateway
+from gateways.telegram import TelegramGateway, parse_update
 from gateways.whatsapp_cloud import CloudGateway
 
 TELEGRAM_BASE = "https://telegram.test"
@@ -159,6 +160,11 @@ def apply_config(data: dict[str, Any]) -> list[str]:
     changes = catalog.apply(catalog.parse(data, known))
     runtime.catalog().refresh()
     return changes
+
+
+def route_update(bot: BotConfig, update: dict[str, Any], cache: redis.Redis | None = None) -> updates.Routed:
+    """Take one Telegram update in, as the updates actor does (the bot's channel parses it)."""
+    return updates.route_event(bot, parse_update(update), cache, first_message_starts=False)
 
 
 @pytest.fixture

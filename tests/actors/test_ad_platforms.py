@@ -31,7 +31,7 @@ from gateways.tiktok import TikTokGateway
 from gateways.utmify import UtmifyGateway
 from ops.cli import cli
 from tests.actors.test_pixel import BUYER, PIXEL, UA, FakeGraph, pixel_config, start_update, vip
-from tests.conftest import apply_config
+from tests.conftest import apply_config, route_update
 
 TT_CODE = "CABC123TT"
 TT_TOKEN = "tt-access-token"
@@ -100,7 +100,7 @@ def journey(bot: BotConfig, redis_client: redis.Redis, sandbox: SandboxGateway, 
                            source_url=f"https://grim.test/r/demo?{query}")  # fmt: skip
     redis_client.set(clicks.key(click.token), click.to_json(), ex=clicks.TTL_SECONDS)
     pixel.record_click("demo", json.loads(click.to_json()))
-    routed = updates.route_update(bot, start_update(1, click.token), redis_client)
+    routed = route_update(bot, start_update(1, click.token), redis_client)
     assert routed.lead is not None
     lead = Recipient(routed.lead.lead_id, BUYER, True)
     updates.record_bump_answer(bot, lead.lead_id, vip(bot), bump)  # the bump question answered

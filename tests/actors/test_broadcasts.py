@@ -14,7 +14,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from actors import broadcasts
+from actors import broadcasts, health
 from actors.broadcasts import BroadcastError
 from actors.channels import Channels
 from actors.throttle import STOPPED, Throttle
@@ -251,10 +251,10 @@ def test_a_bot_whose_token_is_refused_waits_instead_of_failing_everyone(
 
     row = broadcasts.create(bot, "all", "Oi")
     broadcasts.start(row.id)
-    pools.mark_unhealthy(broker.client, "demo", 401, "Unauthorized")
+    health.mark_unhealthy(broker.client, "demo", 401, "Unauthorized")
     assert run(row, channels, fast) == ("again", pools.RECHECK_SECONDS * 1000)
     assert fake_telegram.calls == [] and broadcasts.summaries(broadcast_id=row.id)[0].pending == 5
-    broker.client.hdel(pools.UNHEALTHY, "demo")
+    broker.client.hdel(health.UNHEALTHY, "demo")
     assert run(row, channels, fast) == ("end", 0) and len(sent_to(fake_telegram)) == 5
 
 

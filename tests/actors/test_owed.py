@@ -10,7 +10,7 @@ import pytest
 import redis
 from dramatiq import Message
 
-from actors import funnel, liveness, outbox, owed, updates
+from actors import funnel, liveness, outbox, owed
 from actors.broker import broker
 from actors.channels import Channels
 from actors.outbox import STALE_CLAIM_SECONDS, Send, deliver
@@ -20,7 +20,7 @@ from db.database import utcnow
 from db.models import OutboundMessage, ProcessedUpdate
 from gateways.telegram import TelegramChannel
 from tests.actors.test_updates import start_update
-from tests.conftest import FakeTelegramTransport
+from tests.conftest import FakeTelegramTransport, route_update
 
 
 def queued(queue: str) -> list[Message[Any]]:
@@ -37,7 +37,7 @@ def test_a_start_whose_follow_up_was_lost_is_redriven_until_welcomed(
     demo_bot: BotConfig, channels: Channels, throttle: Throttle, redis_client: redis.Redis,
     fake_telegram: FakeTelegramTransport,
 ) -> None:  # fmt: skip
-    routed = updates.route_update(demo_bot, start_update(500))  # recorded; its next stage then lost with Redis
+    routed = route_update(demo_bot, start_update(500))  # recorded; its next stage then lost with Redis
     row = ProcessedUpdate.get(ProcessedUpdate.update_id == 500)
     assert (row.owed, row.lead_id, row.done_at) == ("welcome", routed.lead_id, None)
     assert row.due_at > utcnow()  # not before the grace
@@ -60,7 +60,7 @@ def test_a_start_whose_follow_up_was_lost_is_redriven_until_welcomed(
 def test_a_welcomed_start_is_never_redriven(
     demo_bot: BotConfig, channels: Channels, throttle: Throttle, redis_client: redis.Redis
 ) -> None:
-    routed = updates.route_update(demo_bot, start_update(501))
+    routed = route_update(demo_bot, start_update(501))
     assert routed.lead is not None
     funnel.send_welcome(demo_bot, routed.lead, 501, channels, throttle)
     come_due(501, 3600)  # nothing to do even long after
@@ -69,14 +69,14 @@ def test_a_welcomed_start_is_never_redriven(
 
 
 def test_a_buy_press_owes_its_code_and_is_redriven_to_checkout(demo_bot: BotConfig) -> None:
-    updates.route_update(demo_bot, start_update(502))
+    route_update(demo_bot, start_update(502))
     offer = demo_bot.offers[0]
     press = {
         "update_id": 503,
         "callback_query": {"id": "cb1", "from": {"id": 42, "first_name": "Bia"}, "data": f"buy:{offer.id}",
                            "message": {"message_id": 1, "chat": {"id": 42, "type": "private"}}},
     }  # fmt: skip
-    routed = updates.route_update(demo_bot, press)
+    routed = route_update(demo_bot, press)
     assert ProcessedUpdate.get(ProcessedUpdate.update_id == 503).owed == f"checkout:{offer.id}"
     come_due(503)
     owed.redrive()
@@ -87,7 +87,7 @@ def test_a_buy_press_owes_its_code_and_is_redriven_to_checkout(demo_bot: BotConf
 def test_owed_work_is_abandoned_after_its_window_counted_and_logged(
     demo_bot: BotConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    updates.route_update(demo_bot, start_update(504))
+    route_update(demo_bot, start_update(504))
     ProcessedUpdate.update(received_at=utcnow() - dt.timedelta(hours=7)).execute()
     come_due(504)
     owed.redrive()
@@ -96,7 +96,7 @@ def test_owed_work_is_abandoned_after_its_window_counted_and_logged(
 
 
 def test_redrive_backs_off(demo_bot: BotConfig) -> None:
-    updates.route_update(demo_bot, start_update(505))
+    route_update(demo_bot, start_update(505))
     gaps = []
     for _ in range(4):
         come_due(505)

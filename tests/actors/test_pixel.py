@@ -10,7 +10,7 @@ import pytest
 import redis
 
 import clicks
-from actors import payments, pixel, updates
+from actors import payments, pixel
 from actors.broker import broker
 from actors.channels import Channels
 from actors.funnel import Recipient
@@ -21,7 +21,7 @@ from db.models import Charge, Click, Lead, PixelEvent
 from gateways.meta import MetaGateway
 from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
-from tests.conftest import DEMO_CONFIG, apply_config
+from tests.conftest import DEMO_CONFIG, apply_config, route_update
 
 PIXEL = "1234567890"
 TOKEN = "EAAB-pixel-token"
@@ -94,7 +94,7 @@ def tracked_journey(
     """click → /start token → tap → paid, each step as its worker runs it."""
     click = click_now(redis_client)
     pixel.record_click("demo", json.loads(click.to_json()))
-    routed = updates.route_update(bot, start_update(1, click.token), redis_client)
+    routed = route_update(bot, start_update(1, click.token), redis_client)
     assert routed.lead is not None
     charge = payments.checkout(bot, Recipient(routed.lead.lead_id, BUYER, True), vip(bot), 2, sandbox, channels,
                                throttle)  # fmt: skip
@@ -150,7 +150,7 @@ def test_redelivered_clicks_updates_taps_and_notifications_send_nothing_twice(
     pixel.send_pending(PIXEL, meta)
     # every input again, as Telegram, the gateway and our own retries may repeat them
     pixel.record_click("demo", json.loads(click.to_json()))
-    routed = updates.route_update(bot, start_update(1, click.token), redis_client)
+    routed = route_update(bot, start_update(1, click.token), redis_client)
     assert routed.repeated and routed.lead is not None
     again = payments.checkout(bot, Recipient(routed.lead.lead_id, BUYER, True), vip(bot), 2, sandbox, channels,
                               throttle)  # fmt: skip
@@ -166,10 +166,10 @@ def test_a_new_start_with_a_new_click_moves_the_last_touch_only(
     bot: BotConfig, redis_client: redis.Redis, meta: MetaGateway, graph: FakeGraph
 ) -> None:
     first = click_now(redis_client, "utm_source=first")
-    updates.route_update(bot, start_update(1, first.token), redis_client)
+    route_update(bot, start_update(1, first.token), redis_client)
     second = click_now(redis_client, "utm_source=second&fbclid=SECOND", ip="198.51.100.4")
-    updates.route_update(bot, start_update(2, second.token), redis_client)
-    updates.route_update(bot, start_update(3), redis_client)  # a plain /start later: still the last click
+    route_update(bot, start_update(2, second.token), redis_client)
+    route_update(bot, start_update(3), redis_client)  # a plain /start later: still the last click
     lead = Lead.get(Lead.telegram_user_id == BUYER)
     assert Click.get_by_id(lead.first_click_id).utm == {"utm_source": "first"}
     assert Click.get_by_id(lead.last_click_id).utm == {"utm_source": "second"}
@@ -189,8 +189,8 @@ def test_an_unknown_expired_or_foreign_token_is_a_plain_start(
         payload = foreign.token
     expired = clicks.Click("demo", clicks.new_token(time.time() - 8 * 86400), 0, fbclid="OLD")
     redis_client.set(clicks.key(expired.token), expired.to_json())
-    updates.route_update(bot, start_update(1, payload), redis_client)
-    updates.route_update(bot, start_update(2, expired.token), redis_client)
+    route_update(bot, start_update(1, payload), redis_client)
+    route_update(bot, start_update(2, expired.token), redis_client)
     lead = Lead.get(Lead.telegram_user_id == BUYER)
     assert lead.first_click_id is None and lead.last_click_id is None and Click.select().count() == 0
     pixel.send_pending(PIXEL, meta)
@@ -203,7 +203,7 @@ def test_a_start_before_the_clicks_own_message_still_records_the_click_and_page_
     bot: BotConfig, redis_client: redis.Redis, meta: MetaGateway, graph: FakeGraph
 ) -> None:
     click = click_now(redis_client)
-    updates.route_update(bot, start_update(1, click.token), redis_client)  # the click's message is late
+    route_update(bot, start_update(1, click.token), redis_client)  # the click's message is late
     pixel.record_click("demo", json.loads(click.to_json()))
     assert Click.select().count() == 1
     pixel.send_pending(PIXEL, meta)
@@ -320,8 +320,8 @@ def test_the_sweep_takes_back_dead_workers_claims_and_schedules_one_flush_per_pi
 
 
 def test_events_schedule_one_flush_per_pixel_after_their_commit(bot: BotConfig, redis_client: redis.Redis) -> None:
-    updates.route_update(bot, start_update(1), redis_client)
-    updates.route_update(bot, start_update(2), redis_client)
+    route_update(bot, start_update(1), redis_client)
+    route_update(bot, start_update(2), redis_client)
     delayed = [json.loads(m) for m in redis_client.hvals("dramatiq:pixel.DQ.msgs")]
     assert [(m["actor_name"], m["args"]) for m in delayed] == [("pixel.flush", [PIXEL])]
     assert delayed[0]["options"]["eta"] > time.time() * 1000  # lingers, so a burst shares a request
@@ -332,7 +332,7 @@ def test_test_event_code_and_credentials_come_from_the_bot(
 ) -> None:
     apply_config(pixel_config(pixel_test_event_code="TEST123"))
     bot = load_bots()["demo"]
-    updates.route_update(bot, start_update(1), redis_client)
+    route_update(bot, start_update(1), redis_client)
     pixel.send_pending(PIXEL, meta)
     assert graph.requests[0]["test_event_code"] == "TEST123"
     # a bot that stops using the pixel: its queued events fail with the reason, nothing is sent

@@ -25,7 +25,7 @@ from db.models import BumpAnswer, Charge, Delivery, Followup, OutboundMessage
 from gateways.channel import ChannelError
 from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
-from tests.conftest import DEMO_CONFIG, FakeTelegramTransport, apply_config, telegram_error
+from tests.conftest import DEMO_CONFIG, FakeTelegramTransport, apply_config, route_update, telegram_error
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo.toml"
 USER = {"id": 777, "first_name": "Ana"}
@@ -60,7 +60,7 @@ def offer_id(bot: BotConfig, slug: str) -> int:
 def start(bot: BotConfig, update_id: int) -> Recipient:
     update = {"update_id": update_id, "message": {"message_id": 1, "date": 0, "text": "/start", "from": USER,
                                                   "chat": {"id": 777, "type": "private"}}}  # fmt: skip
-    routed = updates.route_update(bot, update)
+    routed = route_update(bot, update)
     assert routed.lead is not None
     return routed.lead
 
@@ -68,7 +68,7 @@ def start(bot: BotConfig, update_id: int) -> Recipient:
 def press(bot: BotConfig, update_id: int, data: str) -> updates.Routed:
     update = {"update_id": update_id, "callback_query": {"id": f"cb{update_id}", "from": USER, "data": data,
               "message": {"message_id": 1, "chat": {"id": 777, "type": "private"}}}}  # fmt: skip
-    return updates.route_update(bot, update)
+    return route_update(bot, update)
 
 
 # --- configuration -----------------------------------------------------------------------------

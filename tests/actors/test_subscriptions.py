@@ -23,7 +23,7 @@ from db.database import utcnow
 from db.models import Charge, Delivery, Followup, Lead, Subscription
 from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
-from tests.conftest import DEMO_CONFIG, FakeTelegramTransport, apply_config, telegram_error
+from tests.conftest import DEMO_CONFIG, FakeTelegramTransport, apply_config, route_update, telegram_error
 
 CHAT = -100123
 USER = {"id": 555, "first_name": "Vip"}
@@ -309,7 +309,7 @@ def test_a_join_request_owes_a_decision_redriven_from_the_database_whatever_redi
 
     charge = payments.checkout(bot, lead, anual(bot), 2, sandbox, channels, throttle)
     assert charge is not None
-    routed = updates.route_update(bot, {"update_id": 900, "chat_join_request": join_request()})
+    routed = route_update(bot, {"update_id": 900, "chat_join_request": join_request()})
     updates.follow_up(bot, routed, channels, throttle)  # paying right now: the decision waits
     row = ProcessedUpdate.get(ProcessedUpdate.update_id == 900)
     assert row.owed is not None and row.owed.startswith("join:") and row.done_at is None

@@ -11,7 +11,7 @@ from actors.channels import Channels
 from actors.throttle import Throttle
 from catalog.snapshot import BotConfig
 from db.models import Lead, OutboundMessage, ProcessedUpdate
-from tests.conftest import FakeTelegramTransport, telegram_error
+from tests.conftest import FakeTelegramTransport, route_update, telegram_error
 
 
 def start_update(update_id: int, user_id: int = 42, text: str = "/start") -> dict[str, Any]:
@@ -28,28 +28,28 @@ def queued(queue: str) -> list[Message[Any]]:
 
 
 def test_start_upserts_lead_once(demo_bot: BotConfig) -> None:
-    routed = updates.route_update(demo_bot, start_update(10, text="/start ad_123"))
+    routed = route_update(demo_bot, start_update(10, text="/start ad_123"))
     assert (routed.kind, routed.update_id, routed.repeated) == ("start", 10, False)
     lead = Lead.get_by_id(routed.lead_id)
     assert (lead.telegram_user_id, lead.first_name, lead.username, lead.language_code) == (42, "Bia", "bia", "pt-br")
     assert lead.start_payload == "ad_123" and lead.reachable
 
-    again = updates.route_update(demo_bot, start_update(10, text="/start other"))
+    again = route_update(demo_bot, start_update(10, text="/start other"))
     assert (again.kind, again.lead_id, again.repeated) == ("start", lead.id, True)
     assert Lead.get_by_id(lead.id).start_payload == "ad_123"  # a repeat writes nothing
     assert ProcessedUpdate.select().count() == 1
 
 
 def test_second_start_keeps_first_seen_and_payload(demo_bot: BotConfig) -> None:
-    first = updates.route_update(demo_bot, start_update(1, text="/start abc"))
-    again = updates.route_update(demo_bot, start_update(2, text="/start"))
+    first = route_update(demo_bot, start_update(1, text="/start abc"))
+    again = route_update(demo_bot, start_update(2, text="/start"))
     assert first.lead_id == again.lead_id
     lead = Lead.get_by_id(first.lead_id)
     assert lead.start_payload == "abc" and lead.first_seen_at <= lead.last_seen_at
 
 
 def test_block_and_unblock(demo_bot: BotConfig) -> None:
-    lead_id = updates.route_update(demo_bot, start_update(1)).lead_id
+    lead_id = route_update(demo_bot, start_update(1)).lead_id
 
     def member(update_id: int, status: str) -> dict[str, Any]:
         return {
@@ -63,19 +63,19 @@ def test_block_and_unblock(demo_bot: BotConfig) -> None:
             },
         }
 
-    assert updates.route_update(demo_bot, member(2, "kicked")).kind == "block"
+    assert route_update(demo_bot, member(2, "kicked")).kind == "block"
     assert not Lead.get_by_id(lead_id).reachable
-    assert updates.route_update(demo_bot, member(3, "member")).kind == "unblock"
+    assert route_update(demo_bot, member(3, "member")).kind == "unblock"
     assert Lead.get_by_id(lead_id).reachable
 
 
 def test_other_kinds(demo_bot: BotConfig) -> None:
     plain = start_update(6, text="quanto custa?")
-    assert updates.route_update(demo_bot, plain).kind == "message"
+    assert route_update(demo_bot, plain).kind == "message"
     group = start_update(7)
     group["message"]["chat"]["type"] = "group"
-    assert updates.route_update(demo_bot, group).kind == "other"
-    assert updates.route_update(demo_bot, {"update_id": 8, "edited_message": {}}).kind == "other"
+    assert route_update(demo_bot, group).kind == "other"
+    assert route_update(demo_bot, {"update_id": 8, "edited_message": {}}).kind == "other"
 
 
 Follow = Callable[[BotConfig, dict[str, Any]], None]
@@ -86,7 +86,7 @@ def follow(channels: Channels, throttle: Throttle, redis_client: redis.Redis) ->
     """Route an update and run its next stage, as the updates.route actor does."""
 
     def route_and_follow(bot: BotConfig, update: dict[str, Any]) -> None:
-        updates.follow_up(bot, updates.route_update(bot, update), channels, throttle)
+        updates.follow_up(bot, route_update(bot, update), channels, throttle)
 
     return route_and_follow
 
@@ -174,5 +174,5 @@ def test_lone_surrogates_are_repaired_not_fatal(demo_bot: BotConfig) -> None:
     update = start_update(78)
     update["message"]["from"]["first_name"] = "Bia \ud800"
     update["message"]["text"] = "/start \udfff"
-    routed = updates.route_update(demo_bot, updates.repaired(update))
+    routed = route_update(demo_bot, updates.repaired(update))
     assert routed.kind == "start" and Lead.get_by_id(routed.lead_id).first_name == "Bia \ufffd\ufffd\ufffd"

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 import settings
-from actors import delivery, payments, pixel, pools, updates
+from actors import delivery, health, payments, pixel, pools, updates
 from actors.broker import broker, counters, retry_when
 from actors.channels import Channels
 from actors.funnel import Recipient
@@ -33,7 +33,7 @@ from gateways.payments.sandbox import SandboxGateway
 from gateways.telegram import TelegramGateway
 from gateways.whatsapp import click_token
 from gateways.whatsapp_cloud import OUTSIDE_WINDOW, CloudGateway, parse_webhook
-from tests.conftest import DEMO_CONFIG, apply_config
+from tests.conftest import DEMO_CONFIG, apply_config, route_update
 
 NUMBER = 5511988887777
 EVOLUTION_URL = "http://127.0.0.1:9"  # nothing listens there: a stray call fails at once, locally
@@ -97,7 +97,7 @@ def fake_wa() -> FakeWhatsAppTransport:
 def wa_channels(telegram: TelegramGateway, fake_wa: FakeWhatsAppTransport, redis_client: redis.Redis) -> Channels:
     client = httpx.Client(transport=httpx.MockTransport(fake_wa))
     return Channels(telegram, EvolutionGateway(client), CloudGateway(client, GRAPH, "v21.0"), cache=redis_client,
-                    on_refused=pools.refused)  # fmt: skip
+                    on_refused=health.refused)  # fmt: skip
 
 
 @pytest.fixture
@@ -327,7 +327,7 @@ def test_a_disconnected_number_pauses_its_sends_and_comes_back(
     with pytest.raises(dramatiq.Retry) as paused:
         deliver(channel, throttle, NUMBER, [send])
     assert paused.value.delay == settings.BOT_RECHECK_SECONDS * 1000
-    assert "zap" in pools.unhealthy(broker.client) and OutboundMessage.get().attempts == 0
+    assert "zap" in health.unhealthy(broker.client) and OutboundMessage.get().attempts == 0
     with pytest.raises(dramatiq.Retry):  # paused: nothing reaches Evolution meanwhile
         deliver(channel, throttle, NUMBER, [send])
     assert len(fake_wa.calls) == 1
@@ -340,9 +340,9 @@ def test_a_disconnected_number_pauses_its_sends_and_comes_back(
 def test_evolution_connection_updates_mark_the_number(bots: dict[str, BotConfig], throttle: Throttle) -> None:
     [down] = parse_event({"event": "connection.update", "data": {"state": "close"}})
     pools.connection("zap", down.data or "")
-    assert "zap" in pools.unhealthy(broker.client)
+    assert "zap" in health.unhealthy(broker.client)
     pools.connection("zap", "open")
-    assert "zap" not in pools.unhealthy(broker.client)
+    assert "zap" not in health.unhealthy(broker.client)
     assert throttle.try_acquire("zap", 1, rate=(10, 60_000)) == 0  # the pause went with it
 
 
@@ -529,7 +529,7 @@ def test_on_a_10_a_minute_number_a_code_stays_owed_past_ten_minutes(
     [checkout] = [m for m in queued("payments") if m.actor_name == "payments.checkout"]
     assert checkout.options["max_age"] == 3600 * 1000
     broker.client.delete("dramatiq:payments.msgs", "dramatiq:payments")  # lost with Redis
-    tg = updates.route_update(demo_bot, {"update_id": 77, "callback_query": {
+    tg = route_update(demo_bot, {"update_id": 77, "callback_query": {
         "id": "cb77", "from": {"id": 42, "first_name": "Bia"}, "data": f"buy:{demo_bot.offers[0].id}",
         "message": {"message_id": 1, "chat": {"id": 42, "type": "private"}}}})  # fmt: skip
     assert tg.kind == "callback"

@@ -143,11 +143,11 @@ def test_redis_stopped_and_killed_mid_stream_loses_no_accepted_update(
 def test_a_whole_host_killed_mid_stream_its_welcomes_go_out_from_the_other_within_seconds(
     tmp_path: Path, demo_bot: BotConfig, request: pytest.FixtureRequest
 ) -> None:
-    """Item 12, as the README deploys two machines: hosts A and B share Redis and the database, each
+    """Item 12, as docs/operations.md deploys two machines: hosts A and B share Redis and the database, each
     runs an edge and a worker (the clock runs on B), with production's timeouts. /start goes to both
     edges in turn; host A is SIGKILLed whole while its worker is inside Telegram calls and holds
     prefetched work. Every accepted /start is welcomed, what A held about WORKER_HEARTBEAT_TIMEOUT_MS
-    (10 s) + 1 s after its death (the README has the figure), not after OUTBOX_STALE_CLAIM_SECONDS
+    (10 s) + 1 s after its death (docs/architecture.md has the figure), not after OUTBOX_STALE_CLAIM_SECONDS
     (120 s); only the sends A had in flight may go out twice."""
     telegram_port = free_port()
     telegram = f"http://127.0.0.1:{telegram_port}"

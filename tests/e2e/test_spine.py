@@ -94,7 +94,7 @@ def test_worker_killed_mid_way_loses_nothing_and_repeats_nothing(env: Env) -> No
 
     wait_until(lambda: set(env.welcomes()) == set(users), 60, "a welcome for every user", interval=0.2)
     # Not after OUTBOX_STALE_CLAIM_SECONDS (120 s): the dead worker's claims name it, and its
-    # heartbeat is gone (the figure against the 15 s goal is in the README, from this run's kind).
+    # heartbeat is gone (the figure against the 15 s goal is in docs/architecture.md, from this run's kind).
     assert time.monotonic() - killed < 60
     wait_until(lambda: ProcessedUpdate.select().count() == len(users), 30, "every update recorded")
     time.sleep(2)

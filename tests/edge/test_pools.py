@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 import catalog
-from actors import pixel, pools
+from actors import health, pixel, pools, runtime
 from actors.broker import broker
 from actors.channels import Channels
 from catalog.snapshot import load_pools
@@ -121,7 +121,7 @@ def unused_whatsapp() -> tuple[EvolutionGateway, CloudGateway]:
 
 def refusing_gateway(fake: FakeTelegramTransport) -> TelegramGateway:
     return TelegramGateway(httpx.Client(transport=httpx.MockTransport(fake)), TELEGRAM_BASE,
-                           on_token_refused=pools.token_refused)  # fmt: skip
+                           on_token_refused=runtime.token_refused)  # fmt: skip
 
 
 def test_a_refused_token_takes_the_bot_out_of_every_pool_until_get_me_succeeds(
@@ -133,7 +133,7 @@ def test_a_refused_token_takes_the_bot_out_of_every_pool_until_get_me_succeeds(
     fake_telegram.queue("sendMessage", telegram_error(401, "Unauthorized"))
     with pytest.raises(TelegramPermanent):
         refusing_gateway(fake_telegram).call("123456:TEST", "sendMessage", {"chat_id": 1, "text": "x"})
-    assert set(pools.unhealthy(broker.client)) == {"demo"}
+    assert set(health.unhealthy(broker.client)) == {"demo"}
 
     def demo_out() -> bool:
         return all(chosen(client.get("/p/campanha1")) != "demo_bot" for _ in range(40))
@@ -143,7 +143,7 @@ def test_a_refused_token_takes_the_bot_out_of_every_pool_until_get_me_succeeds(
     fake_telegram.queue("getMe", telegram_error(401, "Unauthorized"))
     assert pools.recheck(Channels(refusing_gateway(fake_telegram), *unused_whatsapp())) == {"healthy": 0,
                                                                                            "unhealthy": 1}  # fmt: skip
-    assert pools.unhealthy(broker.client)["demo"]["checked_at"] is not None
+    assert health.unhealthy(broker.client)["demo"]["checked_at"] is not None
     assert pools.recheck(Channels(refusing_gateway(fake_telegram), *unused_whatsapp())) == {"healthy": 1,
                                                                                            "unhealthy": 0}  # fmt: skip
     wait_until(lambda: any(chosen(client.get("/p/campanha1")) == "demo_bot" for _ in range(40)))
@@ -151,7 +151,7 @@ def test_a_refused_token_takes_the_bot_out_of_every_pool_until_get_me_succeeds(
 
 def test_no_healthy_bot_is_503_and_ops_pools_says_so(client: TestClient) -> None:
     for bot_id in ("demo", "demo2", "demo3"):
-        pools.mark_unhealthy(broker.client, bot_id, 401, "Unauthorized")
+        health.mark_unhealthy(broker.client, bot_id, 401, "Unauthorized")
     wait_until(lambda: client.get("/p/campanha1").status_code == 503)
     result = CliRunner().invoke(cli, ["pools", "--json"])
     [shown] = json.loads(result.output)
@@ -184,4 +184,4 @@ def test_other_refusals_do_not_touch_health(pool: None, fake_telegram: FakeTeleg
     for _ in range(2):
         with pytest.raises(TelegramPermanent):
             gateway.call("123456:TEST", "sendMessage", {"chat_id": 1, "text": "x"})
-    assert pools.unhealthy(broker.client) == {}
+    assert health.unhealthy(broker.client) == {}
