@@ -176,7 +176,7 @@ def create_at_gateway(charge: Charge, bot: BotConfig, offer: OfferConfig, gatewa
     values = {"status": "pending", "external_id": created.charge_id, "br_code": created.br_code,
               "expires_at": created.expires_at, "updated_at": now,
               "next_check_at": now + dt.timedelta(seconds=settings.PAYMENT_FIRST_CHECK_SECONDS)}  # fmt: skip
-    track = pixel.tracking(charge.bot_id, charge.lead_id)
+    track = pixel.tracking(bot, charge.lead_id)
     with unit_of_work():
         won = hot.update(Charge, values, BY_ID_IN_STATUS, (charge.id, "creating"))
         if won:
@@ -364,10 +364,11 @@ def settle(
     """Apply what the gateway says. Conditional updates: of any number of concurrent callers, one
     wins each change; only the winner of → paid creates the delivery (same transaction)."""
     now = utcnow()
+    bot = runtime.bot_config(charge.bot_id)  # once per settle: tracking, downsells, subscriptions
     tracked = status in (ChargeStatus.PAID, ChargeStatus.REFUNDED)
-    track = pixel.tracking(charge.bot_id, charge.lead_id) if tracked else None
+    track = pixel.tracking(bot, charge.lead_id) if tracked else None
     with unit_of_work():
-        outcome = _transition(charge, status, amount, now, track)
+        outcome = _transition(charge, status, amount, now, track, bot)
         if notification is not None:
             record_notification(outcome, charge.id, now, notification)
     counters.inc("grimbots_payments_settled_total", {"outcome": outcome, "source": source})
@@ -380,9 +381,8 @@ def settle(
     return Settled(charge.id, outcome, outcome == "paid")
 
 
-def _transition(
-    charge: Charge, status: ChargeStatus, amount: Decimal | None, now: dt.datetime, track: pixel.Tracking | None
-) -> str:
+def _transition(charge: Charge, status: ChargeStatus, amount: Decimal | None, now: dt.datetime,
+                track: pixel.Tracking | None, bot: BotConfig | None) -> str:  # fmt: skip
     if status is ChargeStatus.PAID:
         paid = amount if amount is not None else charge.amount
         underpaid = paid < charge.amount
@@ -396,7 +396,6 @@ def _transition(
         hot.insert(Delivery, {"charge_id": charge.id, "bot_id": charge.bot_id, "state": "pending", "attempts": 0,
                               "created_at": now, "updated_at": now}, ignore_conflicts=True)  # fmt: skip
         pixel.purchase(track, charge, paid, now)
-        bot = runtime.bot_config(charge.bot_id)
         if bot is None or bot.downsells:  # a bot without downsells has none to cancel (one statement less)
             followups.cancel_downsells(charge.lead_id, "paid")
         offer = bot.offer(charge.offer_id) if bot is not None else None
@@ -416,7 +415,7 @@ def _transition(
         if won:
             pixel.refund(track, charge, now)
         if was_paid:  # what it gave is taken back: a subscription ends, an unused invite link is revoked
-            subscriptions.revoke(runtime.bot_config(charge.bot_id), charge, now)
+            subscriptions.revoke(bot, charge, now)
         return "refunded" if won else "repeated"
     return "ignored"  # still pending: nothing to do
 

@@ -136,8 +136,8 @@ class Tracking:
     buyer: Buyer
 
 
-def tracking(bot_id: str, lead_id: int) -> Tracking | None:
-    bot = runtime.bot_config(bot_id)
+def tracking(bot: BotConfig | None, lead_id: int) -> Tracking | None:
+    """What an event of this bot's lead needs, when the bot sends events anywhere."""
     if bot is None or not targets(bot):
         return None
     return Tracking(bot, buyer_of(lead_id))

@@ -23,6 +23,25 @@ def imported(path: Path) -> set[str]:
     return names
 
 
+# What each room may not import: the rooms above it (gateways talk to the outside and know nothing of
+# our storage or stages; the database layer knows no configuration, stage or service).
+BELOW = {
+    "gateways": ("db", "catalog", "actors", "reports", "edge", "dash", "ops"),
+    "db": ("gateways", "catalog", "actors", "reports", "edge", "dash", "ops"),
+    "catalog": ("actors", "reports", "edge", "dash", "ops"),
+    "reports": ("actors", "edge", "dash", "ops"),
+}
+
+
+def test_each_room_imports_only_the_rooms_below_it() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(n for n in imported(path) if n.split(".")[0] in above)
+        for room, above in BELOW.items()
+        for path in sorted((ROOT / room).rglob("*.py"))
+    }
+    assert {path: names for path, names in offenders.items() if names} == {}
+
+
 def test_no_service_room_imports_ops() -> None:
     offenders = {
         str(path.relative_to(ROOT)): sorted(n for n in imported(path) if n == "ops" or n.startswith("ops."))

@@ -58,6 +58,11 @@ class ChargeRequest:
     expires_in_seconds: int
 
 
+def expiry_in(seconds: int) -> dt.datetime:
+    """When a charge created now expires, `seconds` on: naive UTC, as the database stores times."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=seconds)
+
+
 @dataclass(frozen=True)
 class CreatedCharge:
     charge_id: str

@@ -5,7 +5,6 @@ a create retried after a timeout may leave an unused charge at PushinPay (never 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Mapping
 from decimal import Decimal
@@ -16,7 +15,6 @@ import httpx
 import redis
 
 import settings
-from db.database import utcnow
 from gateways.payments.base import (
     BadNotification,
     ChargeRequest,
@@ -27,6 +25,7 @@ from gateways.payments.base import (
     PaymentPermanent,
     PaymentTransient,
     cents,
+    expiry_in,
     from_cents,
     header,
     notification_url,
@@ -79,7 +78,7 @@ class PushinPayGateway:
         if not isinstance(doc, dict) or not doc.get("id") or not doc.get("qr_code"):
             raise PaymentTransient("pushinpay: answer without id or qr_code")
         # PushinPay's codes carry no expiry of their own: the charge expires on our clock.
-        expires = utcnow() + dt.timedelta(seconds=request.expires_in_seconds)
+        expires = expiry_in(request.expires_in_seconds)
         return CreatedCharge(str(doc["id"]).lower(), str(doc["qr_code"]), expires)
 
     def fetch_status(self, charge_id: str) -> ChargeState:

@@ -8,7 +8,6 @@ reconciliation work against the sandbox exactly as against a real gateway."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import json
@@ -21,7 +20,6 @@ from typing import ClassVar
 import httpx
 import redis
 
-from db.database import utcnow
 from gateways.payments import brcode
 from gateways.payments.base import (
     BadNotification,
@@ -32,6 +30,7 @@ from gateways.payments.base import (
     Notification,
     PaymentPermanent,
     PaymentTransient,
+    expiry_in,
     header,
     same_secret,
 )
@@ -86,7 +85,7 @@ class SandboxGateway:
             self.bank.expire(key, BANK_TTL_SECONDS)
         except redis.RedisError as exc:
             raise PaymentTransient(f"sandbox bank unavailable ({type(exc).__name__})") from None
-        return CreatedCharge(txid, code, utcnow() + dt.timedelta(seconds=request.expires_in_seconds))
+        return CreatedCharge(txid, code, expiry_in(request.expires_in_seconds))
 
     def fetch_status(self, charge_id: str) -> ChargeState:
         try:

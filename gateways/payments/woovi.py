@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 import settings
-from db.database import utcnow
 from gateways.payments.base import (
     BadNotification,
     ChargeRequest,
@@ -31,6 +30,7 @@ from gateways.payments.base import (
     PaymentPermanent,
     PaymentTransient,
     cents,
+    expiry_in,
     from_cents,
     header,
     request_json,
@@ -93,7 +93,7 @@ class WooviGateway:
         charge = doc.get("charge") if isinstance(doc, dict) else None
         if not isinstance(charge, dict) or not charge.get("brCode"):
             raise PaymentTransient("woovi: answer without charge.brCode")
-        expires = _parse_time(charge.get("expiresDate")) or utcnow() + dt.timedelta(seconds=request.expires_in_seconds)
+        expires = _parse_time(charge.get("expiresDate")) or expiry_in(request.expires_in_seconds)
         return CreatedCharge(
             str(charge.get("correlationID") or request.idempotency_key), str(charge["brCode"]), expires
         )
