@@ -16,7 +16,6 @@ from actors.broker import broker, counters
 log = logging.getLogger(__name__)
 
 UNHEALTHY = "grimbots:bots:unhealthy"
-REFUSED = (401, 404)
 
 
 def mark_unhealthy(client: redis.Redis, bot_id: str, status: int, description: str) -> bool:

@@ -43,7 +43,7 @@ from gateways.channel import (
     usable_event_id,
 )
 from gateways.http import pooled_client
-from gateways.text import TELEGRAM_TEXT_LIMIT, is_video, split_text, utf16_length
+from gateways.text import is_video, split_text, utf16_length
 
 # Telegram's errors are the channel's (gateways/channel.py): the names stay for readers of this module.
 TelegramError = ChannelError
@@ -136,7 +136,6 @@ class TelegramGateway:
 
 # --- Telegram as a chat channel -------------------------------------------------------------------
 
-TEXT_LIMIT = TELEGRAM_TEXT_LIMIT
 CAPTION_LIMIT = 1024
 COPY_TEXT_LIMIT = 256  # Bot API 7.11 CopyTextButton
 FILE_IDS = "grimbots:tg:file_id:{bot_id}"
