@@ -42,12 +42,13 @@ from actors.funnel import mark_unreachable, marketing_sends
 from actors.outbox import Outcome, deliver
 from actors.pools import RECHECK_SECONDS, UNHEALTHY
 from actors.throttle import STOPPED, Throttle, Ticket
-from catalog.snapshot import BotConfig, brl
+from catalog.schema import BotConfig, brl
 from db import hot
 from db.database import db, json_text, transaction, utcnow
 from db.models import Broadcast, BroadcastRecipient, Lead, OutboundMessage
 from gateways.channel import ChannelGaveUp, ChannelTransient, Choice
-from gateways.text import TELEGRAM_TEXT_LIMIT, utf16_length
+from gateways.channel_kinds import kind_of
+from gateways.text import utf16_length
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,9 @@ def create(bot: BotConfig, segment: str, text: str, *, media_url: str | None = N
     text = text.strip()
     if not text:
         raise BroadcastError("--text: must not be empty")
-    if utf16_length(text) > TELEGRAM_TEXT_LIMIT:
-        raise BroadcastError(f"--text: {utf16_length(text)} characters, Telegram takes at most {TELEGRAM_TEXT_LIMIT}")
+    limit = kind_of(bot.channel).text_limit
+    if utf16_length(text) > limit:
+        raise BroadcastError(f"--text: {utf16_length(text)} characters, a message takes at most {limit}")
     if media_url is not None and not re.match(r"^https?://\S+$", media_url):
         raise BroadcastError("--media-url: must be an http(s) URL")
     if paid and bot.whatsapp is not None:

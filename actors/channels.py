@@ -1,5 +1,5 @@
-"""Each bot's chat channel (gateways/channel.py), built from its configuration: the one place that
-knows which kinds there are. Stages ask `Channels.of(bot)` and speak to what they get."""
+"""Each bot's chat channel (gateways/channel.py), built from its configuration by its kind's builder
+(one per kind of gateways/channel_kinds.py). Stages ask `Channels.of(bot)` and speak to what they get."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import datetime as dt
 from collections.abc import Callable
 
 import settings
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig, WhatsAppConfig
 from db.models import Lead
 from gateways.channel import Channel
+from gateways.channel_kinds import kind_of
 from gateways.evolution import EvolutionChannel, EvolutionGateway
 from gateways.telegram import TelegramChannel, TelegramGateway
 from gateways.whatsapp_cloud import CloudChannel, CloudGateway
@@ -22,7 +23,7 @@ LINE = 600
 
 def rate_of(bot: BotConfig) -> tuple[int, int]:
     """The bot's sends per window (ms), as its channel takes them."""
-    if bot.channel in ("evolution", "whatsapp_cloud") and bot.whatsapp is not None:
+    if kind_of(bot.channel).numbered and bot.whatsapp is not None:
         return bot.whatsapp.rate_per_minute, WINDOW_MS
     return settings.TELEGRAM_BOT_RATE, settings.TELEGRAM_WINDOW_MS
 
@@ -60,15 +61,29 @@ class Channels:
         self.cache, self.on_refused = cache, on_refused
 
     def of(self, bot: BotConfig) -> Channel:
-        wa, rate = bot.whatsapp, rate_of(bot)
-        if bot.channel == "evolution" and wa is not None:
-            return EvolutionChannel(self.evolution, bot.id, wa.evolution_url or "", wa.instance or "", wa.apikey or "",
-                                    rate=rate, typing_ms=settings.EVOLUTION_TYPING_MS,
-                                    on_refused=self.on_refused)  # fmt: skip
-        if bot.channel == "whatsapp_cloud" and wa is not None:
-            template = (wa.access_template, wa.access_template_language or "pt_BR") if wa.access_template else None
-            return CloudChannel(self.cloud, bot.id, wa.phone_number_id or "", wa.access_token or "",
-                                rate=rate, menu_button=bot.text("choices_button"),
-                                last_message_at=last_message_at(bot.id), on_refused=self.on_refused,
-                                access_template=template)  # fmt: skip
-        return TelegramChannel(self.telegram, bot.id, bot.token, rate=rate, cache=self.cache)
+        return BUILDERS[bot.channel](self, bot)
+
+    def _telegram(self, bot: BotConfig) -> Channel:
+        return TelegramChannel(self.telegram, bot.id, bot.token, rate=rate_of(bot), cache=self.cache)
+
+    def _evolution(self, bot: BotConfig) -> Channel:
+        wa = bot.whatsapp or WhatsAppConfig("", 1)
+        return EvolutionChannel(self.evolution, bot.id, wa.evolution_url or "", wa.instance or "", wa.apikey or "",
+                                rate=rate_of(bot), typing_ms=settings.EVOLUTION_TYPING_MS,
+                                on_refused=self.on_refused)  # fmt: skip
+
+    def _cloud(self, bot: BotConfig) -> Channel:
+        wa = bot.whatsapp or WhatsAppConfig("", 1)
+        template = (wa.access_template, wa.access_template_language or "pt_BR") if wa.access_template else None
+        return CloudChannel(self.cloud, bot.id, wa.phone_number_id or "", wa.access_token or "",
+                            rate=rate_of(bot), menu_button=bot.text("choices_button"),
+                            last_message_at=last_message_at(bot.id), on_refused=self.on_refused,
+                            access_template=template)  # fmt: skip
+
+
+# A builder per kind of gateways/channel_kinds.py (tests/test_layers.py holds the two lists equal).
+BUILDERS: dict[str, Callable[[Channels, BotConfig], Channel]] = {
+    "telegram": Channels._telegram,
+    "evolution": Channels._evolution,
+    "whatsapp_cloud": Channels._cloud,
+}

@@ -39,7 +39,7 @@ from actors.funnel import mark_unreachable, marketing_sends
 from actors.outbox import Send, deliver
 from actors.schedule import close, close_after
 from actors.throttle import Throttle
-from catalog.snapshot import BotConfig, FollowupConfig, brl
+from catalog.schema import BotConfig, FollowupConfig, brl
 from db import hot
 from db.database import transaction, utcnow
 from db.models import Charge, DownsellMark, Followup, Lead
@@ -58,8 +58,11 @@ TRANSIENT_HOLD = dt.timedelta(seconds=60)
 
 def _schedule(bot: BotConfig, lead_id: int, item: FollowupConfig, key: str, now: dt.datetime,
               charge_id: int | None = None) -> bool:  # fmt: skip
+    offer = bot.offer_by_slug(item.offer)
+    if offer is None:
+        return False
     values = {"key": key, "bot_id": bot.id, "lead_id": lead_id, "kind": item.kind, "position": item.position,
-              "offer_id": item.offer_id, "amount": item.price, "charge_id": charge_id,
+              "offer_id": offer.id, "amount": item.price, "charge_id": charge_id,
               "due_at": now + dt.timedelta(seconds=item.delay_seconds), "state": "scheduled", "attempts": 0,
               "created_at": now}  # fmt: skip
     created = hot.insert(Followup, values, ignore_conflicts=True) is not None
@@ -88,7 +91,7 @@ def schedule_upsells(bot: BotConfig, charge_id: int, lead_id: int, offer_ids: tu
     return sum(
         _schedule(bot, lead_id, item, f"up:{charge_id}:{item.position}", now, charge_id)
         for item in bot.upsells
-        if item.after_offer_id in offer_ids
+        if (after := bot.offer_by_slug(item.after_offer)) is not None and after.id in offer_ids
     )
 
 
@@ -117,7 +120,8 @@ def why_not(row: Followup, bot: BotConfig | None, lead: Lead | None) -> str | No
     if bot is None or lead is None:
         return "bot or lead gone"
     item = bot.followup(row.kind, row.position)
-    if item is None or item.offer_id != row.offer_id or bot.offer(row.offer_id) is None:
+    offer = bot.offer_by_slug(item.offer) if item is not None else None
+    if item is None or offer is None or offer.id != row.offer_id:
         return "no longer configured"
     if not lead.reachable:
         return "lead unreachable"

@@ -14,7 +14,7 @@ from actors.broker import FUNNEL, retry_when
 from actors.channels import Channels
 from actors.outbox import MARKETING, OWED, Outcome, Send, deliver, of, plan
 from actors.throttle import Throttle
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from db import hot
 from db.database import utcnow
 from db.models import Lead

@@ -34,7 +34,7 @@ from actors.enqueue import unit_of_work
 from actors.funnel import Recipient
 from actors.outbox import OWED, Send, deliver, of, plan
 from actors.throttle import Throttle
-from catalog.snapshot import BotConfig, OfferConfig, brl, fill
+from catalog.schema import BotConfig, OfferConfig, brl
 from db import hot
 from db.database import transaction, utcnow
 from db.models import BumpAnswer, Charge, Delivery, Followup, PaymentNotification
@@ -202,7 +202,7 @@ def fail_creation(charge: Charge, error: str) -> None:
 def code_message(bot: BotConfig, charge: Charge, offer: OfferConfig) -> Message:
     """The PIX code: the seller's text with the code where `{code}` is, a "check payment" choice,
     a copy button where the channel has one, and the QR image when the bot sends it."""
-    text = fill(bot.texts.get("pix") or "{code}", code=CODE_SLOT, amount=brl(charge.amount), offer=offer.label)
+    text = bot.text("pix", code=CODE_SLOT, amount=brl(charge.amount), offer=offer.label)
     image = ("pix.png", qr.png(charge.br_code or ""), "image/png") if bot.send_qr else None
     return Message(text, image=image, choices=(Choice(f"chk:{charge.id}", bot.text("check_button")),),
                    code=charge.br_code or "", copy_label=bot.text("copy_button"), link_preview=False)  # fmt: skip
@@ -272,7 +272,7 @@ def choose(bot: BotConfig, lead: Recipient, offer_id: int, followup_id: int, upd
     if offer is None:
         log.warning("checkout dropped: offer gone bot=%s offer=%s", bot.id, offer_id)
         return None
-    bump = bot.offer(offer.bump_id) if offer.bump_id else None
+    bump = bot.bump_for(offer)
     if bump is None:
         return Basket(offer)
     answer = BumpAnswer.get_or_none((BumpAnswer.lead_id == lead.lead_id) & (BumpAnswer.offer_id == offer.id))
@@ -294,7 +294,7 @@ def ask_bump(bot: BotConfig, lead: Recipient, offer: OfferConfig, bump: OfferCon
         if asker is not None and int(asker) != update_id:
             return  # asked a moment ago by another tap (a double tap)
         cache.set(guard, update_id, ex=BUMP_QUESTION_QUIET)
-    texts = bot.bumps.get(bump.id)
+    texts = bot.bumps.get(bump.slug)
     text = (texts.text if texts and texts.text else None) or bot.text("bump", offer=bump.label, amount=brl(bump.price))
     accept = (texts.accept if texts and texts.accept else None) or bot.text("bump_accept")
     decline = (texts.decline if texts and texts.decline else None) or bot.text("bump_decline")

@@ -44,7 +44,7 @@ import settings
 from actors import runtime
 from actors.broker import PIXEL, counters, retry_when
 from actors.enqueue import after_commit, unit_of_work
-from catalog.snapshot import BotConfig, WhatsAppConfig
+from catalog.schema import BotConfig, WhatsAppConfig
 from db import hot
 from db.database import is_sqlite, transaction, utcnow
 from db.days import local_day

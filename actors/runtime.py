@@ -13,7 +13,8 @@ from actors import health
 from actors.broker import broker
 from actors.channels import Channels
 from actors.throttle import Throttle
-from catalog.snapshot import BotConfig, Catalog
+from catalog.schema import BotConfig
+from catalog.snapshot import Catalog
 from gateways.ads import Destination
 from gateways.channel import Channel
 from gateways.evolution import EvolutionGateway

@@ -31,7 +31,7 @@ from actors.funnel import mark_unreachable
 from actors.outbox import MARKETING, OWED, Outcome, deliver, of, plan
 from actors.schedule import close, close_after
 from actors.throttle import Throttle
-from catalog.snapshot import BotConfig, OfferConfig, brl
+from catalog.schema import BotConfig, OfferConfig, brl
 from db import hot
 from db.database import is_sqlite, transaction, utcnow
 from db.models import Bot, Charge, Delivery, Followup, Lead, Offer, Subscription

@@ -21,7 +21,7 @@ from actors.channels import Channels, patience_ms
 from actors.enqueue import unit_of_work
 from actors.outbox import NOT_NOW, hand_off
 from actors.throttle import Throttle
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from db import hot
 from db.database import utcnow
 from db.models import BumpAnswer, Lead
@@ -106,9 +106,10 @@ def record_bump_answer(bot: BotConfig, lead_id: int, offer_id: int, accepted: bo
     """The lead's answer to the offer's order bump: the first one stands (a late or repeated press
     of either button changes nothing)."""
     offer = bot.offer(offer_id)
-    if offer is None or offer.bump_id is None:
+    bump = bot.bump_for(offer) if offer is not None else None
+    if bump is None:
         return
-    values = {"lead_id": lead_id, "offer_id": offer_id, "bump_offer_id": offer.bump_id, "accepted": accepted,
+    values = {"lead_id": lead_id, "offer_id": offer_id, "bump_offer_id": bump.id, "accepted": accepted,
               "answered_at": utcnow()}  # fmt: skip
     if hot.insert(BumpAnswer, values, ignore_conflicts=True) is not None:
         counters.inc("grimbots_bumps_total", {"outcome": "accepted" if accepted else "declined"})
@@ -363,7 +364,7 @@ def route(bot_id: str, update: dict[str, Any]) -> None:
             refuse(bot, update, exc)
             continue
         follow_up(bot, routed, channels, runtime.throttle())
-        if bot.channel == "whatsapp_cloud" and routed.lead is not None and not routed.repeated:
+        if channel.service_window and routed.lead is not None and not routed.repeated:
             delivery.reopen_outside_window(bot.id, routed.lead.lead_id)  # the buyer's window is open again
 
 

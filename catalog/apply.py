@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from catalog.schema import ConfigFile
+from catalog.schema import BotConfig, ConfigFile
+from catalog.snapshot import selling_doc
 from db.database import transaction, utcnow
 from db.models import Bot, ConfigState, Gateway, Offer, Pool
+from gateways.channel_kinds import kind_of
 
 
 def _changed(row: Any, values: dict[str, Any]) -> bool:
@@ -26,6 +28,16 @@ def _upsert(model: Any, where: Any, values: dict[str, Any], create: dict[str, An
     return "updated"
 
 
+def channel_settings(bot: BotConfig) -> dict[str, Any] | None:
+    """A WhatsApp bot's keys as stored (encrypted): its own, and Evolution's webhook secret."""
+    if bot.whatsapp is None:
+        return None
+    stored = bot.whatsapp.given()
+    if "webhook_secret" in kind_of(bot.channel).keys:  # Evolution's bearer secret
+        stored["webhook_secret"] = bot.webhook_secret
+    return stored
+
+
 def apply(config: ConfigFile) -> list[str]:
     """Upsert everything in one transaction. Returns one line per change; none when nothing changed."""
     changes: list[str] = []
@@ -40,7 +52,7 @@ def apply(config: ConfigFile) -> list[str]:
                 "token": b.token,
                 "username": b.username,
                 "webhook_secret": b.webhook_secret,
-                "gateway_id": b.gateway,
+                "gateway_id": b.gateway_id,
                 "pixel_id": b.pixel_id,
                 "pixel_access_token": b.pixel_access_token,
                 "pixel_test_event_code": b.pixel_test_event_code,
@@ -52,9 +64,9 @@ def apply(config: ConfigFile) -> list[str]:
                 "texts": b.texts,
                 "charge_minutes": b.charge_minutes,
                 "send_qr": b.send_qr,
-                "selling": b.selling,
+                "selling": selling_doc(b),
                 "channel": b.channel,
-                "channel_settings": b.channel_settings,
+                "channel_settings": channel_settings(b),
             }
             outcome = _upsert(Bot, Bot.id == b.id, values, {"id": b.id})
             if outcome != "unchanged":

@@ -1,634 +1,227 @@
-"""The configuration's schema (CONTRACT §3): the types a configuration parses into, and the
-validation of a whole file (TOML, or the same tables from the panel) before anything is applied.
-Unknown keys are errors; every error names the key it is about."""
+"""The sellers' configuration as one set of types (CONTRACT §3, §8–§13): what `validate` parses a file
+(or the panel's form) into, what `apply` stores, and what the snapshot loads back for the edge and
+the workers. References between offers are by slug, the seller's own names; an offer's `id` is its
+stored row's (its buttons' `buy:{id}`), 0 until it has been applied."""
 
 from __future__ import annotations
 
-import re
-import tomllib
-from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
-
-from catalog.snapshot import DEFAULT_TEXTS
-from gateways.whatsapp_cloud import BUTTON_TITLE as CLOUD_BUTTON_TITLE
-from gateways.whatsapp_cloud import MAX_BUTTONS as CLOUD_MAX_BUTTONS
-from gateways.whatsapp_cloud import MAX_ROWS as CLOUD_MAX_ROWS
-from gateways.whatsapp_cloud import ROW_TITLE as CLOUD_ROW_TITLE
-
-SLUG = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-BOT_TOKEN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{1,128}$")
-TELEGRAM_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
-USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{3,63}$")
-PRICE = re.compile(r"^\d{1,10}(\.\d{1,2})?$")
-URL = re.compile(r"^https?://\S+$")
-
-GATEWAY_KINDS: dict[str, dict[str, bool]] = {
-    # kind → its own keys (True = required), besides id, kind, webhook_secret
-    "sandbox": {"pix_key": True, "merchant_name": True, "merchant_city": True},
-    "mercadopago": {"access_token": True, "payer_email": False, "merchant_name": False, "merchant_city": False},
-    "pushinpay": {"api_token": True, "merchant_name": False, "merchant_city": False},
-    "woovi": {"app_id": True, "public_key": False, "merchant_name": False, "merchant_city": False},
-}
-GATEWAY_LIMITS = {"merchant_name": 25, "merchant_city": 15}
-CHANNELS = ("telegram", "evolution", "whatsapp_cloud")
-# Each WhatsApp channel's own keys (True = required), besides number and rate_per_minute (CONTRACT §12).
-WHATSAPP_KEYS: dict[str, dict[str, bool]] = {
-    "evolution": {"webhook_secret": True, "evolution_url": True, "instance": True, "apikey": True},
-    "whatsapp_cloud": {"phone_number_id": True, "waba_id": True, "access_token": True, "app_secret": True,
-                       "verify_token": True, "access_template": False, "access_template_language": False},
-}  # fmt: skip
-TELEGRAM_ONLY = ("token", "username")
-DEFAULT_RATE_PER_MINUTE = {"evolution": 10, "whatsapp_cloud": 4800}  # the seed system's figure; Cloud ~80/s
-PHONE = re.compile(r"^[1-9][0-9]{7,14}$")
-DIGITS = re.compile(r"^[0-9]{1,32}$")
-INSTANCE = re.compile(r"^[A-Za-z0-9_.@ -]{1,100}$")
-TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
-LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?$")
-BOT_KEYS = {
-    "id",
-    "channel",
-    "number",
-    "rate_per_minute",
-    "evolution_url",
-    "instance",
-    "apikey",
-    "phone_number_id",
-    "waba_id",
-    "access_token",
-    "app_secret",
-    "verify_token",
-    "access_template",
-    "access_template_language",
-    "token",
-    "username",
-    "webhook_secret",
-    "gateway",
-    "pixel_id",
-    "pixel_access_token",
-    "pixel_test_event_code",
-    "utmify_token",
-    "tiktok_pixel_code",
-    "tiktok_access_token",
-    "welcome",
-    "offers",
-    "texts",
-    "checkout",
-    "bumps",
-    "upsells",
-    "downsells",
-    "subscriptions",
-}
-WELCOME_KEYS = {"text", "media_url"}
-CHECKOUT_KEYS = {"expires_minutes", "send_qr"}
-# answerCallbackQuery texts: Telegram takes at most 200 characters
-CALLBACK_TEXTS = {"payment_pending", "payment_confirmed"}
-OFFER_KEYS = {"id", "label", "price", "delivery_text", "delivery_link", "delivery_chat_id", "hidden", "bump",
-              "duration", "join_by_request"}  # fmt: skip
-SUBSCRIPTION_KEYS = {"remind_before", "reminder_text", "expired_text"}
-BUMP_KEYS = {"text", "accept", "decline"}
-UPSELL_KEYS = {"after_offer", "delay", "text", "media_url", "offer"}
-DOWNSELL_KEYS = {"when", "delay", "text", "media_url", "offer", "discount_percent", "price"}
-DOWNSELL_WHEN = ("not_bought", "unpaid")
-POOL_KEYS = {"id", "bots"}
-POOL_MEMBER_KEYS = {"bot", "weight"}
-MAX_WEIGHT = 1000
-DURATION = re.compile(r"^(\d{1,6})([smhd])$")
-UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_DELAY_SECONDS = 365 * 86400
 
 
 class ConfigError(ValueError):
-    """A bad configuration file; `key` is the dotted path of the offending key."""
+    """A bad configuration; `key` is the dotted path of the offending key."""
 
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"{key}: {problem}")
         self.key = key
 
 
+# What buyers read around a payment, unless the bot's [bots.texts] says otherwise (docs/configuration.md lists
+# the keys and their placeholders). answerCallbackQuery texts must stay within 200 characters.
+DEFAULT_TEXTS: dict[str, str] = {
+    "pix": "Pague com PIX copia e cola — toque no código para copiar:\n\n{code}\n\n"
+    "Valor: R$ {amount}. O acesso chega aqui assim que o pagamento for confirmado.",
+    "check_button": "Já paguei — verificar",
+    "payment_pending": "Ainda não recebemos seu pagamento. Assim que o PIX for confirmado, o acesso chega aqui.",
+    "payment_confirmed": "Pagamento confirmado!",
+    "charge_failed": "Não conseguimos gerar seu PIX agora. Tente novamente em instantes.",
+    "charge_expired": "Este PIX expirou. Toque no plano de novo para gerar outro.",
+    "copy_button": "Copiar código PIX",
+    "bump": "Quer levar também {offer} por mais R$ {amount}?",  # [bots.bumps.<offer>] text overrides it
+    "bump_accept": "Sim, quero!",
+    "bump_decline": "Não, obrigado",
+    "followup_button": "Quero — R$ {amount}",  # the button of an upsell or downsell: {offer}, {amount}
+    "broadcast_button": "{offer} — R$ {amount}",  # a broadcast's --offer button: {offer}, {amount}
+    "reminder_text": "Sua assinatura vence em {days} dia(s). Renove para não perder o acesso.",
+    "expired_text": "Sua assinatura venceu. Toque para renovar.",
+    "renew_button": "Renovar — R$ {amount}",
+    # WhatsApp (CONTRACT §12): the prefilled first message of a wa.me link ({token}: the click), the
+    # answer to a message that picks nothing, the button that opens a list of more than 3 choices.
+    "whatsapp_start": "Olá! Quero saber mais. Código: {token}",
+    "choose_hint": "Não entendi. Responda com o número de uma das opções acima.",
+    "choices_button": "Ver opções",
+}
+
+
 @dataclass(frozen=True)
-class GatewaySpec:
+class GatewayConfig:
     id: str
     kind: str
     webhook_secret: str
-    settings: dict[str, str]
+    settings: dict[str, str]  # the kind's own keys (gateways.payments.registry.OPTIONS)
+
+    def __repr__(self) -> str:  # never print secrets or keys
+        return f"GatewayConfig(id={self.id!r}, kind={self.kind!r})"
 
 
 @dataclass(frozen=True)
-class OfferSpec:
-    slug: str
+class OfferConfig:
+    slug: str  # the seller's id for it, unique in the bot
     label: str
     price: Decimal
     delivery_text: str
     delivery_link: str | None
     delivery_chat_id: int | None
-    hidden: bool = False
-    bump: str | None = None  # the slug of the offer proposed as an order bump
-    duration_seconds: int | None = None  # a subscription to delivery_chat_id
+    hidden: bool = False  # no button of its own: sold as a bump or by a follow-up
+    bump: str | None = None  # the slug of the offer proposed as an order bump on a press of this one
+    duration_seconds: int | None = None  # a subscription to delivery_chat_id for this long
     join_by_request: bool = False
+    id: int = 0  # the stored offer's id; 0 until applied
 
 
 @dataclass(frozen=True)
-class BotSpec:
+class Bump:
+    """An order bump's question and buttons (the bot's texts unless [bots.bumps.<offer>] says)."""
+
+    text: str | None = None
+    accept: str | None = None
+    decline: str | None = None
+
+
+@dataclass(frozen=True)
+class FollowupConfig:
+    """An upsell (after the delivery of `after_offer`) or a downsell (`when` a lead has not bought or
+    not paid), `delay_seconds` after its cause; its button buys `offer` at `price` (an upsell at the
+    offer's own price, a downsell at its own)."""
+
+    kind: str  # upsell | downsell
+    position: int
+    delay_seconds: int
+    text: str
+    media_url: str | None
+    offer: str  # slug
+    price: Decimal
+    after_offer: str | None = None  # upsells: slug
+    when: str | None = None  # downsells: not_bought | unpaid
+
+
+@dataclass(frozen=True)
+class WhatsAppConfig:
+    """A WhatsApp bot's keys: Evolution's (evolution_url, instance, apikey) or the Cloud API's
+    (phone_number_id, waba_id, access_token, app_secret, verify_token)."""
+
+    number: str
+    rate_per_minute: int
+    evolution_url: str | None = None
+    instance: str | None = None
+    apikey: str | None = None
+    phone_number_id: str | None = None
+    waba_id: str | None = None
+    access_token: str | None = None
+    app_secret: str | None = None
+    verify_token: str | None = None
+    access_template: str | None = None  # Cloud: an approved template carrying a delivery, past the 24 h
+    access_template_language: str | None = None
+
+    def __repr__(self) -> str:  # never print keys
+        return f"WhatsAppConfig(instance={self.instance!r}, phone_number_id={self.phone_number_id!r})"
+
+    @classmethod
+    def of(cls, values: dict[str, Any] | None) -> WhatsAppConfig | None:
+        """From stored or validated keys (others, such as the bot's webhook secret, are not its own)."""
+        if not values:
+            return None
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def given(self) -> dict[str, Any]:
+        """The keys that are set, as stored."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class BotConfig:
     id: str
-    token: str
-    username: str
+    token: str  # Telegram's; "" for WhatsApp
+    username: str  # Telegram's, without @; "" for WhatsApp
     webhook_secret: str
-    gateway: str | None
+    gateway_id: str | None
     pixel_id: str | None
     pixel_access_token: str | None
     pixel_test_event_code: str | None
     welcome_text: str
     welcome_media_url: str | None
-    offers: tuple[OfferSpec, ...]
-    texts: dict[str, str] = field(default_factory=dict)  # overrides of catalog.snapshot.DEFAULT_TEXTS
+    offers: tuple[OfferConfig, ...]
+    texts: dict[str, str] = field(default_factory=dict)  # the seller's, over DEFAULT_TEXTS
     charge_minutes: int = 30
     send_qr: bool = True
-    # {"bumps": {slug: {text, accept, decline}}, "upsells": [...], "downsells": [...]}, offers by
-    # slug and delays in seconds: stored on the bot, resolved to offer ids by catalog/snapshot.py.
-    selling: dict[str, Any] = field(default_factory=dict)
-    utmify_token: str | None = None  # orders to Utmify (CONTRACT §13)
-    tiktok_pixel_code: str | None = None  # TikTok Events API
+    bumps: dict[str, Bump] = field(default_factory=dict)  # by the bump offer's slug
+    upsells: tuple[FollowupConfig, ...] = ()
+    downsells: tuple[FollowupConfig, ...] = ()
+    remind_before: tuple[int, ...] = ()  # seconds before a subscription's end, longest first
+    utmify_token: str | None = None  # ad destinations besides Meta (CONTRACT §13)
+    tiktok_pixel_code: str | None = None
     tiktok_access_token: str | None = None
-    channel: str = "telegram"
-    channel_settings: dict[str, Any] | None = None  # a WhatsApp bot's keys (catalog.snapshot.WhatsAppConfig)
+    channel: str = "telegram"  # telegram | evolution | whatsapp_cloud (CONTRACT §12)
+    whatsapp: WhatsAppConfig | None = None
+
+    def __repr__(self) -> str:  # never print the token or secrets
+        return f"BotConfig(id={self.id!r}, channel={self.channel!r}, username={self.username!r})"
+
+    @property
+    def link_name(self) -> str:
+        """Who buyers reach, as an operator reads it: @username, or the WhatsApp number."""
+        return self.whatsapp.number if self.whatsapp is not None else f"@{self.username}"
+
+    def offer(self, offer_id: int) -> OfferConfig | None:
+        return next((o for o in self.offers if o.id == offer_id), None)
+
+    def offer_by_slug(self, slug: str | None) -> OfferConfig | None:
+        return next((o for o in self.offers if o.slug == slug), None) if slug else None
+
+    def bump_for(self, offer: OfferConfig) -> OfferConfig | None:
+        """The order bump proposed on a press of `offer`, if it has one."""
+        return self.offer_by_slug(offer.bump)
+
+    @property
+    def buttons(self) -> tuple[OfferConfig, ...]:
+        """The offers shown under the welcome: hidden ones are sold only as bumps and follow-ups."""
+        return tuple(o for o in self.offers if not o.hidden)
+
+    def followup(self, kind: str, position: int) -> FollowupConfig | None:
+        items = self.upsells if kind == "upsell" else self.downsells
+        return items[position] if 0 <= position < len(items) else None
+
+    def text(self, name: str, **values: Any) -> str:
+        """A buyer text with its {placeholders} filled (plain replacement: a seller's stray
+        brace is just a brace)."""
+        return fill(self.texts.get(name) or DEFAULT_TEXTS[name], **values)
 
 
 @dataclass(frozen=True)
-class PoolSpec:
+class PoolConfig:
+    """A redirect pool: its bots with their weights, in the order configured."""
+
     id: str
     members: tuple[tuple[str, int], ...]  # (bot id, weight)
 
 
 @dataclass
 class ConfigFile:
-    gateways: list[GatewaySpec] = field(default_factory=list)
-    bots: list[BotSpec] = field(default_factory=list)
-    pools: list[PoolSpec] = field(default_factory=list)
+    """What one configuration file (or one save in the panel) says."""
+
+    gateways: list[GatewayConfig] = field(default_factory=list)
+    bots: list[BotConfig] = field(default_factory=list)
+    pools: list[PoolConfig] = field(default_factory=list)
 
 
-# --- validation ------------------------------------------------------------------------------
+def brl(amount: Decimal) -> str:
+    """19.9 → "19,90", the way buyers read prices."""
+    whole, cents = f"{amount:.2f}".split(".")
+    groups = f"{int(whole):,}".replace(",", ".")
+    return f"{groups},{cents}"
 
 
-def _table(value: Any, key: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(key, "must be a table")
-    return value
-
-
-def _tables(value: Any, key: str) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise ConfigError(key, f"must be an array of tables ([[{key}]])")
-    return value
-
-
-def _no_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
-    for name in table:
-        if name not in allowed:
-            raise ConfigError(f"{where}.{name}" if where else name, "unknown key")
-
-
-def _str(
-    table: dict[str, Any],
-    name: str,
-    where: str,
-    *,
-    required: bool = True,
-    pattern: re.Pattern[str] | None = None,
-    max_len: int | None = None,
-    what: str = "",
-) -> str | None:
-    key = f"{where}.{name}"
-    if name not in table or (table[name] == "" and not required):
-        if required:
-            raise ConfigError(key, "is required")
-        return None
-    value = table[name]
-    if not isinstance(value, str):
-        raise ConfigError(key, "must be a string")
-    if required and not value.strip():
-        raise ConfigError(key, "must not be empty")
-    if max_len is not None and len(value) > max_len:
-        raise ConfigError(key, f"must be at most {max_len} characters")
-    if pattern is not None and not pattern.match(value):
-        raise ConfigError(key, f"must be {what or pattern.pattern}")
-    return value
-
-
-def _req(table: dict[str, Any], name: str, where: str, **kw: Any) -> str:
-    value = _str(table, name, where, required=True, **kw)
-    assert value is not None
-    return value
-
-
-def _price(table: dict[str, Any], where: str) -> Decimal:
-    key = f"{where}.price"
-    if "price" not in table:
-        raise ConfigError(key, "is required")
-    raw = table["price"]
-    if isinstance(raw, bool) or isinstance(raw, float):
-        raise ConfigError(key, 'must be a decimal string such as "19.90" (floats lose cents)')
-    text = str(raw).strip() if isinstance(raw, (str, int)) else None
-    if text is None or not PRICE.match(text):
-        raise ConfigError(key, 'must be a decimal string such as "19.90"')
-    try:
-        price = Decimal(text).quantize(Decimal("0.01"))
-    except InvalidOperation:
-        raise ConfigError(key, 'must be a decimal string such as "19.90"') from None
-    if price <= 0:
-        raise ConfigError(key, "must be greater than zero")
-    return price
-
-
-def duration_seconds(value: Any, key: str) -> int:
-    """ "90s", "10m", "3d" → seconds."""
-    match = DURATION.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise ConfigError(key, 'must be a duration such as "90s", "10m", "2h" or "3d"')
-    seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2)]
-    if seconds > MAX_DELAY_SECONDS:
-        raise ConfigError(key, "must be at most 365 days")
-    return seconds
-
-
-def _offer_ref(table: dict[str, Any], name: str, where: str, slugs: set[str]) -> str:
-    slug = _req(table, name, where)
-    if slug not in slugs:
-        raise ConfigError(f"{where}.{name}", f"no offer {slug!r} in this bot's offers")
-    return slug
-
-
-def _selling(table: dict[str, Any], where: str, offers: list[OfferSpec]) -> dict[str, Any]:
-    """Bumps' texts, upsells and downsells, every offer reference checked against this bot's offers."""
-    slugs = {o.slug for o in offers}
-    prices = {o.slug: o.price for o in offers}
-    for i, offer in enumerate(offers):
-        if offer.bump is not None:
-            key = f"{where}.offers[{i}].bump"
-            if offer.bump == offer.slug:
-                raise ConfigError(key, "an offer cannot be its own bump")
-            if offer.bump not in slugs:
-                raise ConfigError(key, f"no offer {offer.bump!r} in this bot's offers")
-    bumps: dict[str, dict[str, str]] = {}
-    for slug, texts in _table(table.get("bumps", {}), f"{where}.bumps").items():
-        at = f"{where}.bumps.{slug}"
-        if slug not in slugs:
-            raise ConfigError(at, f"no offer {slug!r} in this bot's offers")
-        texts = _table(texts, at)
-        _no_unknown(texts, BUMP_KEYS, at)
-        bumps[slug] = {name: _req(texts, name, at, max_len=64 if name != "text" else 1000) for name in texts}
-    upsells = []
-    for i, up in enumerate(_tables(table.get("upsells", []), f"{where}.upsells")):
-        at = f"{where}.upsells[{i}]"
-        _no_unknown(up, UPSELL_KEYS, at)
-        upsells.append({
-            "after_offer": _offer_ref(up, "after_offer", at, slugs),
-            "delay": duration_seconds(up.get("delay", "0s"), f"{at}.delay"),
-            "text": _req(up, "text", at, max_len=1000),
-            "media_url": _str(up, "media_url", at, required=False, pattern=URL, what="an http(s) URL"),
-            "offer": _offer_ref(up, "offer", at, slugs),
-        })  # fmt: skip
-    downsells = []
-    for i, down in enumerate(_tables(table.get("downsells", []), f"{where}.downsells")):
-        at = f"{where}.downsells[{i}]"
-        _no_unknown(down, DOWNSELL_KEYS, at)
-        when = down.get("when")
-        if when not in DOWNSELL_WHEN:
-            raise ConfigError(f"{at}.when", f"must be one of {', '.join(DOWNSELL_WHEN)}")
-        if "delay" not in down:
-            raise ConfigError(f"{at}.delay", "is required")
-        target = _offer_ref(down, "offer", at, slugs)
-        if ("discount_percent" in down) == ("price" in down):
-            raise ConfigError(f"{at}.discount_percent", "give discount_percent or price (one of them)")
-        if "price" in down:
-            price = _price(down, at)
-        else:
-            percent = down["discount_percent"]
-            if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 99:
-                raise ConfigError(f"{at}.discount_percent", "must be a whole number from 1 to 99")
-            price = discounted(prices[target], percent)
-        downsells.append({
-            "when": when,
-            "delay": duration_seconds(down["delay"], f"{at}.delay"),
-            "text": _req(down, "text", at, max_len=1000),
-            "media_url": _str(down, "media_url", at, required=False, pattern=URL, what="an http(s) URL"),
-            "offer": target,
-            "price": str(price),
-        })  # fmt: skip
-    subscriptions = _subscriptions(_table(table.get("subscriptions", {}), f"{where}.subscriptions"),
-                                   f"{where}.subscriptions")  # fmt: skip
-    parts = {"subscriptions": subscriptions, "bumps": bumps, "upsells": upsells, "downsells": downsells}
-    return {name: part for name, part in parts.items() if part}
-
-
-def _subscriptions(table: dict[str, Any], where: str) -> dict[str, Any]:
-    """[bots.subscriptions]: reminders before the end (durations, each once), and the two texts."""
-    _no_unknown(table, SUBSCRIPTION_KEYS, where)
-    if not table:
-        return {}
-    reminders = table.get("remind_before", [])
-    if not isinstance(reminders, list):
-        raise ConfigError(f"{where}.remind_before", 'must be a list of durations such as ["3d", "1d"]')
-    seconds = sorted({duration_seconds(r, f"{where}.remind_before[{i}]") for i, r in enumerate(reminders)},
-                     reverse=True)  # fmt: skip
-    doc: dict[str, Any] = {"remind_before": seconds}
-    for name in ("reminder_text", "expired_text"):
-        value = _str(table, name, where, required=False, max_len=1000)
-        if value is not None:
-            doc[name] = value
-    return doc
+def fill(template: str, **values: Any) -> str:
+    """`template` with each {name} replaced by its value."""
+    for key, value in values.items():
+        template = template.replace("{" + key + "}", str(value))
+    return template
 
 
 def discounted(price: Decimal, percent: int) -> Decimal:
     """`percent` off, rounded half up to cents, never under R$ 0.01."""
     value = (price * (100 - percent) / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     return max(value, Decimal("0.01"))
-
-
-def _gateway(table: dict[str, Any], where: str) -> GatewaySpec:
-    kind = _req(table, "kind", where)
-    if kind not in GATEWAY_KINDS:
-        raise ConfigError(f"{where}.kind", f"must be one of {', '.join(GATEWAY_KINDS)}")
-    own = GATEWAY_KINDS[kind]
-    _no_unknown(table, {"id", "kind", "webhook_secret", *own}, where)
-    settings: dict[str, str] = {}
-    for name, required in own.items():
-        value = _str(table, name, where, required=required, max_len=GATEWAY_LIMITS.get(name))
-        if value is not None:
-            settings[name] = value
-    return GatewaySpec(
-        id=_req(table, "id", where, pattern=SLUG, what="1–64 characters of A-Za-z0-9_-"),
-        kind=kind,
-        webhook_secret=_req(table, "webhook_secret", where),
-        settings=settings,
-    )
-
-
-def _offer(table: dict[str, Any], where: str) -> OfferSpec:
-    _no_unknown(table, OFFER_KEYS, where)
-    link = _str(table, "delivery_link", where, required=False, pattern=URL, what="an http(s) URL")
-    chat = table.get("delivery_chat_id")
-    if chat is not None and (isinstance(chat, bool) or not isinstance(chat, int)):
-        raise ConfigError(f"{where}.delivery_chat_id", "must be an integer chat id such as -100123")
-    if link is None and chat is None:
-        raise ConfigError(f"{where}.delivery_link", "is required (or delivery_chat_id)")
-    if link is not None and chat is not None:
-        raise ConfigError(f"{where}.delivery_chat_id", "give delivery_link or delivery_chat_id, not both")
-    hidden = table.get("hidden", False)
-    if not isinstance(hidden, bool):
-        raise ConfigError(f"{where}.hidden", "must be true or false")
-    duration = duration_seconds(table["duration"], f"{where}.duration") if "duration" in table else None
-    if duration is not None and duration < 10:
-        raise ConfigError(f"{where}.duration", "must be at least 10 seconds")
-    by_request = table.get("join_by_request", False)
-    if not isinstance(by_request, bool):
-        raise ConfigError(f"{where}.join_by_request", "must be true or false")
-    if (duration is not None or by_request) and chat is None:
-        key = "duration" if duration is not None else "join_by_request"
-        raise ConfigError(f"{where}.{key}", "needs delivery_chat_id (the chat the subscription gives access to)")
-    return OfferSpec(
-        hidden=hidden,
-        duration_seconds=duration,
-        join_by_request=by_request,
-        bump=_str(table, "bump", where, required=False),
-        slug=_req(table, "id", where, pattern=SLUG, what="1–64 characters of A-Za-z0-9_-"),
-        label=_req(table, "label", where, max_len=128),
-        price=_price(table, where),
-        delivery_text=_str(table, "delivery_text", where, required=False, max_len=3000) or "",
-        delivery_link=link,
-        delivery_chat_id=chat,
-    )
-
-
-def _texts(table: dict[str, Any], where: str) -> dict[str, str]:
-    _no_unknown(table, set(DEFAULT_TEXTS), where)
-    texts: dict[str, str] = {}
-    for name in table:
-        limit = 200 if name in CALLBACK_TEXTS else 3000
-        texts[name] = _req(table, name, where, max_len=limit)
-    if "whatsapp_start" in texts and "{token}" not in texts["whatsapp_start"]:
-        raise ConfigError(f"{where}.whatsapp_start", "must contain {token}, where the click's code goes")
-    if "pix" in texts and "{code}" not in texts["pix"]:
-        raise ConfigError(f"{where}.pix", "must contain {code}, where the copy-and-paste code goes")
-    return texts
-
-
-def _checkout(table: dict[str, Any], where: str) -> tuple[int, bool]:
-    _no_unknown(table, CHECKOUT_KEYS, where)
-    minutes = table.get("expires_minutes", 30)
-    if isinstance(minutes, bool) or not isinstance(minutes, int) or not 5 <= minutes <= 7 * 24 * 60:
-        raise ConfigError(f"{where}.expires_minutes", "must be a whole number of minutes from 5 to 10080")
-    send_qr = table.get("send_qr", True)
-    if not isinstance(send_qr, bool):
-        raise ConfigError(f"{where}.send_qr", "must be true or false")
-    return minutes, send_qr
-
-
-def _whatsapp(table: dict[str, Any], where: str, channel: str) -> dict[str, Any]:
-    """A WhatsApp bot's keys, each checked; Telegram's and the other channel's refused by name."""
-    for name in TELEGRAM_ONLY:
-        if name in table:
-            raise ConfigError(f"{where}.{name}", f"is for Telegram bots (channel = {channel!r} has none)")
-    own = WHATSAPP_KEYS[channel]
-    for other, keys in WHATSAPP_KEYS.items():
-        for name in keys:
-            if other != channel and name not in own and name in table:
-                raise ConfigError(f"{where}.{name}", f"is for channel = {other!r}, not {channel!r}")
-    values: dict[str, Any] = {
-        "number": _req(table, "number", where, pattern=PHONE, what="the WhatsApp number in digits, e.g. 5511999999999")
-    }
-    rate = table.get("rate_per_minute", DEFAULT_RATE_PER_MINUTE[channel])
-    if isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= 6000:
-        raise ConfigError(f"{where}.rate_per_minute", "must be a whole number from 1 to 6000")
-    values["rate_per_minute"] = rate
-    patterns: dict[str, tuple[re.Pattern[str], str]] = {
-        "evolution_url": (URL, "an http(s) URL"), "instance": (INSTANCE, "an Evolution instance name"),
-        "phone_number_id": (DIGITS, "digits"), "waba_id": (DIGITS, "digits"),
-        "webhook_secret": (TELEGRAM_SECRET, "1–256 characters of A-Za-z0-9_-"),
-        "access_template": (TEMPLATE_NAME, "an approved template's name: lowercase letters, digits and _"),
-        "access_template_language": (LANGUAGE, "a template language code such as pt_BR"),
-    }  # fmt: skip
-    for name, required in own.items():
-        pattern, what = patterns.get(name, (None, ""))
-        value = _str(table, name, where, required=required, max_len=512, pattern=pattern, what=what)
-        if value is not None:
-            values[name] = value
-    if "access_template_language" in values and "access_template" not in values:
-        raise ConfigError(f"{where}.access_template_language", "needs access_template (the template it names)")
-    if "evolution_url" in values:
-        values["evolution_url"] = values["evolution_url"].rstrip("/")
-    return values
-
-
-def _distinct_titles(offers: list[OfferSpec], where: str) -> None:
-    """The Cloud API shows the welcome's offers as reply buttons (≤ 3) or list rows (4–10) whose
-    titles are the labels cut short: two that cut to the same title would be one choice to the
-    buyer (and Meta refuses the message). Refused here, naming both offers."""
-    shown = [(i, o) for i, o in enumerate(offers) if not o.hidden]
-    if not 0 < len(shown) <= CLOUD_MAX_ROWS:
-        return  # none, or a numbered list: the full labels
-    size = CLOUD_BUTTON_TITLE if len(shown) <= CLOUD_MAX_BUTTONS else CLOUD_ROW_TITLE
-    first: dict[str, OfferSpec] = {}
-    for i, offer in shown:
-        title = offer.label[:size]
-        if title in first:
-            both = f"offers {first[title].slug!r} and {offer.slug!r}"
-            raise ConfigError(f"{where}.offers[{i}].label", f"{both} both show as {title!r} on WhatsApp (labels cut "
-                              f"to {size} characters): make them differ sooner")  # fmt: skip
-        first[title] = offer
-
-
-def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotSpec:
-    _no_unknown(table, BOT_KEYS, where)
-    channel = table.get("channel", "telegram")
-    if channel not in CHANNELS:
-        raise ConfigError(f"{where}.channel", f"must be one of {', '.join(CHANNELS)}")
-    whatsapp = _whatsapp(table, where, channel) if channel != "telegram" else None
-    if whatsapp is None:
-        for name in ("number", "rate_per_minute", *WHATSAPP_KEYS["evolution"], *WHATSAPP_KEYS["whatsapp_cloud"]):
-            if name in table and name != "webhook_secret":
-                raise ConfigError(f"{where}.{name}", 'is for WhatsApp bots (channel = "evolution" or "whatsapp_cloud")')
-    welcome = _table(table.get("welcome", {}), f"{where}.welcome")
-    _no_unknown(welcome, WELCOME_KEYS, f"{where}.welcome")
-    text = _str(welcome, "text", f"{where}.welcome", required=False) or ""
-    media = _str(welcome, "media_url", f"{where}.welcome", required=False, pattern=URL, what="an http(s) URL")
-    if not text.strip() and media is None:
-        raise ConfigError(f"{where}.welcome.text", "is required (or welcome.media_url)")
-    offers = [
-        _offer(o, f"{where}.offers[{i}]") for i, o in enumerate(_tables(table.get("offers", []), f"{where}.offers"))
-    ]
-    seen: set[str] = set()
-    for i, offer in enumerate(offers):
-        if offer.slug in seen:
-            raise ConfigError(f"{where}.offers[{i}].id", f"duplicate offer id {offer.slug!r}")
-        seen.add(offer.slug)
-    gateway = _str(table, "gateway", where, required=False)
-    if gateway is not None and gateway not in gateway_ids:
-        raise ConfigError(f"{where}.gateway", f"no gateway {gateway!r} in this file or the database")
-    if offers and gateway is None:
-        raise ConfigError(f"{where}.gateway", "is required for a bot with offers")
-    texts = _texts(_table(table.get("texts", {}), f"{where}.texts"), f"{where}.texts")
-    selling = _selling(table, where, offers)
-    charge_minutes, send_qr = _checkout(_table(table.get("checkout", {}), f"{where}.checkout"), f"{where}.checkout")
-    pixel_id = _str(table, "pixel_id", where, required=False, pattern=re.compile(r"^\d{1,32}$"), what="digits")
-    pixel_token = _str(table, "pixel_access_token", where, required=False)
-    if pixel_id and not pixel_token:
-        raise ConfigError(f"{where}.pixel_access_token", "is required with pixel_id (Conversions API access token)")
-    if pixel_token and not pixel_id:
-        raise ConfigError(f"{where}.pixel_id", "is required with pixel_access_token")
-    tiktok_code = _str(table, "tiktok_pixel_code", where, required=False, pattern=re.compile(r"^[A-Za-z0-9]{1,64}$"),
-                       what="TikTok's pixel code (letters and digits)")  # fmt: skip
-    tiktok_token = _str(table, "tiktok_access_token", where, required=False, max_len=512)
-    if tiktok_code and not tiktok_token:
-        raise ConfigError(
-            f"{where}.tiktok_access_token", "is required with tiktok_pixel_code (Events API access token)"
-        )
-    if tiktok_token and not tiktok_code:
-        raise ConfigError(f"{where}.tiktok_pixel_code", "is required with tiktok_access_token")
-    if whatsapp is not None:
-        for i, offer in enumerate(offers):
-            if offer.delivery_chat_id is not None:  # the VIP chat and its invite links are Telegram's
-                raise ConfigError(f"{where}.offers[{i}].delivery_chat_id",
-                                  "is for Telegram bots: a WhatsApp bot delivers a delivery_link")  # fmt: skip
-    if channel == "whatsapp_cloud":
-        _distinct_titles(offers, where)
-    telegram = whatsapp is None
-    return BotSpec(
-        id=_req(table, "id", where, pattern=SLUG, what="1–64 characters of A-Za-z0-9_-"),
-        token=_req(table, "token", where, pattern=BOT_TOKEN, what="a Telegram bot token (digits:characters)")
-        if telegram
-        else "",
-        username=_req(table, "username", where, pattern=USERNAME, what="a Telegram username").lstrip("@")
-        if telegram
-        else "",
-        webhook_secret=_req(
-            table,
-            "webhook_secret",
-            where,
-            pattern=TELEGRAM_SECRET,
-            what="1–256 characters of A-Za-z0-9_- (Telegram's secret_token)",
-        )
-        if telegram
-        else str((whatsapp or {}).get("webhook_secret", "")),
-        channel=channel,
-        channel_settings=whatsapp,
-        gateway=gateway,
-        pixel_id=pixel_id,
-        pixel_access_token=pixel_token,
-        pixel_test_event_code=_str(table, "pixel_test_event_code", where, required=False, max_len=64),
-        welcome_text=text,
-        welcome_media_url=media,
-        offers=tuple(offers),
-        texts=texts,
-        charge_minutes=charge_minutes,
-        send_qr=send_qr,
-        selling=selling,
-        utmify_token=_str(table, "utmify_token", where, required=False, max_len=512),
-        tiktok_pixel_code=tiktok_code,
-        tiktok_access_token=tiktok_token,
-    )
-
-
-def _pool(table: dict[str, Any], where: str, bot_ids: set[str]) -> PoolSpec:
-    """`[[pools]]`: an id and its bots, each a bot id (weight 1) or `{ bot = "...", weight = N }`."""
-    _no_unknown(table, POOL_KEYS, where)
-    pool_id = _req(table, "id", where, pattern=SLUG)
-    bots = table.get("bots")
-    if not isinstance(bots, list) or not bots:
-        raise ConfigError(f"{where}.bots", "must be a non-empty list of bot ids or { bot = ..., weight = ... }")
-    members: list[tuple[str, int]] = []
-    for i, item in enumerate(bots):
-        at = f"{where}.bots[{i}]"
-        if isinstance(item, str):
-            bot_id, weight = item, 1
-        elif isinstance(item, dict):
-            _no_unknown(item, POOL_MEMBER_KEYS, at)
-            bot_id = _req(item, "bot", at)
-            weight = item.get("weight", 1)
-            if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= MAX_WEIGHT:
-                raise ConfigError(f"{at}.weight", f"must be an integer from 1 to {MAX_WEIGHT}")
-        else:
-            raise ConfigError(at, "must be a bot id or { bot = ..., weight = ... }")
-        if bot_id not in bot_ids:
-            raise ConfigError(at, f"unknown bot {bot_id!r} (not in this file nor applied before)")
-        if any(b == bot_id for b, _ in members):
-            raise ConfigError(at, f"bot {bot_id!r} is in the pool twice")
-        members.append((bot_id, weight))
-    return PoolSpec(pool_id, tuple(members))
-
-
-def parse(data: dict[str, Any], known_gateways: set[str], known_bots: set[str] | None = None) -> ConfigFile:
-    """Validate a decoded TOML document. `known_gateways`, `known_bots`: ids already in the database."""
-    _no_unknown(data, {"gateways", "bots", "pools"}, "")
-    config = ConfigFile()
-    for i, table in enumerate(_tables(data.get("gateways", []), "gateways")):
-        gateway = _gateway(table, f"gateways[{i}]")
-        if any(g.id == gateway.id for g in config.gateways):
-            raise ConfigError(f"gateways[{i}].id", f"duplicate gateway id {gateway.id!r}")
-        config.gateways.append(gateway)
-    gateway_ids = known_gateways | {g.id for g in config.gateways}
-    for i, table in enumerate(_tables(data.get("bots", []), "bots")):
-        bot = _bot(table, f"bots[{i}]", gateway_ids)
-        if any(b.id == bot.id for b in config.bots):
-            raise ConfigError(f"bots[{i}].id", f"duplicate bot id {bot.id!r}")
-        config.bots.append(bot)
-    bot_ids = (known_bots or set()) | {b.id for b in config.bots}
-    for i, table in enumerate(_tables(data.get("pools", []), "pools")):
-        pool = _pool(table, f"pools[{i}]", bot_ids)
-        if any(p.id == pool.id for p in config.pools):
-            raise ConfigError(f"pools[{i}].id", f"duplicate pool id {pool.id!r}")
-        config.pools.append(pool)
-    return config
-
-
-def load(path: Path, known_gateways: set[str], known_bots: set[str] | None = None) -> ConfigFile:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(str(path), f"cannot read file ({exc.strerror})") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
-    return parse(data, known_gateways, known_bots)

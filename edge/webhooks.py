@@ -7,7 +7,6 @@ no Request objects, no router, no middleware chain; headers and body come from t
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from typing import Any
@@ -20,6 +19,8 @@ from actors import payments, updates
 from edge.enqueue import EnqueueError, message_bytes
 from gateways.channel import usable_event_id
 from gateways.payments.base import BadNotification
+from gateways.telegram import KIND as TELEGRAM
+from gateways.telegram import SECRET_HEADER, secret_ok
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,6 @@ ROUTE = "/webhook/telegram/{bot_id}"
 PAYMENT_PREFIX = "/webhook/payment/"
 PAYMENT_ROUTE = "/webhook/payment/{gateway_id}"
 
-SECRET_HEADER = b"x-telegram-bot-api-secret-token"
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -107,8 +107,8 @@ async def serve_webhook(edge: Any, bot_id: str, scope: Scope, receive: Receive, 
             given = value
         elif name == b"content-length" and value.isdigit():
             declared = int(value)
-    if given is None or not hmac.compare_digest(given, secret):
-        await respond(send, 401, "bad or missing secret token")
+    if not secret_ok(secret, given):
+        await respond(send, 401, TELEGRAM.unauthentic)
         return 401
     body = await read_body(receive, declared, settings.EDGE_MAX_BODY_BYTES)
     if body is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,26 +21,18 @@ from starlette.types import Receive, Scope, Send
 import settings
 from actors import updates
 from edge.webhooks import enqueue_then_ack, header, read_body, refused, respond
-from gateways.channel import Malformed
-from gateways.evolution import parse_event
-from gateways.whatsapp_cloud import parse_webhook, signature_ok
+from gateways.channel import ChannelKind, Malformed
+from gateways.channel_kinds import kind_of
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/webhook/whatsapp/"
 ROUTE = "/webhook/whatsapp/{bot_id}"
-SIGNATURE_HEADER = b"x-hub-signature-256"
-AUTHORIZATION = b"authorization"
-# What of Evolution's body the router needs: the rest (its apikey, the server's URL) stays here.
-EVOLUTION_FIELDS = ("event", "instance", "data")
 
 
-def _authentic(bot: Any, scope: Scope, body: bytes) -> bool:
-    wa = bot.whatsapp
-    if bot.channel == "evolution":
-        given = header(scope, AUTHORIZATION) or b""
-        return hmac.compare_digest(given, b"Bearer " + bot.webhook_secret.encode())
-    return signature_ok((wa.app_secret or "").encode(), body, header(scope, SIGNATURE_HEADER))
+def _secrets(bot: Any) -> Mapping[str, Any]:
+    """The bot's keys its channel kind checks and reads a webhook with."""
+    return {"webhook_secret": bot.webhook_secret, **bot.whatsapp.given()}
 
 
 def _bot(edge: Any, bot_id: str) -> Any:
@@ -57,10 +50,11 @@ async def serve_whatsapp(edge: Any, bot_id: str, scope: Scope, receive: Receive,
     if body is None:
         await respond(send, 413, f"body over {settings.EDGE_MAX_BODY_BYTES} bytes")
         return 413
-    if not _authentic(bot, scope, body):
+    kind: ChannelKind = kind_of(bot.channel)
+    secrets = _secrets(bot)
+    if not kind.authentic(secrets, lambda name: header(scope, name), body):
         log.warning("whatsapp webhook refused bot=%s reason=authentication", bot_id)
-        await respond(send, 401, "bad or missing signature" if bot.channel == "whatsapp_cloud" else "bad or missing "
-                      "bearer secret")  # fmt: skip
+        await respond(send, 401, kind.unauthentic)
         return 401
     try:
         doc = json.loads(body.decode("utf-8"))
@@ -71,17 +65,16 @@ async def serve_whatsapp(edge: Any, bot_id: str, scope: Scope, receive: Receive,
         await respond(send, 400, "body is not a JSON object")
         return 400
     try:
-        events = (parse_event(doc) if bot.channel == "evolution"
-                  else parse_webhook(doc, bot.whatsapp.phone_number_id or ""))  # fmt: skip
+        events = kind.parse(doc, secrets)
     except (Malformed, ValueError, TypeError, AttributeError, KeyError) as exc:
         await respond(send, 400, str(exc) if isinstance(exc, Malformed) else "malformed body")
         return 400
     if not events:  # our own messages, statuses, groups, other numbers, other events: nothing to do
         await respond(send, 200)
         return 200
-    if bot.channel != "evolution":  # the Cloud body as it came (it holds no secret)
+    if kind.forward is None:  # the body as it came (the Cloud API's holds no secret)
         return await enqueue_then_ack(edge, send, updates.route, bot_id, body.decode("utf-8"))
-    kept = {k: doc[k] for k in EVOLUTION_FIELDS if k in doc}
+    kept = {k: doc[k] for k in kind.forward if k in doc}  # Evolution's without its apikey
     return await enqueue_then_ack(edge, send, updates.route, bot_id, json.dumps(kept, ensure_ascii=False))
 
 

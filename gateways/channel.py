@@ -23,7 +23,7 @@ No error message carries a token, an apikey or a buyer's number."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard, runtime_checkable
@@ -216,6 +216,33 @@ def membership(channel: Channel) -> Membership | None:
     return channel if isinstance(channel, Membership) else None
 
 
+# A header of an inbound webhook by its lowercase name, as bytes (None when absent).
+Header = Callable[[bytes], bytes | None]
+
+
+@dataclass(frozen=True)
+class ChannelKind:
+    """What the platform knows of a kind of chat channel before any bot uses it: its configuration
+    keys, the route its provider posts to, its pace and limits, and how an inbound webhook is told
+    authentic and read. `keys` are a bot's own keys for this kind (True = required); `authentic` and
+    `parse` get those keys' values as configured (`secrets`)."""
+
+    name: str  # telegram | evolution | whatsapp_cloud: a bot's `channel`
+    route: str  # its webhooks: POST /webhook/{route}/{bot_id}
+    keys: Mapping[str, bool]
+    rate_per_minute: int | None  # a bot's default pace; None: the platform's Telegram settings
+    text_limit: int  # a text message's length
+    authentic: Callable[[Mapping[str, Any], Header, bytes], bool]
+    parse: Callable[[dict[str, Any], Mapping[str, Any]], list[Inbound]]  # raises Malformed
+    forward: tuple[str, ...] | None = None  # the body's fields the router gets; None: the body as it came
+    unauthentic: str = "bad or missing signature"  # the 401's words when `authentic` says no
+
+    @property
+    def numbered(self) -> bool:
+        """A number's channel (WhatsApp): no bot username, a phone number and a pace of its own."""
+        return self.rate_per_minute is not None
+
+
 class Channel(Protocol):
     """One bot's chat channel."""
 
@@ -228,6 +255,9 @@ class Channel(Protocol):
     retry_delays_ms: tuple[int, ...]
     # A number's first message starts the funnel (WhatsApp has no /start).
     first_message_starts: bool
+    # Sends are refused outside a window that a buyer's own message opens (the Cloud API's 24 hours):
+    # what was held back for it goes when they write again.
+    service_window: bool
 
     def render(self, key: str, chat_id: int, message: Message) -> list[Request]: ...
 
@@ -251,4 +281,9 @@ class Channel(Protocol):
 
     def inbound(self, body: dict[str, Any]) -> list[Inbound]:
         """What the provider sent us (a webhook's body) as router events; raises Malformed."""
+        ...
+
+    def set_webhook(self, url: str, secret: str) -> str:
+        """Point the provider's webhooks for this bot at `url`; says what was done, or what the
+        operator must do by hand where the provider takes it only in its own dashboard."""
         ...

@@ -14,9 +14,10 @@ and buyers' numbers never reach an error's text."""
 from __future__ import annotations
 
 import base64
+import hmac
 import logging
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlparse
 
@@ -25,9 +26,11 @@ import httpx
 from gateways.channel import (
     ChannelBlocked,
     ChannelDisconnected,
+    ChannelKind,
     ChannelPermanent,
     ChannelRetryAfter,
     ChannelTransient,
+    Header,
     Inbound,
     Malformed,
     Message,
@@ -39,7 +42,7 @@ from gateways.channel import (
 )
 from gateways.http import pooled_client
 from gateways.text import is_video
-from gateways.whatsapp import CAPTION_LIMIT, click_token, number_of, numbered, pieces, plain_text, scrub
+from gateways.whatsapp import CAPTION_LIMIT, TEXT_LIMIT, click_token, number_of, numbered, pieces, plain_text, scrub
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,7 @@ class EvolutionChannel:
     kind = "evolution"
     retry_delays_ms: tuple[int, ...] = (60_000, 120_000, 240_000)
     first_message_starts = True
+    service_window = False
 
     def __init__(self, gateway: EvolutionGateway, bot_id: str, base_url: str, instance: str, apikey: str, *,
                  rate: tuple[int, int] = (10, 60_000), typing_ms: int = 0,
@@ -190,8 +194,9 @@ class EvolutionChannel:
             return None
         return state == "open"
 
-    def set_webhook(self, url: str, secret: str) -> Any:
-        return self.gateway.set_webhook(self.base_url, self.instance, self.apikey, url, secret)
+    def set_webhook(self, url: str, secret: str) -> str:
+        self.gateway.set_webhook(self.base_url, self.instance, self.apikey, url, secret)
+        return f"webhook set to {url}"
 
     def inbound(self, body: dict[str, Any]) -> list[Inbound]:
         return parse_event(body)
@@ -265,3 +270,22 @@ def parse_event(body: dict[str, Any]) -> list[Inbound]:
         events.append(Inbound(update_id_of(message_id), kind, person, number, text=text,
                               payload=click_token(text), data=data_picked, ctwa_clid=_ctwa(item)))  # fmt: skip
     return events
+
+
+def _bearer_ok(secrets: Mapping[str, Any], header: Header, body: bytes) -> bool:
+    """`Authorization: Bearer <the bot's webhook_secret>`, which `set_webhook` gave Evolution."""
+    expected = str(secrets.get("webhook_secret") or "").encode()
+    return bool(expected) and hmac.compare_digest(header(b"authorization") or b"", b"Bearer " + expected)
+
+
+KIND = ChannelKind(
+    "evolution",
+    route="whatsapp",
+    keys={"webhook_secret": True, "evolution_url": True, "instance": True, "apikey": True},
+    rate_per_minute=10,  # the seed system's figure for an unofficial number
+    text_limit=TEXT_LIMIT,
+    authentic=_bearer_ok,
+    parse=lambda body, secrets: parse_event(body),
+    forward=("event", "instance", "data"),  # not its apikey, nor the server's URL
+    unauthentic="bad or missing bearer secret",
+)

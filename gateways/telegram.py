@@ -17,6 +17,7 @@ with their text."""
 
 from __future__ import annotations
 
+import hmac
 import html as _html
 import json
 import re
@@ -29,6 +30,7 @@ from gateways.channel import (
     CODE_SLOT,
     ChannelBlocked,
     ChannelError,
+    ChannelKind,
     ChannelMaybeSent,
     ChannelPermanent,
     ChannelRetryAfter,
@@ -137,6 +139,7 @@ class TelegramGateway:
 # --- Telegram as a chat channel -------------------------------------------------------------------
 
 CAPTION_LIMIT = 1024
+TEXT_LIMIT = 4096  # a message's text, in UTF-16 code units
 COPY_TEXT_LIMIT = 256  # Bot API 7.11 CopyTextButton
 FILE_IDS = "grimbots:tg:file_id:{bot_id}"
 INT64 = 2**63
@@ -166,6 +169,7 @@ class TelegramChannel:
     kind = "telegram"
     retry_delays_ms: tuple[int, ...] = ()
     first_message_starts = False
+    service_window = False
 
     def __init__(self, gateway: TelegramGateway, bot_id: str, token: str, *, rate: tuple[int, int] = (30, 1000),
                  cache: Any = None) -> None:  # fmt: skip
@@ -253,7 +257,7 @@ class TelegramChannel:
             parts.append(("qr" if message.image is not None else "media", spec))
             if captioned or not text:
                 text = ""
-        pieces = [text] if html and text else split_text(text)
+        pieces = [text] if html and text else split_text(text, TEXT_LIMIT)
         for i, piece in enumerate(pieces):
             params = {"chat_id": chat_id, "text": piece, **extra}
             if not message.link_preview:
@@ -292,6 +296,33 @@ class TelegramChannel:
 
     def inbound(self, update: dict[str, Any]) -> list[Inbound]:
         return [parse_update(update)]
+
+    def set_webhook(self, url: str, secret: str) -> str:
+        self.gateway.set_webhook(self.token, url, secret, ALLOWED_UPDATES)
+        return f"webhook set to {url}"
+
+
+# The updates a bot's webhook asks for: chat_member and chat_join_request are not sent unless asked.
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "chat_member", "chat_join_request"]
+SECRET_HEADER = b"x-telegram-bot-api-secret-token"
+
+
+def secret_ok(expected: bytes, given: bytes | None) -> bool:
+    """The `X-Telegram-Bot-Api-Secret-Token` of a webhook call against the bot's, in constant time."""
+    return bool(expected) and given is not None and hmac.compare_digest(given, expected)
+
+
+KIND = ChannelKind(
+    "telegram",
+    route="telegram",
+    keys={"token": True, "username": True, "webhook_secret": True},
+    rate_per_minute=None,
+    text_limit=TEXT_LIMIT,
+    authentic=lambda secrets, header, body: secret_ok(str(secrets.get("webhook_secret") or "").encode(),
+                                                     header(SECRET_HEADER)),
+    parse=lambda body, secrets: [parse_update(body)],
+    unauthentic="bad or missing secret token",
+)  # fmt: skip
 
 
 # --- updates in ------------------------------------------------------------------------------------

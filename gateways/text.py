@@ -6,16 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlparse
 
-TELEGRAM_TEXT_LIMIT = 4096  # a Telegram message's text (UTF-16 code units); WhatsApp's is the same figure
-
 
 def utf16_length(text: str) -> int:
     """Telegram counts message length in UTF-16 code units."""
     return len(text.encode("utf-16-le")) // 2
 
 
-def split_text(text: str, limit: int = TELEGRAM_TEXT_LIMIT, length: Callable[[str], int] = utf16_length) -> list[str]:
-    """Split on paragraph, line or word boundaries into parts of at most `limit`."""
+def split_text(text: str, limit: int, length: Callable[[str], int] = utf16_length) -> list[str]:
+    """Split on paragraph, line or word boundaries into parts of at most `limit` (as `length` counts)."""
     parts: list[str] = []
     rest = text.strip()
     while length(rest) > limit:

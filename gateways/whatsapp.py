@@ -9,7 +9,7 @@ from typing import Any
 from gateways.channel import CODE_SLOT, Message
 from gateways.text import split_text
 
-TEXT_LIMIT = 4096
+TEXT_LIMIT = 4096  # a message's text, in characters
 CAPTION_LIMIT = 1024
 # A click token (clicks.py: 30 characters of A-Za-z0-9_-) anywhere in the prefilled text of a wa.me link.
 TOKEN = re.compile(r"(?<![A-Za-z0-9_-])([A-Za-z0-9_-]{30})(?![A-Za-z0-9_-])")

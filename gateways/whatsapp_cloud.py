@@ -24,6 +24,7 @@ import httpx
 
 from gateways.channel import (
     ChannelBlocked,
+    ChannelKind,
     ChannelPermanent,
     ChannelRetryAfter,
     ChannelTransient,
@@ -38,7 +39,7 @@ from gateways.channel import (
 )
 from gateways.http import pooled_client
 from gateways.text import is_video
-from gateways.whatsapp import CAPTION_LIMIT, click_token, number_of, numbered, pieces, plain_text, scrub
+from gateways.whatsapp import CAPTION_LIMIT, TEXT_LIMIT, click_token, number_of, numbered, pieces, plain_text, scrub
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class CloudChannel:
     kind = "whatsapp_cloud"
     retry_delays_ms: tuple[int, ...] = (60_000, 120_000, 240_000)
     first_message_starts = True
+    service_window = True
 
     def __init__(self, gateway: CloudGateway, bot_id: str, phone_number_id: str, access_token: str, *,
                  rate: tuple[int, int] = (80 * 60, 60_000), menu_button: str = "Opções",
@@ -243,6 +245,10 @@ class CloudChannel:
     def inbound(self, body: dict[str, Any]) -> list[Inbound]:
         return parse_webhook(body, self.phone_number_id)
 
+    def set_webhook(self, url: str, secret: str) -> str:
+        return (f"WhatsApp Cloud: subscribe {url} (verify token from the config) to the messages field "
+                "in Meta's app dashboard")  # fmt: skip
+
 
 def _message_event(message: dict[str, Any], names: dict[str, str]) -> Inbound | None:
     number = number_of(message.get("from"))
@@ -314,3 +320,16 @@ def _failed(status: Any) -> Inbound | None:
     title = str(first.get("title") or first.get("message") or "failed")[:200]
     return Inbound(update_id_of(f"failed:{wamid}"), "status", data=wamid,
                    raw={"code": code if isinstance(code, int) else None, "title": title})  # fmt: skip
+
+
+KIND = ChannelKind(
+    "whatsapp_cloud",
+    route="whatsapp",
+    keys={"phone_number_id": True, "waba_id": True, "access_token": True, "app_secret": True, "verify_token": True,
+          "access_template": False, "access_template_language": False},
+    rate_per_minute=4800,  # Meta's default throughput, ~80 messages a second
+    text_limit=TEXT_LIMIT,
+    authentic=lambda secrets, header, body: signature_ok(str(secrets.get("app_secret") or "").encode(), body,
+                                                         header(b"x-hub-signature-256")),
+    parse=lambda body, secrets: parse_webhook(body, str(secrets.get("phone_number_id") or "")),
+)  # fmt: skip

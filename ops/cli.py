@@ -123,7 +123,6 @@ def apply(file: Path) -> None:
 
 
 # chat_member and chat_join_request: subscriptions (who joins a VIP chat, and through which link).
-ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "chat_member", "chat_join_request"]
 
 
 @cli.command(
@@ -134,36 +133,32 @@ ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "chat_member",
     "subscribed in Meta's app dashboard (the URL is printed).",
 )
 def set_webhooks() -> None:
+    from actors.channels import Channels
     from catalog.snapshot import load_bots
+    from gateways import evolution, telegram, whatsapp_cloud
     from gateways.channel import ChannelError
-    from gateways.evolution import EvolutionGateway
-    from gateways.evolution import default_client as evolution_client
-    from gateways.telegram import TelegramGateway, default_client
+    from gateways.channel_kinds import kind_of
 
     database = _database()
     with database.connection_context():
         bots = load_bots()
-    telegram = TelegramGateway(default_client(settings.TELEGRAM_TIMEOUT_SECONDS), settings.TELEGRAM_API_BASE)
-    evolution = EvolutionGateway(evolution_client(settings.WHATSAPP_TIMEOUT_SECONDS))
+    channels = Channels(
+        telegram.TelegramGateway(telegram.default_client(settings.TELEGRAM_TIMEOUT_SECONDS),
+                                 settings.TELEGRAM_API_BASE),
+        evolution.EvolutionGateway(evolution.default_client(settings.WHATSAPP_TIMEOUT_SECONDS)),
+        whatsapp_cloud.CloudGateway(whatsapp_cloud.default_client(settings.WHATSAPP_TIMEOUT_SECONDS),
+                                    settings.META_GRAPH_BASE, settings.META_API_VERSION),
+    )  # fmt: skip
     failures = 0
     for bot in sorted(bots.values(), key=lambda b: b.id):
-        wa = bot.whatsapp
-        url = f"{settings.PUBLIC_BASE_URL}/webhook/{'telegram' if wa is None else 'whatsapp'}/{bot.id}"
+        url = f"{settings.PUBLIC_BASE_URL}/webhook/{kind_of(bot.channel).route}/{bot.id}"
         try:
-            if wa is None:
-                telegram.set_webhook(bot.token, url, bot.webhook_secret, ALLOWED_UPDATES)
-            elif bot.channel == "evolution":
-                evolution.set_webhook(wa.evolution_url or "", wa.instance or "", wa.apikey or "", url,
-                                      bot.webhook_secret)  # fmt: skip
-            else:
-                click.echo(f"bot {bot.id}: WhatsApp Cloud: subscribe {url} (verify token from the config) "
-                           "to the messages field in Meta's app dashboard")  # fmt: skip
-                continue
+            done = channels.of(bot).set_webhook(url, bot.webhook_secret)
         except ChannelError as exc:
             failures += 1
             click.echo(f"bot {bot.id}: failed: {exc}", err=True)
             continue
-        click.echo(f"bot {bot.id}: webhook set to {url}")
+        click.echo(f"bot {bot.id}: {done}")
     if not bots:
         click.echo("no bots configured")
     if failures:

@@ -30,7 +30,8 @@ from actors import updates
 from actors.broker import broker
 from actors.channels import Channels
 from actors.throttle import Throttle
-from catalog.snapshot import BotConfig, load_bots
+from catalog.schema import BotConfig
+from catalog.snapshot import load_bots
 from db.database import db, is_sqlite
 from db.migrate import migrate
 from db.models import MODELS, ConfigState

@@ -138,3 +138,12 @@ def test_no_stage_names_a_bot_api_method_or_imports_telegram() -> None:
         if names:
             found[stage] = names
     assert found == {}
+
+
+def test_every_channel_kind_has_a_builder_and_the_schema_takes_only_registered_kinds() -> None:
+    from actors.channels import BUILDERS
+    from catalog.validate import CHANNELS
+    from gateways.channel_kinds import KINDS
+
+    assert set(BUILDERS) == set(KINDS) == set(CHANNELS)
+    assert {kind.route for kind in KINDS.values()} == {"telegram", "whatsapp"}  # CONTRACT §2's webhook routes

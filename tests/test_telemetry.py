@@ -13,7 +13,7 @@ from sentry_sdk.transport import Transport
 from starlette.testclient import TestClient
 
 import telemetry
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from edge.app import create_app
 from edge.fast import Edge
 

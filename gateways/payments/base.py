@@ -142,8 +142,16 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     return next((value for key, value in headers.items() if key.lower() == lowered), None)
 
 
+# Accepted by every kind that makes its own codes, so one file can switch a gateway's kind without
+# editing these out; only the sandbox's static codes carry them.
+MERCHANT: dict[str, bool] = {"merchant_name": False, "merchant_city": False}
+
+
 class PaymentGateway(Protocol):
     kind: ClassVar[str]
+    # Its own configuration keys (True = required), besides id, kind and webhook_secret: what
+    # `from_config` reads from `options`, and what the configuration accepts for this kind.
+    options: ClassVar[dict[str, bool]]
     # Whether a code can still be paid at the gateway after our charge expired (PushinPay's codes
     # never expire there; a static sandbox code neither): then we keep asking about it for a while.
     late_payable: ClassVar[bool]

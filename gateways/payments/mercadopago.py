@@ -17,6 +17,7 @@ import redis
 
 import settings
 from gateways.payments.base import (
+    MERCHANT,
     BadNotification,
     ChargeRequest,
     ChargeState,
@@ -66,6 +67,7 @@ def signature_parts(value: str) -> dict[str, str]:
 
 class MercadoPagoGateway:
     kind: ClassVar[str] = "mercadopago"
+    options: ClassVar[dict[str, bool]] = {"access_token": True, "payer_email": False, **MERCHANT}
     late_payable: ClassVar[bool] = False  # date_of_expiration: the code dies with the charge
 
     def __init__(

@@ -16,6 +16,7 @@ import redis
 
 import settings
 from gateways.payments.base import (
+    MERCHANT,
     BadNotification,
     ChargeRequest,
     ChargeState,
@@ -46,6 +47,7 @@ TOKEN_HEADER = "x-pushinpay-token"
 
 class PushinPayGateway:
     kind: ClassVar[str] = "pushinpay"
+    options: ClassVar[dict[str, bool]] = {"api_token": True, **MERCHANT}
     late_payable: ClassVar[bool] = True  # its codes carry no expiry
 
     def __init__(

@@ -28,18 +28,16 @@ class Factory(Protocol):
     ) -> PaymentGateway: ...
 
 
-KINDS: dict[str, Factory] = {
-    SandboxGateway.kind: SandboxGateway.from_config,
-    MercadoPagoGateway.kind: MercadoPagoGateway.from_config,
-    PushinPayGateway.kind: PushinPayGateway.from_config,
-    WooviGateway.kind: WooviGateway.from_config,
-}
+ADAPTERS = (SandboxGateway, MercadoPagoGateway, PushinPayGateway, WooviGateway)
 
+KINDS: dict[str, Factory] = {cls.kind: cls.from_config for cls in ADAPTERS}
+
+
+# Each kind's own configuration keys (True = required): the configuration's schema takes them from here.
+OPTIONS: dict[str, dict[str, bool]] = {cls.kind: cls.options for cls in ADAPTERS}
 
 # Kinds whose codes can be paid after our expiry: reconciliation keeps asking about them.
-LATE_PAYABLE = frozenset(
-    cls.kind for cls in (SandboxGateway, MercadoPagoGateway, PushinPayGateway, WooviGateway) if cls.late_payable
-)
+LATE_PAYABLE = frozenset(cls.kind for cls in ADAPTERS if cls.late_payable)
 
 
 def build(

@@ -51,6 +51,7 @@ def sign(secret: str, body: bytes) -> str:
 
 class SandboxGateway:
     kind: ClassVar[str] = "sandbox"
+    options: ClassVar[dict[str, bool]] = {"pix_key": True, "merchant_name": True, "merchant_city": True}
     late_payable: ClassVar[bool] = True  # a static BR Code
 
     def __init__(

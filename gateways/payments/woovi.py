@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 import settings
 from gateways.payments.base import (
+    MERCHANT,
     BadNotification,
     ChargeRequest,
     ChargeState,
@@ -64,6 +65,7 @@ def _public_key(pem: str) -> rsa.RSAPublicKey:
 
 class WooviGateway:
     kind: ClassVar[str] = "woovi"
+    options: ClassVar[dict[str, bool]] = {"app_id": True, "public_key": False, **MERCHANT}
     late_payable: ClassVar[bool] = False  # expiresIn: the code dies with the charge
 
     def __init__(self, *, app_id: str, client: httpx.Client, base_url: str, public_key: str = WOOVI_PUBLIC_KEY) -> None:

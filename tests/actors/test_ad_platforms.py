@@ -20,7 +20,8 @@ from actors import payments, pixel, updates
 from actors.channels import Channels
 from actors.funnel import Recipient
 from actors.throttle import Throttle
-from catalog.snapshot import BotConfig, load_bots
+from catalog.schema import BotConfig
+from catalog.snapshot import load_bots
 from db.database import utcnow
 from db.models import Charge, PixelEvent
 from gateways.ads import DestinationPermanent, DestinationTransient

@@ -18,7 +18,8 @@ from actors import broadcasts, health
 from actors.broadcasts import BroadcastError
 from actors.channels import Channels
 from actors.throttle import STOPPED, Throttle
-from catalog.snapshot import BotConfig, load_bots
+from catalog.schema import BotConfig
+from catalog.snapshot import load_bots
 from db.database import utcnow
 from db.models import Broadcast, BroadcastRecipient, Charge, Click, Lead, OutboundMessage, Subscription
 from ops.cli import cli

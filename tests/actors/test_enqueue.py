@@ -6,7 +6,7 @@ from dramatiq import Message
 from actors import funnel
 from actors.broker import broker
 from actors.enqueue import enqueue, unit_of_work
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from db.models import Lead
 
 

@@ -11,7 +11,7 @@ from actors.channels import Channels
 from actors.outbox import Outcome, Send, deliver
 from actors.throttle import Throttle
 from actors.updates import upsert_lead
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from db.models import Lead, OutboundMessage
 from gateways.telegram import FILE_IDS, TelegramChannel, TelegramGateway, TelegramTransient
 from gateways.text import split_text

@@ -5,7 +5,7 @@ import redis
 from actors import updates
 from actors.broker import broker, counters
 from actors.metrics import SharedCounters, read
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from tests.conftest import drain
 
 

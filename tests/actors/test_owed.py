@@ -15,7 +15,7 @@ from actors.broker import broker
 from actors.channels import Channels
 from actors.outbox import STALE_CLAIM_SECONDS, Send, deliver
 from actors.throttle import Throttle
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from db.database import utcnow
 from db.models import OutboundMessage, ProcessedUpdate
 from gateways.telegram import TelegramChannel

@@ -11,7 +11,7 @@ from actors.channels import Channels
 from actors.funnel import Recipient
 from actors.throttle import Throttle
 from actors.updates import parse_callback_data, upsert_lead
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from db.database import utcnow
 from db.models import Charge, Delivery, OutboundMessage, PaymentNotification
 from gateways.payments import brcode, qr

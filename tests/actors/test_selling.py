@@ -18,7 +18,8 @@ from actors import delivery, followups, payments, updates
 from actors.channels import Channels
 from actors.funnel import Recipient, offer_choices
 from actors.throttle import Throttle
-from catalog.snapshot import BotConfig, load_bots
+from catalog.schema import BotConfig
+from catalog.snapshot import load_bots
 from db import hot
 from db.database import db, transaction, utcnow
 from db.models import BumpAnswer, Charge, Delivery, Followup, OutboundMessage
@@ -76,13 +77,14 @@ def press(bot: BotConfig, update_id: int, data: str) -> updates.Routed:
 
 def test_the_catalog_resolves_bumps_upsells_and_downsells(bot: BotConfig) -> None:
     vip, anual, pack = offer_id(bot, "vip"), offer_id(bot, "anual"), offer_id(bot, "pack")
-    assert bot.offer(vip).bump_id == pack and bot.offer(pack).hidden  # type: ignore[union-attr]
+    assert bot.bump_for(bot.offer(vip)).id == pack and bot.offer(pack).hidden  # type: ignore[union-attr, arg-type]
     assert [o.slug for o in bot.buttons] == ["vip", "anual"]  # a hidden offer has no button
     assert [c.data for c in offer_choices(bot)] == [f"buy:{vip}", f"buy:{anual}"]
-    assert bot.bumps[pack].text == "Leva o pack?"
+    assert bot.bumps["pack"].text == "Leva o pack?"
     [upsell] = bot.upsells
-    assert (upsell.after_offer_id, upsell.offer_id, upsell.price, upsell.delay_seconds) == (
-        anual, pack, Decimal("9.90"), 0)  # fmt: skip
+    assert (upsell.after_offer, upsell.offer, upsell.price, upsell.delay_seconds) == (
+        "anual", "pack", Decimal("9.90"), 0)  # fmt: skip
+    assert anual != pack
     assert [(d.when, d.price, d.delay_seconds) for d in bot.downsells] == [
         ("not_bought", Decimal("15.00"), 3600), ("unpaid", Decimal("9.95"), 600)]  # fmt: skip
 
@@ -90,8 +92,8 @@ def test_the_catalog_resolves_bumps_upsells_and_downsells(bot: BotConfig) -> Non
 def test_the_example_file_shows_all_of_it() -> None:
     known: set[str] = set()
     parsed = catalog.load(EXAMPLE, known)
-    selling = parsed.bots[0].selling
-    assert set(selling) == {"bumps", "upsells", "downsells"} and any(o.hidden for o in parsed.bots[0].offers)
+    bot = parsed.bots[0]
+    assert bot.bumps and bot.upsells and bot.downsells and any(o.hidden for o in bot.offers)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,8 @@ from actors import delivery, followups, payments, subscriptions, updates
 from actors.channels import Channels
 from actors.funnel import Recipient
 from actors.throttle import Throttle
-from catalog.snapshot import BotConfig, load_bots
+from catalog.schema import BotConfig
+from catalog.snapshot import load_bots
 from db.database import utcnow
 from db.models import Charge, Delivery, Followup, Lead, Subscription
 from gateways.payments.base import ChargeStatus

@@ -9,7 +9,7 @@ from actors import updates
 from actors.broker import broker
 from actors.channels import Channels
 from actors.throttle import Throttle
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from db.models import Lead, OutboundMessage, ProcessedUpdate
 from tests.conftest import FakeTelegramTransport, route_update, telegram_error
 

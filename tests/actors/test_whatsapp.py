@@ -23,7 +23,8 @@ from actors.channels import Channels
 from actors.funnel import Recipient
 from actors.outbox import Send, deliver
 from actors.throttle import Throttle
-from catalog.snapshot import BotConfig, load_bots
+from catalog.schema import BotConfig
+from catalog.snapshot import load_bots
 from db.database import utcnow
 from db.models import Charge, Delivery, Followup, Lead, OutboundMessage, PixelEvent, ProcessedUpdate
 from gateways.channel import ChannelGaveUp, Inbound, Person, update_id_of

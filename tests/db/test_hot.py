@@ -1,6 +1,6 @@
 """The hand-written statements agree with the models, on both databases."""
 
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from db import hot
 from db.database import utcnow
 from db.models import Lead, OutboundMessage, ProcessedUpdate

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from catalog.snapshot import BotConfig, load_bots
+from catalog.schema import BotConfig
+from catalog.snapshot import load_bots
 from db.models import PixelEvent
 from gateways.payments import brcode
 from gateways.payments.sandbox import sign

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from db.database import is_sqlite
 from ops.procs import Platform, Process, RedisServer, free_port, wait_until
 from tests.conftest import logs_on_failure, once

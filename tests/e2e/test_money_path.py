@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from actors.broker import broker
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from db.models import Charge, Delivery
 from gateways.payments import brcode
 from gateways.payments.sandbox import SandboxGateway, sign

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from db.models import ProcessedUpdate
 from ops.procs import Platform, free_port, wait_until
 from tests.conftest import logs_on_failure

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from db.models import ProcessedUpdate, Subscription
 from ops.procs import wait_until
 from tests.actors.test_subscriptions import CHAT, vip_config

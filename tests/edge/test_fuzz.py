@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from actors.broker import QUEUES, broker
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from edge.app import create_app
 from gateways.payments.sandbox import sign
 from tests.conftest import once

@@ -9,7 +9,7 @@ from dramatiq import Message
 from starlette.testclient import TestClient
 
 from actors.broker import broker
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from edge.app import create_app
 from gateways.payments.sandbox import sign
 from tests.conftest import DEMO_CONFIG, apply_config

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 import clicks
 import settings
 from actors.broker import broker
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from edge.app import create_app
 
 TOKEN_URL = re.compile(r"^https://t\.me/demo_bot\?start=([A-Za-z0-9_-]{1,64})$")

@@ -9,7 +9,7 @@ from dramatiq import Message
 from starlette.testclient import TestClient
 
 from actors.broker import broker
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from edge.app import create_app
 from ops.procs import free_port
 from tests.conftest import apply_config

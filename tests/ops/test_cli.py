@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from actors import updates
 from actors.broker import broker
-from catalog.snapshot import BotConfig
+from catalog.schema import BotConfig
 from db.models import ProcessedUpdate
 from ops.cli import cli
 from ops.procs import ROOT, Platform, free_port

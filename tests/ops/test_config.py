@@ -119,14 +119,15 @@ def test_migrate_command_is_idempotent() -> None:
 
 
 def test_buyer_texts_and_checkout_options_reach_the_catalog(tmp_config: Callable[[str], Path]) -> None:
-    from catalog.snapshot import DEFAULT_TEXTS, load_bots
+    from catalog.schema import DEFAULT_TEXTS
+    from catalog.snapshot import load_bots
 
     text = EXAMPLE.read_text().replace("send_qr = true", "send_qr = false")
     text = text.replace("check_button =", 'pix = "Copie: {code} ({amount})"\ncheck_button =')
     assert run_apply(tmp_config(text))[0] == 0
     bot = load_bots()["demo"]
     assert not bot.send_qr and bot.charge_minutes == 30 and bot.texts["pix"] == "Copie: {code} ({amount})"
-    assert bot.texts["charge_failed"] == DEFAULT_TEXTS["charge_failed"]  # defaults fill the rest
+    assert bot.text("charge_failed") == DEFAULT_TEXTS["charge_failed"]  # defaults fill the rest
     assert bot.text("pix", code="X", amount="1,00") == "Copie: X (1,00)"
 
 
