@@ -108,8 +108,8 @@ def redrive_row(row: ProcessedUpdate) -> None:
     if row.owed is None:
         return
     if row.owed.startswith(JOIN):
-        request = subscriptions.JoinRequest.owing(row.owed)
-        subscriptions.join_actor.send(row.bot_id, row.update_id, request.as_update())
+        request = subscriptions.owed_join(row.owed)
+        subscriptions.join_actor.send(row.bot_id, row.update_id, subscriptions.join_args(request))
     elif row.lead_id is None:
         return
     elif row.owed == WELCOME:

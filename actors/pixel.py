@@ -95,7 +95,7 @@ def from_ms(at_ms: int) -> dt.datetime:
 class Buyer:
     """What an event says about who did it: the chat user and their last ad click."""
 
-    telegram_user_id: int | None = None
+    person_id: int | None = None
     fbc: str | None = None
     fbp: str | None = None
     ip: str | None = None
@@ -111,10 +111,10 @@ class Buyer:
         return "Buyer(...)"
 
     @classmethod
-    def of(cls, click: Click | None, telegram_user_id: int | None) -> Buyer:
+    def of(cls, click: Click | None, person_id: int | None) -> Buyer:
         if click is None:
-            return cls(telegram_user_id)
-        return cls(telegram_user_id, click.fbc, click.fbp, click.ip, click.user_agent, click.source_url, click.ttclid,
+            return cls(person_id)
+        return cls(person_id, click.fbc, click.fbp, click.ip, click.user_agent, click.source_url, click.ttclid,
                    click.ttp, dict(click.utm or {}))  # fmt: skip
 
 
@@ -156,9 +156,9 @@ def build_event(
     (Conversions API for WhatsApp). Otherwise, with a click (a browser was there) it is a `website` event with the
     click's URL, IP and user agent, which Meta requires of website events; without one it happened
     in the chat. A WhatsApp buyer's number is sent hashed (`ph`)."""
-    phone = str(buyer.telegram_user_id) if whatsapp is not None and buyer.telegram_user_id is not None else None
+    phone = str(buyer.person_id) if whatsapp is not None and buyer.person_id is not None else None
     user = user_data(
-        telegram_user_id=buyer.telegram_user_id,
+        person_id=buyer.person_id,
         fbc=buyer.fbc,
         fbp=buyer.fbp,
         ip=buyer.ip,
@@ -217,7 +217,7 @@ def record_tiktok(bot: BotConfig, name: str, event_id: str, at: dt.datetime, buy
                   charge_id: int | None = None) -> None:  # fmt: skip
     if not tracks(bot, "tiktok"):
         return
-    event = tiktok.event(name, event_id, at, user_id=buyer.telegram_user_id, ttclid=buyer.ttclid, ttp=buyer.ttp,
+    event = tiktok.event(name, event_id, at, user_id=buyer.person_id, ttclid=buyer.ttclid, ttp=buyer.ttp,
                          ip=buyer.ip, user_agent=buyer.user_agent, page_url=buyer.source_url,
                          properties=properties)  # fmt: skip
     record(bot, event, at, lead_id=lead_id, charge_id=charge_id, destination="tiktok", event_id=event_id,
@@ -295,13 +295,11 @@ def attach_click(bot: BotConfig, lead_id: int, click: clicks.Click) -> Click:
     return row
 
 
-def view_content(
-    bot: BotConfig, lead_id: int, update_id: int, telegram_user_id: int, click: Click | None = None
-) -> None:
+def view_content(bot: BotConfig, lead_id: int, update_id: int, person_id: int, click: Click | None = None) -> None:
     """A /start (with the click it came with, if any; else the lead's last one)."""
     if not tracks(bot) and not tracks(bot, "tiktok"):
         return
-    buyer = Buyer.of(click, telegram_user_id) if click is not None else buyer_of(lead_id)
+    buyer = Buyer.of(click, person_id) if click is not None else buyer_of(lead_id)
     now = utcnow()
     event_id = f"vc.{bot.id}.{update_id}"
     if tracks(bot):

@@ -18,7 +18,6 @@ import logging
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -35,7 +34,7 @@ from catalog.schema import BotConfig, OfferConfig, brl
 from db import hot
 from db.database import is_sqlite, transaction, utcnow
 from db.models import Bot, Charge, Delivery, Followup, Lead, Offer, Subscription
-from gateways.channel import Choice, Membership, Message, Request, membership
+from gateways.channel import Choice, JoinRequest, MemberJoined, Membership, Message, Request, membership
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ def take_back(row: Followup, channels: Channels, throttle: Throttle) -> str:
     if row.subscription_id is not None:
         sub = Subscription.get_or_none(Subscription.id == row.subscription_id)
         if sub is not None and sub.state == "refunded":
-            outcome = remove(bot, chat_id, lead.telegram_user_id, f"revoke:{row.id}", channels, throttle)
+            outcome = remove(bot, chat_id, lead.person_id, f"revoke:{row.id}", channels, throttle)
             failed = outcome.failed
             if failed is not None:
                 record_error(sub, failed)
@@ -241,7 +240,7 @@ def expire(row: Followup, sub: Subscription, bot: BotConfig, lead: Lead, channel
             if current is None or current.state != "active" or current.ends_at != sub.ends_at:
                 return close(row, "cancelled", _ended_otherwise(current))
             key = f"expire:{sub.id}:{_epoch(sub.ends_at)}"
-            outcome = remove(bot, sub.chat_id, lead.telegram_user_id, key, channels, throttle)
+            outcome = remove(bot, sub.chat_id, lead.person_id, key, channels, throttle)
             if outcome.failed is not None:
                 raise _Refused(outcome.failed)
             Subscription.update(state="expired", updated_at=utcnow()).where(Subscription.id == sub.id).execute()
@@ -273,7 +272,7 @@ def _telegram_leads(user_id: int) -> Any:
     return (
         Lead.select(Lead.id)
         .join(Bot, on=(Lead.bot == Bot.id))
-        .where((Lead.telegram_user_id == user_id) & (Bot.channel == "telegram"))
+        .where((Lead.person_id == user_id) & (Bot.channel == "telegram"))
     )
 
 
@@ -305,38 +304,33 @@ def settling_anywhere(chat_id: int, user_id: int) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class JoinRequest:
-    """A Telegram `chat_join_request`: who asks to join which chat, since when (epoch seconds)."""
-
-    chat_id: int
-    user_id: int
-    date: int
-
-    @classmethod
-    def of(cls, request: dict[str, Any]) -> JoinRequest:
-        """Raises KeyError, TypeError or ValueError for a malformed request."""
-        return cls(int(request["chat"]["id"]), int(request["from"]["id"]), int(request.get("date") or 0))
-
-    def as_update(self) -> dict[str, Any]:
-        return {"chat": {"id": self.chat_id}, "from": {"id": self.user_id}, "date": self.date}
-
-    @property
-    def key(self) -> str:
-        """The request's own key: what its update row owes (a decision, re-driven by the clock:
-        actors/owed.py) and its answer's send, the same whichever bot of a pool answers it."""
-        return f"{JOIN_OWED}{self.chat_id}:{self.user_id}:{self.date}"
-
-    @classmethod
-    def owing(cls, owed: str) -> JoinRequest:
-        chat_id, user_id, date = (int(part) for part in owed[len(JOIN_OWED) :].split(":"))
-        return cls(chat_id, user_id, date)
-
-
 JOIN_OWED = "join:"
 
 
-def decide_join(bot: BotConfig, request: dict[str, Any], update_id: int, channels: Channels,
+def join_key(join: JoinRequest) -> str:
+    """The request's own key: what its update row owes (a decision, re-driven by the clock:
+    actors/owed.py) and its answer's send, the same whichever bot of a pool answers it."""
+    return f"{JOIN_OWED}{join.chat_id}:{join.user_id}:{join.date}"
+
+
+def owed_join(owed: str) -> JoinRequest:
+    chat_id, user_id, date = (int(part) for part in owed[len(JOIN_OWED) :].split(":"))
+    return JoinRequest(chat_id, user_id, date)
+
+
+def join_args(join: JoinRequest) -> dict[str, int]:
+    """A request as `join_actor`'s argument."""
+    return {"chat_id": join.chat_id, "user_id": join.user_id, "date": join.date}
+
+
+def join_of(args: dict[str, Any]) -> JoinRequest:
+    """`join_args`' form back; messages queued before it carry Telegram's own shape."""
+    if "chat_id" in args:
+        return JoinRequest(int(args["chat_id"]), int(args["user_id"]), int(args["date"]))
+    return JoinRequest(int(args["chat"]["id"]), int(args["from"]["id"]), int(args.get("date") or 0))
+
+
+def decide_join(bot: BotConfig, join: JoinRequest, update_id: int, channels: Channels,
                 throttle: Throttle) -> str:  # fmt: skip
     """approve | decline | wait | ignored. Only for a chat this bot sells subscriptions to (anywhere
     else the bot may be an admin for other reasons: the request is left to the chat's own admins).
@@ -345,7 +339,6 @@ def decide_join(bot: BotConfig, request: dict[str, Any], update_id: int, channel
     an active subscription to the chat, wait (up to JOIN_WAIT) for one whose payment is being
     settled, decline everyone else. A decision settles the update's debt (it is owed: re-driven
     by the clock whatever Redis lost, for JOIN_WAIT)."""
-    join = JoinRequest.of(request)
     if not sells(bot, join.chat_id):
         hot.settle_owed(bot.id, update_id, utcnow())
         counters.inc("grimbots_join_requests_total", {"decision": "ignored"})
@@ -361,7 +354,7 @@ def decide_join(bot: BotConfig, request: dict[str, Any], update_id: int, channel
         decision = "decline"
     # Keyed by the request, not the update: the bots of a pool each get it; one answers it.
     outcome = _as_member(bot, channels, throttle, join.chat_id, lambda members: [
-        members.answer_join(join.key, join.chat_id, join.user_id, approve=decision == "approve")])  # fmt: skip
+        members.answer_join(join_key(join), join.chat_id, join.user_id, approve=decision == "approve")])  # fmt: skip
     hot.settle_owed(bot.id, update_id, utcnow())
     counters.inc("grimbots_join_requests_total", {"decision": decision})
     if outcome.failed is not None:
@@ -376,23 +369,20 @@ def decide_join(bot: BotConfig, request: dict[str, Any], update_id: int, channel
     return decision
 
 
-def check_member(bot: BotConfig, member: dict[str, Any], update_id: int, channels: Channels,
+def check_member(bot: BotConfig, member: MemberJoined, update_id: int, channels: Channels,
                  throttle: Throttle) -> bool:  # fmt: skip
     """A member who joined through a link issued to another buyer: removed, and the link revoked
     (the buyer it was issued to keeps their access). Returns True when it removed someone."""
-    new = member.get("new_chat_member") or {}
-    link = (member.get("invite_link") or {}).get("invite_link")
-    if new.get("status") != "member" or not isinstance(link, str):
+    link, joiner, chat_id = member.invite_link, member.user_id, member.chat_id
+    if member.status != "member" or link is None:
         return False
-    joiner = int((new.get("user") or {}).get("id") or 0)
-    chat_id = int(member["chat"]["id"])
     same_link = (Delivery.invite_link == link) | (Delivery.bump_invite_link == link)
     issued = Delivery.get_or_none((Delivery.bot_id == bot.id) & same_link)
     if issued is None:
         return False
     charge = Charge.get_or_none(Charge.id == issued.charge_id)
     owner = Lead.get_or_none(Lead.id == charge.lead_id) if charge is not None else None
-    if owner is None or owner.telegram_user_id == joiner:
+    if owner is None or owner.person_id == joiner:
         return False
     outcome = remove(bot, chat_id, joiner, f"share:{bot.id}:{update_id}", channels, throttle)
     revoke_link(bot, chat_id, link, f"share:{bot.id}:{update_id}:revoke", channels, throttle)
@@ -411,9 +401,9 @@ def check_member(bot: BotConfig, member: dict[str, Any], update_id: int, channel
     max_age=int(JOIN_WAIT.total_seconds() * 1000),  # Telegram stops taking an answer after 5 minutes
 )
 def join_actor(bot_id: str, update_id: int, request: dict[str, Any]) -> None:
-    """A join request whose requester's payment was being settled: asked again until it is."""
+    """A join request whose requester's payment was being settled (`join_args`): asked again until it is."""
     bot = runtime.bot_config(bot_id)
     if bot is None:
         return
-    if decide_join(bot, request, update_id, runtime.channels(), runtime.throttle()) == "wait":
+    if decide_join(bot, join_of(request), update_id, runtime.channels(), runtime.throttle()) == "wait":
         raise dramatiq.Retry("payment being settled", delay=JOIN_RECHECK_MS)

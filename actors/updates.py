@@ -25,7 +25,7 @@ from catalog.schema import BotConfig
 from db import hot
 from db.database import utcnow
 from db.models import BumpAnswer, Lead
-from gateways.channel import Inbound, Malformed, Person, usable_event_id
+from gateways.channel import Inbound, JoinRequest, Malformed, MemberJoined, Person, usable_event_id
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,9 @@ class Routed:
         return self.lead.lead_id if self.lead is not None else None
 
 
-def upsert_lead(bot_id: str, user: dict[str, Any] | Person, chat_id: int, *, payload: str | None = None,
+def upsert_lead(bot_id: str, person: Person, chat_id: int, *, payload: str | None = None,
                 reachable: bool | None = True) -> funnel.Recipient:  # fmt: skip
     """Insert or refresh the lead; first_seen_at stays, the rest follows the latest update."""
-    person = user if isinstance(user, Person) else Person(
-        int(user["id"]), str(user.get("first_name") or "")[:255],
-        str(user["last_name"])[:255] if user.get("last_name") else None,
-        str(user["username"])[:64] if user.get("username") else None,
-        str(user["language_code"])[:16] if user.get("language_code") else None)  # fmt: skip
     names = (person.first_name, person.last_name, person.username, person.language_code)
     lead_id, chat, is_reachable = hot.upsert_lead(bot_id, person.id, chat_id, names, payload, utcnow(), reachable)
     return funnel.Recipient(lead_id, chat, is_reachable)
@@ -118,7 +113,7 @@ def record_bump_answer(bot: BotConfig, lead_id: int, offer_id: int, accepted: bo
 def _lead_row(bot: BotConfig, event: Inbound) -> Lead | None:
     if event.person is None:
         return None
-    return Lead.get_or_none((Lead.bot == bot.id) & (Lead.telegram_user_id == event.person.id))
+    return Lead.get_or_none((Lead.bot == bot.id) & (Lead.person_id == event.person.id))
 
 
 def _known_lead(bot: BotConfig, event: Inbound) -> tuple[funnel.Recipient | None, Lead | None]:
@@ -224,10 +219,7 @@ def join_owed(kind: str, event: Inbound) -> str | None:
     """A join request owes the requester a decision (a malformed one owes nothing: refused later)."""
     if kind != "join_request":
         return None
-    try:
-        return subscriptions.JoinRequest.of(event.raw["chat_join_request"]).key
-    except (KeyError, TypeError, ValueError):
-        return None
+    return subscriptions.join_key(event.member) if isinstance(event.member, JoinRequest) else None
 
 
 def follow_up(bot: BotConfig, routed: Routed, channels: Channels, throttle: Throttle) -> None:
@@ -237,7 +229,7 @@ def follow_up(bot: BotConfig, routed: Routed, channels: Channels, throttle: Thro
     lead, event = routed.lead, routed.event
     assert event is not None
     if routed.kind in ("join_request", "chat_member"):
-        members(bot, routed, event.raw, channels, throttle)
+        members(bot, routed, event, channels, throttle)
         return
     if routed.kind == "start" and lead is not None:
         try:
@@ -294,22 +286,17 @@ CALLBACKS = {"buy": "buy", "chk": "check", "fu": "followup", "bmp:y": "bump_yes"
 BUYING = ("buy", "bump_yes", "bump_no")  # presses that end in a charge for the offer they name
 
 
-def members(bot: BotConfig, routed: Routed, update: dict[str, Any], channels: Channels,
-            throttle: Throttle) -> None:  # fmt: skip
+def members(bot: BotConfig, routed: Routed, event: Inbound, channels: Channels, throttle: Throttle) -> None:
     """Who joins a subscription's chat: a join request approved or declined (or, for a payer whose
     payment is being settled, decided when it settles); a member who came through a link issued
     to someone else removed."""
-    try:
-        if routed.kind == "join_request":
-            request = update["chat_join_request"]
-            if subscriptions.decide_join(bot, request, routed.update_id, channels, throttle) == "wait":
-                subscriptions.join_actor.send_with_options(args=(bot.id, routed.update_id, request),
-                                                           delay=subscriptions.JOIN_RECHECK_MS)  # fmt: skip
-        else:
-            subscriptions.check_member(bot, update["chat_member"], routed.update_id, channels, throttle)
-    except (KeyError, TypeError, ValueError) as exc:
-        log.warning("member update refused: malformed bot=%s update=%s error=%s", bot.id, routed.update_id,
-                    type(exc).__name__)  # fmt: skip
+    if isinstance(event.member, JoinRequest):
+        if subscriptions.decide_join(bot, event.member, routed.update_id, channels, throttle) == "wait":
+            subscriptions.join_actor.send_with_options(args=(bot.id, routed.update_id,
+                                                             subscriptions.join_args(event.member)),
+                                                       delay=subscriptions.JOIN_RECHECK_MS)  # fmt: skip
+    elif isinstance(event.member, MemberJoined):
+        subscriptions.check_member(bot, event.member, routed.update_id, channels, throttle)
 
 
 def parse_callback_data(data: Any) -> tuple[str | None, int]:

@@ -35,11 +35,11 @@ AND "done_at" IS NULL
 """
 
 UPSERT_LEAD = """
-INSERT INTO "lead" ("bot_id", "telegram_user_id", "chat_id", "first_name", "last_name", "username",
+INSERT INTO "lead" ("bot_id", "person_id", "chat_id", "first_name", "last_name", "username",
                     "language_code", "start_payload", "first_seen_at", "last_seen_at", "reachable",
                     "unreachable_since")
 VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})
-ON CONFLICT ("bot_id", "telegram_user_id") DO UPDATE SET
+ON CONFLICT ("bot_id", "person_id") DO UPDATE SET
   "chat_id" = EXCLUDED."chat_id", "first_name" = EXCLUDED."first_name", "last_name" = EXCLUDED."last_name",
   "username" = EXCLUDED."username", "language_code" = EXCLUDED."language_code",
   "start_payload" = COALESCE(EXCLUDED."start_payload", "lead"."start_payload"),
@@ -78,7 +78,7 @@ UPDATE "delivery" SET "attempts" = "attempts" + 1, "updated_at" = {p} WHERE "id"
 """
 
 LEAD_CLICK = """
-SELECT l."telegram_user_id", c."fbc", c."fbp", c."ip", c."user_agent", c."source_url", c."ttclid", c."ttp", c."utm",
+SELECT l."person_id", c."fbc", c."fbp", c."ip", c."user_agent", c."source_url", c."ttclid", c."ttp", c."utm",
        l."first_name", l."ctwa_clid"
 FROM "lead" l LEFT JOIN "click" c ON c."id" = l."last_click_id" WHERE l."id" = {p}
 """
@@ -115,7 +115,7 @@ def settle_owed(bot_id: str, update_id: int, now: dt.datetime) -> None:
 
 def upsert_lead(
     bot_id: str,
-    telegram_user_id: int,
+    person_id: int,
     chat_id: int,
     names: tuple[str, str | None, str | None, str | None],
     start_payload: str | None,
@@ -127,7 +127,7 @@ def upsert_lead(
     first_name, last_name, username, language_code = names
     sql = _sql(UPSERT_LEAD, db.param, reachability="" if reachable is None else REACHABILITY)
     params = (
-        bot_id, telegram_user_id, chat_id, first_name, last_name, username, language_code, start_payload,
+        bot_id, person_id, chat_id, first_name, last_name, username, language_code, start_payload,
         now, now, reachable is not False, now if reachable is False else None,
     )  # fmt: skip
     lead_id, chat, is_reachable = db.execute_sql(sql, params).fetchone()

@@ -105,7 +105,7 @@ class Lead(BaseModel):
 
     id = AutoField()
     bot = ForeignKeyField(Bot, on_delete="CASCADE", column_name="bot_id")
-    telegram_user_id = BigIntegerField()
+    person_id = BigIntegerField()  # on the bot's channel: a Telegram user id, or a WhatsApp number
     chat_id = BigIntegerField()
     first_name = CharField(max_length=255, default="")
     last_name = CharField(max_length=255, null=True)
@@ -124,9 +124,9 @@ class Lead(BaseModel):
 
     class Meta:
         indexes = (
-            (("bot", "telegram_user_id"), True),
+            (("bot", "person_id"), True),
             (("bot", "chat_id"), False),  # every WhatsApp send with a menu, every Cloud send's window check
-            (("telegram_user_id",), False),  # a join request is decided across every bot of the platform
+            (("person_id",), False),  # a join request is decided across every bot of the platform
         )
 
 

@@ -148,12 +148,31 @@ class Person:
 
 
 @dataclass(frozen=True)
+class JoinRequest:
+    """Someone asks to join a chat the bot administers (by an invite link that needs approval)."""
+
+    chat_id: int
+    user_id: int
+    date: int  # epoch seconds: when they asked
+
+
+@dataclass(frozen=True)
+class MemberJoined:
+    """Someone's membership of a chat the bot administers changed to `status`, by `invite_link`."""
+
+    chat_id: int
+    user_id: int
+    status: str  # member, left, kicked...
+    invite_link: str | None
+
+
+@dataclass(frozen=True)
 class Inbound:
     """One thing a buyer did, as the router sees it, whatever the channel.
 
     kind: start (the funnel's entry: /start, a WhatsApp message with a click token or a number's
     first), message, callback (a choice picked: `data`), block, unblock, join_request /
-    chat_member (Telegram's chats, `raw`), other."""
+    chat_member (a sold chat's membership: `member`), other."""
 
     update_id: int  # unique per bot for this event: Telegram's update_id, or from the WhatsApp message id
     kind: str
@@ -164,6 +183,7 @@ class Inbound:
     data: str | None = None  # the picked choice's data
     callback_id: str | None = None  # what the channel needs to answer the pick (Telegram)
     ctwa_clid: str | None = None  # a Click-to-WhatsApp ad's click id
+    member: JoinRequest | MemberJoined | None = None  # join_request, chat_member
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 

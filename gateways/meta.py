@@ -129,7 +129,7 @@ def hashed_phone(phone: str, default_country: str = "55") -> str | None:
 
 def user_data(
     *,
-    telegram_user_id: int | None = None,
+    person_id: int | None = None,
     fbc: str | None = None,
     fbp: str | None = None,
     ip: str | None = None,
@@ -148,8 +148,8 @@ def user_data(
         data["client_ip_address"] = ip
     if user_agent:
         data["client_user_agent"] = user_agent
-    if telegram_user_id is not None:
-        data["external_id"] = [sha256_hex(str(telegram_user_id))]
+    if person_id is not None:
+        data["external_id"] = [sha256_hex(str(person_id))]
     if email and (em := hashed_email(email)):
         data["em"] = [em]
     if phone and (ph := hashed_phone(phone)):

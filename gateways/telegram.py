@@ -36,7 +36,9 @@ from gateways.channel import (
     ChannelRetryAfter,
     ChannelTransient,
     Inbound,
+    JoinRequest,
     Malformed,
+    MemberJoined,
     Message,
     Person,
     Request,
@@ -412,6 +414,18 @@ def parse_update(update: dict[str, Any]) -> Inbound:
             member = update["my_chat_member"]
             return Inbound(update_id, kind, _person(member["from"], kind), telegram_id(member["chat"]["id"]),
                            raw=update)  # fmt: skip
-    except (KeyError, TypeError) as exc:
+        if kind == "join_request":
+            request = update["chat_join_request"]
+            asked = JoinRequest(telegram_id(request["chat"]["id"]), telegram_id(request["from"]["id"]),
+                                int(request.get("date") or 0))  # fmt: skip
+            return Inbound(update_id, kind, member=asked, raw=update)
+        if kind == "chat_member":
+            change = update["chat_member"]
+            new = change.get("new_chat_member") or {}
+            link = (change.get("invite_link") or {}).get("invite_link")
+            joined = MemberJoined(telegram_id(change["chat"]["id"]), int((new.get("user") or {}).get("id") or 0),
+                                  str(new.get("status") or ""), link if isinstance(link, str) else None)  # fmt: skip
+            return Inbound(update_id, kind, member=joined, raw=update)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise Malformed(f"{kind} update without its sender or chat") from exc
     return Inbound(update_id, kind, raw=update)

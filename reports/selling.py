@@ -55,7 +55,7 @@ def _filters(bot: str | None, state: str | None) -> Any:
 
 def recent(bot: str | None = None, state: str | None = None, limit: int = 50) -> list[FollowupLine]:
     query = (
-        Followup.select(Followup, Lead.telegram_user_id)
+        Followup.select(Followup, Lead.person_id)
         .join(Lead, on=(Lead.id == Followup.lead_id))
         .where(_filters(bot, state))
         .order_by(Followup.id.desc())
@@ -66,7 +66,7 @@ def recent(bot: str | None = None, state: str | None = None, limit: int = 50) ->
         FollowupLine(
             f.id,
             f.bot_id,
-            f.telegram_user_id,  # type: ignore[attr-defined]  # from the joined lead
+            f.person_id,  # type: ignore[attr-defined]  # from the joined lead
             f.kind,
             f.position,
             str(f.amount),
@@ -160,7 +160,7 @@ def subscriptions(bot: str | None = None, state: str | None = None) -> Iterator[
     now = utcnow()
     running = (Subscription.state == "active") & (Subscription.ends_at > now)
     query = (
-        Subscription.select(Subscription, Lead.telegram_user_id, Offer.slug)
+        Subscription.select(Subscription, Lead.person_id, Offer.slug)
         .join(Lead, on=(Lead.id == Subscription.lead_id))
         .switch(Subscription)
         .join(Offer, on=(Offer.id == Subscription.offer_id))
@@ -194,7 +194,7 @@ def _subscription_row(s: Any, now: dt.datetime) -> dict[str, Any]:
     current = (
         "refunded" if s.state == "refunded" else "active" if s.state == "active" and s.ends_at > now else "expired"
     )
-    user, slug = s.telegram_user_id, s.slug  # from the joined tables
+    user, slug = s.person_id, s.slug  # from the joined tables
     return {"bot": s.bot_id, "lead": user, "chat": s.chat_id, "offer": slug, "start": _iso(s.started_at),
             "end": _iso(s.ends_at), "state": current, "renewals": s.renewals, "error": s.error}  # fmt: skip
 

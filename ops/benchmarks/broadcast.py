@@ -98,7 +98,7 @@ def seed_whatsapp(sizes: tuple[int, ...], fake: str) -> None:
             for start in range(0, size, 10_000):
                 with database.atomic():
                     for chunk in range(start, min(start + 10_000, size), 1_000):
-                        Lead.insert_many([{"bot": f"wa-scale-{k}", "telegram_user_id": first + i, "chat_id": first + i,
+                        Lead.insert_many([{"bot": f"wa-scale-{k}", "person_id": first + i, "chat_id": first + i,
                                            "first_name": "B", "first_seen_at": now, "last_seen_at": now}
                                           for i in range(chunk, min(chunk + 1_000, size))]).execute()  # fmt: skip
 

@@ -170,11 +170,11 @@ def seed_leads(database: Any, bots: int, total: int, now: Any) -> Iterator[list[
     for start in range(0, total, 1000):
         with database.atomic():
             span = range(start, min(start + 1000, total))
-            rows = [{"bot": f"bench-{i % bots}", "telegram_user_id": base + i, "chat_id": base + i, "first_name": "B",
+            rows = [{"bot": f"bench-{i % bots}", "person_id": base + i, "chat_id": base + i, "first_name": "B",
                      "first_seen_at": now, "last_seen_at": now} for i in span]  # fmt: skip
             Lead.insert_many(rows).execute()
-            query = Lead.select(Lead.id, Lead.bot, Lead.telegram_user_id).where(
-                Lead.telegram_user_id.between(base + start, base + span[-1]))  # fmt: skip
+            query = Lead.select(Lead.id, Lead.bot, Lead.person_id).where(
+                Lead.person_id.between(base + start, base + span[-1]))  # fmt: skip
             found: list[tuple[int, str, int]] = list(query.tuples())  # type: ignore[arg-type]  # .tuples() yields tuples
             yield [(lead_id, bot_id, user - base) for lead_id, bot_id, user in found]
 

@@ -207,7 +207,7 @@ def seed_backlog(fake: str) -> dict[int, dt.datetime]:
         base = 5511_6000_0000 + int(time.time()) % 10_000 * 10_000
         with database.atomic():
             for start in range(0, WA_BACKLOG, 1000):
-                Lead.insert_many([{"bot": WA_BOT, "telegram_user_id": base + n, "chat_id": base + n, "first_name": "L"}
+                Lead.insert_many([{"bot": WA_BOT, "person_id": base + n, "chat_id": base + n, "first_name": "L"}
                                   for n in range(start, min(start + 1000, WA_BACKLOG))]).execute()  # fmt: skip
             lead_ids = [lead.id for lead in Lead.select(Lead.id).where(Lead.bot == WA_BOT)]
             offer = bots[WA_BOT].offers[0].id
@@ -217,7 +217,7 @@ def seed_backlog(fake: str) -> dict[int, dt.datetime]:
                                        "amount": Decimal("9.95"), "due_at": now, "state": "scheduled", "attempts": 0,
                                        "created_at": now} for lead_id in lead_ids[start : start + 1000]])\
                     .execute()  # fmt: skip
-            tg = [Lead.create(bot=f"bench-{i % BOTS}", telegram_user_id=7_000_000 + i, chat_id=7_000_000 + i,
+            tg = [Lead.create(bot=f"bench-{i % BOTS}", person_id=7_000_000 + i, chat_id=7_000_000 + i,
                               first_name="S") for i in range(EXPIRIES)]  # fmt: skip
             for i, lead in enumerate(tg):
                 bot_id = f"bench-{i % BOTS}"

@@ -140,7 +140,7 @@ def buyers_behind_a_broadcast(edge: str, fake: str, buyers: int = 3, spacing: fl
     base = 5511_7000_0000 + int(time.time()) % 10_000 * 10_000
     database = init_db()
     with database.connection_context():
-        Lead.insert_many([{"bot": SLOW, "telegram_user_id": base + n, "chat_id": base + n, "first_name": "L"}
+        Lead.insert_many([{"bot": SLOW, "person_id": base + n, "chat_id": base + n, "first_name": "L"}
                           for n in range(SLOW_LEADS)]).execute()  # fmt: skip
         broadcasts.create(load_bots()[SLOW], "all", PROMO)
         broadcasts.dispatch()  # the clock's job, done here: the broadcast's lanes

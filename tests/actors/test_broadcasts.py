@@ -39,7 +39,7 @@ def fast(redis_client: redis.Redis) -> Throttle:
 
 
 def lead(bot_id: str, n: int, *, reachable: bool = True) -> Lead:
-    return Lead.create(bot=bot_id, telegram_user_id=n, chat_id=n, first_name=f"L{n}", reachable=reachable)
+    return Lead.create(bot=bot_id, person_id=n, chat_id=n, first_name=f"L{n}", reachable=reachable)
 
 
 def charge(lead_row: Lead, status: str, n: int) -> None:

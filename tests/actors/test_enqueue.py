@@ -16,7 +16,7 @@ def funnel_queue() -> list[Message[Any]]:
 
 def test_messages_go_out_after_commit(demo_bot: BotConfig) -> None:
     with unit_of_work():
-        Lead.create(bot="demo", telegram_user_id=1, chat_id=1)
+        Lead.create(bot="demo", person_id=1, chat_id=1)
         enqueue(funnel.welcome.message("demo", 1, 1))
         assert funnel_queue() == []  # not before the commit
     assert [m.args for m in funnel_queue()] == [("demo", 1, 1)]
@@ -24,7 +24,7 @@ def test_messages_go_out_after_commit(demo_bot: BotConfig) -> None:
 
 def test_messages_are_dropped_on_rollback(demo_bot: BotConfig) -> None:
     with pytest.raises(RuntimeError), unit_of_work():
-        Lead.create(bot="demo", telegram_user_id=1, chat_id=1)
+        Lead.create(bot="demo", person_id=1, chat_id=1)
         enqueue(funnel.welcome.message("demo", 1, 1))
         raise RuntimeError("boom")
     assert funnel_queue() == [] and Lead.select().count() == 0

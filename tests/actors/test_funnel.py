@@ -13,12 +13,13 @@ from actors.throttle import Throttle
 from actors.updates import upsert_lead
 from catalog.schema import BotConfig
 from db.models import Lead, OutboundMessage
+from gateways.channel import Person
 from gateways.telegram import FILE_IDS, TelegramChannel, TelegramGateway, TelegramTransient
 from gateways.text import split_text
 from gateways.text import utf16_length as telegram_length
 from tests.conftest import FakeTelegramTransport, telegram_error
 
-USER = {"id": 777, "first_name": "Ana", "language_code": "pt-br"}
+USER = Person(777, "Ana", language_code="pt-br")
 
 
 SendWelcome = Callable[[BotConfig, funnel.Recipient, int], Outcome | None]

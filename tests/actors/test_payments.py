@@ -14,6 +14,7 @@ from actors.updates import parse_callback_data, upsert_lead
 from catalog.schema import BotConfig
 from db.database import utcnow
 from db.models import Charge, Delivery, OutboundMessage, PaymentNotification
+from gateways.channel import Person
 from gateways.payments import brcode, qr
 from gateways.payments.base import ChargeStatus, PaymentGateway
 from gateways.payments.mercadopago import MercadoPagoGateway
@@ -21,7 +22,7 @@ from gateways.payments.sandbox import SandboxGateway
 from gateways.telegram import TelegramTransient
 from tests.conftest import FakeTelegramTransport, telegram_error
 
-USER = {"id": 901, "first_name": "Bia"}
+USER = Person(901, "Bia")
 
 
 @pytest.fixture

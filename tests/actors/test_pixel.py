@@ -136,7 +136,7 @@ def test_a_tracked_journey_sends_each_event_once_with_the_clicks_data(
     assert {e.state for e in PixelEvent.select()} == {"sent"}
     assert PixelEvent.get(PixelEvent.event_name == "Purchase").fbtrace_id == "trace"
     # the lead carries the click: first and last touch, UTMs, fbclid, fbc, fbp, IP, user agent
-    lead = Lead.get(Lead.telegram_user_id == BUYER)
+    lead = Lead.get(Lead.person_id == BUYER)
     row = Click.get(Click.token == click.token)
     assert lead.first_click_id == lead.last_click_id == row.id and row.lead_id == lead.id
     assert row.utm == {"utm_source": "facebook", "utm_campaign": "bf"} and row.fbclid == "IwAR-Click_1"
@@ -171,7 +171,7 @@ def test_a_new_start_with_a_new_click_moves_the_last_touch_only(
     second = click_now(redis_client, "utm_source=second&fbclid=SECOND", ip="198.51.100.4")
     route_update(bot, start_update(2, second.token), redis_client)
     route_update(bot, start_update(3), redis_client)  # a plain /start later: still the last click
-    lead = Lead.get(Lead.telegram_user_id == BUYER)
+    lead = Lead.get(Lead.person_id == BUYER)
     assert Click.get_by_id(lead.first_click_id).utm == {"utm_source": "first"}
     assert Click.get_by_id(lead.last_click_id).utm == {"utm_source": "second"}
     pixel.send_pending(PIXEL, meta)
@@ -192,7 +192,7 @@ def test_an_unknown_expired_or_foreign_token_is_a_plain_start(
     redis_client.set(clicks.key(expired.token), expired.to_json())
     route_update(bot, start_update(1, payload), redis_client)
     route_update(bot, start_update(2, expired.token), redis_client)
-    lead = Lead.get(Lead.telegram_user_id == BUYER)
+    lead = Lead.get(Lead.person_id == BUYER)
     assert lead.first_click_id is None and lead.last_click_id is None and Click.select().count() == 0
     pixel.send_pending(PIXEL, meta)
     [first, second] = graph.events()  # two ViewContents, of the chat, without click data

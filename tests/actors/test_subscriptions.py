@@ -22,12 +22,14 @@ from catalog.schema import BotConfig
 from catalog.snapshot import load_bots
 from db.database import utcnow
 from db.models import Charge, Delivery, Followup, Lead, Subscription
+from gateways import telegram
+from gateways.channel import JoinRequest, MemberJoined, Person
 from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
 from tests.conftest import DEMO_CONFIG, FakeTelegramTransport, apply_config, route_update, telegram_error
 
 CHAT = -100123
-USER = {"id": 555, "first_name": "Vip"}
+USER = Person(555, "Vip")
 
 
 def vip_config(**offer: Any) -> dict[str, Any]:
@@ -254,18 +256,25 @@ def join_request(user: int = 555, date: float | None = None) -> dict[str, Any]:
             "date": int(date if date is not None else time.time())}  # fmt: skip
 
 
+def asked(request: dict[str, Any]) -> JoinRequest:
+    """A Telegram chat_join_request as the router gets it."""
+    member = telegram.parse_update({"update_id": 1, "chat_join_request": request}).member
+    assert isinstance(member, JoinRequest)
+    return member
+
+
 def test_join_requests_approve_members_decline_strangers_and_wait_for_a_settling_payer(
     bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    assert subscriptions.decide_join(bot, join_request(999), 1, channels, throttle) == "decline"  # a stranger
+    assert subscriptions.decide_join(bot, asked(join_request(999)), 1, channels, throttle) == "decline"  # a stranger
     charge = payments.checkout(bot, lead, anual(bot), 2, sandbox, channels, throttle)
     assert charge is not None and charge.status == "pending"
-    assert subscriptions.decide_join(bot, join_request(), 3, channels, throttle) == "wait"  # paying right now
+    assert subscriptions.decide_join(bot, asked(join_request()), 3, channels, throttle) == "wait"  # paying right now
     old = join_request(date=time.time() - 300)
-    assert subscriptions.decide_join(bot, old, 4, channels, throttle) == "decline"  # Telegram stopped waiting
+    assert subscriptions.decide_join(bot, asked(old), 4, channels, throttle) == "decline"  # Telegram stopped waiting
     payments.settle(charge, ChargeStatus.PAID, None, source="notification")
-    assert subscriptions.decide_join(bot, join_request(), 3, channels, throttle) == "approve"
+    assert subscriptions.decide_join(bot, asked(join_request()), 3, channels, throttle) == "approve"
     answers = [(m, int(p["user_id"])) for m, p in fake_telegram.calls if m.endswith("ChatJoinRequest")]
     assert answers == [("declineChatJoinRequest", 999), ("declineChatJoinRequest", 555),
                        ("approveChatJoinRequest", 555)]  # fmt: skip
@@ -275,7 +284,7 @@ def test_a_join_request_in_a_chat_the_bot_does_not_sell_is_left_to_the_chats_adm
     bot: BotConfig, channels: Channels, fake_telegram: FakeTelegramTransport, throttle: Throttle
 ) -> None:
     elsewhere = {**join_request(999), "chat": {"id": -100777, "type": "supergroup"}}  # the bot is admin there too
-    assert subscriptions.decide_join(bot, elsewhere, 1, channels, throttle) == "ignored"
+    assert subscriptions.decide_join(bot, asked(elsewhere), 1, channels, throttle) == "ignored"
     assert fake_telegram.calls == []  # neither approved nor declined
 
 
@@ -290,11 +299,11 @@ def test_a_pool_answers_a_join_request_once_by_who_paid_through_any_of_its_bots(
     bots = load_bots()
     pay(bots["demo"], lead, sandbox, channels, throttle, 1)  # bought through demo
     fake_telegram.calls.clear()
-    request = join_request()  # the same request reaches every bot admin of the chat, in any order
+    request = asked(join_request())  # the same request reaches every bot admin of the chat, in any order
     assert subscriptions.decide_join(bots["other"], request, 70, channels, throttle) == "approve"
     assert subscriptions.decide_join(bots["demo"], request, 80, channels, throttle) == "approve"
     assert [m for m, _ in fake_telegram.calls] == ["approveChatJoinRequest"]  # answered once
-    stranger = join_request(999)
+    stranger = asked(join_request(999))
     assert subscriptions.decide_join(bots["demo"], stranger, 81, channels, throttle) == "decline"
     assert subscriptions.decide_join(bots["other"], stranger, 71, channels, throttle) == "decline"
     assert [m for m, _ in fake_telegram.calls].count("declineChatJoinRequest") == 1
@@ -322,7 +331,7 @@ def test_a_join_request_owes_a_decision_redriven_from_the_database_whatever_redi
                  if m.actor_name == "subscriptions.join"]  # fmt: skip
     bot_id, update_id, request = message.args
     assert (bot_id, update_id) == ("demo", 900)
-    assert subscriptions.decide_join(bot, request, update_id, channels, throttle) == "approve"
+    assert subscriptions.decide_join(bot, subscriptions.join_of(request), update_id, channels, throttle) == "approve"
     assert [m for m, _ in fake_telegram.calls if m.endswith("ChatJoinRequest")] == ["approveChatJoinRequest"]
     assert ProcessedUpdate.get(ProcessedUpdate.update_id == 900).done_at is not None
 
@@ -340,11 +349,15 @@ def test_a_join_by_request_offer_delivers_a_link_that_asks_to_join(
     assert link["creates_join_request"] is True and "member_limit" not in link
 
 
-def member_joined(user: int, link: str) -> dict[str, Any]:
-    return {"chat": {"id": CHAT, "type": "channel"}, "from": {"id": user}, "date": 0,
-            "old_chat_member": {"status": "left", "user": {"id": user}},
-            "new_chat_member": {"status": "member", "user": {"id": user}},
-            "invite_link": {"invite_link": link, "creator": {"id": 1}}}  # fmt: skip
+def member_joined(user: int, link: str) -> MemberJoined:
+    """A Telegram chat_member update (joined by `link`) as the router gets it."""
+    change = {"chat": {"id": CHAT, "type": "channel"}, "from": {"id": user}, "date": 0,
+              "old_chat_member": {"status": "left", "user": {"id": user}},
+              "new_chat_member": {"status": "member", "user": {"id": user}},
+              "invite_link": {"invite_link": link, "creator": {"id": 1}}}  # fmt: skip
+    member = telegram.parse_update({"update_id": 1, "chat_member": change}).member
+    assert isinstance(member, MemberJoined)
+    return member
 
 
 def test_a_member_who_joins_through_another_buyers_link_is_removed_and_the_link_revoked(
@@ -372,7 +385,7 @@ def test_ops_subscriptions_lists_every_row_filtered_by_the_database(bot: BotConf
     from reports import selling
 
     now = utcnow()
-    leads = [Lead.create(bot="demo", telegram_user_id=10_000 + n, chat_id=10_000 + n) for n in range(2_105)]
+    leads = [Lead.create(bot="demo", person_id=10_000 + n, chat_id=10_000 + n) for n in range(2_105)]
     base = {"bot_id": "demo", "chat_id": CHAT, "offer_id": anual(bot), "started_at": now, "state": "active",
             "renewals": 0, "created_at": now, "updated_at": now}  # fmt: skip
     ends = [now + dt.timedelta(days=1 if n % 3 else -1) for n in range(len(leads))]

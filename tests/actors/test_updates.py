@@ -31,7 +31,7 @@ def test_start_upserts_lead_once(demo_bot: BotConfig) -> None:
     routed = route_update(demo_bot, start_update(10, text="/start ad_123"))
     assert (routed.kind, routed.update_id, routed.repeated) == ("start", 10, False)
     lead = Lead.get_by_id(routed.lead_id)
-    assert (lead.telegram_user_id, lead.first_name, lead.username, lead.language_code) == (42, "Bia", "bia", "pt-br")
+    assert (lead.person_id, lead.first_name, lead.username, lead.language_code) == (42, "Bia", "bia", "pt-br")
     assert lead.start_payload == "ad_123" and lead.reachable
 
     again = route_update(demo_bot, start_update(10, text="/start other"))

@@ -557,7 +557,7 @@ def test_a_downsell_backlog_on_a_10_a_minute_number_waits_in_the_database_not_in
     zap = load_bots()["zap"]
     pack = next(o for o in zap.offers if o.slug == "pack")
     now = utcnow()
-    leads = [Lead.create(bot="zap", telegram_user_id=NUMBER + n, chat_id=NUMBER + n, first_name="L") for n in range(40)]
+    leads = [Lead.create(bot="zap", person_id=NUMBER + n, chat_id=NUMBER + n, first_name="L") for n in range(40)]
     rows = [{"key": f"down:{lead.id}:0", "bot_id": "zap", "lead_id": lead.id, "kind": "downsell", "position": 0,
              "offer_id": pack.id, "amount": Decimal("4.95"), "due_at": now, "state": "scheduled", "attempts": 0,
              "created_at": now} for lead in leads]  # fmt: skip

@@ -33,9 +33,7 @@ def bots_config(n: int, pools: list[dict[str, Any]] | None = None) -> dict[str, 
 
 
 def seed_leads(bot_id: str, first: int, count: int) -> None:
-    rows = [
-        {"bot": bot_id, "telegram_user_id": n, "chat_id": n, "first_name": "L"} for n in range(first, first + count)
-    ]
+    rows = [{"bot": bot_id, "person_id": n, "chat_id": n, "first_name": "L"} for n in range(first, first + count)]
     with db.atomic():
         for i in range(0, len(rows), 500):
             Lead.insert_many(rows[i : i + 500]).execute()

@@ -185,7 +185,7 @@ def test_at_10_a_minute_a_broadcast_under_way_leaves_buyers_room(env: Env) -> No
 
     apply_config(shop_config(env.fake, 10))
     leads = [5511955500000 + n for n in range(40)]
-    Lead.insert_many([{"bot": "zap", "telegram_user_id": n, "chat_id": n, "first_name": "L"} for n in leads]).execute()
+    Lead.insert_many([{"bot": "zap", "person_id": n, "chat_id": n, "first_name": "L"} for n in leads]).execute()
     env.platform.worker(queues=("updates", "funnel", "payments", "broadcasts"), threads=8)
     broadcasts.create(load_bots()["zap"], "all", "Promo relâmpago")
     broadcasts.dispatch()  # the clock's job: the broadcast's lanes

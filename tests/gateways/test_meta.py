@@ -77,7 +77,7 @@ def test_batches_are_one_to_a_thousand_events() -> None:
 
 
 def test_user_data_hashes_identifiers_and_leaves_click_data_as_is() -> None:
-    data = user_data(telegram_user_id=901, fbc="fb.1.1.ABC", fbp="fb.1.2.3", ip="203.0.113.9", user_agent="UA",
+    data = user_data(person_id=901, fbc="fb.1.1.ABC", fbp="fb.1.2.3", ip="203.0.113.9", user_agent="UA",
                      email="  Bia@Example.COM ", phone="(11) 99999-8888")  # fmt: skip
     assert data == {
         "fbc": "fb.1.1.ABC",

@@ -117,7 +117,7 @@ def test_payments_lists_charges_and_totals_and_sandbox_pay_marks_the_bank(demo_b
     from db.models import Charge, Lead
     from gateways.payments.sandbox import SandboxGateway
 
-    lead = Lead.create(bot="demo", telegram_user_id=5, chat_id=5)
+    lead = Lead.create(bot="demo", person_id=5, chat_id=5)
     offer = demo_bot.offers[0]
     bank = SandboxGateway(webhook_secret="whsec-1", pix_key="k", merchant_name="n", merchant_city="c",
                           bank=broker.client)  # fmt: skip

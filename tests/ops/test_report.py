@@ -36,7 +36,7 @@ n = iter(range(1, 10_000))
 def lead(bot: str, utm: dict[str, str] | None, days_ago: float = 0) -> Lead:
     at = NOW - dt.timedelta(days=days_ago)
     i = next(n)
-    row = Lead.create(bot=bot, telegram_user_id=i, chat_id=i, first_name="L", first_seen_at=at, last_seen_at=at)
+    row = Lead.create(bot=bot, person_id=i, chat_id=i, first_name="L", first_seen_at=at, last_seen_at=at)
     if utm is not None:
         click = Click.create(token=f"t{i}", bot_id=bot, lead_id=row.id, utm=utm, clicked_at=at)
         count_click(click)  # as actors.pixel.store_click counts it, in the same transaction
