@@ -312,7 +312,7 @@ def _call(channel: Channel, throttle: Throttle, chat_id: int, send: Send, take: 
             finally:
                 throttle.done(ticket)
         except ChannelRetryAfter as exc:
-            counters.inc("grimbots_telegram_flood_waits_total", {"method": send.method})
+            counters.inc("grimbots_channel_rate_waits_total", {"channel": kind, "method": send.method})
             throttle.pause_bot(bot_id, exc.retry_after)
             if exc.retry_after <= MAX_INLINE_FLOOD_WAIT and attempt == 0 and send.wait_inline:
                 time.sleep(exc.retry_after)
@@ -335,14 +335,14 @@ def _call(channel: Channel, throttle: Throttle, chat_id: int, send: Send, take: 
         except ChannelTransient as exc:
             _retry_later(channel, send, exc)
         except ChannelBlocked as exc:
-            counters.inc("grimbots_telegram_sends_total", {"method": send.method, "outcome": "blocked"})
+            counters.inc("grimbots_channel_sends_total", {"channel": kind, "method": send.method, "outcome": "blocked"})
             _finish(send.key, "failed", error=exc.description)
             return Outcome(blocked=True, failed=exc.description)
         except ChannelPermanent as exc:
             if send.fallback is not None and params is send.params:
                 params = send.fallback
                 continue
-            counters.inc("grimbots_telegram_sends_total", {"method": send.method, "outcome": "rejected"})
+            counters.inc("grimbots_channel_sends_total", {"channel": kind, "method": send.method, "outcome": "rejected"})
             if exc.description == OUTSIDE_WINDOW:  # the seller can act: an access template, or the buyer writes
                 counters.inc("grimbots_whatsapp_failed_total", {"owed": str(send.if_unknown == OWED).lower(),
                                                                 "code": "outside_window"})  # fmt: skip
@@ -351,7 +351,7 @@ def _call(channel: Channel, throttle: Throttle, chat_id: int, send: Send, take: 
                         exc.description)  # fmt: skip
             return Outcome(failed=exc.description)
         _finish(send.key, "sent", message_id=channel.message_id(result), provider_id=channel.provider_id(result))
-        counters.inc("grimbots_telegram_sends_total", {"method": send.method, "outcome": "sent"})
+        counters.inc("grimbots_channel_sends_total", {"channel": kind, "method": send.method, "outcome": "sent"})
         return result
     _release(send.key, refund=True)
     raise dramatiq.Retry(f"{send.method}: flood wait", delay=1000)

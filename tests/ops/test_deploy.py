@@ -26,7 +26,7 @@ def test_alert_rules_parse_and_use_exported_series() -> None:
             "GrimbotsEdge5xx"} <= names  # fmt: skip
     exported = {"grimbots_queue_oldest_ready_age_seconds", "grimbots_queue_dead", "grimbots_queue_ready",
                 "grimbots_worker_messages_total", "grimbots_edge_requests_total", "grimbots_metrics_redis_up",
-                "grimbots_telegram_flood_waits_total", "grimbots_pixel_events_total", "grimbots_owed_total",
+                "grimbots_channel_rate_waits_total", "grimbots_pixel_events_total", "grimbots_owed_total",
                 "grimbots_deliveries_total", "grimbots_clicks_total", "grimbots_subscription_errors_total",
                 "grimbots_pool_healthy_bots", "grimbots_bot_healthy", "grimbots_whatsapp_failed_total"}  # fmt: skip
     for rule in rules:
