@@ -342,7 +342,9 @@ def _call(channel: Channel, throttle: Throttle, chat_id: int, send: Send, take: 
             if send.fallback is not None and params is send.params:
                 params = send.fallback
                 continue
-            counters.inc("grimbots_channel_sends_total", {"channel": kind, "method": send.method, "outcome": "rejected"})
+            counters.inc(
+                "grimbots_channel_sends_total", {"channel": kind, "method": send.method, "outcome": "rejected"}
+            )
             if exc.description == OUTSIDE_WINDOW:  # the seller can act: an access template, or the buyer writes
                 counters.inc("grimbots_whatsapp_failed_total", {"owed": str(send.if_unknown == OWED).lower(),
                                                                 "code": "outside_window"})  # fmt: skip

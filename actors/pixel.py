@@ -28,11 +28,12 @@ within 48 h, so an at-most-twice send on a crash still counts once)."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -44,20 +45,19 @@ import settings
 from actors import runtime
 from actors.broker import PIXEL, counters, retry_when
 from actors.enqueue import after_commit, unit_of_work
-from catalog.schema import BotConfig, WhatsAppConfig
+from catalog.schema import BotConfig
 from db import hot
 from db.database import is_sqlite, transaction, utcnow
 from db.days import local_day
 from db.models import Charge, Click, ClickDay, PixelEvent
-from gateways import tiktok, utmify
-from gateways.ads import Destination, DestinationPermanent, DestinationTransient
-from gateways.meta import user_data
+from gateways.ad_kinds import KINDS as AD_KINDS
+from gateways.ads import AdEvent, Buyer, Destination, DestinationPermanent, DestinationTransient, Line, Order
 
 log = logging.getLogger(__name__)
 
 FLUSH_KEY = "grimbots:pixel:flush:{pixel_id}"  # Meta's (as before other destinations); the others':
 FLUSH_KEY_OF = "grimbots:pixel:flush:{destination}:{pixel_id}"
-DESTINATIONS = ("meta", "tiktok", "utmify")
+DESTINATIONS = tuple(AD_KINDS)
 BY_TOKEN = '"token" = {p}'
 # Meta refuses events older than 7 days; keep a margin so an event is never refused in flight.
 MAX_AGE = dt.timedelta(days=7) - dt.timedelta(minutes=10)
@@ -68,15 +68,13 @@ BACKOFF_MAX = dt.timedelta(minutes=15)
 
 
 def targets(bot: BotConfig) -> dict[str, tuple[str, dict[str, str | None]]]:
-    """The destinations a bot sends to: destination → (target, credentials)."""
+    """The destinations a bot sends to (those it has every required key of): destination →
+    (target, credentials)."""
     out: dict[str, tuple[str, dict[str, str | None]]] = {}
-    if bot.pixel_id and bot.pixel_access_token:
-        out["meta"] = (bot.pixel_id, {"access_token": bot.pixel_access_token,
-                                      "test_event_code": bot.pixel_test_event_code or None})  # fmt: skip
-    if bot.tiktok_pixel_code and bot.tiktok_access_token:
-        out["tiktok"] = (bot.tiktok_pixel_code, {"access_token": bot.tiktok_access_token})
-    if bot.utmify_token:
-        out["utmify"] = (bot.id, {"token": bot.utmify_token})
+    for name, kind in AD_KINDS.items():
+        if all(getattr(bot, key) for key in kind.required):
+            credentials = {credential: getattr(bot, key) or None for credential, key in kind.credentials.items()}
+            out[name] = (str(getattr(bot, kind.target)), credentials)
     return out
 
 
@@ -91,31 +89,11 @@ def from_ms(at_ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC).replace(tzinfo=None)
 
 
-@dataclass(frozen=True)
-class Buyer:
-    """What an event says about who did it: the chat user and their last ad click."""
-
-    person_id: int | None = None
-    fbc: str | None = None
-    fbp: str | None = None
-    ip: str | None = None
-    user_agent: str | None = None
-    source_url: str | None = None
-    ttclid: str | None = None
-    ttp: str | None = None
-    utm: dict[str, str] = field(default_factory=dict)
-    name: str = ""
-    ctwa_clid: str | None = None  # a Click-to-WhatsApp ad's click (CONTRACT §12)
-
-    def __repr__(self) -> str:  # personal data: never in a log line
-        return "Buyer(...)"
-
-    @classmethod
-    def of(cls, click: Click | None, person_id: int | None) -> Buyer:
-        if click is None:
-            return cls(person_id)
-        return cls(person_id, click.fbc, click.fbp, click.ip, click.user_agent, click.source_url, click.ttclid,
-                   click.ttp, dict(click.utm or {}))  # fmt: skip
+def buyer_of_click(click: Click | None, person_id: int | None) -> Buyer:
+    if click is None:
+        return Buyer(person_id)
+    return Buyer(person_id, click.fbc, click.fbp, click.ip, click.user_agent, click.source_url, click.ttclid,
+                 click.ttp, dict(click.utm or {}))  # fmt: skip
 
 
 def buyer_of(lead_id: int) -> Buyer:
@@ -143,110 +121,36 @@ def tracking(bot: BotConfig | None, lead_id: int) -> Tracking | None:
     return Tracking(bot, buyer_of(lead_id))
 
 
-def build_event(
-    name: str,
-    event_id: str,
-    event_time: dt.datetime,
-    buyer: Buyer,
-    custom_data: dict[str, Any] | None = None,
-    whatsapp: WhatsAppConfig | None = None,
-) -> dict[str, Any]:
-    """One event as Meta takes it. A lead a Click-to-WhatsApp ad brought to a bot with a WhatsApp
-    business account (`waba_id`) is a `business_messaging` event on `whatsapp` with its ctwa_clid
-    (Conversions API for WhatsApp). Otherwise, with a click (a browser was there) it is a `website` event with the
-    click's URL, IP and user agent, which Meta requires of website events; without one it happened
-    in the chat. A WhatsApp buyer's number is sent hashed (`ph`)."""
-    phone = str(buyer.person_id) if whatsapp is not None and buyer.person_id is not None else None
-    user = user_data(
-        person_id=buyer.person_id,
-        fbc=buyer.fbc,
-        fbp=buyer.fbp,
-        ip=buyer.ip,
-        user_agent=buyer.user_agent,
-        phone=phone,
-    )
-    event: dict[str, Any] = {
-        "event_name": name,
-        "event_time": int(event_time.replace(tzinfo=dt.UTC).timestamp()),
-        "event_id": event_id,
-        "action_source": "website" if buyer.user_agent else "chat",
-        "user_data": user,
-    }
-    if whatsapp is not None and buyer.ctwa_clid and whatsapp.waba_id:
-        # Meta takes business_messaging events only with the WhatsApp business account (a Cloud bot's
-        # waba_id); an Evolution number has none: its events go as chat events.
-        event["action_source"] = "business_messaging"
-        event["messaging_channel"] = "whatsapp"
-        user["ctwa_clid"] = buyer.ctwa_clid
-        user["whatsapp_business_account_id"] = whatsapp.waba_id
-        for browser_only in ("client_ip_address", "client_user_agent"):
-            user.pop(browser_only, None)
-    elif buyer.user_agent and buyer.source_url:
-        event["event_source_url"] = buyer.source_url
-    if custom_data:
-        event["custom_data"] = custom_data
-    return event
-
-
-def record(
-    bot: BotConfig,
-    event: dict[str, Any],
-    event_time: dt.datetime,
-    *,
-    lead_id: int | None = None,
-    charge_id: int | None = None,
-    destination: str = "meta",
-    event_id: str | None = None,
-    event_name: str | None = None,
-) -> None:
-    """Insert the event for `destination` (a repeat of its event_id there inserts nothing) and
-    schedule that target's flush for after the commit. Meta's events carry their id and name;
-    other destinations' payloads are named by `event_id` and `event_name`."""
-    target = targets(bot)[destination][0]
+def record(bot: BotConfig, event: AdEvent, *, lead_id: int | None = None, charge_id: int | None = None) -> None:
+    """The event for each destination of the bot that takes it (a repeat of its id there inserts
+    nothing), each target's flush scheduled for after the commit."""
     now = utcnow()
-    hot.insert(PixelEvent, dict(
-        destination=destination, event_id=event_id or event["event_id"], event_name=event_name or event["event_name"],
-        bot_id=bot.id, pixel_id=target, lead_id=lead_id, charge_id=charge_id, event_time=event_time, payload=event,
-        state="pending", attempts=0, next_attempt_at=now, created_at=now,
-    ), ignore_conflicts=True)  # fmt: skip
-    after_commit(lambda: schedule(target, destination=destination))
+    for destination, (target, _) in targets(bot).items():
+        built = AD_KINDS[destination].build(event)
+        if built is None:
+            continue
+        hot.insert(PixelEvent, dict(
+            destination=destination, event_id=built.event_id, event_name=built.name, bot_id=bot.id, pixel_id=target,
+            lead_id=lead_id, charge_id=charge_id, event_time=built.at, payload=built.doc, state="pending",
+            attempts=0, next_attempt_at=now, created_at=now,
+        ), ignore_conflicts=True)  # fmt: skip
+        after_commit(functools.partial(schedule, target, destination=destination))
 
 
-def record_tiktok(bot: BotConfig, name: str, event_id: str, at: dt.datetime, buyer: Buyer, *,
-                  properties: dict[str, Any] | None = None, lead_id: int | None = None,
-                  charge_id: int | None = None) -> None:  # fmt: skip
-    if not tracks(bot, "tiktok"):
-        return
-    event = tiktok.event(name, event_id, at, user_id=buyer.person_id, ttclid=buyer.ttclid, ttp=buyer.ttp,
-                         ip=buyer.ip, user_agent=buyer.user_agent, page_url=buyer.source_url,
-                         properties=properties)  # fmt: skip
-    record(bot, event, at, lead_id=lead_id, charge_id=charge_id, destination="tiktok", event_id=event_id,
-           event_name=name)  # fmt: skip
+def on_channel(bot: BotConfig) -> dict[str, Any]:
+    """What an event says of the bot's channel (a WhatsApp number's business account)."""
+    wa = bot.whatsapp
+    return {"whatsapp": wa is not None, "business_account": wa.waba_id if wa is not None else None}
 
 
-UTMIFY_MAX_AGE = dt.timedelta(days=7)
-
-
-def record_order(track: Tracking, charge: Charge, status: str, now: dt.datetime, *, paid_at: dt.datetime | None = None,
-                 refunded_at: dt.datetime | None = None) -> None:  # fmt: skip
-    """One state of the charge's Utmify order (`waiting_payment`, `paid`, `refunded`), once each;
-    none for a charge older than Utmify takes."""
-    bot = track.bot
-    if not tracks(bot, "utmify") or charge.created_at < now - UTMIFY_MAX_AGE:
-        return
+def order_of(bot: BotConfig, charge: Charge, *, paid_at: dt.datetime | None = None,
+             refunded_at: dt.datetime | None = None) -> Order:  # fmt: skip
     offer = bot.offer(charge.offer_id)
     bump = bot.offer(charge.bump_offer_id) if charge.bump_offer_id else None
-    main = charge.amount - (bump.price if bump is not None else Decimal(0))
-    products = [(offer.slug if offer else str(charge.offer_id), offer.label if offer else "", main)]
-    if bump is not None:
-        products.append((bump.slug, bump.label, bump.price))
-    order = utmify.order(order_id=str(charge.id), status=status, created_at=charge.created_at, approved_at=paid_at,
-                         refunded_at=refunded_at, customer_name=track.buyer.name,
-                         customer_id=f"{bot.id}-{charge.lead_id}", products=products, tracking=track.buyer.utm,
-                         total=charge.amount)  # fmt: skip
-    # event_time is the order's creation: Utmify's 7 days count from there
-    record(bot, order, charge.created_at, lead_id=charge.lead_id, charge_id=charge.id, destination="utmify",
-           event_id=f"order.{charge.id}.{status}", event_name=status)  # fmt: skip
+    return Order(charge.id, charge.created_at, charge.amount, charge.offer_id,
+                 Line(offer.slug, offer.label, offer.price) if offer is not None else None,
+                 Line(bump.slug, bump.label, bump.price) if bump is not None else None,
+                 f"{bot.id}-{charge.lead_id}", paid_at, refunded_at)  # fmt: skip
 
 
 def store_click(click: clicks.Click) -> tuple[Click, bool]:
@@ -277,9 +181,8 @@ def count_click(row: Click) -> None:
 
 
 def page_view(bot: BotConfig, row: Click) -> None:
-    if tracks(bot):
-        event = build_event("PageView", f"pv.{row.token}", row.clicked_at, Buyer.of(row, None))
-        record(bot, event, row.clicked_at)
+    if targets(bot):
+        record(bot, AdEvent("PageView", f"pv.{row.token}", row.clicked_at, buyer_of_click(row, None)))
 
 
 def attach_click(bot: BotConfig, lead_id: int, click: clicks.Click) -> Click:
@@ -297,65 +200,37 @@ def attach_click(bot: BotConfig, lead_id: int, click: clicks.Click) -> Click:
 
 def view_content(bot: BotConfig, lead_id: int, update_id: int, person_id: int, click: Click | None = None) -> None:
     """A /start (with the click it came with, if any; else the lead's last one)."""
-    if not tracks(bot) and not tracks(bot, "tiktok"):
+    if not targets(bot):
         return
-    buyer = Buyer.of(click, person_id) if click is not None else buyer_of(lead_id)
-    now = utcnow()
-    event_id = f"vc.{bot.id}.{update_id}"
-    if tracks(bot):
-        custom = {"content_name": bot.username or bot.id, "content_type": "product"}
-        record(bot, build_event("ViewContent", event_id, now, buyer, custom, bot.whatsapp), now, lead_id=lead_id)
-    record_tiktok(bot, "ViewContent", event_id, now, buyer, properties={"content_type": "product"}, lead_id=lead_id)
-
-
-def _checkout_data(charge: Charge, bot: BotConfig) -> dict[str, Any]:
-    offer = bot.offer(charge.offer_id)
-    data: dict[str, Any] = {"currency": "BRL", "value": float(charge.amount), "content_type": "product"}
-    if offer is not None:
-        data["content_ids"] = [offer.slug]
-        data["content_name"] = offer.label
-    return data
-
-
-def _tiktok_properties(charge: Charge, bot: BotConfig, value: Any) -> dict[str, Any]:
-    offer = bot.offer(charge.offer_id)
-    properties: dict[str, Any] = {"currency": "BRL", "value": float(value), "content_type": "product"}
-    if offer is not None:
-        properties["contents"] = [{"content_id": offer.slug, "content_name": offer.label, "quantity": 1,
-                                   "price": float(charge.amount)}]  # fmt: skip
-    return properties
+    buyer = buyer_of_click(click, person_id) if click is not None else buyer_of(lead_id)
+    event = AdEvent("ViewContent", f"vc.{bot.id}.{update_id}", utcnow(), buyer, content_name=bot.username or bot.id,
+                    **on_channel(bot))  # fmt: skip
+    record(bot, event, lead_id=lead_id)
 
 
 def initiate_checkout(track: Tracking | None, charge: Charge, now: dt.datetime) -> None:
     """A charge became pending: the buyer has a code to pay."""
-    if track is None:
-        return
-    if tracks(track.bot):
-        custom = _checkout_data(charge, track.bot)
-        event = build_event("InitiateCheckout", f"ic.{charge.id}", now, track.buyer, custom, track.bot.whatsapp)
-        record(track.bot, event, now, lead_id=charge.lead_id, charge_id=charge.id)
-    record_tiktok(track.bot, "InitiateCheckout", f"ic.{charge.id}", now, track.buyer, lead_id=charge.lead_id,
-                  charge_id=charge.id, properties=_tiktok_properties(charge, track.bot, charge.amount))  # fmt: skip
-    record_order(track, charge, "waiting_payment", now)
+    if track is not None:
+        event = AdEvent("InitiateCheckout", f"ic.{charge.id}", now, track.buyer, charge.amount,
+                        order=order_of(track.bot, charge), **on_channel(track.bot))  # fmt: skip
+        record(track.bot, event, lead_id=charge.lead_id, charge_id=charge.id)
 
 
 def purchase(track: Tracking | None, charge: Charge, amount: Any, now: dt.datetime) -> None:
     """The charge was paid (by the one winner of pending → paid): value is what was paid."""
-    if track is None:
-        return
-    if tracks(track.bot):
-        custom = {**_checkout_data(charge, track.bot), "value": float(amount)}
-        event = build_event("Purchase", f"pur.{charge.id}", now, track.buyer, custom, track.bot.whatsapp)
-        record(track.bot, event, now, lead_id=charge.lead_id, charge_id=charge.id)
-    record_tiktok(track.bot, "CompletePayment", f"pur.{charge.id}", now, track.buyer, lead_id=charge.lead_id,
-                  charge_id=charge.id, properties=_tiktok_properties(charge, track.bot, amount))  # fmt: skip
-    record_order(track, charge, "paid", now, paid_at=now)
+    if track is not None:
+        event = AdEvent("Purchase", f"pur.{charge.id}", now, track.buyer, Decimal(str(amount)),
+                        order=order_of(track.bot, charge, paid_at=now), **on_channel(track.bot))  # fmt: skip
+        record(track.bot, event, lead_id=charge.lead_id, charge_id=charge.id)
 
 
 def refund(track: Tracking | None, charge: Charge, now: dt.datetime) -> None:
-    """The charge was refunded (by the one winner of → refunded): its Utmify order says so."""
+    """The charge was refunded (by the one winner of → refunded)."""
     if track is not None:
-        record_order(track, charge, "refunded", now, paid_at=charge.paid_at, refunded_at=now)
+        order = order_of(track.bot, charge, paid_at=charge.paid_at, refunded_at=now)
+        event = AdEvent("Refund", f"ref.{charge.id}", now, track.buyer, charge.amount, order=order,
+                        **on_channel(track.bot))  # fmt: skip
+        record(track.bot, event, lead_id=charge.lead_id, charge_id=charge.id)
 
 
 # --- sending ---------------------------------------------------------------------------------

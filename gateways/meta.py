@@ -8,18 +8,28 @@ Errors, translated at this boundary:
     └── MetaPermanent   never retried: 4xx (Meta's own message kept, e.g. an OAuthException)
 
 The access token travels in the query string, so no message here carries a URL or httpx's own
-error text. Also here: the `user_data` rules (what is hashed and how it is normalised first)."""
+error text. Also here: an event as Meta takes it (`build`), and the `user_data` rules (what is
+hashed and how it is normalised first)."""
 
 from __future__ import annotations
 
-import hashlib
+import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from gateways.ads import DestinationError, DestinationPermanent, DestinationTransient, Sent
+from gateways.ads import (
+    AdEvent,
+    AdKind,
+    DestinationError,
+    DestinationPermanent,
+    DestinationTransient,
+    Payload,
+    Sent,
+    sha256_hex,
+)
 from gateways.http import network_errors, pooled_client
 
 MAX_BATCH = 1000
@@ -110,10 +120,6 @@ def _describe(answer: Any) -> str:
 # --- user_data -------------------------------------------------------------------------------
 
 
-def sha256_hex(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
 def hashed_email(email: str) -> str | None:
     normalized = email.strip().lower()
     return sha256_hex(normalized) if "@" in normalized else None
@@ -155,3 +161,59 @@ def user_data(
     if phone and (ph := hashed_phone(phone)):
         data["ph"] = [ph]
     return data
+
+
+# --- an event as Meta takes it -------------------------------------------------------------------
+
+
+def _custom_data(event: AdEvent) -> dict[str, Any] | None:
+    if event.name == "ViewContent":
+        return {"content_name": event.content_name, "content_type": "product"}
+    order = event.order
+    if order is None:
+        return None
+    data: dict[str, Any] = {"currency": "BRL", "value": float(event.value or order.total), "content_type": "product"}
+    if order.offer is not None:
+        data["content_ids"] = [order.offer.id]
+        data["content_name"] = order.offer.name
+    return data
+
+
+def build(event: AdEvent) -> Payload | None:
+    """One event as Meta takes it (a refund is not one). A lead a Click-to-WhatsApp ad brought to a
+    bot with a WhatsApp business account is a `business_messaging` event on `whatsapp` with its
+    ctwa_clid (Conversions API for WhatsApp). Otherwise, with a click (a browser was there) it is a
+    `website` event with the click's URL, IP and user agent, which Meta requires of website events;
+    without one it happened in the chat. A WhatsApp buyer's number is sent hashed (`ph`)."""
+    if event.name not in ("PageView", "ViewContent", "InitiateCheckout", "Purchase"):
+        return None
+    buyer = event.buyer
+    phone = str(buyer.person_id) if event.whatsapp and buyer.person_id is not None else None
+    user = user_data(person_id=buyer.person_id, fbc=buyer.fbc, fbp=buyer.fbp, ip=buyer.ip,
+                     user_agent=buyer.user_agent, phone=phone)  # fmt: skip
+    doc: dict[str, Any] = {
+        "event_name": event.name,
+        "event_time": int(event.at.replace(tzinfo=dt.UTC).timestamp()),
+        "event_id": event.event_id,
+        "action_source": "website" if buyer.user_agent else "chat",
+        "user_data": user,
+    }
+    if event.whatsapp and buyer.ctwa_clid and event.business_account:
+        # Meta takes business_messaging events only with the WhatsApp business account (a Cloud bot's
+        # waba_id); an Evolution number has none: its events go as chat events.
+        doc["action_source"] = "business_messaging"
+        doc["messaging_channel"] = "whatsapp"
+        user["ctwa_clid"] = buyer.ctwa_clid
+        user["whatsapp_business_account_id"] = event.business_account
+        for browser_only in ("client_ip_address", "client_user_agent"):
+            user.pop(browser_only, None)
+    elif buyer.user_agent and buyer.source_url:
+        doc["event_source_url"] = buyer.source_url
+    if (custom := _custom_data(event)) is not None:
+        doc["custom_data"] = custom
+    return Payload(event.event_id, event.name, event.at, doc)
+
+
+KIND = AdKind("meta", target="pixel_id",
+              credentials={"access_token": "pixel_access_token", "test_event_code": "pixel_test_event_code"},
+              required=("pixel_id", "pixel_access_token"), build=build)  # fmt: skip

@@ -14,9 +14,8 @@ from typing import Any
 
 import httpx
 
-from gateways.ads import DestinationPermanent, DestinationTransient, Sent
+from gateways.ads import AdEvent, AdKind, DestinationPermanent, DestinationTransient, Payload, Sent, sha256_hex
 from gateways.http import network_errors, pooled_client
-from gateways.meta import sha256_hex
 
 MAX_BATCH = 1000
 RATE_LIMITED = {40100, 40016}
@@ -26,7 +25,7 @@ def default_client(timeout: float = 10.0) -> httpx.Client:
     return pooled_client(timeout, max_connections=20)
 
 
-def event(name: str, event_id: str, at: dt.datetime, *, user_id: int | None, ttclid: str | None, ttp: str | None,
+def tiktok_event(name: str, event_id: str, at: dt.datetime, *, user_id: int | None, ttclid: str | None, ttp: str | None,
           ip: str | None, user_agent: str | None, page_url: str | None,
           properties: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """One event as TikTok takes it: `external_id` is the SHA-256 of the chat user id (as Meta's);
@@ -89,3 +88,29 @@ class TikTokGateway:
         if code in RATE_LIMITED or code >= 50000:
             raise DestinationTransient(f"tiktok: code {code}: {message}", f"tiktok: code {code}")
         raise DestinationPermanent(f"tiktok: code {code}: {message}", f"tiktok: code {code}")
+
+
+NAMES = {"ViewContent": "ViewContent", "InitiateCheckout": "InitiateCheckout", "Purchase": "CompletePayment"}
+
+
+def build(event: AdEvent) -> Payload | None:
+    """A /start, a checkout or a purchase (TikTok's CompletePayment) as TikTok takes it."""
+    name = NAMES.get(event.name)
+    if name is None:
+        return None
+    properties: dict[str, Any] = {"content_type": "product"}
+    order = event.order
+    if order is not None:
+        properties = {"currency": "BRL", "value": float(event.value or order.total), "content_type": "product"}
+        if order.offer is not None:
+            properties["contents"] = [{"content_id": order.offer.id, "content_name": order.offer.name,
+                                       "quantity": 1, "price": float(order.total)}]  # fmt: skip
+    buyer = event.buyer
+    doc = tiktok_event(name, event.event_id, event.at, user_id=buyer.person_id, ttclid=buyer.ttclid, ttp=buyer.ttp,
+                       ip=buyer.ip, user_agent=buyer.user_agent, page_url=buyer.source_url,
+                       properties=properties)  # fmt: skip
+    return Payload(event.event_id, name, event.at, doc)
+
+
+KIND = AdKind("tiktok", target="tiktok_pixel_code", credentials={"access_token": "tiktok_access_token"},
+              required=("tiktok_pixel_code", "tiktok_access_token"), build=build)  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from gateways.ads import DestinationPermanent, DestinationTransient, Sent
+from gateways.ads import AdEvent, AdKind, DestinationPermanent, DestinationTransient, Payload, Sent
 from gateways.http import network_errors, pooled_client
 
 PLATFORM = "GrimBots"
@@ -93,3 +93,29 @@ class UtmifyGateway:
         if status == 429 or status >= 500:
             raise DestinationTransient(f"utmify: HTTP {status}: {message}".rstrip(": "), f"utmify: HTTP {status}")
         raise DestinationPermanent(f"utmify: HTTP {status}: {message}".rstrip(": "), f"utmify: HTTP {status}")
+
+
+STATUS = {"InitiateCheckout": "waiting_payment", "Purchase": "paid", "Refund": "refunded"}
+MAX_AGE = dt.timedelta(days=7)  # Utmify refuses orders created longer ago
+
+
+def build(event: AdEvent) -> Payload | None:
+    """One state of the charge's order (waiting_payment, paid, refunded), kept under its own id
+    (once each) at the order's creation time (Utmify's 7 days count from there); none for an order
+    older than Utmify takes."""
+    status, charge = STATUS.get(event.name), event.order
+    if status is None or charge is None or charge.created_at < event.at - MAX_AGE:
+        return None
+    bump = charge.bump
+    main = charge.total - (bump.price if bump is not None else Decimal(0))
+    offer = charge.offer
+    products = [(offer.id if offer else str(charge.offer_id), offer.name if offer else "", main)]
+    if bump is not None:
+        products.append((bump.id, bump.name, bump.price))
+    doc = order(order_id=str(charge.id), status=status, created_at=charge.created_at, approved_at=charge.paid_at,
+                refunded_at=charge.refunded_at, customer_name=event.buyer.name, customer_id=charge.customer_id,
+                products=products, tracking=event.buyer.utm, total=charge.total)  # fmt: skip
+    return Payload(f"order.{charge.id}.{status}", status, charge.created_at, doc)
+
+
+KIND = AdKind("utmify", target="id", credentials={"token": "utmify_token"}, required=("utmify_token",), build=build)
