@@ -65,29 +65,22 @@ def _backoff(redrives: int, first: dt.timedelta) -> dt.timedelta:
 
 
 def due(first: dt.timedelta, limit: int = BATCH) -> list[ProcessedUpdate]:
-    """Debts whose time has come, each claimed for one re-drive (a conditional bump of due_at)."""
+    """Debts whose time has come, each claimed for one re-drive as every durable schedule is
+    (db/hot.claim_due: a lease of `first`, counted in `redrives`); then each re-drive's next look
+    backs off (`_backoff`), and a debt past its stage's window is abandoned (no due time)."""
     now = utcnow()
-    rows = (
-        ProcessedUpdate.select()
-        .where((ProcessedUpdate.due_at <= now) & ProcessedUpdate.done_at.is_null())
-        .order_by(ProcessedUpdate.due_at)
-        .limit(limit)
-    )
+    ids = hot.claim_due("processed_update", '"done_at" IS NULL', now, first, counter="redrives", limit=limit)
     claimed = []
-    for row in rows:
+    for row in ProcessedUpdate.select().where(ProcessedUpdate.id.in_(ids)).order_by(ProcessedUpdate.due_at):
         expired = now - row.received_at > _window(row.owed or WELCOME, row.bot_id)
-        values = {"due_at": None} if expired else {"due_at": now + _backoff(row.redrives, first)}
-        won = (
-            ProcessedUpdate.update(redrives=ProcessedUpdate.redrives + 1, **values)
-            .where((ProcessedUpdate.id == row.id) & (ProcessedUpdate.due_at == row.due_at))
-            .execute()
-        )
-        if not won:
-            continue
+        later = _backoff(row.redrives - 1, first)
+        if expired or later != first:
+            ProcessedUpdate.update(due_at=None if expired else now + later).where(
+                ProcessedUpdate.id == row.id).execute()  # fmt: skip
         if expired:
             counters.inc("grimbots_owed_total", {"owed": _kind(row.owed), "outcome": "abandoned"})
             log.warning("owed work abandoned bot=%s update=%s owed=%s redrives=%d", row.bot_id, row.update_id,
-                        _kind(row.owed), row.redrives)  # fmt: skip
+                        _kind(row.owed), row.redrives - 1)  # fmt: skip
             continue
         claimed.append(row)
     return claimed
@@ -125,7 +118,7 @@ def redrive_row(row: ProcessedUpdate) -> None:
         )
     counters.inc("grimbots_owed_total", {"owed": _kind(row.owed), "outcome": "redriven"})
     log.info("owed work re-driven bot=%s update=%s owed=%s redrives=%d", row.bot_id, row.update_id,
-             _kind(row.owed), row.redrives + 1)  # fmt: skip
+             _kind(row.owed), row.redrives)  # fmt: skip
 
 
 @dramatiq.actor(
