@@ -12,7 +12,7 @@ import dramatiq
 from actors import runtime
 from actors.broker import FUNNEL, retry_when
 from actors.channels import Channels
-from actors.outbox import MARKETING, OWED, Outcome, Send, deliver, of, plan
+from actors.outbox import MARKETING, OWED, Outcome, Send, deliver, plan
 from actors.throttle import Throttle
 from catalog.schema import BotConfig
 from db import hot
@@ -112,7 +112,7 @@ def answer_callback(bot: BotConfig, chat_id: int, callback_id: str, channels: Ch
                     ) -> Outcome:  # fmt: skip
     """Stop the client's spinner (Telegram); buying is the payments stage's (later) work."""
     channel = channels.of(bot)
-    sends = [of(r) for r in channel.answer(f"callback:{bot.id}:{callback_id}", chat_id, callback_id, None)]
+    sends = [Send(r) for r in channel.answer(f"callback:{bot.id}:{callback_id}", chat_id, callback_id, None)]
     return deliver(channel, throttle, chat_id, sends)
 
 

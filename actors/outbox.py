@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Literal, NoReturn
 
@@ -81,40 +81,32 @@ def hand_off(actor: dramatiq.Actor[Any, Any], args: tuple[Any, ...], exc: BaseEx
 
 @dataclass(frozen=True)
 class Send:
-    key: str
-    method: str
-    params: dict[str, Any]
+    """A channel's request under the outbox's policy: what to do when its fate is unknown, and
+    whether a short flood wait is slept through."""
+
+    request: Request
     if_unknown: Literal["skip", "resend"] = "skip"
-    # A second form to try once when Telegram rejects the first with 400 (a stale file_id, say).
-    fallback: dict[str, Any] | None = None
-    # Answers (answerCallbackQuery) are not messages: they take no slot of the bot's window.
-    throttled: bool = True
     # A short flood wait (429) is slept through and the send made again; False: the send goes back
     # to its caller (dramatiq.Retry) at once: a broadcast must be stoppable while it waits.
     wait_inline: bool = True
-    # Uploads: field → (file name, bytes, content type); the call goes out as multipart.
-    files: dict[str, tuple[str, bytes, str]] | None = field(default=None, repr=False)
-    on_sent: Callable[[Any], None] | None = field(default=None, compare=False)
-    menu: tuple[str, ...] | None = None  # numbered choices it shows (WhatsApp): kept with the lead once sent
-    free_form: bool = True
-    template_text: str | None = None
 
-    def request(self, params: dict[str, Any]) -> Request:
-        return Request(self.key, self.method, params, self.files, menu=self.menu, throttled=self.throttled,
-                       free_form=self.free_form, template_text=self.template_text)  # fmt: skip
+    @property
+    def key(self) -> str:
+        return self.request.key
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.request.params
 
 
 def plan(channel: Channel, key: str, chat_id: int, message: Message, if_unknown: Literal["skip", "resend"],
          *, wait_inline: bool = True) -> list[Send]:  # fmt: skip
     """The message as the channel's sends, each under the given policy."""
-    return [of(request, if_unknown, wait_inline=wait_inline) for request in channel.render(key, chat_id, message)]
-
-
-def of(request: Request, if_unknown: Literal["skip", "resend"] = "skip", *, wait_inline: bool = True) -> Send:
-    return Send(request.key, request.method, request.params, if_unknown, fallback=request.fallback,
-                throttled=request.throttled, wait_inline=wait_inline, files=request.files,
-                on_sent=request.on_result, menu=request.menu, free_form=request.free_form,
-                template_text=request.template_text)  # fmt: skip
+    return [Send(request, if_unknown, wait_inline) for request in channel.render(key, chat_id, message)]
 
 
 @dataclass
@@ -270,7 +262,7 @@ def deliver(
             outcome.skipped.append(send.key)
             continue
         funnel = partial(throttle.acquire, bot_id, chat_id, rate=channel.rate, waiter=send.key)
-        take = (slot or funnel) if send.throttled else None
+        take = (slot or funnel) if send.request.throttled else None
         result = _call(channel, throttle, chat_id, send, take)
         if isinstance(result, Outcome):
             outcome.blocked, outcome.failed = result.blocked, result.failed
@@ -279,12 +271,12 @@ def deliver(
             outcome.skipped.append(send.key)
             continue
         outcome.sent.append(send.key)
-        if send.menu is not None:  # what "1", "2"... mean from now on
-            Lead.update(menu=list(send.menu), menu_at=utcnow()).where(
+        if send.request.menu is not None:  # what "1", "2"... mean from now on
+            Lead.update(menu=list(send.request.menu), menu_at=utcnow()).where(
                 (Lead.bot == bot_id) & (Lead.chat_id == chat_id)
             ).execute()
-        if send.on_sent is not None:
-            send.on_sent(result)
+        if send.request.on_result is not None:
+            send.request.on_result(result)
     return outcome
 
 
@@ -308,7 +300,9 @@ def _call(channel: Channel, throttle: Throttle, chat_id: int, send: Send, take: 
         ticket = _slot(send, take)
         try:
             try:
-                result = channel.call(send.request(params), chat_id)
+                result = channel.call(
+                    send.request if params is send.params else replace(send.request, params=params), chat_id
+                )
             finally:
                 throttle.done(ticket)
         except ChannelRetryAfter as exc:
@@ -339,8 +333,8 @@ def _call(channel: Channel, throttle: Throttle, chat_id: int, send: Send, take: 
             _finish(send.key, "failed", error=exc.description)
             return Outcome(blocked=True, failed=exc.description)
         except ChannelPermanent as exc:
-            if send.fallback is not None and params is send.params:
-                params = send.fallback
+            if send.request.fallback is not None and params is send.params:
+                params = send.request.fallback
                 continue
             counters.inc(
                 "grimbots_channel_sends_total", {"channel": kind, "method": send.method, "outcome": "rejected"}

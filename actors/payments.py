@@ -32,7 +32,7 @@ from actors.broker import PAYMENTS, SETTLE, broker, counters, retry_when
 from actors.channels import Channels
 from actors.enqueue import unit_of_work
 from actors.funnel import Recipient
-from actors.outbox import OWED, Send, deliver, of, plan
+from actors.outbox import OWED, Send, deliver, plan
 from actors.throttle import Throttle
 from catalog.schema import BotConfig, OfferConfig, brl
 from db import hot
@@ -506,7 +506,7 @@ def check_button(
         text = bot.text(names.get(charge.status, "payment_pending"))
     channel = channels.of(bot)
     answer = channel.answer(f"callback:{bot.id}:{callback_id}", chat_id, callback_id, text)
-    deliver(channel, throttle, chat_id, [of(r, OWED) for r in answer])
+    deliver(channel, throttle, chat_id, [Send(r, OWED) for r in answer])
     if settled is not None and settled.deliver:
         delivery.deliver_now_or_later(settled.charge_id, channels, throttle)
     return settled

@@ -27,7 +27,7 @@ from actors import runtime
 from actors.broker import FUNNEL, counters, retry_when
 from actors.channels import Channels
 from actors.funnel import mark_unreachable
-from actors.outbox import MARKETING, OWED, Outcome, deliver, of, plan
+from actors.outbox import MARKETING, OWED, Outcome, Send, deliver, plan
 from actors.schedule import close, close_after
 from actors.throttle import Throttle
 from catalog.schema import BotConfig, OfferConfig, brl
@@ -219,7 +219,7 @@ def _as_member(bot: BotConfig, channels: Channels, throttle: Throttle, chat_id: 
     members = membership(channel)
     if members is None:  # config sells chats on Telegram only: a bot changed under its subscriptions
         return Outcome(failed=f"{channel.kind} has no chats to sell")
-    return deliver(channel, throttle, chat_id, [of(request, OWED) for request in requests(members)])
+    return deliver(channel, throttle, chat_id, [Send(request, OWED) for request in requests(members)])
 
 
 class _Refused(Exception):

@@ -13,7 +13,7 @@ from actors.throttle import Throttle
 from actors.updates import upsert_lead
 from catalog.schema import BotConfig
 from db.models import Lead, OutboundMessage
-from gateways.channel import Person
+from gateways.channel import Person, Request
 from gateways.telegram import FILE_IDS, TelegramChannel, TelegramGateway, TelegramTransient
 from gateways.text import split_text
 from gateways.text import utf16_length as telegram_length
@@ -181,7 +181,7 @@ def test_resend_policy_sends_again_after_lost_answer(
     channels: Channels, fake_telegram: FakeTelegramTransport, throttle: Throttle
 ) -> None:
     fake_telegram.queue("sendMessage", httpx.ReadTimeout("no answer"))
-    send = Send("k1", "sendMessage", {"chat_id": 1, "text": "acesso"}, if_unknown="resend")
+    send = Send(Request("k1", "sendMessage", {"chat_id": 1, "text": "acesso"}), if_unknown="resend")
     with pytest.raises(TelegramTransient):
         deliver(TelegramChannel(channels.telegram, "b", "1:T"), throttle, 1, [send])
     outcome = deliver(TelegramChannel(channels.telegram, "b", "1:T"), throttle, 1, [send])

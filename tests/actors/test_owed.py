@@ -18,6 +18,7 @@ from actors.throttle import Throttle
 from catalog.schema import BotConfig
 from db.database import utcnow
 from db.models import OutboundMessage, ProcessedUpdate
+from gateways.channel import Request
 from gateways.telegram import TelegramChannel
 from tests.actors.test_updates import start_update
 from tests.conftest import FakeTelegramTransport, route_update
@@ -111,7 +112,7 @@ def test_a_young_claim_comes_back_later_instead_of_being_skipped(
 ) -> None:
     """A send a worker died on holds its row in `sending`: the redelivery must not skip it (it
     would stay `sending` for ever); it comes back when the claim is stale, and then resends."""
-    send = Send("welcome:x:1:text:0", "sendMessage", {"chat_id": 1, "text": "oi"}, if_unknown="resend")
+    send = Send(Request("welcome:x:1:text:0", "sendMessage", {"chat_id": 1, "text": "oi"}), if_unknown="resend")
     OutboundMessage.create(key=send.key, bot_id="b", chat_id=1, method="sendMessage", state="sending", attempts=1,
                            claimed_at=utcnow() - dt.timedelta(seconds=10))  # fmt: skip
     with pytest.raises(dramatiq.Retry) as retry:
@@ -127,7 +128,7 @@ def test_two_takers_of_one_stale_claim_send_it_once(
 ) -> None:
     """The redelivered update and the owed re-drive both find the same stale claim: one
     compare-and-set on the claim as they saw it lets exactly one of them send."""
-    send = Send("welcome:x:2:text:0", "sendMessage", {"chat_id": 1, "text": "oi"}, if_unknown="resend")
+    send = Send(Request("welcome:x:2:text:0", "sendMessage", {"chat_id": 1, "text": "oi"}), if_unknown="resend")
     OutboundMessage.create(key=send.key, bot_id="b", chat_id=1, method="sendMessage", state="sending", attempts=1,
                            claimed_at=utcnow() - dt.timedelta(seconds=STALE_CLAIM_SECONDS + 5),
                            claim="|dead-worker-token")  # fmt: skip
@@ -142,8 +143,8 @@ def test_a_claim_whose_holder_died_is_taken_over_at_once_and_a_live_ones_waits(
     channels: Channels, throttle: Throttle, fake_telegram: FakeTelegramTransport, redis_client: redis.Redis
 ) -> None:
     channel = TelegramChannel(channels.telegram, "b", "1:T")
-    live = Send("welcome:x:3:text:0", "sendMessage", {"chat_id": 1, "text": "oi"}, if_unknown="resend")
-    dead = Send("welcome:x:4:text:0", "sendMessage", {"chat_id": 1, "text": "oi"}, if_unknown="resend")
+    live = Send(Request("welcome:x:3:text:0", "sendMessage", {"chat_id": 1, "text": "oi"}), if_unknown="resend")
+    dead = Send(Request("welcome:x:4:text:0", "sendMessage", {"chat_id": 1, "text": "oi"}), if_unknown="resend")
     redis_client.set(f"{liveness.PREFIX}:host-a:41:beef", 1, ex=liveness.TTL_SECONDS)  # host A's worker beats
     for send, holder in ((live, "host-a:41:beef"), (dead, "host-b:42:dead")):  # host B's was SIGKILLed
         OutboundMessage.create(key=send.key, bot_id="b", chat_id=1, method="sendMessage", state="sending",

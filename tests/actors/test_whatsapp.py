@@ -27,7 +27,7 @@ from catalog.schema import BotConfig
 from catalog.snapshot import load_bots
 from db.database import utcnow
 from db.models import Charge, Delivery, Followup, Lead, OutboundMessage, PixelEvent, ProcessedUpdate
-from gateways.channel import ChannelGaveUp, Inbound, Person, update_id_of
+from gateways.channel import ChannelGaveUp, Inbound, Person, Request, update_id_of
 from gateways.evolution import EvolutionGateway, parse_event
 from gateways.payments.base import ChargeStatus
 from gateways.payments.sandbox import SandboxGateway
@@ -284,7 +284,7 @@ def test_transient_failures_are_retried_at_1_2_and_4_minutes_then_dead_lettered(
     bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
 ) -> None:
     channel = wa_channels.of(bots["zap"])
-    send = Send("owed:1", "sendText", {"number": str(NUMBER), "text": "acesso"}, if_unknown="resend")
+    send = Send(Request("owed:1", "sendText", {"number": str(NUMBER), "text": "acesso"}), if_unknown="resend")
     delays = []
     for _ in range(3):
         fake_wa.replies.append(httpx.Response(500, json={"response": {"message": ["Internal error"]}}))
@@ -307,7 +307,7 @@ def test_rate_per_minute_is_shared_and_waits_are_not_failures(
 ) -> None:
     apply_config(whatsapp_config(rate_per_minute=2))
     channel = wa_channels.of(load_bots()["zap"])
-    sends = [Send(f"k{i}", "sendText", {"number": str(n), "text": "oi"}) for i, n in enumerate((1, 2, 3))]
+    sends = [Send(Request(f"k{i}", "sendText", {"number": str(n), "text": "oi"})) for i, n in enumerate((1, 2, 3))]
     deliver(channel, throttle, 11, [sends[0]])
     deliver(channel, throttle, 12, [sends[1]])
     with pytest.raises(dramatiq.Retry) as wait:
@@ -322,7 +322,7 @@ def test_a_disconnected_number_pauses_its_sends_and_comes_back(
     bots: dict[str, BotConfig], wa_channels: Channels, throttle: Throttle, fake_wa: FakeWhatsAppTransport
 ) -> None:
     channel = wa_channels.of(bots["zap"])
-    send = Send("owed:d", "sendText", {"number": str(NUMBER), "text": "acesso"}, if_unknown="resend")
+    send = Send(Request("owed:d", "sendText", {"number": str(NUMBER), "text": "acesso"}), if_unknown="resend")
     closed = {"status": 500, "error": "Internal Server Error", "response": {"message": ["Error: Connection Closed"]}}
     fake_wa.replies.append(httpx.Response(500, json=closed))
     with pytest.raises(dramatiq.Retry) as paused:
@@ -354,7 +354,7 @@ def test_a_number_not_on_whatsapp_is_unreachable_and_never_in_an_error_text(
     jid = f"{NUMBER}@s.whatsapp.net"
     fake_wa.replies.append(httpx.Response(400, json={"status": 400, "response": {"message": [
         {"exists": False, "jid": jid, "number": str(NUMBER)}]}}))  # fmt: skip
-    outcome = deliver(channel, throttle, NUMBER, [Send("m", "sendText", {"number": str(NUMBER), "text": "x"})])
+    outcome = deliver(channel, throttle, NUMBER, [Send(Request("m", "sendText", {"number": str(NUMBER), "text": "x"}))])
     assert outcome.blocked and str(NUMBER) not in (outcome.failed or "")
     assert str(NUMBER) not in (OutboundMessage.get().error or "")
 
@@ -465,7 +465,9 @@ def test_cloud_sends_nothing_outside_the_24_hour_window(
     fake_wa.calls.clear()
     Lead.update(last_seen_at=utcnow() - dt.timedelta(hours=25)).execute()
     channel = wa_channels.of(cloud)
-    outcome = deliver(channel, throttle, NUMBER, [Send("late", "messages", {"to": str(NUMBER), "type": "text"})])
+    outcome = deliver(
+        channel, throttle, NUMBER, [Send(Request("late", "messages", {"to": str(NUMBER), "type": "text"}))]
+    )
     assert outcome.failed == OUTSIDE_WINDOW and fake_wa.calls == []
     assert OutboundMessage.get(OutboundMessage.key == "late").state == "failed"
 
