@@ -5,7 +5,7 @@ lead once, stoppable within a second.
   `broadcast_recipient` rows (one INSERT … SELECT, in the transaction that moves it scheduled →
   running), so the segment is what it was at the start.
 - Senders ("lanes", BROADCAST_LANES per running broadcast, on a queue and worker of their own)
-  claim pending recipients in small batches with `db.hot.claim_due` (a lease on `due_at`, FOR
+  claim pending recipients in small batches with `db.sql.claim_due` (a lease on `due_at`, FOR
   UPDATE SKIP LOCKED on PostgreSQL): a lane that dies leaves its batch due again; Redis losing a
   lane's message leaves the broadcast running without it until the clock starts another.
 - Each send takes a slot of the bot's window at marketing priority (the funnel first: see
@@ -43,7 +43,7 @@ from actors.outbox import Outcome, deliver
 from actors.pools import RECHECK_SECONDS, UNHEALTHY
 from actors.throttle import STOPPED, Throttle, Ticket
 from catalog.schema import BotConfig, brl
-from db import hot
+from db import sql
 from db.database import db, json_text, transaction, utcnow
 from db.models import Broadcast, BroadcastRecipient, Lead, OutboundMessage
 from gateways.channel import ChannelGaveUp, ChannelTransient, Choice
@@ -116,14 +116,14 @@ def segment_where(segment: str) -> tuple[str, tuple[Any, ...]]:
 
 def _segment_sql(select: str, segment: str) -> tuple[str, tuple[Any, ...]]:
     where, params = segment_where(segment)
-    sql = f'{select} FROM "lead" l WHERE l."bot_id" = {{p}} AND l."reachable"{where}'
-    return sql.replace("{p}", db.param), params
+    query = f'{select} FROM "lead" l WHERE l."bot_id" = {{p}} AND l."reachable"{where}'
+    return query.replace("{p}", db.param), params
 
 
 def preview(bot_id: str, segment: str) -> int:
     """How many leads the segment holds now."""
-    sql, params = _segment_sql("SELECT COUNT(*)", segment)
-    return int(db.execute_sql(sql, (bot_id, *params)).fetchone()[0])
+    query, params = _segment_sql("SELECT COUNT(*)", segment)
+    return int(db.execute_sql(query, (bot_id, *params)).fetchone()[0])
 
 
 # --- creating, starting, stopping --------------------------------------------------------------
@@ -243,9 +243,9 @@ def summaries(bot_id: str | None = None, broadcast_id: int | None = None) -> lis
     counts: dict[int, dict[str, int]] = {}
     if rows:
         marks = ", ".join([db.param] * len(rows))
-        sql = (f'SELECT "broadcast_id", "state", COUNT(*) FROM "broadcast_recipient" WHERE "broadcast_id" IN ({marks}) '
-               'GROUP BY "broadcast_id", "state"')  # fmt: skip
-        for bid, state, n in db.execute_sql(sql, tuple(r.id for r in rows)).fetchall():
+        by_state = (f'SELECT "broadcast_id", "state", COUNT(*) FROM "broadcast_recipient" '
+                    f'WHERE "broadcast_id" IN ({marks}) GROUP BY "broadcast_id", "state"')  # fmt: skip
+        for bid, state, n in db.execute_sql(by_state, tuple(r.id for r in rows)).fetchall():
             counts.setdefault(int(bid), {})[str(state)] = int(n)
     out = []
     for r in rows:
@@ -305,7 +305,7 @@ def dispatch_actor() -> None:
 def _claim(broadcast_id: int, limit: int) -> list[BroadcastRecipient]:
     with transaction():
         running = Broadcast.select().where((Broadcast.id == broadcast_id) & (Broadcast.state == "running")).exists()
-        ids = hot.claim_due("broadcast_recipient", DUE, utcnow(), LEASE, limit=limit, params=(broadcast_id,)) \
+        ids = sql.claim_due("broadcast_recipient", DUE, utcnow(), LEASE, limit=limit, params=(broadcast_id,)) \
             if running else []  # fmt: skip
     if not ids:
         return []

@@ -1,6 +1,9 @@
 """The Dramatiq broker on Redis, its middleware, the queues, and the retry policy of every actor.
 
-Importing this module sets the global broker; every actor module imports it first."""
+Importing this module sets the global broker; every actor module imports it first, because Dramatiq
+binds an actor to the global broker when the actor is declared. The import does no I/O: the Redis
+client and the database connect on first use (`init_db` only points the proxy), and Sentry starts
+only with SENTRY_DSN (before the broker: its Dramatiq integration reaches only brokers built after it)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from actors.channels import Channels
 from actors.funnel import mark_unreachable
 from actors.outbox import NOT_NOW, OWED, Send, deliver, hand_off, plan
 from actors.throttle import Throttle
-from db import hot
+from db import sql
 from db.database import transaction, utcnow
 from db.models import Charge, Delivery, Offer, OutboundMessage
 from gateways.channel import Channel, ChannelPermanent, ChannelRetryAfter, Message, membership
@@ -93,7 +93,7 @@ class Part:
     by_request: bool = False
 
 
-def _parts(charge_id: int, job: hot.DeliveryJob) -> list[Part]:
+def _parts(charge_id: int, job: sql.DeliveryJob) -> list[Part]:
     parts = [Part(send_key(charge_id), job.delivery_text, job.delivery_link, job.delivery_chat_id, "invite_link",
                   job.invite_link, bool(job.join_by_request))]  # fmt: skip
     if job.bump_offer_id is not None:
@@ -105,7 +105,7 @@ def _parts(charge_id: int, job: hot.DeliveryJob) -> list[Part]:
     return parts
 
 
-def _link(part: Part, job: hot.DeliveryJob, channel: Channel, charge_id: int) -> str | None:
+def _link(part: Part, job: sql.DeliveryJob, channel: Channel, charge_id: int) -> str | None:
     """The part's link: its delivery_link, or the one-use invite link made (once) for its chat."""
     if part.chat_id is None:
         return part.link
@@ -124,14 +124,14 @@ def deliver_charge(charge_id: int, channels: Channels, throttle: Throttle) -> st
     """Send one paid charge's delivery (its offer's, and an accepted bump's: each exactly once);
     safe to call again. Returns the delivery's state after, None when there is none. Raises
     dramatiq.Retry / TelegramTransient to be retried."""
-    job = hot.delivery_job(charge_id)
+    job = sql.delivery_job(charge_id)
     if job is None or job.state != "pending":
         return job.state if job is not None else None
     bot = runtime.bot_config(job.bot_id)
     if bot is None:
         _fail(charge_id, "bot no longer configured")
         return "failed"
-    hot.count_delivery_attempt(job.delivery_id, utcnow())
+    sql.count_delivery_attempt(job.delivery_id, utcnow())
     channel = channels.of(bot)
     sends: list[Send] = []
     for part in _parts(charge_id, job):
@@ -148,13 +148,13 @@ def deliver_charge(charge_id: int, channels: Channels, throttle: Throttle) -> st
             mark_unreachable(job.lead_id)
         _fail(charge_id, outcome.failed)
         return "failed"
-    rows = [hot.first(OutboundMessage, '"key" = {p}', (send.key,)) for send in sends]
+    rows = [sql.first(OutboundMessage, '"key" = {p}', (send.key,)) for send in sends]
     if any(row is None or row.state != "sent" for row in rows):
         return "pending"  # another worker is sending it right now
     now = utcnow()
     finished = max((row.finished_at for row in rows if row is not None and row.finished_at), default=now)
     with transaction():
-        done = hot.update(Delivery, {"state": "sent", "delivered_at": finished, "updated_at": now},
+        done = sql.update(Delivery, {"state": "sent", "delivered_at": finished, "updated_at": now},
                           '"id" = {p} AND "state" = {p}', (job.delivery_id, "pending"))  # fmt: skip
         if done:  # its upsells, once: in the transaction that records the delivery
             offers = (job.offer_id, job.bump_offer_id) if job.bump_offer_id else (job.offer_id,)

@@ -5,7 +5,7 @@ kept as durable schedules (`followup` rows) and sent by the clock when due.
   /start, `unpaid` with its first charge; an upsell with the delivery of `after_offer`. Each under
   a unique key (`down:{lead}:{position}`, `up:{charge}:{position}`): at most once per lead (per
   paid charge for upsells), however often its cause repeats.
-- Claimed by `followups.dispatch` (the clock, every 2 s) with `db.hot.claim_due`: one statement
+- Claimed by `followups.dispatch` (the clock, every 2 s) with `db.sql.claim_due`: one statement
   per bot with due rows, `FOR UPDATE SKIP LOCKED` on PostgreSQL; the claim is a 60 s lease on
   `due_at`, so a message Redis lost, or a worker that died, leaves the row due again: late rather
   than never. A WhatsApp number gets no more claims a round than it can send in two (`budget`: 1
@@ -37,10 +37,10 @@ from actors.broker import FOLLOWUPS, broker, counters, retry_when
 from actors.channels import Channels, rate_of
 from actors.funnel import mark_unreachable, marketing_sends
 from actors.outbox import Send, deliver
-from actors.schedule import close, close_after
+from actors.scheduled_rows import close, close_after
 from actors.throttle import Throttle
 from catalog.schema import BotConfig, FollowupConfig, brl
-from db import hot
+from db import sql
 from db.database import transaction, utcnow
 from db.models import Charge, DownsellMark, Followup, Lead
 from gateways.channel import Channel, ChannelGaveUp, ChannelTransient, Choice
@@ -65,7 +65,7 @@ def _schedule(bot: BotConfig, lead_id: int, item: FollowupConfig, key: str, now:
               "offer_id": offer.id, "amount": item.price, "charge_id": charge_id,
               "due_at": now + dt.timedelta(seconds=item.delay_seconds), "state": "scheduled", "attempts": 0,
               "created_at": now}  # fmt: skip
-    created = hot.insert(Followup, values, ignore_conflicts=True) is not None
+    created = sql.insert(Followup, values, ignore_conflicts=True) is not None
     if created:
         counters.inc("grimbots_followups_total", {"kind": item.kind, "outcome": "scheduled"})
     return created
@@ -80,7 +80,7 @@ def schedule_downsells(bot: BotConfig, lead_id: int, when: str, now: dt.datetime
             continue
         # The permanent mark first: a lead whose row was pruned long ago is still not sent it again.
         mark = {"lead_id": lead_id, "position": item.position, "created_at": now}
-        if hot.insert(DownsellMark, mark, ignore_conflicts=True) is None:
+        if sql.insert(DownsellMark, mark, ignore_conflicts=True) is None:
             continue
         scheduled += _schedule(bot, lead_id, item, f"down:{lead_id}:{item.position}", now)
     return scheduled
@@ -241,7 +241,7 @@ def dispatch(limit: int = MAX_QUEUED) -> int:
             break
         take = min(budget(runtime.bot_config(bot_id)), limit - claimed)
         with transaction():
-            ids = hot.claim_due("followup", DUE + ' AND "bot_id" = {p}', now, LEASE, limit=take, params=(bot_id,))
+            ids = sql.claim_due("followup", DUE + ' AND "bot_id" = {p}', now, LEASE, limit=take, params=(bot_id,))
         per_bot.append(ids)
         claimed += len(ids)
     # Enqueued bot after bot in turn: the workers meet each bot's rate limit as rarely as they can.

@@ -15,7 +15,7 @@ from actors.channels import Channels
 from actors.outbox import MARKETING, OWED, Outcome, Send, deliver, plan
 from actors.throttle import Throttle
 from catalog.schema import BotConfig
-from db import hot
+from db import sql
 from db.database import utcnow
 from db.models import Lead
 from gateways.channel import Channel, Choice, Message
@@ -71,12 +71,12 @@ def send_welcome(bot: BotConfig, lead: Recipient, update_id: int, channels: Chan
     outcome is recorded (sent, refused, or nothing to send), the update owes nothing more."""
     if not lead.reachable:
         log.info("welcome skipped: lead unreachable bot=%s lead=%s", bot.id, lead.lead_id)
-        hot.settle_owed(bot.id, update_id, utcnow())
+        sql.settle_owed(bot.id, update_id, utcnow())
         return None
     channel = channels.of(bot)
     sends = plan_welcome(bot, channel, lead.chat_id, f"welcome:{bot.id}:{update_id}")
     outcome = deliver(channel, throttle, lead.chat_id, sends)
-    hot.settle_owed(bot.id, update_id, utcnow())
+    sql.settle_owed(bot.id, update_id, utcnow())
     if outcome.blocked:
         mark_unreachable(lead.lead_id)
     if outcome.sent:
@@ -103,7 +103,7 @@ def welcome(bot_id: str, lead_id: int, update_id: int) -> None:
     lead = Lead.get_or_none(Lead.id == lead_id)
     if bot is None or lead is None:
         log.warning("welcome dropped: bot or lead gone bot=%s lead=%s", bot_id, lead_id)
-        hot.settle_owed(bot_id, update_id, utcnow())
+        sql.settle_owed(bot_id, update_id, utcnow())
         return
     send_welcome(bot, Recipient.of(lead), update_id, runtime.channels(), runtime.throttle())
 

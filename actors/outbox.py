@@ -33,7 +33,7 @@ import settings
 from actors import liveness
 from actors.broker import broker, counters
 from actors.throttle import Throttle, Ticket
-from db import hot
+from db import sql
 from db.database import utcnow
 from db.models import Lead, OutboundMessage
 from gateways.channel import (
@@ -133,7 +133,7 @@ def holder_of(claim: str | None) -> str | None:
 
 def _insert_claimed(bot_id: str, chat_id: int, send: Send) -> bool:
     """The first attempt creates the row already claimed: one commit instead of two."""
-    return hot.claim_new_send(send.key, bot_id, chat_id, send.method, utcnow(), new_claim())
+    return sql.claim_new_send(send.key, bot_id, chat_id, send.method, utcnow(), new_claim())
 
 
 def _claim(key: str, states: Sequence[str]) -> bool:
@@ -164,7 +164,7 @@ def _take_over(row: OutboundMessage) -> bool:
 
 def _finish(key: str, state: str, *, message_id: int | None = None, error: str | None = None,
             provider_id: str | None = None) -> None:  # fmt: skip
-    hot.finish_send(key, state, message_id, error, utcnow(), provider_id)
+    sql.finish_send(key, state, message_id, error, utcnow(), provider_id)
 
 
 def _release(key: str, *, refund: bool = False, error: str | None = None) -> None:

@@ -35,7 +35,7 @@ from actors.funnel import Recipient
 from actors.outbox import OWED, Send, deliver, plan
 from actors.throttle import Throttle
 from catalog.schema import BotConfig, OfferConfig, brl
-from db import hot
+from db import sql
 from db.database import transaction, utcnow
 from db.models import BumpAnswer, Charge, Delivery, Followup, PaymentNotification
 from gateways.channel import CODE_SLOT, Channel, Choice, Message
@@ -54,7 +54,7 @@ CHECKOUT_MAX_AGE_MS = 10 * 60 * 1000  # on a slow number: channels.patience
 
 # A charge with less time left than this is not offered again: a new tap gets a new charge.
 REUSE_MARGIN = dt.timedelta(minutes=2)
-# Hand-written conditions for db.hot's cached statements (the money path's hot queries).
+# Hand-written conditions for db.sql's cached statements (the money path's hot queries).
 BY_ID = '"id" = {p}'
 BY_ID_IN_STATUS = '"id" = {p} AND "status" = {p}'
 BY_ID_IN_STATUSES = '"id" = {p} AND "status" IN ({p}, {p})'
@@ -130,20 +130,20 @@ def open_charge(bot: BotConfig, lead_id: int, offer: OfferConfig | Basket, updat
     try:
         with transaction():
             # This very tap again (a redelivered update), after its charge was settled: that charge.
-            done = hot.first(Charge, SAME_TAP_SETTLED, (lead_id, offer.id, update_id))
+            done = sql.first(Charge, SAME_TAP_SETTLED, (lead_id, offer.id, update_id))
             if done is not None:
                 return done, False
-            existing = hot.first(Charge, '"open_key" = {p}', (open_key,))
+            existing = sql.first(Charge, '"open_key" = {p}', (open_key,))
             if existing is not None:
                 if existing.status == "pending" and (existing.expires_at or now) > now + REUSE_MARGIN:
                     return existing, False
                 if existing.status == "creating":
                     if existing.created_by_update == update_id or now - existing.updated_at > CREATING_STALE:
-                        hot.update(Charge, {"updated_at": now}, BY_ID, (existing.id,))
+                        sql.update(Charge, {"updated_at": now}, BY_ID, (existing.id,))
                         return existing, True
                     raise Busy
                 # Still payable, but too close to its end to offer again: a new charge takes the key.
-                hot.update(Charge, {"open_key": None}, BY_ID, (existing.id,))
+                sql.update(Charge, {"open_key": None}, BY_ID, (existing.id,))
             values = dict(
                 bot_id=bot.id, lead_id=lead_id, offer_id=offer.id, gateway_id=bot.gateway_id,
                 gateway_kind=_gateway_kind(bot), idempotency_key=uuid.uuid4().hex, open_key=open_key,
@@ -151,7 +151,7 @@ def open_charge(bot: BotConfig, lead_id: int, offer: OfferConfig | Basket, updat
                 bump_offer_id=basket.bump.id if basket.bump else None, followup_id=basket.followup_id,
                 created_at=now, updated_at=now,
             )  # fmt: skip
-            return hot.loaded(Charge, {"id": hot.insert(Charge, values), **values}), True
+            return sql.loaded(Charge, {"id": sql.insert(Charge, values), **values}), True
     except IntegrityError:  # a concurrent tap inserted the open charge first (PostgreSQL)
         raise Busy from None
 
@@ -178,12 +178,12 @@ def create_at_gateway(charge: Charge, bot: BotConfig, offer: OfferConfig, gatewa
               "next_check_at": now + dt.timedelta(seconds=settings.PAYMENT_FIRST_CHECK_SECONDS)}  # fmt: skip
     track = pixel.tracking(bot, charge.lead_id)
     with unit_of_work():
-        won = hot.update(Charge, values, BY_ID_IN_STATUS, (charge.id, "creating"))
+        won = sql.update(Charge, values, BY_ID_IN_STATUS, (charge.id, "creating"))
         if won:
             pixel.initiate_checkout(track, charge, now)
             followups.schedule_downsells(bot, charge.lead_id, "unpaid", now)  # once per lead: the first charge
     if not won:  # a worker that took over a stale creation got there first
-        return hot.first(Charge, BY_ID, (charge.id,)) or charge
+        return sql.first(Charge, BY_ID, (charge.id,)) or charge
     counters.inc("grimbots_payments_charges_total", {"outcome": "created"})
     log.info("charge created bot=%s charge=%s gateway=%s", bot.id, charge.id, charge.gateway_id)
     for name, value in values.items():
@@ -252,7 +252,7 @@ def checkout(
     sends = plan_code_message(bot, channel, charge, offer, lead.chat_id, f"pix:{charge.id}:{update_id}")
     outcome = deliver(channel, throttle, lead.chat_id, sends)
     if outcome.sent:
-        hot.update(Charge, {"shown_at": utcnow()}, BY_ID, (charge.id,))
+        sql.update(Charge, {"shown_at": utcnow()}, BY_ID, (charge.id,))
     return charge
 
 
@@ -332,7 +332,7 @@ def checkout_actor(
 ) -> None:
     bot = runtime.bot_config(bot_id)
     if bot is None:
-        hot.settle_owed(bot_id, update_id, utcnow())
+        sql.settle_owed(bot_id, update_id, utcnow())
         return
     gateway = runtime.payment_gateway(bot.gateway_id) if bot.gateway_id else None
     try:
@@ -340,7 +340,7 @@ def checkout_actor(
                  runtime.throttle(), last_attempt=_retries() >= CHECKOUT_RETRIES, followup_id=followup_id)  # fmt: skip
     except Busy:
         raise dramatiq.Retry("charge being created by another tap", delay=500) from None
-    hot.settle_owed(bot_id, update_id, utcnow())  # the tap has its code (or its "try again")
+    sql.settle_owed(bot_id, update_id, utcnow())  # the tap has its code (or its "try again")
 
 
 # --- the one transition ----------------------------------------------------------------------
@@ -388,12 +388,12 @@ def _transition(charge: Charge, status: ChargeStatus, amount: Decimal | None, no
         underpaid = paid < charge.amount
         values = {"status": "paid", "paid_at": now, "paid_amount": paid, "underpaid": underpaid, "open_key": None,
                   "next_check_at": None, "updated_at": now}  # fmt: skip
-        if not hot.update(Charge, values, BY_ID_IN_STATUSES, (charge.id, "pending", "expired")):
+        if not sql.update(Charge, values, BY_ID_IN_STATUSES, (charge.id, "pending", "expired")):
             return "repeated"
         if underpaid:  # flagged, not delivered: the seller decides
             log.warning("charge underpaid charge=%s owed=%s paid=%s", charge.id, charge.amount, paid)
             return "underpaid"
-        hot.insert(Delivery, {"charge_id": charge.id, "bot_id": charge.bot_id, "state": "pending", "attempts": 0,
+        sql.insert(Delivery, {"charge_id": charge.id, "bot_id": charge.bot_id, "state": "pending", "attempts": 0,
                               "created_at": now, "updated_at": now}, ignore_conflicts=True)  # fmt: skip
         pixel.purchase(track, charge, paid, now)
         if bot is None or bot.downsells:  # a bot without downsells has none to cancel (one statement less)
@@ -407,11 +407,11 @@ def _transition(charge: Charge, status: ChargeStatus, amount: Decimal | None, no
         # Its code can still be paid at the gateway: keep asking (the buyer who pays late gets access).
         closed["next_check_at"] = now + late_check_delay(0)
     if status in (ChargeStatus.EXPIRED, ChargeStatus.FAILED):
-        won = hot.update(Charge, {"status": status.value, **closed}, BY_ID_IN_STATUS, (charge.id, "pending"))
+        won = sql.update(Charge, {"status": status.value, **closed}, BY_ID_IN_STATUS, (charge.id, "pending"))
         return status.value if won else "repeated"
     if status is ChargeStatus.REFUNDED:
-        was_paid = hot.update(Charge, {"status": "refunded", **closed}, BY_ID_IN_STATUS, (charge.id, "paid"))
-        won = was_paid or hot.update(Charge, {"status": "refunded", **closed}, BY_ID_IN_STATUS, (charge.id, "pending"))
+        was_paid = sql.update(Charge, {"status": "refunded", **closed}, BY_ID_IN_STATUS, (charge.id, "paid"))
+        won = was_paid or sql.update(Charge, {"status": "refunded", **closed}, BY_ID_IN_STATUS, (charge.id, "pending"))
         if won:
             pixel.refund(track, charge, now)
         if was_paid:  # what it gave is taken back: a subscription ends, an unused invite link is revoked
@@ -421,7 +421,7 @@ def _transition(charge: Charge, status: ChargeStatus, amount: Decimal | None, no
 
 
 def record_notification(outcome: str, charge_id: int | None, now: dt.datetime, notification: dict[str, Any]) -> None:
-    hot.insert(PaymentNotification, {"outcome": outcome, "charge_id": charge_id, "received_at": now, **notification})
+    sql.insert(PaymentNotification, {"outcome": outcome, "charge_id": charge_id, "received_at": now, **notification})
 
 
 def settle_and_deliver(
@@ -456,7 +456,7 @@ def notify(gateway_id: str, notification: dict[str, Any]) -> None:
     reported = notification.get("status")
     amount = Decimal(notification["amount"]) if notification.get("amount") is not None else None
     record = {"gateway_id": gateway_id, "external_id": external_id, "reported_status": reported, "amount": amount}
-    charge = hot.first(Charge, '"gateway_id" = {p} AND "external_id" = {p}', (gateway_id, external_id))
+    charge = sql.first(Charge, '"gateway_id" = {p} AND "external_id" = {p}', (gateway_id, external_id))
     if charge is None:
         record_notification("unknown_charge", None, utcnow(), record)
         counters.inc("grimbots_payments_settled_total", {"outcome": "unknown_charge", "source": "notification"})
@@ -595,7 +595,7 @@ def recheck_charge(charge: Charge, gateway: PaymentGateway) -> Settled | None:
         if state is not None and state.status is ChargeStatus.PAID:
             return settle_and_deliver(charge, state.status, state.amount, source="reconcile")
         if state is None or state.status is not ChargeStatus.PENDING:
-            hot.update(Charge, {"next_check_at": None}, BY_ID_IN_STATUS, (charge.id, "expired"))
+            sql.update(Charge, {"next_check_at": None}, BY_ID_IN_STATUS, (charge.id, "expired"))
         return None
     if state is not None and state.status is not ChargeStatus.PENDING:
         return settle_and_deliver(charge, state.status, state.amount, source="reconcile")

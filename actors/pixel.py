@@ -46,7 +46,7 @@ from actors import runtime
 from actors.broker import PIXEL, counters, retry_when
 from actors.enqueue import after_commit, unit_of_work
 from catalog.schema import BotConfig
-from db import hot
+from db import sql
 from db.database import is_sqlite, transaction, utcnow
 from db.days import local_day
 from db.models import Charge, Click, ClickDay, PixelEvent
@@ -97,7 +97,7 @@ def buyer_of_click(click: Click | None, person_id: int | None) -> Buyer:
 
 
 def buyer_of(lead_id: int) -> Buyer:
-    row = hot.lead_click(lead_id)
+    row = sql.lead_click(lead_id)
     if row is None:
         return Buyer()
     user_id, fbc, fbp, ip, user_agent, source_url, ttclid, ttp, utm, name, ctwa_clid = row
@@ -129,7 +129,7 @@ def record(bot: BotConfig, event: AdEvent, *, lead_id: int | None = None, charge
         built = AD_KINDS[destination].build(event)
         if built is None:
             continue
-        hot.insert(PixelEvent, dict(
+        sql.insert(PixelEvent, dict(
             destination=destination, event_id=built.event_id, event_name=built.name, bot_id=bot.id, pixel_id=target,
             lead_id=lead_id, charge_id=charge_id, event_time=built.at, payload=built.doc, state="pending",
             attempts=0, next_attempt_at=now, created_at=now,
@@ -155,15 +155,15 @@ def order_of(bot: BotConfig, charge: Charge, *, paid_at: dt.datetime | None = No
 
 def store_click(click: clicks.Click) -> tuple[Click, bool]:
     """The click's row (inserted once per token), and whether this call inserted it."""
-    row = hot.first(Click, BY_TOKEN, (click.token,))
+    row = sql.first(Click, BY_TOKEN, (click.token,))
     if row is not None:
         return row, False
-    inserted = hot.insert(Click, dict(
+    inserted = sql.insert(Click, dict(
         token=click.token, bot_id=click.bot_id, fbclid=click.fbclid, fbc=click.fbc, fbp=click.fbp, utm=click.utm,
         ttclid=click.ttclid, ttp=click.ttp, ip=click.ip, user_agent=click.user_agent, source_url=click.source_url,
         pool_id=click.pool, clicked_at=from_ms(click.at_ms),
     ), ignore_conflicts=True)  # fmt: skip
-    row = hot.first(Click, BY_TOKEN, (click.token,))  # ours, or a concurrent insert's
+    row = sql.first(Click, BY_TOKEN, (click.token,))  # ours, or a concurrent insert's
     assert row is not None
     if inserted is not None:  # counted once, with its row (the caller's transaction)
         count_click(row)
@@ -191,8 +191,8 @@ def attach_click(bot: BotConfig, lead_id: int, click: clicks.Click) -> Click:
     been processed yet (or was lost): both are keyed, so whichever comes second adds nothing."""
     row, created = store_click(click)
     if row.lead_id is None:
-        hot.update(Click, {"lead_id": lead_id, "attached_at": utcnow()}, '"id" = {p} AND "lead_id" IS NULL', (row.id,))
-    hot.touch_lead_click(lead_id, row.id)
+        sql.update(Click, {"lead_id": lead_id, "attached_at": utcnow()}, '"id" = {p} AND "lead_id" IS NULL', (row.id,))
+    sql.touch_lead_click(lead_id, row.id)
     if created:  # else the click's own message made its PageView
         page_view(bot, row)
     return row

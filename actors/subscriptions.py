@@ -28,10 +28,10 @@ from actors.broker import FUNNEL, counters, retry_when
 from actors.channels import Channels
 from actors.funnel import mark_unreachable
 from actors.outbox import MARKETING, OWED, Outcome, Send, deliver, plan
-from actors.schedule import close, close_after
+from actors.scheduled_rows import close, close_after
 from actors.throttle import Throttle
 from catalog.schema import BotConfig, OfferConfig, brl
-from db import hot
+from db import sql
 from db.database import is_sqlite, transaction, utcnow
 from db.models import Bot, Charge, Delivery, Followup, Lead, Offer, Subscription
 from gateways.channel import Choice, JoinRequest, MemberJoined, Membership, Message, Request, membership
@@ -103,7 +103,7 @@ def revoke(bot: BotConfig | None, charge: Charge, now: dt.datetime) -> int:
                 counters.inc("grimbots_subscriptions_total", {"outcome": "refunded"})
         values = {**base, "key": f"revoke:{charge.id}:{position}", "position": position,
                   "subscription_id": sub.id if sub is not None else None}  # fmt: skip
-        if hot.insert(Followup, values, ignore_conflicts=True) is not None:
+        if sql.insert(Followup, values, ignore_conflicts=True) is not None:
             scheduled += 1
     return scheduled
 
@@ -143,12 +143,12 @@ def schedule(bot: BotConfig, sub: Subscription, offer: OfferConfig, now: dt.date
     end = _epoch(sub.ends_at)
     base = {"bot_id": bot.id, "lead_id": sub.lead_id, "offer_id": offer.id, "amount": offer.price,
             "subscription_id": sub.id, "state": "scheduled", "attempts": 0, "created_at": now}  # fmt: skip
-    hot.insert(Followup, {**base, "key": f"expire:{sub.id}:{end}", "kind": "expiry", "position": 0,
+    sql.insert(Followup, {**base, "key": f"expire:{sub.id}:{end}", "kind": "expiry", "position": 0,
                           "due_at": sub.ends_at}, ignore_conflicts=True)  # fmt: skip
     for i, seconds in enumerate(bot.remind_before):
         due = sub.ends_at - dt.timedelta(seconds=seconds)
         if due > now:
-            hot.insert(Followup, {**base, "key": f"remind:{sub.id}:{end}:{i}", "kind": "reminder", "position": i,
+            sql.insert(Followup, {**base, "key": f"remind:{sub.id}:{end}:{i}", "kind": "reminder", "position": i,
                                   "due_at": due}, ignore_conflicts=True)  # fmt: skip
 
 
@@ -309,7 +309,7 @@ JOIN_OWED = "join:"
 
 def join_key(join: JoinRequest) -> str:
     """The request's own key: what its update row owes (a decision, re-driven by the clock:
-    actors/owed.py) and its answer's send, the same whichever bot of a pool answers it."""
+    actors/redrive.py) and its answer's send, the same whichever bot of a pool answers it."""
     return f"{JOIN_OWED}{join.chat_id}:{join.user_id}:{join.date}"
 
 
@@ -340,7 +340,7 @@ def decide_join(bot: BotConfig, join: JoinRequest, update_id: int, channels: Cha
     settled, decline everyone else. A decision settles the update's debt (it is owed: re-driven
     by the clock whatever Redis lost, for JOIN_WAIT)."""
     if not sells(bot, join.chat_id):
-        hot.settle_owed(bot.id, update_id, utcnow())
+        sql.settle_owed(bot.id, update_id, utcnow())
         counters.inc("grimbots_join_requests_total", {"decision": "ignored"})
         log.info("join request left to the chat's admins bot=%s chat=%s", bot.id, join.chat_id)
         return "ignored"
@@ -355,7 +355,7 @@ def decide_join(bot: BotConfig, join: JoinRequest, update_id: int, channels: Cha
     # Keyed by the request, not the update: the bots of a pool each get it; one answers it.
     outcome = _as_member(bot, channels, throttle, join.chat_id, lambda members: [
         members.answer_join(join_key(join), join.chat_id, join.user_id, approve=decision == "approve")])  # fmt: skip
-    hot.settle_owed(bot.id, update_id, utcnow())
+    sql.settle_owed(bot.id, update_id, utcnow())
     counters.inc("grimbots_join_requests_total", {"decision": decision})
     if outcome.failed is not None:
         sub = (

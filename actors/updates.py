@@ -15,14 +15,14 @@ import redis
 
 import clicks
 import settings
-from actors import delivery, followups, funnel, owed, payments, pixel, pools, runtime, statuses, subscriptions
+from actors import delivery, followups, funnel, payments, pixel, pools, redrive, runtime, statuses, subscriptions
 from actors.broker import UPDATES, counters, retry_when
 from actors.channels import Channels, patience_ms
 from actors.enqueue import unit_of_work
 from actors.outbox import NOT_NOW, hand_off
 from actors.throttle import Throttle
 from catalog.schema import BotConfig
-from db import hot
+from db import sql
 from db.database import utcnow
 from db.models import BumpAnswer, Lead
 from gateways.channel import Inbound, JoinRequest, Malformed, MemberJoined, Person, usable_event_id
@@ -69,7 +69,7 @@ def upsert_lead(bot_id: str, person: Person, chat_id: int, *, payload: str | Non
                 reachable: bool | None = True) -> funnel.Recipient:  # fmt: skip
     """Insert or refresh the lead; first_seen_at stays, the rest follows the latest update."""
     names = (person.first_name, person.last_name, person.username, person.language_code)
-    lead_id, chat, is_reachable = hot.upsert_lead(bot_id, person.id, chat_id, names, payload, utcnow(), reachable)
+    lead_id, chat, is_reachable = sql.upsert_lead(bot_id, person.id, chat_id, names, payload, utcnow(), reachable)
     return funnel.Recipient(lead_id, chat, is_reachable)
 
 
@@ -106,7 +106,7 @@ def record_bump_answer(bot: BotConfig, lead_id: int, offer_id: int, accepted: bo
         return
     values = {"lead_id": lead_id, "offer_id": offer_id, "bump_offer_id": bump.id, "accepted": accepted,
               "answered_at": utcnow()}  # fmt: skip
-    if hot.insert(BumpAnswer, values, ignore_conflicts=True) is not None:
+    if sql.insert(BumpAnswer, values, ignore_conflicts=True) is not None:
         counters.inc("grimbots_bumps_total", {"outcome": "accepted" if accepted else "declined"})
 
 
@@ -153,7 +153,7 @@ def route_event(bot: BotConfig, event: Inbound, cache: redis.Redis | None = None
     click = ad_click(bot, event, cache or runtime.cache())
     now = utcnow()
     with unit_of_work():
-        record_id = hot.record_update(bot.id, event.update_id, kind, now)
+        record_id = sql.record_update(bot.id, event.update_id, kind, now)
         new = record_id is not None
         if new:
             entry = first_message_starts and kind == "message" and event.person is not None
@@ -165,7 +165,7 @@ def route_event(bot: BotConfig, event: Inbound, cache: redis.Redis | None = None
             data = picked(event, menu)
             lead = _record(bot, event, data)
         else:
-            if first_message_starts and kind == "message" and hot.update_kind(bot.id, event.update_id) == "start":
+            if first_message_starts and kind == "message" and sql.update_kind(bot.id, event.update_id) == "start":
                 kind = "start"
                 event = replace(event, kind="start")
             lead, row = _known_lead(bot, event)
@@ -176,7 +176,7 @@ def route_event(bot: BotConfig, event: Inbound, cache: redis.Redis | None = None
         owes = owed_by(kind, data, lead) if lead is not None else join_owed(kind, event)
         if record_id is not None and owes is not None:  # the clock re-drives it unless its stage says done first
             due = now + dt.timedelta(seconds=settings.OWED_REDRIVE_SECONDS)
-            hot.owe(record_id, lead.lead_id if lead is not None else None, owes, due, kind)
+            sql.owe(record_id, lead.lead_id if lead is not None else None, owes, due, kind)
         if new and kind == "start" and lead is not None and event.person is not None:
             followups.schedule_downsells(bot, lead.lead_id, "not_bought", now)  # once per lead
             attached = pixel.attach_click(bot, lead.lead_id, click) if click is not None else None
@@ -205,13 +205,13 @@ def owed_by(kind: str, data: str | None, lead: funnel.Recipient) -> str | None:
     """What an event owes its buyer, as recorded for the clock: the funnel's entry its welcome, a
     pick of an offer its PIX code. Nothing for a lead who blocked the bot."""
     if kind == "start" and lead.reachable:
-        return owed.WELCOME
+        return redrive.WELCOME
     if kind == "callback":
         action, target = parse_callback_data(data)
         if action in BUYING:
-            return owed.checkout(target)
+            return redrive.checkout(target)
         if action == "followup":
-            return owed.followup(target)
+            return redrive.followup(target)
     return None
 
 
@@ -361,7 +361,7 @@ def refuse(bot: BotConfig, update: dict[str, Any], exc: Malformed) -> None:
     update_id = update.get("update_id")
     if usable_event_id(update_id):
         with unit_of_work():
-            hot.record_update(bot.id, update_id, "malformed", utcnow())
+            sql.record_update(bot.id, update_id, "malformed", utcnow())
     shown = update_id if usable_event_id(update_id) else "?"
     counters.inc("grimbots_updates_total", {"kind": "malformed", "repeated": "false"})
     log.warning("update refused: malformed bot=%s update=%s reason=%s", bot.id, shown, exc)

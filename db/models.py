@@ -64,10 +64,10 @@ class Bot(BaseModel):
     tiktok_access_token = EncryptedField(null=True)
     welcome_text = TextField(default="")
     welcome_media_url = TextField(null=True)
-    texts = JSONField(default=dict)  # what buyers read around a payment; defaults in catalog/snapshot.py
+    texts = JSONField(default=dict)  # what buyers read around a payment; defaults in catalog/schema.py
     charge_minutes = IntegerField(default=30)  # how long a PIX charge can be paid
     send_qr = BooleanField(default=True)  # a QR image with the copy-and-paste code
-    # Bumps' texts, upsells and downsells as configured (offers by their ids in the file): catalog/snapshot.py
+    # Bumps' texts, upsells, downsells and reminders as configured (offers by slug): catalog.snapshot.selling_doc
     selling = JSONField(default=dict)
     # telegram | evolution | whatsapp_cloud (CONTRACT §12); a WhatsApp bot's keys (number, instance,
     # apikey, access_token...) are in channel_settings, and its token/username are empty.

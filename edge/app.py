@@ -30,7 +30,7 @@ from catalog.snapshot import Catalog
 from db.database import db, init_db
 from edge import metrics
 from edge.enqueue import BatchEnqueuer
-from edge.fast import FAST_ROUTES, Edge, WebhookEndpoint
+from edge.fast_paths import FAST_ROUTES, Edge, WebhookEndpoint
 from edge.metrics import MetricsMiddleware, metrics_endpoint, register_shared_collector, start_private_listener
 from gateways.payments import registry
 from gateways.payments.base import PaymentGateway

@@ -2,7 +2,7 @@
 POST /webhook/payment/{gateway_id} (the gateway's own authentication, by its adapter). Each
 checks its sender, bounds and validates the body, enqueues it and answers.
 
-They are hot paths, so `edge.fast.Edge` serves them in front of the Starlette app as pure ASGI:
+They are hot paths, so `edge.fast_paths.Edge` serves them in front of the Starlette app as pure ASGI:
 no Request objects, no router, no middleware chain; headers and body come from the ASGI scope."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 import settings
 import telemetry
-from actors import broadcasts, followups, maintenance, owed, payments, pixel, pools
+from actors import broadcasts, followups, maintenance, payments, pixel, pools, redrive
 from actors.broker import broker
 from actors.metrics import HEARTBEAT_SECONDS, beat
 
@@ -26,7 +26,7 @@ def build_scheduler() -> BlockingScheduler:
         ("prune", maintenance.prune.send, 30 * 60, True),
         ("reconcile", payments.reconcile.send, every, False),
         ("pixel-sweep", pixel.sweep_actor.send, every, False),
-        ("owed-redrive", owed.redrive.send, max(5, settings.OWED_REDRIVE_SECONDS // 2), False),
+        ("owed-redrive", redrive.redrive.send, max(5, settings.OWED_REDRIVE_SECONDS // 2), False),
         ("followups", followups.dispatch_actor.send, 2, False),  # due follow-ups out within 10 s
         ("broadcasts", broadcasts.dispatch_actor.send, 1, False),  # start due broadcasts, keep their lanes
         ("bot-health", pools.recheck_actor.send, pools.RECHECK_SECONDS, False),  # getMe for refused bots

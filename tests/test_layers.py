@@ -52,7 +52,7 @@ def test_no_service_room_imports_ops() -> None:
 
 
 PROJECT = ("actors", "catalog", "clicks", "dash", "db", "edge", "gateways", "ops", "reports", "settings", "telemetry")
-STAGES = ("updates", "funnel", "payments", "delivery", "pixel", "subscriptions", "broadcasts", "followups", "owed",
+STAGES = ("updates", "funnel", "payments", "delivery", "pixel", "subscriptions", "broadcasts", "followups", "redrive",
           "statuses")  # fmt: skip
 BOT_API = re.compile(
     r"^(send[A-Z]\w*|answerCallbackQuery|(approve|decline)ChatJoinRequest|(ban|unban)ChatMember|"

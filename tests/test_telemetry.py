@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 import telemetry
 from catalog.schema import BotConfig
 from edge.app import create_app
-from edge.fast import Edge
+from edge.fast_paths import Edge
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0"
 

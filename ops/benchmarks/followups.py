@@ -67,7 +67,7 @@ def seed(total: int, bots: int) -> None:
 def claim_cost(runs: int = 10) -> dict[str, float]:
     """The clock's claim of 500 due rows, as each tick runs it (rolled back: nothing is taken)."""
     from actors.followups import DUE, LEASE
-    from db import hot
+    from db import sql
     from db.database import init_db, utcnow
 
     database = init_db()
@@ -76,7 +76,7 @@ def claim_cost(runs: int = 10) -> dict[str, float]:
         for _ in range(runs):
             with database.atomic() as txn:
                 started = time.perf_counter()
-                hot.claim_due("followup", DUE, utcnow(), LEASE, limit=500)
+                sql.claim_due("followup", DUE, utcnow(), LEASE, limit=500)
                 timings.append((time.perf_counter() - started) * 1000)
                 txn.rollback()
     return {"median_ms": round(statistics.median(timings), 2), "max_ms": round(max(timings), 2)}

@@ -20,7 +20,7 @@ from actors.funnel import Recipient, offer_choices
 from actors.throttle import Throttle
 from catalog.schema import BotConfig
 from catalog.snapshot import load_bots
-from db import hot
+from db import sql
 from db.database import db, transaction, utcnow
 from db.models import BumpAnswer, Charge, Delivery, Followup, OutboundMessage
 from gateways.channel import ChannelError
@@ -353,7 +353,7 @@ def test_concurrent_dispatchers_claim_each_follow_up_once(bot: BotConfig) -> Non
         try:
             for _ in range(3):
                 with transaction():
-                    claimed.extend(hot.claim_due("followup", followups.DUE, utcnow(), followups.LEASE, limit=7))
+                    claimed.extend(sql.claim_due("followup", followups.DUE, utcnow(), followups.LEASE, limit=7))
         finally:
             db.close()
 

@@ -313,7 +313,7 @@ def test_a_join_request_owes_a_decision_redriven_from_the_database_whatever_redi
     bot: BotConfig, lead: Recipient, sandbox: SandboxGateway, channels: Channels,
     fake_telegram: FakeTelegramTransport, throttle: Throttle,
 ) -> None:  # fmt: skip
-    from actors import owed
+    from actors import redrive
     from actors.broker import broker
     from db.models import ProcessedUpdate
 
@@ -326,7 +326,7 @@ def test_a_join_request_owes_a_decision_redriven_from_the_database_whatever_redi
     broker.client.flushdb()  # the waiting message is lost with Redis
     payments.settle(charge, ChargeStatus.PAID, None, source="notification")
     ProcessedUpdate.update(due_at=utcnow() - dt.timedelta(seconds=1)).execute()
-    owed.redrive()
+    redrive.redrive()
     [message] = [m for m in map(Message.decode, broker.client.hvals("dramatiq:funnel.msgs"))
                  if m.actor_name == "subscriptions.join"]  # fmt: skip
     bot_id, update_id, request = message.args

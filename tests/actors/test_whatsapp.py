@@ -523,7 +523,7 @@ def test_on_a_10_a_minute_number_a_code_stays_owed_past_ten_minutes(
 ) -> None:
     """A code is worth 10 minutes on Telegram; on a number that sends 10 a minute a buyer may be
     behind a long line: the debt and its message live as long as 600 sends take there (an hour)."""
-    from actors import owed
+    from actors import redrive
 
     zap = bots["zap"]
     assert zap.whatsapp is not None and zap.whatsapp.rate_per_minute == 10
@@ -539,7 +539,7 @@ def test_on_a_10_a_minute_number_a_code_stays_owed_past_ten_minutes(
     eleven_minutes_ago = utcnow() - dt.timedelta(minutes=11)
     ProcessedUpdate.update(received_at=eleven_minutes_ago, due_at=utcnow()).where(
         ProcessedUpdate.owed.startswith("checkout:")).execute()  # fmt: skip
-    owed.redrive()
+    redrive.redrive()
     [again] = [m for m in queued("payments") if m.actor_name == "payments.checkout"]
     assert again.args[0] == "zap" and 48 * 60_000 < again.options["max_age"] <= 49 * 60_000  # the hour's rest
     assert ProcessedUpdate.get(ProcessedUpdate.update_id == 77).due_at is None  # Telegram's: abandoned
@@ -596,7 +596,7 @@ def test_a_cloud_failed_status_resends_an_owed_welcome_records_a_lost_delivery_a
     """Meta takes a message (200, a wamid) and later posts a `failed` status for it: the outbox row
     turns failed with the code and title; a welcome is sent again when the error may pass; a
     delivery that will not pass is recorded failed; a broadcast does not count it sent."""
-    from actors import broadcasts, owed
+    from actors import broadcasts, redrive
 
     cloud = bots["cloud"]
     first = cloud_message(cloud, {"id": "wamid.in1", "type": "text", "text": {"body": "oi"}})
@@ -611,7 +611,7 @@ def test_a_cloud_failed_status_resends_an_owed_welcome_records_a_lost_delivery_a
     updates.route("cloud", failed_status(welcome.provider_id, 131000, "Something went wrong"))  # Meta repeats it
     row = OutboundMessage.get_by_id(welcome.id)
     assert row.state == "pending" and row.error == "whatsapp 131000: Something went wrong"
-    [debt] = owed.due(dt.timedelta(seconds=30))  # the clock re-drives the welcome
+    [debt] = redrive.due(dt.timedelta(seconds=30))  # the clock re-drives the welcome
     assert debt.update_id == first.update_id
     from actors import funnel
 

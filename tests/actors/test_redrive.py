@@ -10,7 +10,7 @@ import pytest
 import redis
 from dramatiq import Message
 
-from actors import funnel, liveness, outbox, owed
+from actors import funnel, liveness, outbox, redrive
 from actors.broker import broker
 from actors.channels import Channels
 from actors.outbox import STALE_CLAIM_SECONDS, Send, deliver
@@ -43,11 +43,11 @@ def test_a_start_whose_follow_up_was_lost_is_redriven_until_welcomed(
     assert (row.owed, row.lead_id, row.done_at) == ("welcome", routed.lead_id, None)
     assert row.due_at > utcnow()  # not before the grace
 
-    owed.redrive()
+    redrive.redrive()
     assert queued("funnel") == []  # not due yet
     come_due(500)
-    owed.redrive()
-    owed.redrive()  # a second round right after: the first one's claim holds
+    redrive.redrive()
+    redrive.redrive()  # a second round right after: the first one's claim holds
     [message] = queued("funnel")
     assert message.actor_name == "funnel.welcome" and message.args == ("demo", routed.lead_id, 500)
 
@@ -65,7 +65,7 @@ def test_a_welcomed_start_is_never_redriven(
     assert routed.lead is not None
     funnel.send_welcome(demo_bot, routed.lead, 501, channels, throttle)
     come_due(501, 3600)  # nothing to do even long after
-    owed.redrive()
+    redrive.redrive()
     assert queued("funnel") == [] and ProcessedUpdate.get(ProcessedUpdate.update_id == 501).redrives == 0
 
 
@@ -80,7 +80,7 @@ def test_a_buy_press_owes_its_code_and_is_redriven_to_checkout(demo_bot: BotConf
     routed = route_update(demo_bot, press)
     assert ProcessedUpdate.get(ProcessedUpdate.update_id == 503).owed == f"checkout:{offer.id}"
     come_due(503)
-    owed.redrive()
+    redrive.redrive()
     [message] = [m for m in queued("payments") if m.actor_name == "payments.checkout"]
     assert message.args == ("demo", routed.lead_id, 42, offer.id, 503, 0)
 
@@ -91,7 +91,7 @@ def test_owed_work_is_abandoned_after_its_window_counted_and_logged(
     route_update(demo_bot, start_update(504))
     ProcessedUpdate.update(received_at=utcnow() - dt.timedelta(hours=7)).execute()
     come_due(504)
-    owed.redrive()
+    redrive.redrive()
     assert queued("funnel") == [] and ProcessedUpdate.get(ProcessedUpdate.update_id == 504).due_at is None
     assert "owed work abandoned" in caplog.text
 
@@ -101,7 +101,7 @@ def test_redrive_backs_off(demo_bot: BotConfig) -> None:
     gaps = []
     for _ in range(4):
         come_due(505)
-        owed.redrive()
+        redrive.redrive()
         row = ProcessedUpdate.get(ProcessedUpdate.update_id == 505)
         gaps.append(round((row.due_at - utcnow()).total_seconds()))
     assert gaps == [30, 60, 120, 240]  # OWED_REDRIVE_SECONDS, doubling

@@ -20,7 +20,7 @@ import settings
 from actors import funnel, payments, runtime, subscriptions
 from actors.broker import MAINTENANCE, counters
 from actors.channels import patience
-from db import hot
+from db import sql
 from db.database import utcnow
 from db.models import Lead, ProcessedUpdate
 
@@ -49,7 +49,7 @@ def followup(followup_id: int) -> str:
 
 def paid(bot_id: str, update_id: int) -> None:
     """The stage an update owed has recorded its outcome (sent, refused, or nothing to do)."""
-    hot.settle_owed(bot_id, update_id, utcnow())
+    sql.settle_owed(bot_id, update_id, utcnow())
 
 
 def _window(owed: str, bot_id: str) -> dt.timedelta:
@@ -66,10 +66,10 @@ def _backoff(redrives: int, first: dt.timedelta) -> dt.timedelta:
 
 def due(first: dt.timedelta, limit: int = BATCH) -> list[ProcessedUpdate]:
     """Debts whose time has come, each claimed for one re-drive as every durable schedule is
-    (db/hot.claim_due: a lease of `first`, counted in `redrives`); then each re-drive's next look
+    (db/sql.claim_due: a lease of `first`, counted in `redrives`); then each re-drive's next look
     backs off (`_backoff`), and a debt past its stage's window is abandoned (no due time)."""
     now = utcnow()
-    ids = hot.claim_due("processed_update", '"done_at" IS NULL', now, first, counter="redrives", limit=limit)
+    ids = sql.claim_due("processed_update", '"done_at" IS NULL', now, first, counter="redrives", limit=limit)
     claimed = []
     for row in ProcessedUpdate.select().where(ProcessedUpdate.id.in_(ids)).order_by(ProcessedUpdate.due_at):
         expired = now - row.received_at > _window(row.owed or WELCOME, row.bot_id)
