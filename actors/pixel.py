@@ -216,10 +216,10 @@ def initiate_checkout(track: Tracking | None, charge: Charge, now: dt.datetime) 
         record(track.bot, event, lead_id=charge.lead_id, charge_id=charge.id)
 
 
-def purchase(track: Tracking | None, charge: Charge, amount: Any, now: dt.datetime) -> None:
+def purchase(track: Tracking | None, charge: Charge, amount: Decimal, now: dt.datetime) -> None:
     """The charge was paid (by the one winner of pending → paid): value is what was paid."""
     if track is not None:
-        event = AdEvent("Purchase", f"pur.{charge.id}", now, track.buyer, Decimal(str(amount)),
+        event = AdEvent("Purchase", f"pur.{charge.id}", now, track.buyer, amount,
                         order=order_of(track.bot, charge, paid_at=now), **on_channel(track.bot))  # fmt: skip
         record(track.bot, event, lead_id=charge.lead_id, charge_id=charge.id)
 

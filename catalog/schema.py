@@ -5,7 +5,7 @@ stored row's (its buttons' `buy:{id}`), 0 until it has been applied."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -128,7 +128,7 @@ class WhatsAppConfig:
 
     def given(self) -> dict[str, Any]:
         """The keys that are set, as stored."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {name: value for name in self.__dataclass_fields__ if (value := getattr(self, name)) is not None}
 
 
 @dataclass(frozen=True)
