@@ -132,6 +132,8 @@ def preview(bot_id: str, segment: str) -> int:
 def create(bot: BotConfig, segment: str, text: str, *, media_url: str | None = None, offer: str | None = None,
            at: dt.datetime | None = None, paid: bool = False) -> Broadcast:  # fmt: skip
     """A scheduled broadcast (due now, or at `at`, naive UTC). BroadcastError names a bad option."""
+    if bot.suspended:
+        raise BroadcastError("--bot: its account is suspended")
     parse_segment(segment)
     text = text.strip()
     if not text:
@@ -389,9 +391,10 @@ def run_lane(broadcast_id: int, lane: int, token: str, channels: Channels, throt
         return "end", 0  # another lane took this one's place (it was thought lost)
     row = Broadcast.get_or_none(Broadcast.id == broadcast_id)
     bot = runtime.bot_config(row.bot_id) if row is not None else None
-    if row is None or row.state != "running" or bot is None:
-        if row is not None and row.state == "running":  # its bot is gone: nothing can be sent
-            Broadcast.update(state="stopped", finished_at=utcnow(), error="bot no longer configured").where(
+    if row is None or row.state != "running" or bot is None or bot.suspended:
+        if row is not None and row.state == "running":  # its bot is gone or sells nothing: nothing can be sent
+            why = "account suspended" if bot is not None else "bot no longer configured"
+            Broadcast.update(state="stopped", finished_at=utcnow(), error=why).where(
                 (Broadcast.id == broadcast_id) & (Broadcast.state == "running")).execute()  # fmt: skip
         client.eval(_RELEASE_LANE, 1, key, token)
         return "end", 0

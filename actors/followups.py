@@ -119,6 +119,8 @@ def why_not(row: Followup, bot: BotConfig | None, lead: Lead | None) -> str | No
     """Why a due follow-up must not go out now, or None when it must."""
     if bot is None or lead is None:
         return "bot or lead gone"
+    if bot.suspended:
+        return "account suspended"
     item = bot.followup(row.kind, row.position)
     offer = bot.offer_by_slug(item.offer) if item is not None else None
     if item is None or offer is None or offer.id != row.offer_id:

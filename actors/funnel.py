@@ -31,7 +31,10 @@ def offer_choices(bot: BotConfig) -> tuple[Choice, ...]:
 
 
 def welcome_message(bot: BotConfig) -> Message:
-    """The welcome: its media, its text, the offers to pick from."""
+    """The welcome: its media, its text, the offers to pick from; for a bot of a suspended account,
+    only its "unavailable" text."""
+    if bot.suspended:
+        return Message(bot.text("unavailable"))
     return Message(bot.welcome_text, media_url=bot.welcome_media_url, choices=offer_choices(bot), link_preview=False,
                    reuse_media=True)  # fmt: skip
 

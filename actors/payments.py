@@ -260,7 +260,14 @@ def choose(bot: BotConfig, lead: Recipient, offer_id: int, followup_id: int, upd
            channels: Channels, throttle: Throttle) -> Basket | None:  # fmt: skip
     """What this tap buys, or None when there is nothing to charge yet: the follow-up's offer at
     its price; or the offer, with its order bump once the lead has answered the bump question
-    (asked here, once, when they have not)."""
+    (asked here, once, when they have not). A bot of a suspended account sells nothing: the tap is
+    answered with its "unavailable" text."""
+    if bot.suspended:
+        channel = channels.of(bot)
+        deliver(channel, throttle, lead.chat_id, plan(channel, f"unavailable:{bot.id}:{update_id}", lead.chat_id,
+                                                      Message(bot.text("unavailable")), OWED))  # fmt: skip
+        log.info("checkout refused: account suspended bot=%s", bot.id)
+        return None
     if followup_id:
         row = Followup.get_or_none((Followup.id == followup_id) & (Followup.lead_id == lead.lead_id))
         offer = bot.offer(row.offer_id) if row is not None and row.bot_id == bot.id else None

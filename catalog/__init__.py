@@ -2,8 +2,20 @@
 transaction (`apply`), and the snapshot the edge and the workers read (`snapshot`). `ops apply`
 and, next, the seller panel both go through here."""
 
-from catalog.apply import apply
+from catalog.apply import account_for, apply, owned
 from catalog.schema import ConfigError, ConfigFile, discounted
-from catalog.validate import duration_seconds, load, parse
+from catalog.validate import account_of, duration_seconds, load, parse, read
 
-__all__ = ["ConfigError", "ConfigFile", "apply", "discounted", "duration_seconds", "load", "parse"]
+__all__ = [
+    "ConfigError",
+    "ConfigFile",
+    "account_for",
+    "account_of",
+    "apply",
+    "discounted",
+    "duration_seconds",
+    "load",
+    "owned",
+    "parse",
+    "read",
+]

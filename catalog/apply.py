@@ -1,15 +1,17 @@
-"""Applying a parsed configuration: every gateway, bot, offer and pool upserted in one transaction,
-offers no longer named deactivated (never deleted: charges point at them), and the version bumped
-when anything changed, so running processes reload within CONFIG_POLL_SECONDS."""
+"""Applying a parsed configuration into its account: every gateway, bot, offer and pool upserted in
+one transaction, offers no longer named deactivated (never deleted: charges point at them), and the
+version bumped when anything changed, so running processes reload within CONFIG_POLL_SECONDS.
+Another account's gateway, bot or pool id, or another account's bot token, is refused by key and
+nothing is written."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from catalog.schema import BotConfig, ConfigFile
+from catalog.schema import BotConfig, ConfigError, ConfigFile
 from catalog.snapshot import selling_doc
 from db.database import transaction, utcnow
-from db.models import Bot, ConfigState, Gateway, Offer, Pool
+from db.models import DEFAULT_ACCOUNT, Account, Bot, ConfigState, Gateway, Offer, Pool
 from gateways.channel_kinds import kind_of
 
 
@@ -38,13 +40,60 @@ def channel_settings(bot: BotConfig) -> dict[str, Any] | None:
     return stored
 
 
+def bump_version() -> None:
+    """Every running process reloads its snapshot within CONFIG_POLL_SECONDS (call inside the
+    transaction of the change)."""
+    ConfigState.update(version=ConfigState.version + 1, updated_at=utcnow()).where(ConfigState.id == 1).execute()
+
+
+def account_for(slug: str | None) -> Account:
+    """The account a configuration applies into: the one it names, or `default` (made when missing)."""
+    if slug is None:
+        account, _ = Account.get_or_create(slug=DEFAULT_ACCOUNT)
+        return account
+    account = Account.get_or_none(Account.slug == slug)
+    if account is None:
+        raise ConfigError("account", f"no account {slug!r} (the operator creates it: ops accounts create)")
+    return account
+
+
+def owned(account: Account) -> tuple[set[str], set[str]]:
+    """The ids of the account's gateways and bots, which its files may refer to without defining."""
+    gateways = {g.id for g in Gateway.select(Gateway.id).where(Gateway.account == account.id)}
+    bots = {b.id for b in Bot.select(Bot.id).where(Bot.account == account.id)}
+    return gateways, bots
+
+
+def _refuse_others(config: ConfigFile, account: Account) -> None:
+    """Ids and bot tokens that another account holds: refused, naming the key."""
+    files: tuple[tuple[str, Any, list[str]], ...] = (
+        ("gateways", Gateway, [g.id for g in config.gateways]),
+        ("bots", Bot, [b.id for b in config.bots]),
+        ("pools", Pool, [p.id for p in config.pools]),
+    )
+    for where, model, ids in files:
+        others = model.account.is_null() | (model.account != account.id)
+        taken = {row.id for row in model.select(model.id).where(model.id.in_(ids or [""]) & others)}
+        for i, item_id in enumerate(ids):
+            if item_id in taken:
+                raise ConfigError(f"{where}[{i}].id", f"{item_id!r} belongs to another account")
+    tokens = {b.token: i for i, b in enumerate(config.bots) if b.token}
+    if tokens:
+        for row in Bot.select(Bot.id, Bot.token).where(Bot.account.is_null() | (Bot.account != account.id)):
+            if row.token in tokens:
+                raise ConfigError(f"bots[{tokens[row.token]}].token", "is the token of another account's bot")
+
+
 def apply(config: ConfigFile) -> list[str]:
-    """Upsert everything in one transaction. Returns one line per change; none when nothing changed."""
+    """Upsert everything into the file's account in one transaction. Returns one line per change;
+    none when nothing changed. Raises ConfigError (and writes nothing) for another account's ids."""
     changes: list[str] = []
     with transaction():
+        account = account_for(config.account)
+        _refuse_others(config, account)
         for g in config.gateways:
             values: dict[str, Any] = {"kind": g.kind, "webhook_secret": g.webhook_secret, "settings": g.settings}
-            outcome = _upsert(Gateway, Gateway.id == g.id, values, {"id": g.id})
+            outcome = _upsert(Gateway, Gateway.id == g.id, values, {"id": g.id, "account": account.id})
             if outcome != "unchanged":
                 changes.append(f"{outcome} gateway {g.id}")
         for b in config.bots:
@@ -68,7 +117,7 @@ def apply(config: ConfigFile) -> list[str]:
                 "channel": b.channel,
                 "channel_settings": channel_settings(b),
             }
-            outcome = _upsert(Bot, Bot.id == b.id, values, {"id": b.id})
+            outcome = _upsert(Bot, Bot.id == b.id, values, {"id": b.id, "account": account.id})
             if outcome != "unchanged":
                 changes.append(f"{outcome} bot {b.id}")
             for position, o in enumerate(b.offers):
@@ -97,11 +146,10 @@ def apply(config: ConfigFile) -> list[str]:
                 Offer.update(active=False, updated_at=utcnow()).where(Offer.id == offer.id).execute()
                 changes.append(f"deactivated offer {b.id}/{offer.slug}")
         for p in config.pools:
-            outcome = _upsert(Pool, Pool.id == p.id, {"members": [list(m) for m in p.members]}, {"id": p.id})
+            outcome = _upsert(Pool, Pool.id == p.id, {"members": [list(m) for m in p.members]},
+                              {"id": p.id, "account": account.id})  # fmt: skip
             if outcome != "unchanged":
                 changes.append(f"{outcome} pool {p.id} (GET /p/{p.id})")
         if changes:
-            ConfigState.update(version=ConfigState.version + 1, updated_at=utcnow()).where(
-                ConfigState.id == 1
-            ).execute()
+            bump_version()
     return changes

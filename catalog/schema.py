@@ -42,6 +42,8 @@ DEFAULT_TEXTS: dict[str, str] = {
     "whatsapp_start": "Olá! Quero saber mais. Código: {token}",
     "choose_hint": "Não entendi. Responda com o número de uma das opções acima.",
     "choices_button": "Ver opções",
+    # What a bot of a suspended account answers instead of its welcome or a code.
+    "unavailable": "Este bot está indisponível no momento. Tente novamente mais tarde.",
 }
 
 
@@ -156,6 +158,7 @@ class BotConfig:
     tiktok_access_token: str | None = None
     channel: str = "telegram"  # telegram | evolution | whatsapp_cloud (CONTRACT §12)
     whatsapp: WhatsAppConfig | None = None
+    suspended: bool = False  # its account's: the bot sells nothing (its welcome says "unavailable")
 
     def __repr__(self) -> str:  # never print the token or secrets
         return f"BotConfig(id={self.id!r}, channel={self.channel!r}, username={self.username!r})"
@@ -200,8 +203,10 @@ class PoolConfig:
 
 @dataclass
 class ConfigFile:
-    """What one configuration file (or one save in the panel) says."""
+    """What one configuration file (or one save in the panel) says, for one account (its slug;
+    None: the `default` account)."""
 
+    account: str | None = None
     gateways: list[GatewayConfig] = field(default_factory=list)
     bots: list[BotConfig] = field(default_factory=list)
     pools: list[PoolConfig] = field(default_factory=list)

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from catalog.schema import BotConfig, Bump, FollowupConfig, GatewayConfig, OfferConfig, PoolConfig, WhatsAppConfig
-from db.models import Bot, ConfigState, Gateway, Offer, Pool
+from db.models import Account, Bot, ConfigState, Gateway, Offer, Pool
 from gateways.channel_kinds import kind_of
 
 
@@ -27,6 +27,7 @@ def load_bots() -> dict[str, BotConfig]:
             o.slug, o.label, o.price, o.delivery_text, o.delivery_link, o.delivery_chat_id, hidden=o.hidden,
             bump=o.bump_slug, duration_seconds=o.duration_seconds, join_by_request=o.join_by_request, id=o.id,
         ))  # fmt: skip
+    suspended = {a.id for a in Account.select(Account.id).where(Account.state == "suspended")}
     bots: dict[str, BotConfig] = {}
     for b in Bot.select():
         own = tuple(offers.get(b.id, ()))
@@ -51,6 +52,7 @@ def load_bots() -> dict[str, BotConfig]:
             send_qr=b.send_qr,
             channel=b.channel,
             whatsapp=WhatsAppConfig.of(b.channel_settings) if kind_of(b.channel).numbered else None,
+            suspended=b.account_id in suspended,  # type: ignore[attr-defined]  # peewee's FK id
             **selling,
         )
     return bots

@@ -104,7 +104,7 @@ def _str(
     max_len: int | None = None,
     what: str = "",
 ) -> str | None:
-    key = f"{where}.{name}"
+    key = f"{where}.{name}" if where else name
     if name not in table or (table[name] == "" and not required):
         if required:
             raise ConfigError(key, "is required")
@@ -513,8 +513,8 @@ def _pool(table: dict[str, Any], where: str, bot_ids: set[str]) -> PoolConfig:
 
 def parse(data: dict[str, Any], known_gateways: set[str], known_bots: set[str] | None = None) -> ConfigFile:
     """Validate a decoded TOML document. `known_gateways`, `known_bots`: ids already in the database."""
-    _no_unknown(data, {"gateways", "bots", "pools"}, "")
-    config = ConfigFile()
+    _no_unknown(data, {"account", "gateways", "bots", "pools"}, "")
+    config = ConfigFile(account=account_of(data))
     for i, table in enumerate(_tables(data.get("gateways", []), "gateways")):
         gateway = _gateway(table, f"gateways[{i}]")
         if any(g.id == gateway.id for g in config.gateways):
@@ -535,7 +535,19 @@ def parse(data: dict[str, Any], known_gateways: set[str], known_bots: set[str] |
     return config
 
 
+def account_of(data: dict[str, Any]) -> str | None:
+    """The account a document names at its top (`account = "slug"`), or None."""
+    if "account" not in data:
+        return None
+    return _req(data, "account", "", pattern=SLUG, what="an account's slug: 1–64 characters of A-Za-z0-9_-")
+
+
 def load(path: Path, known_gateways: set[str], known_bots: set[str] | None = None) -> ConfigFile:
+    return parse(read(path), known_gateways, known_bots)
+
+
+def read(path: Path) -> dict[str, Any]:
+    """A configuration file's TOML, decoded (not validated)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -544,4 +556,4 @@ def load(path: Path, known_gateways: set[str], known_bots: set[str] | None = Non
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from None
-    return parse(data, known_gateways, known_bots)
+    return data

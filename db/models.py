@@ -39,10 +39,28 @@ class BaseModel(Model):
         legacy_table_names = False
 
 
+class Account(BaseModel):
+    """A seller (or the platform's operator): it owns gateways, bots and pools, and through its bots
+    every lead, charge, click and event. A suspended account's bots sell nothing."""
+
+    id = AutoField()
+    slug = CharField(max_length=64, unique=True)
+    email = CharField(max_length=254, null=True, unique=True)  # lower-cased; the migrated account has none
+    role = CharField(max_length=16, default="seller")  # seller | operator
+    state = CharField(max_length=16, default="active")  # active | suspended
+    password_hash = CharField(max_length=255, null=True)  # Argon2id; none until the seller signs up
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
+DEFAULT_ACCOUNT = "default"  # owns what a configuration file without `account` applies (migration 0017)
+
+
 class Gateway(BaseModel):
     """A PIX payment gateway account; `settings` holds its kind-specific keys, encrypted."""
 
     id = CharField(primary_key=True, max_length=64)
+    account = ForeignKeyField(Account, null=True, on_delete="RESTRICT", column_name="account_id")
     kind = CharField(max_length=32)
     webhook_secret = EncryptedField()
     settings = EncryptedJSONField()
@@ -52,6 +70,7 @@ class Gateway(BaseModel):
 
 class Bot(BaseModel):
     id = CharField(primary_key=True, max_length=64)
+    account = ForeignKeyField(Account, null=True, on_delete="RESTRICT", column_name="account_id")
     token = EncryptedField()
     username = CharField(max_length=64)
     webhook_secret = EncryptedField()
@@ -484,6 +503,7 @@ class Pool(BaseModel):
     """A redirect pool (CONTRACT §11): one ad link, several bots, chosen by weight among the healthy."""
 
     id = CharField(primary_key=True, max_length=64)
+    account = ForeignKeyField(Account, null=True, on_delete="RESTRICT", column_name="account_id")
     members = JSONField(default=list)  # [[bot id, weight], ...]
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
@@ -501,6 +521,6 @@ class ConfigState(BaseModel):
         table_name = "config_state"
 
 
-MODELS = [Gateway, Bot, Offer, Lead, Click, ClickDay, ProcessedUpdate, OutboundMessage, Charge, Delivery,
+MODELS = [Account, Gateway, Bot, Offer, Lead, Click, ClickDay, ProcessedUpdate, OutboundMessage, Charge, Delivery,
           PaymentNotification, PixelEvent, BumpAnswer, Followup, DownsellMark, Subscription, Broadcast,
           BroadcastRecipient, Pool, ConfigState]  # fmt: skip

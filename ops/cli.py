@@ -98,24 +98,23 @@ def migrate() -> None:
 
 
 @cli.command(
-    help="Create or update gateways, bots, offers and redirect pools from a TOML file. Validates the whole file first; "
-    "nothing is written when any key is wrong. Idempotent."
+    help="Create or update gateways, bots, offers and redirect pools from a TOML file, in the account it names "
+    '(account = "slug" at the top; without it, the account `default`). Validates the whole file first; nothing is '
+    "written when any key is wrong, or names another account's gateway, bot, pool or bot token. Idempotent."
 )
 @click.argument("file", type=click.Path(path_type=Path))
 def apply(file: Path) -> None:
     import catalog
-    from db.models import Bot, Gateway
 
     database = _database()
     _migrate_quietly()
     with database.connection_context():
-        known = {g.id for g in Gateway.select(Gateway.id)}
-        bots = {b.id for b in Bot.select(Bot.id)}
         try:
-            parsed = catalog.load(file, known, bots)
+            data = catalog.read(file)
+            known, bots = catalog.owned(catalog.account_for(catalog.account_of(data)))
+            changes = catalog.apply(catalog.parse(data, known, bots))
         except catalog.ConfigError as exc:
             raise click.ClickException(f"{file}: {exc}") from None
-        changes = catalog.apply(parsed)
     for line in changes:
         click.echo(line)
     if not changes:
@@ -478,6 +477,67 @@ def pixel_events(bot: str | None, destination: str | None, state: str | None, ev
     for t in sums:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(t.counts.items()))
         click.echo(f"  {t.bot:<12} {t.event:<17} {counts}")
+
+
+@cli.group(help="Seller accounts (CONTRACT §14): each owns its gateways, bots and pools; a configuration file names "
+           "its account (account = \"slug\").")  # fmt: skip
+def accounts() -> None:
+    pass
+
+
+@accounts.command("create", help="A new account: a seller, or with --operator one who sees and manages every account.")
+@click.argument("slug")
+@click.option("--email", required=True, help="The account's login e-mail.")
+@click.option("--operator", is_flag=True, help="The platform's operator, not a seller.")
+def accounts_create(slug: str, email: str, operator: bool) -> None:
+    import accounts as store
+
+    with _database().connection_context():
+        _migrate_quietly()
+        try:
+            account = store.create(slug, email, role="operator" if operator else "seller")
+        except store.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"created account {account.slug} ({account.role})")
+
+
+@accounts.command("list", help="Every account: slug, e-mail, role, state, bots.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def accounts_list(as_json: bool) -> None:
+    import accounts as store
+
+    with _database().connection_context():
+        rows = store.summaries()
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    click.echo(f"{'account':<20}{'e-mail':<32}{'role':<10}{'state':<11}{'bots':>5}  created")
+    for r in rows:
+        click.echo(f"{r.slug:<20}{(r.email or '-'):<32}{r.role:<10}{r.state:<11}{r.bots:>5}  {r.created_at}")
+
+
+def _set_state(slug: str, state: str, done: str) -> None:
+    import accounts as store
+
+    with _database().connection_context():
+        try:
+            changed = store.set_state(slug, state)
+        except store.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"account {slug} {done}" if changed else f"account {slug} was {state} already")
+
+
+@accounts.command("suspend", help="Its bots stop selling (their welcome says the bot is unavailable, no charge is "
+                  "created, follow-ups and broadcasts stop) within CONFIG_POLL_SECONDS.")  # fmt: skip
+@click.argument("slug")
+def accounts_suspend(slug: str) -> None:
+    _set_state(slug, "suspended", "suspended")
+
+
+@accounts.command("resume", help="Its bots sell again within CONFIG_POLL_SECONDS.")
+@click.argument("slug")
+def accounts_resume(slug: str) -> None:
+    _set_state(slug, "active", "resumed")
 
 
 @cli.group(help="Remarketing broadcasts: one message to a segment of a bot's leads, each lead once, at the "

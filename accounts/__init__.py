@@ -1,0 +1,93 @@
+"""Seller accounts (CONTRACT §14): who owns which gateways, bots and pools, their role (seller or
+operator) and state (active or suspended). The operator's CLI (`ops accounts`) and, next, the seller
+panel both go through here. A suspension reaches every running process within CONFIG_POLL_SECONDS:
+it bumps the configuration's version, and the snapshot marks the account's bots suspended."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from peewee import IntegrityError, fn
+
+from catalog.apply import bump_version
+from db.database import transaction, utcnow
+from db.models import Account, Bot
+
+SLUG = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Deliberately loose (RFC 5321's lengths, one @, a dot in the domain): the address is proven by
+# the mail that reaches it, not by a pattern.
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+ROLES = ("seller", "operator")
+
+
+class AccountError(ValueError):
+    """A bad account operation; `key` names what is wrong (slug, email, role)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Summary:
+    slug: str
+    email: str | None
+    role: str
+    state: str
+    bots: int
+    created_at: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"slug": self.slug, "email": self.email, "role": self.role, "state": self.state, "bots": self.bots,
+                "created_at": self.created_at}  # fmt: skip
+
+
+def normal_email(email: str) -> str:
+    value = email.strip().lower()
+    if len(value) > 254 or not EMAIL.match(value):
+        raise AccountError("email", f"{email!r} is not an e-mail address")
+    return value
+
+
+def create(slug: str, email: str, *, role: str = "seller") -> Account:
+    if not SLUG.match(slug):
+        raise AccountError("slug", "must be 1–64 characters of A-Za-z0-9_-")
+    if role not in ROLES:
+        raise AccountError("role", f"must be one of {', '.join(ROLES)}")
+    address = normal_email(email)
+    with transaction():
+        if Account.select().where(Account.slug == slug).exists():
+            raise AccountError("slug", f"an account {slug!r} exists already")
+        if Account.select().where(Account.email == address).exists():
+            raise AccountError("email", "another account has this e-mail")
+        try:
+            return Account.create(slug=slug, email=address, role=role)
+        except IntegrityError:  # a concurrent create of the same slug or e-mail
+            raise AccountError("slug", f"an account {slug!r} or with this e-mail exists already") from None
+
+
+def get(slug: str) -> Account:
+    account = Account.get_or_none(Account.slug == slug)
+    if account is None:
+        raise AccountError("slug", f"no account {slug!r}")
+    return account
+
+
+def set_state(slug: str, state: str) -> bool:
+    """Suspend (`suspended`) or resume (`active`) an account; True when its state changed. Its bots
+    stop (or start again) selling within CONFIG_POLL_SECONDS."""
+    account = get(slug)
+    with transaction():
+        changed = Account.update(state=state, updated_at=utcnow()).where(
+            (Account.id == account.id) & (Account.state != state)).execute()  # fmt: skip
+        if changed:
+            bump_version()
+    return bool(changed)
+
+
+def summaries() -> list[Summary]:
+    rows = Bot.select(Bot.account, fn.COUNT(Bot.id)).group_by(Bot.account).tuples()
+    counts: dict[int, int] = {int(row[0]): int(row[1]) for row in rows if row[0] is not None}  # type: ignore[index]
+    return [Summary(a.slug, a.email, a.role, a.state, counts.get(a.id, 0), a.created_at.isoformat(timespec="seconds"))
+            for a in Account.select().order_by(Account.slug)]  # fmt: skip
