@@ -479,6 +479,24 @@ def pixel_events(bot: str | None, destination: str | None, state: str | None, ev
         click.echo(f"  {t.bot:<12} {t.event:<17} {counts}")
 
 
+@cli.command(help="Print an account's configuration (its gateways, bots with their active offers, pools) as the TOML "
+             "file `ops apply` takes back with nothing changed. It holds the account's credentials: keep it as secret "
+             "as they are.")  # fmt: skip
+@click.option("--account", "slug", required=True, help="The account's slug.")
+def export(slug: str) -> None:
+    import tomli_w
+
+    import accounts as store
+    from catalog.export import document
+
+    with _database().connection_context():
+        try:
+            doc = document(store.get(slug))
+        except store.AccountError as exc:
+            raise click.ClickException(f"--account: {exc}") from None
+    click.echo(tomli_w.dumps(doc), nl=False)
+
+
 @cli.group(help="Seller accounts (CONTRACT §14): each owns its gateways, bots and pools; a configuration file names "
            "its account (account = \"slug\").")  # fmt: skip
 def accounts() -> None:

@@ -52,7 +52,20 @@ def test_no_service_room_imports_ops() -> None:
     assert {path: names for path, names in offenders.items() if names} == {}
 
 
-PROJECT = ("accounts", "actors", "catalog", "clicks", "dash", "db", "edge", "gateways", "ops", "reports", "settings", "telemetry")
+PROJECT = (
+    "accounts",
+    "actors",
+    "catalog",
+    "clicks",
+    "dash",
+    "db",
+    "edge",
+    "gateways",
+    "ops",
+    "reports",
+    "settings",
+    "telemetry",
+)
 STAGES = ("updates", "funnel", "payments", "delivery", "pixel", "subscriptions", "broadcasts", "followups", "redrive",
           "statuses")  # fmt: skip
 BOT_API = re.compile(
