@@ -70,6 +70,14 @@ DASH_HOST = _env("DASH_HOST", "127.0.0.1")
 DASH_PORT = _env_int("DASH_PORT", 8100)
 DASH_USER = _env("DASH_USER", "admin")
 DASH_PASSWORD = os.environ.get("DASH_PASSWORD", "").strip() or None
+# The seller panel (CONTRACT §14): accounts, sessions, pages. PANEL_BASE_URL is where sellers reach it
+# (invite and reset links point there); PANEL_SIGNUP: "invite" (an operator's link) or "open".
+PANEL_HOST = _env("PANEL_HOST", "127.0.0.1")
+PANEL_PORT = _env_int("PANEL_PORT", 8100)
+PANEL_BASE_URL = _env("PANEL_BASE_URL", f"http://{PANEL_HOST}:{PANEL_PORT}").rstrip("/")
+PANEL_SIGNUP = _env("PANEL_SIGNUP", "invite")
+SESSION_IDLE_SECONDS = _env_int("SESSION_IDLE_SECONDS", 12 * 3600)  # a session unused this long ends
+SESSION_MAX_SECONDS = _env_int("SESSION_MAX_SECONDS", 7 * 86400)  # and every session ends after this
 # The sellers' days in reports and the dashboard (an IANA zone name).
 REPORT_TIMEZONE = _env("REPORT_TIMEZONE", "America/Sao_Paulo")
 EDGE_MAX_BODY_BYTES = _env_int("EDGE_MAX_BODY_BYTES", 1_048_576)

@@ -53,6 +53,40 @@ class Account(BaseModel):
     updated_at = DateTimeField(default=utcnow)
 
 
+class AccountToken(BaseModel):
+    """A one-use link: an invite to sign up (`invite`, for an e-mail) or a password reset (`reset`,
+    for an account). Only the token's SHA-256 is kept; `used_at` is set once, by a conditional update."""
+
+    id = AutoField()
+    kind = CharField(max_length=16)  # invite | reset
+    token_hash = CharField(max_length=64, unique=True)
+    email = CharField(max_length=254, null=True)
+    account = ForeignKeyField(Account, null=True, on_delete="CASCADE", column_name="account_id")
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+    used_at = DateTimeField(null=True)
+
+
+class AuditEntry(BaseModel):
+    """Who did what to which object, when, from where, before and after (secrets masked): every
+    change made in the panel or by `ops apply`, every login, failed login and suspension."""
+
+    id = AutoField()
+    account = ForeignKeyField(Account, null=True, on_delete="SET NULL", column_name="account_id")  # whose object
+    actor = CharField(max_length=128)  # an account's slug, "ops" (the CLI), or "-" (nobody logged in)
+    session = CharField(max_length=16, null=True)  # the first characters of a session id's hash
+    address = CharField(max_length=64, null=True)
+    action = CharField(max_length=64)
+    object = CharField(max_length=191, null=True)  # e.g. "bot demo"
+    before = JSONField(null=True)
+    after = JSONField(null=True)
+    at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "audit_entry"
+        indexes = ((("account", "at"), False),)
+
+
 DEFAULT_ACCOUNT = "default"  # owns what a configuration file without `account` applies (migration 0017)
 
 
@@ -521,6 +555,6 @@ class ConfigState(BaseModel):
         table_name = "config_state"
 
 
-MODELS = [Account, Gateway, Bot, Offer, Lead, Click, ClickDay, ProcessedUpdate, OutboundMessage, Charge, Delivery,
-          PaymentNotification, PixelEvent, BumpAnswer, Followup, DownsellMark, Subscription, Broadcast,
-          BroadcastRecipient, Pool, ConfigState]  # fmt: skip
+MODELS = [Account, AccountToken, AuditEntry, Gateway, Bot, Offer, Lead, Click, ClickDay, ProcessedUpdate,
+          OutboundMessage, Charge, Delivery, PaymentNotification, PixelEvent, BumpAnswer, Followup, DownsellMark,
+          Subscription, Broadcast, BroadcastRecipient, Pool, ConfigState]  # fmt: skip

@@ -519,6 +519,26 @@ def accounts_create(slug: str, email: str, operator: bool) -> None:
     click.echo(f"created account {account.slug} ({account.role})")
 
 
+@accounts.command("invite", help="Print a one-use sign-up link (valid 7 days) for a seller's e-mail: they choose their "
+                  "shop's name and password in the panel.")  # fmt: skip
+@click.option("--email", required=True, help="Who is invited.")
+def accounts_invite(email: str) -> None:
+    import accounts as store
+    from accounts import links
+    from db.models import Account
+
+    with _database().connection_context():
+        _migrate_quietly()
+        try:
+            address = store.normal_email(email)
+        except store.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+        if Account.select().where(Account.email == address).exists():
+            raise click.ClickException("email: another account has this e-mail")
+        token = links.invite(address)
+    click.echo(links.url("invite", token))
+
+
 @accounts.command("list", help="Every account: slug, e-mail, role, state, bots.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def accounts_list(as_json: bool) -> None:

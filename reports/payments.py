@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
@@ -41,8 +42,12 @@ class BotTotals:
     refunded: str = "0.00"  # BRL received, then refunded
 
 
-def _filters(bot: str | None, status: str | None, since: dt.datetime | None) -> Any:
+def _filters(bot: str | None, status: str | None, since: dt.datetime | None,
+             bots: Collection[str] | None = None) -> Any:  # fmt: skip
+    """`bots`: only these bots' charges (an account's: the panel's scope), whatever else is asked."""
     where = Charge.id > 0
+    if bots is not None:
+        where &= Charge.bot_id.in_(list(bots) or [""])
     if bot:
         where &= Charge.bot_id == bot
     if status:
@@ -53,13 +58,13 @@ def _filters(bot: str | None, status: str | None, since: dt.datetime | None) -> 
 
 
 def recent(bot: str | None = None, status: str | None = None, since: dt.datetime | None = None,
-           limit: int = 50) -> list[ChargeLine]:  # fmt: skip
+           limit: int = 50, bots: Collection[str] | None = None) -> list[ChargeLine]:  # fmt: skip
     query = (
         Charge.select(Charge, Offer.slug, Delivery.state)
         .join(Offer, JOIN.LEFT_OUTER, on=(Offer.id == Charge.offer_id))
         .switch(Charge)
         .join(Delivery, JOIN.LEFT_OUTER, on=(Delivery.charge_id == Charge.id))
-        .where(_filters(bot, status, since))
+        .where(_filters(bot, status, since, bots))
         .order_by(Charge.id.desc())
         .limit(limit)
         .objects()

@@ -1,0 +1,27 @@
+"""The audit log: who (account, session, address) did what to which object, when, before and after.
+Values under a secret's name are masked before they are written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from db.models import Account, AuditEntry
+
+SECRET_NAMES = ("token", "secret", "password", "apikey", "api_key", "access_token", "app_secret", "hash")
+
+
+def masked(value: Any) -> Any:
+    """`value` with every secret's value replaced by its last four characters at most."""
+    if isinstance(value, dict):
+        return {k: ("…" + str(v)[-4:] if v and any(s in k.lower() for s in SECRET_NAMES) else masked(v))
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    return value
+
+
+def record(action: str, *, account: Account | int | None, actor: str, obj: str | None = None,
+           before: Any = None, after: Any = None, session: str | None = None,
+           address: str | None = None) -> None:  # fmt: skip
+    AuditEntry.create(account=account, actor=actor[:128], session=session, address=(address or None),
+                      action=action, object=obj, before=masked(before), after=masked(after))  # fmt: skip
