@@ -262,7 +262,7 @@ async def sales(request: Request) -> Response:
     try:
         charges = scope.charges(bot, state)
     except NotFound:
-        return _not_found(request, session)
+        return _not_found(request, session, scope.account)
     return _render(request, "sales.html", session, account=scope.account, charges=charges, bots=scope.bot_ids(),
                    bot=bot, state=state)  # fmt: skip
 
@@ -307,12 +307,12 @@ async def operator_accounts(request: Request) -> Response:
         return _to_login(request)
     session, scope = current
     if not scope.operator:
-        return _not_found(request, session)
+        return _not_found(request, session, scope.account)
     return _render(request, "operator.html", session, account=scope.account, rows=accounts.summaries())
 
 
-def _not_found(request: Request, session: sessions.Session) -> Response:
-    return _render(request, "message.html", session, 404, title="Não encontrado",
+def _not_found(request: Request, session: sessions.Session, account: Account) -> Response:
+    return _render(request, "message.html", session, 404, account=account, title="Não encontrado",
                    text="Esta página não existe ou não é da sua conta.")  # fmt: skip
 
 
