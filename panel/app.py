@@ -116,6 +116,28 @@ def _forbidden() -> Response:
     return PlainTextResponse("Formulário expirado: recarregue a página e tente de novo.", status_code=403)
 
 
+async def _posted(request: Request) -> tuple[sessions.Session, dict[str, str]] | None:
+    """The session and the form of a POST whose CSRF token is the session's; None: refuse (403)."""
+    session = _session(request)
+    form = await _form(request, session) if session is not None else None
+    return (session, form) if session is not None and form is not None else None
+
+
+def _enter(request: Request, old: sessions.Session, account: Account, to: str) -> Response:
+    """Log `account` in: the visitor's session ends, a new one (a new id) starts."""
+    sessions.end(PANEL.redis, old.id)
+    fresh = sessions.start(PANEL.redis, account.id, _address(request))
+    audit.record("login", account=account, actor=account.slug, session=fresh.tag, address=_address(request))
+    response = RedirectResponse(to, status_code=303)
+    response.set_cookie(COOKIE, fresh.id, httponly=True, samesite="lax", secure=_secure(), path="/")
+    return response
+
+
+def _invalid_invite(request: Request, session: sessions.Session) -> Response:
+    return _render(request, "message.html", session, 404, title="Convite inválido",
+                   text="Este convite expirou ou já foi usado. Peça um novo à plataforma.")  # fmt: skip
+
+
 # --- login, logout -----------------------------------------------------------------------------
 
 
@@ -126,12 +148,10 @@ async def login_page(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    session = _session(request)
-    if session is None:
+    posted = await _posted(request)
+    if posted is None:
         return _forbidden()
-    form = await _form(request, session)
-    if form is None:
-        return _forbidden()
+    session, form = posted
     email = form.get("email", "").strip().lower()[:254]
     address = _address(request)
     who = (f"ip:{address}", f"email:{email}")
@@ -151,20 +171,14 @@ async def login(request: Request) -> Response:
         return _render(request, "login.html", session, 401, next=nxt, email=email, error=WRONG)
     if rehash:
         Account.update(password_hash=rehash).where(Account.id == account.id).execute()
-    sessions.end(PANEL.redis, session.id)
-    fresh = sessions.start(PANEL.redis, account.id, address)  # a new id at login
-    audit.record("login", account=account, actor=account.slug, session=fresh.tag, address=address)
-    response = RedirectResponse(nxt, status_code=303)
-    response.set_cookie(COOKIE, fresh.id, httponly=True, samesite="lax", secure=_secure(), path="/")
-    return response
+    return _enter(request, session, account, nxt)
 
 
 async def logout(request: Request) -> Response:
-    session = _session(request)
-    if session is None:
-        return RedirectResponse("/login", status_code=303)
-    if await _form(request, session) is None:
+    posted = await _posted(request)
+    if posted is None:
         return _forbidden()
+    session = posted[0]
     everywhere = request.url.path.endswith("/everywhere")
     if everywhere and session.account is not None:
         sessions.end_all(PANEL.redis, session.account)
@@ -188,24 +202,21 @@ def _slug(account_id: int) -> str:
 async def signup_page(request: Request) -> Response:
     db.connect(reuse_if_open=True)
     link = links.valid("invite", request.path_params["token"])
+    visitor = _visitor(request)
     if link is None:
-        return _render(request, "message.html", _visitor(request), 404, title="Convite inválido",
-                       text="Este convite expirou ou já foi usado. Peça um novo à plataforma.")  # fmt: skip
-    return _render(request, "signup.html", _visitor(request), email=link.email)
+        return _invalid_invite(request, visitor)
+    return _render(request, "signup.html", visitor, email=link.email)
 
 
 async def signup(request: Request) -> Response:
-    session = _session(request)
-    if session is None:
+    posted = await _posted(request)
+    if posted is None:
         return _forbidden()
-    form = await _form(request, session)
-    if form is None:
-        return _forbidden()
+    session, form = posted
     db.connect(reuse_if_open=True)
     link = links.valid("invite", request.path_params["token"])
     if link is None:
-        return _render(request, "message.html", session, 404, title="Convite inválido",
-                       text="Este convite expirou ou já foi usado. Peça um novo à plataforma.")  # fmt: skip
+        return _invalid_invite(request, session)
     slug, password = form.get("slug", "").strip(), form.get("password", "")
     problem = passwords.problem(password, link.email)
     if problem is None and password != form.get("confirm", ""):
@@ -225,12 +236,7 @@ async def signup(request: Request) -> Response:
         error = "Esse nome de loja já existe." if exc.key == "slug" else "Este convite não vale mais."
         return _render(request, "signup.html", session, 422, email=link.email, slug=slug, error=error)
     audit.record("signup", account=account, actor=account.slug, address=_address(request))
-    sessions.end(PANEL.redis, session.id)
-    fresh = sessions.start(PANEL.redis, account.id, _address(request))
-    audit.record("login", account=account, actor=account.slug, session=fresh.tag, address=_address(request))
-    response = RedirectResponse("/", status_code=303)
-    response.set_cookie(COOKIE, fresh.id, httponly=True, samesite="lax", secure=_secure(), path="/")
-    return response
+    return _enter(request, session, account, "/")
 
 
 # --- the seller's pages --------------------------------------------------------------------------
