@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from peewee import IntegrityError, fn
 
 from catalog.apply import bump_version
+from db import audit
 from db.database import transaction, utcnow
 from db.models import Account, Bot
 
@@ -74,15 +75,18 @@ def get(slug: str) -> Account:
     return account
 
 
-def set_state(slug: str, state: str) -> bool:
+def set_state(slug: str, state: str, actor: str = "ops accounts") -> bool:
     """Suspend (`suspended`) or resume (`active`) an account; True when its state changed. Its bots
-    stop (or start again) selling within CONFIG_POLL_SECONDS."""
+    stop (or start again) selling within CONFIG_POLL_SECONDS; the change is in the audit log."""
     account = get(slug)
     with transaction():
         changed = Account.update(state=state, updated_at=utcnow()).where(
             (Account.id == account.id) & (Account.state != state)).execute()  # fmt: skip
         if changed:
             bump_version()
+            audit.record(f"account {'suspended' if state == 'suspended' else 'resumed'}", account=account,
+                         actor=actor, obj=f"account {slug}", before={"state": account.state},
+                         after={"state": state})  # fmt: skip
     return bool(changed)
 
 

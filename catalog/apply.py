@@ -10,24 +10,36 @@ from typing import Any
 
 from catalog.schema import BotConfig, ConfigError, ConfigFile
 from catalog.snapshot import selling_doc
+from db import audit
 from db.database import transaction, utcnow
 from db.models import DEFAULT_ACCOUNT, Account, Bot, ConfigState, Gateway, Offer, Pool
 from gateways.channel_kinds import kind_of
 
 
-def _changed(row: Any, values: dict[str, Any]) -> bool:
-    return any(getattr(row, name) != value for name, value in values.items())
+class _Audited:
+    """Upserts that write the audit log: who (`actor`) changed which object of the account, before
+    and after (only the fields that changed; secrets masked)."""
 
+    def __init__(self, account: Account, actor: str) -> None:
+        self.account, self.actor = account, actor
 
-def _upsert(model: Any, where: Any, values: dict[str, Any], create: dict[str, Any]) -> str:
-    row = model.get_or_none(where)
-    if row is None:
-        model.create(**create, **values)
-        return "created"
-    if not _changed(row, values):
-        return "unchanged"
-    model.update(**values, updated_at=utcnow()).where(where).execute()
-    return "updated"
+    def upsert(self, model: Any, where: Any, values: dict[str, Any], create: dict[str, Any], obj: str) -> str:
+        """Create or update the row: created | updated | unchanged."""
+        row = model.get_or_none(where)
+        if row is None:
+            model.create(**create, **values)
+            self.record("created", obj, None, values)
+            return "created"
+        before = {name: getattr(row, name) for name, value in values.items() if getattr(row, name) != value}
+        if not before:
+            return "unchanged"
+        model.update(**values, updated_at=utcnow()).where(where).execute()
+        self.record("updated", obj, before, {name: values[name] for name in before})
+        return "updated"
+
+    def record(self, outcome: str, obj: str, before: Any, after: Any) -> None:
+        audit.record(f"{obj.split()[0]} {outcome}", account=self.account, actor=self.actor, obj=obj, before=before,
+                     after=after)  # fmt: skip
 
 
 def channel_settings(bot: BotConfig) -> dict[str, Any] | None:
@@ -84,16 +96,19 @@ def _refuse_others(config: ConfigFile, account: Account) -> None:
                 raise ConfigError(f"bots[{tokens[row.token]}].token", "is the token of another account's bot")
 
 
-def apply(config: ConfigFile) -> list[str]:
-    """Upsert everything into the file's account in one transaction. Returns one line per change;
-    none when nothing changed. Raises ConfigError (and writes nothing) for another account's ids."""
+def apply(config: ConfigFile, actor: str = "ops apply") -> list[str]:
+    """Upsert everything into the file's account in one transaction, each change in the audit log
+    under `actor`. Returns one line per change; none when nothing changed. Raises ConfigError (and
+    writes nothing) for another account's ids."""
     changes: list[str] = []
     with transaction():
         account = account_for(config.account)
         _refuse_others(config, account)
+        audited = _Audited(account, actor)
         for g in config.gateways:
             values: dict[str, Any] = {"kind": g.kind, "webhook_secret": g.webhook_secret, "settings": g.settings}
-            outcome = _upsert(Gateway, Gateway.id == g.id, values, {"id": g.id, "account": account.id})
+            outcome = audited.upsert(Gateway, Gateway.id == g.id, values, {"id": g.id, "account": account.id},
+                                     f"gateway {g.id}")  # fmt: skip
             if outcome != "unchanged":
                 changes.append(f"{outcome} gateway {g.id}")
         for b in config.bots:
@@ -117,7 +132,7 @@ def apply(config: ConfigFile) -> list[str]:
                 "channel": b.channel,
                 "channel_settings": channel_settings(b),
             }
-            outcome = _upsert(Bot, Bot.id == b.id, values, {"id": b.id, "account": account.id})
+            outcome = audited.upsert(Bot, Bot.id == b.id, values, {"id": b.id, "account": account.id}, f"bot {b.id}")
             if outcome != "unchanged":
                 changes.append(f"{outcome} bot {b.id}")
             for position, o in enumerate(b.offers):
@@ -135,7 +150,7 @@ def apply(config: ConfigFile) -> list[str]:
                     "join_by_request": o.join_by_request,
                 }
                 where = (Offer.bot == b.id) & (Offer.slug == o.slug)
-                outcome = _upsert(Offer, where, values, {"bot": b.id, "slug": o.slug})
+                outcome = audited.upsert(Offer, where, values, {"bot": b.id, "slug": o.slug}, f"offer {b.id}/{o.slug}")
                 if outcome != "unchanged":
                     offer_id = Offer.select(Offer.id).where(where).scalar()
                     changes.append(f"{outcome} offer {b.id}/{o.slug} (button buy:{offer_id})")
@@ -144,10 +159,11 @@ def apply(config: ConfigFile) -> list[str]:
             for offer in stale:
                 # Deactivated, not deleted: charges and deliveries keep pointing at it.
                 Offer.update(active=False, updated_at=utcnow()).where(Offer.id == offer.id).execute()
+                audited.record("deactivated", f"offer {b.id}/{offer.slug}", {"active": True}, {"active": False})
                 changes.append(f"deactivated offer {b.id}/{offer.slug}")
         for p in config.pools:
-            outcome = _upsert(Pool, Pool.id == p.id, {"members": [list(m) for m in p.members]},
-                              {"id": p.id, "account": account.id})  # fmt: skip
+            outcome = audited.upsert(Pool, Pool.id == p.id, {"members": [list(m) for m in p.members]},
+                                     {"id": p.id, "account": account.id}, f"pool {p.id}")  # fmt: skip
             if outcome != "unchanged":
                 changes.append(f"{outcome} pool {p.id} (GET /p/{p.id})")
         if changes:

@@ -21,9 +21,10 @@ from starlette.routing import Route
 
 import accounts
 import settings
-from accounts import audit, links, passwords, sessions
+from accounts import links, passwords, sessions
 from catalog.schema import brl
 from clicks import client_ip
+from db import audit
 from db.database import db, init_db, transaction, utcnow
 from db.models import Account
 from panel.scope import NotFound, Scope

@@ -150,3 +150,27 @@ def test_a_follow_up_of_a_suspended_account_is_cancelled(apply_text: Apply) -> N
     run("accounts", "suspend", "acme")
     row = Followup(bot_id="demo", lead_id=lead.lead_id, kind="downsell", position=0, offer_id=0)
     assert why_not(row, load_bots()["demo"], Lead.get_by_id(lead.lead_id)) == "account suspended"
+
+
+def test_every_change_an_apply_makes_and_every_suspension_is_audited_with_secrets_masked(apply_text: Apply) -> None:
+    from db.models import AuditEntry
+
+    run("accounts", "create", "acme", "--email", "ana@acme.com.br")
+    assert apply_text(for_account("acme"))[0] == 0
+    acme = Account.get(Account.slug == "acme")
+    entries = list(AuditEntry.select().where(AuditEntry.account == acme.id).order_by(AuditEntry.id))
+    assert {(e.action, e.object) for e in entries} >= {("gateway created", "gateway main"), ("bot created", "bot demo"),
+                                                        ("offer created", "offer demo/vip")}  # fmt: skip
+    bot = next(e for e in entries if e.object == "bot demo")
+    assert bot.actor == "ops apply" and bot.before is None and bot.after["welcome_text"]
+    assert bot.after["token"] == "…TEST" and "123456:TEST" not in str(bot.after)  # the last 4 at most
+    gateway = next(e for e in entries if e.object == "gateway main")
+    assert gateway.after["settings"]["pix_key"] == "….com" and gateway.after["webhook_secret"].startswith("…")
+    renamed = EXAMPLE.read_text().replace('label = "VIP mensal', 'label = "VIP Mensal')
+    assert apply_text(for_account("acme", renamed))[0] == 0
+    [changed] = AuditEntry.select().where(AuditEntry.action == "offer updated")
+    assert changed.before == {"label": "VIP mensal – R$ 19,90"} and changed.after == {"label": "VIP Mensal – R$ 19,90"}
+    run("accounts", "suspend", "acme")
+    [suspended] = AuditEntry.select().where(AuditEntry.action == "account suspended")
+    assert (suspended.account_id, suspended.before, suspended.after) == (acme.id, {"state": "active"},
+                                                                          {"state": "suspended"})  # fmt: skip

@@ -3,11 +3,14 @@ Values under a secret's name are masked before they are written."""
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 from db.models import Account, AuditEntry
 
-SECRET_NAMES = ("token", "secret", "password", "apikey", "api_key", "access_token", "app_secret", "hash")
+# A value under a name holding one of these is a credential (or a PIX key: personal data).
+SECRET_NAMES = ("token", "secret", "password", "key", "app_id", "hash")
 
 
 def masked(value: Any) -> Any:
@@ -15,8 +18,12 @@ def masked(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: ("…" + str(v)[-4:] if v and any(s in k.lower() for s in SECRET_NAMES) else masked(v))
                 for k, v in value.items()}  # fmt: skip
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [masked(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
     return value
 
 
