@@ -539,6 +539,22 @@ def accounts_invite(email: str) -> None:
     click.echo(links.url("invite", token))
 
 
+@accounts.command("reset-link", help="Print a one-use link (valid 1 hour) where the account sets a new password; "
+                  "every session of the account ends when it is used.")  # fmt: skip
+@click.argument("slug")
+def accounts_reset_link(slug: str) -> None:
+    import accounts as store
+    from accounts import links
+
+    with _database().connection_context():
+        try:
+            account = store.get(slug)
+        except store.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+        token = links.reset(account)
+    click.echo(links.url("reset", token))
+
+
 @accounts.command("list", help="Every account: slug, e-mail, role, state, bots.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def accounts_list(as_json: bool) -> None:

@@ -145,7 +145,8 @@ def _invalid_invite(request: Request, session: sessions.Session) -> Response:
 async def login_page(request: Request) -> Response:
     if _logged_in(request) is not None:
         return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
-    return _render(request, "login.html", _visitor(request), next=safe_next(request.query_params.get("next")))
+    return _render(request, "login.html", _visitor(request), next=safe_next(request.query_params.get("next")),
+                   reset=request.query_params.get("reset") == "1")  # fmt: skip
 
 
 async def login(request: Request) -> Response:
@@ -238,6 +239,50 @@ async def signup(request: Request) -> Response:
         return _render(request, "signup.html", session, 422, email=link.email, slug=slug, error=error)
     audit.record("signup", account=account, actor=account.slug, address=_address(request))
     return _enter(request, session, account, "/")
+
+
+# --- password reset by a one-use link (1 hour) ------------------------------------------------------
+
+
+def _invalid_reset(request: Request, session: sessions.Session) -> Response:
+    return _render(request, "message.html", session, 404, title="Link inválido",
+                   text="Este link expirou ou já foi usado. Peça um novo.")  # fmt: skip
+
+
+async def reset_page(request: Request) -> Response:
+    db.connect(reuse_if_open=True)
+    visitor = _visitor(request)
+    link = links.valid("reset", request.path_params["token"])
+    if link is None:
+        return _invalid_reset(request, visitor)
+    return _render(request, "reset.html", visitor, email=link.email)
+
+
+async def reset(request: Request) -> Response:
+    posted = await _posted(request)
+    if posted is None:
+        return _forbidden()
+    session, form = posted
+    db.connect(reuse_if_open=True)
+    link = links.valid("reset", request.path_params["token"])
+    account = Account.get_or_none(Account.id == link.account_id) if link is not None else None  # type: ignore[attr-defined]
+    if link is None or account is None:
+        return _invalid_reset(request, session)
+    password = form.get("password", "")
+    problem = passwords.problem(password, account.email)
+    if problem is None and password != form.get("confirm", ""):
+        problem = "As duas senhas não são iguais."
+    if problem is not None:
+        return _render(request, "reset.html", session, 422, email=link.email, error=problem)
+    hashed = await run_in_threadpool(passwords.hashed, password)
+    with transaction():
+        if not links.use(link):
+            return _invalid_reset(request, session)
+        Account.update(password_hash=hashed, updated_at=utcnow()).where(Account.id == account.id).execute()
+    sessions.end_all(PANEL.redis, account.id)  # whoever had the old password is out
+    audit.record("password reset", account=account, actor=account.slug, session=session.tag,
+                 address=_address(request))  # fmt: skip
+    return RedirectResponse("/login?reset=1", status_code=303)
 
 
 # --- the seller's pages --------------------------------------------------------------------------
@@ -339,6 +384,8 @@ def make_app(client: redis.Redis | None = None) -> Starlette:
         Route("/logout/everywhere", logout, methods=["POST"]),
         Route("/signup/{token}", signup_page, methods=["GET"]),
         Route("/signup/{token}", signup, methods=["POST"]),
+        Route("/reset/{token}", reset_page, methods=["GET"]),
+        Route("/reset/{token}", reset, methods=["POST"]),
         Route("/", dashboard),
         Route("/sales", sales),
         Route("/account", account_page, methods=["GET"]),

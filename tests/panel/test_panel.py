@@ -208,3 +208,28 @@ def test_the_operator_sees_every_account(client: TestClient) -> None:
     assert login(client, "ops@grimbots.example") == 303
     page = client.get("/operator/accounts")
     assert page.status_code == 200 and 'data-account="acme"' in page.text and 'data-account="ops"' in page.text
+
+
+def test_a_reset_link_sets_a_new_password_once_and_ends_every_session(client: TestClient) -> None:
+    import datetime as dt
+
+    from db.models import AccountToken
+
+    make_seller("acme", "ana@acme.com.br")
+    other = TestClient(make_app(), base_url="http://127.0.0.1:8100")
+    assert login(other, "ana@acme.com.br") == 303
+    code, url = run("accounts", "reset-link", "acme")
+    assert code == 0 and "/reset/" in url
+    path = url.strip().removeprefix("http://127.0.0.1:8100")
+    page = client.get(path).text
+    assert "ana@acme.com.br" in page
+    new = "uma-senha-nova-e-longa"
+    done = client.post(path, data={"csrf": csrf(page), "password": new, "confirm": new}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == "/login?reset=1"
+    assert other.get("/", follow_redirects=False).status_code == 303  # logged out everywhere
+    assert login(client, "ana@acme.com.br") == 401 and login(client, "ana@acme.com.br", new) == 303
+    assert client.get(path).status_code == 404  # used once
+    assert run("accounts", "reset-link", "ghost")[0] != 0
+    _, url = run("accounts", "reset-link", "acme")
+    AccountToken.update(expires_at=utcnow() - dt.timedelta(seconds=1)).where(AccountToken.used_at.is_null()).execute()
+    assert client.get(url.strip().removeprefix("http://127.0.0.1:8100")).status_code == 404  # expired after 1 hour
