@@ -76,6 +76,7 @@ PANEL_HOST = _env("PANEL_HOST", "127.0.0.1")
 PANEL_PORT = _env_int("PANEL_PORT", 8100)
 PANEL_BASE_URL = _env("PANEL_BASE_URL", f"http://{PANEL_HOST}:{PANEL_PORT}").rstrip("/")
 PANEL_SIGNUP = _env("PANEL_SIGNUP", "invite")
+API_RATE_PER_MINUTE = _env_int("API_RATE_PER_MINUTE", 120)  # an account's requests to /api/v1, per minute
 SESSION_IDLE_SECONDS = _env_int("SESSION_IDLE_SECONDS", 12 * 3600)  # a session unused this long ends
 SESSION_MAX_SECONDS = _env_int("SESSION_MAX_SECONDS", 7 * 86400)  # and every session ends after this
 # The sellers' days in reports and the dashboard (an IANA zone name).

@@ -67,6 +67,19 @@ class AccountToken(BaseModel):
     used_at = DateTimeField(null=True)
 
 
+class ApiKey(BaseModel):
+    """An account's key to the HTTP API: shown once when made, kept as its SHA-256; `prefix` (its
+    first characters) names it in lists. Revoked, never deleted."""
+
+    id = AutoField()
+    account = ForeignKeyField(Account, on_delete="CASCADE", column_name="account_id")
+    prefix = CharField(max_length=16)
+    key_hash = CharField(max_length=64, unique=True)
+    created_at = DateTimeField(default=utcnow)
+    revoked_at = DateTimeField(null=True)
+    last_used_at = DateTimeField(null=True)
+
+
 class AuditEntry(BaseModel):
     """Who did what to which object, when, from where, before and after (secrets masked): every
     change made in the panel or by `ops apply`, every login, failed login and suspension."""
@@ -555,6 +568,6 @@ class ConfigState(BaseModel):
         table_name = "config_state"
 
 
-MODELS = [Account, AccountToken, AuditEntry, Gateway, Bot, Offer, Lead, Click, ClickDay, ProcessedUpdate,
+MODELS = [Account, AccountToken, ApiKey, AuditEntry, Gateway, Bot, Offer, Lead, Click, ClickDay, ProcessedUpdate,
           OutboundMessage, Charge, Delivery, PaymentNotification, PixelEvent, BumpAnswer, Followup, DownsellMark,
           Subscription, Broadcast, BroadcastRecipient, Pool, ConfigState]  # fmt: skip

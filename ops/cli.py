@@ -555,6 +555,22 @@ def accounts_reset_link(slug: str) -> None:
     click.echo(links.url("reset", token))
 
 
+@accounts.command("api-key", help="Make a key to the HTTP API for the account and print it (once: only its hash "
+                  "is kept).")  # fmt: skip
+@click.argument("slug")
+def accounts_api_key(slug: str) -> None:
+    import accounts as store
+    from accounts import api_keys
+
+    with _database().connection_context():
+        _migrate_quietly()
+        try:
+            key = api_keys.create(store.get(slug))
+        except store.AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(key)
+
+
 @accounts.command("list", help="Every account: slug, e-mail, role, state, bots.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def accounts_list(as_json: bool) -> None:

@@ -27,6 +27,7 @@ from clicks import client_ip
 from db import audit
 from db.database import db, init_db, transaction, utcnow
 from db.models import Account
+from panel import api
 from panel.scope import NotFound, Scope
 
 COOKIE = "grimbots_session"
@@ -391,4 +392,5 @@ def make_app(client: redis.Redis | None = None) -> Starlette:
         Route("/account", account_page, methods=["GET"]),
         Route("/account/password", change_password, methods=["POST"]),
         Route("/operator/accounts", operator_accounts),
+        *api.ROUTES,
     ])  # fmt: skip

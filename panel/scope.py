@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from catalog.schema import BotConfig
@@ -43,10 +44,12 @@ class Scope:
         mine = set(self.bot_ids())
         return [row for row in funnel_report.report("bot", since_days=days) if row.key in mine]
 
-    def charges(self, bot: str | None, state: str | None, limit: int = 100) -> list[payments_report.ChargeLine]:
+    def charges(self, bot: str | None, state: str | None, limit: int = 100,
+                since: dt.datetime | None = None) -> list[payments_report.ChargeLine]:  # fmt: skip
         if bot:
             self.bot(bot)  # 404 when not this account's
-        return payments_report.recent(bot=bot or None, status=state or None, limit=limit, bots=self.bot_ids())
+        return payments_report.recent(bot=bot or None, status=state or None, since=since, limit=limit,
+                                      bots=self.bot_ids())  # fmt: skip
 
     def audit(self, limit: int = 50) -> list[AuditEntry]:
         return list(AuditEntry.select().where(AuditEntry.account == self.account.id)

@@ -1,0 +1,203 @@
+"""The HTTP API (CONTRACT §14): `/api/v1/...`, JSON, `Authorization: Bearer <key>` (an account's key,
+`ops accounts api-key`). No key or a revoked one → 401; another account's id → 404; more than
+API_RATE_PER_MINUTE requests a minute for the account → 429 with Retry-After. Everything is read and
+written through the account's `Scope`, and a bot is saved through the same validation and apply
+(and audit) as a file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from decimal import Decimal
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import catalog
+import settings
+from accounts import api_keys
+from actors.health import unhealthy
+from catalog.export import bot_table
+from db import audit
+from db.database import db
+from panel.scope import NotFound, Scope
+from reports import funnel as funnel_report
+
+RATE = "grimbots:api-rate:{account}:{minute}"
+MASK = "…"
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _scope(request: Request) -> Scope | Response:
+    """The key's account, or the 401/429 to answer."""
+    from panel.app import PANEL
+
+    header = request.headers.get("authorization", "")
+    key = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    db.connect(reuse_if_open=True)
+    account = api_keys.account_of(key) if key else None
+    if account is None:
+        return _error(401, "a valid API key is required (Authorization: Bearer <key>)")
+    minute = int(time.time() // 60)
+    rate_key = RATE.format(account=account.id, minute=minute)
+    pipe = PANEL.redis.pipeline()
+    pipe.incr(rate_key)
+    pipe.expire(rate_key, 120)
+    count = int(pipe.execute()[0])
+    if count > settings.API_RATE_PER_MINUTE:
+        retry = str(60 - int(time.time()) % 60)
+        return JSONResponse({"error": f"over {settings.API_RATE_PER_MINUTE} requests a minute"}, status_code=429,
+                            headers={"Retry-After": retry})  # fmt: skip
+    return Scope(account)
+
+
+async def bots(request: Request) -> Response:
+    scope = _scope(request)
+    if not isinstance(scope, Scope):
+        return scope
+    from panel.app import PANEL
+
+    down = unhealthy(PANEL.redis)
+    return JSONResponse([{"id": b.id, "channel": b.channel, **({"number": b.whatsapp.number} if b.whatsapp else
+                                                              {"username": b.username}), "healthy": b.id not in down}
+                         for b in scope.bots()])  # fmt: skip
+
+
+async def bot(request: Request) -> Response:
+    scope = _scope(request)
+    if not isinstance(scope, Scope):
+        return scope
+    try:
+        config = scope.bot(request.path_params["bot_id"])
+    except NotFound:
+        return _error(404, "not found")
+    if request.method == "GET":
+        return JSONResponse(audit.masked(bot_table(config)))
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "the body is not JSON")
+    if not isinstance(body, dict):
+        return _error(422, "the body must be a bot's table", key="")
+    stored = bot_table(config)
+    table = _unmasked(body, stored)
+    table["id"] = config.id
+    try:
+        known_gateways, known_bots = catalog.owned(scope.account)
+        parsed = catalog.parse({"account": scope.account.slug, "bots": [table]}, known_gateways, known_bots)
+        changes = catalog.apply(parsed, actor=f"{scope.account.slug} (api)")
+    except catalog.ConfigError as exc:
+        key = exc.key.removeprefix("bots[0].")
+        return _error(422, str(exc).replace("bots[0].", "", 1), key=key)
+    return JSONResponse({"changes": changes})
+
+
+def _unmasked(given: Any, stored: Any) -> Any:
+    """A masked value sent back as it was read ("…abcd") stands for the stored one."""
+    if isinstance(given, dict) and isinstance(stored, dict):
+        return {k: _unmasked(v, stored.get(k)) for k, v in given.items()}
+    if isinstance(given, list) and isinstance(stored, list) and len(given) == len(stored):
+        return [_unmasked(g, s) for g, s in zip(given, stored, strict=True)]
+    if isinstance(given, str) and given.startswith(MASK) and isinstance(stored, str) and stored.endswith(given[1:]):
+        return stored
+    return given
+
+
+def _since(raw: str | None) -> dt.datetime | None:
+    if not raw:
+        return None
+    try:
+        return dt.datetime.fromisoformat(raw).replace(tzinfo=None)
+    except ValueError:
+        return dt.datetime(1, 1, 1)  # marker: refused below
+
+
+async def charges(request: Request) -> Response:
+    scope = _scope(request)
+    if not isinstance(scope, Scope):
+        return scope
+    since = _since(request.query_params.get("since"))
+    if since == dt.datetime(1, 1, 1):
+        return _error(422, "since: an ISO date or date-time such as 2026-12-01", key="since")
+    try:
+        rows = scope.charges(request.query_params.get("bot"), request.query_params.get("state"), limit=500,
+                             since=since)  # fmt: skip
+    except NotFound:
+        return _error(404, "not found")
+    return JSONResponse([{"id": c.id, "bot": c.bot, "offer": c.offer, "amount": f"{Decimal(c.amount):.2f}",
+                          "state": c.status, "created_at": c.created_at, "paid_at": c.paid_at}
+                         for c in rows])  # fmt: skip
+
+
+async def report(request: Request) -> Response:
+    scope = _scope(request)
+    if not isinstance(scope, Scope):
+        return scope
+    by = request.query_params.get("by", "bot")
+    if by not in funnel_report.GROUPS:
+        return _error(422, f"by: one of {', '.join(funnel_report.GROUPS)}", key="by")
+    days = request.query_params.get("since_days", "30")
+    if not days.isdigit() or not 1 <= int(days) <= 366:
+        return _error(422, "since_days: a whole number from 1 to 366", key="since_days")
+    wanted = request.query_params.get("bot")
+    try:
+        bots = [scope.bot(wanted).id] if wanted else scope.bot_ids()
+    except NotFound:
+        return _error(404, "not found")
+    merged: dict[str | None, dict[str, Any]] = {}
+    for bot_id in bots:
+        for row in funnel_report.report(by, bot=bot_id, since_days=int(days)):
+            _add(merged, row.as_dict(by), by)
+    return JSONResponse(list(merged.values()))
+
+
+def _add(merged: dict[str | None, dict[str, Any]], row: dict[str, Any], by: str) -> None:
+    """Rows of several bots with the same key (a day, a campaign) summed, as one bot's report."""
+    key = row[by]
+    if key not in merged:
+        merged[key] = row
+        return
+    into = merged[key]
+    for name in ("clicks", "starts", "charges", "paid"):
+        if row.get(name) is not None:
+            into[name] = (into.get(name) or 0) + row[name]
+    for name in ("revenue", "refunded"):
+        into[name] = str(Decimal(into[name]) + Decimal(row[name]))
+    clicks = into.get("clicks")
+    into["conversion"] = round(into["paid"] / clicks, 4) if clicks else None
+
+
+async def openapi(request: Request) -> Response:
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    paths = {
+        "/api/v1/bots": {"get": {"summary": "The account's bots: id, channel, username or number, healthy",
+                                 "security": bearer}},
+        "/api/v1/bots/{id}": {
+            "get": {"summary": "A bot's configuration as the file's keys, secrets masked", "security": bearer},
+            "put": {"summary": "Save a bot (the same shape; a masked value keeps the stored one); 422 names the key",
+                    "security": bearer},
+        },
+        "/api/v1/charges": {"get": {"summary": "Charges: id, bot, offer, amount, state, created_at, paid_at",
+                                    "parameters": [{"name": n, "in": "query"} for n in ("bot", "state", "since")],
+                                    "security": bearer}},
+        "/api/v1/report": {"get": {"summary": "The funnel, as ops report --json",
+                                   "parameters": [{"name": n, "in": "query"} for n in ("by", "bot", "since_days")],
+                                   "security": bearer}},
+    }  # fmt: skip
+    schemes = {"bearer": {"type": "http", "scheme": "bearer"}}
+    return JSONResponse({"openapi": "3.1.0", "info": {"title": "GrimBots", "version": "1"}, "paths": paths,
+                         "components": {"securitySchemes": schemes}})  # fmt: skip
+
+
+ROUTES = [
+    Route("/api/v1/openapi.json", openapi),
+    Route("/api/v1/bots", bots),
+    Route("/api/v1/bots/{bot_id}", bot, methods=["GET", "PUT"]),
+    Route("/api/v1/charges", charges),
+    Route("/api/v1/report", report),
+]
