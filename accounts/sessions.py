@@ -25,6 +25,7 @@ FAILURES = "grimbots:login-failures:{who}"
 FAIL_WINDOW_SECONDS = 15 * 60
 SLOW_AFTER = 3  # failures before each answer is slowed
 REFUSE_AT = 10  # failures (per address, per e-mail) within the window before every login is refused
+ANONYMOUS_SECONDS = 3600  # a visitor's session (a form's CSRF token): anyone can make one, so it dies soon
 
 
 def _key(session_id: str) -> str:
@@ -45,11 +46,16 @@ class Session:
         return hashlib.sha256(self.id.encode()).hexdigest()[:12]
 
 
+def _idle(account: int | None) -> int:
+    idle = min(settings.SESSION_IDLE_SECONDS, settings.SESSION_MAX_SECONDS)
+    return idle if account is not None else min(idle, ANONYMOUS_SECONDS)
+
+
 def start(client: redis.Redis, account: int | None, address: str) -> Session:
     session = Session(secrets.token_urlsafe(32), account, secrets.token_urlsafe(32), time.time(), address)
     doc = json.dumps({"account": account, "csrf": session.csrf, "started": session.started, "address": address})
     pipe = client.pipeline()
-    pipe.set(_key(session.id), doc, ex=min(settings.SESSION_IDLE_SECONDS, settings.SESSION_MAX_SECONDS))
+    pipe.set(_key(session.id), doc, ex=_idle(account))
     if account is not None:
         pipe.sadd(BY_ACCOUNT.format(account=account), _key(session.id))
     pipe.execute()
@@ -69,7 +75,7 @@ def get(client: redis.Redis, session_id: str | None) -> Session | None:
     if left <= 0:
         end(client, session_id)
         return None
-    client.expire(key, int(min(settings.SESSION_IDLE_SECONDS, left)) or 1)
+    client.expire(key, int(min(_idle(doc["account"]), left)) or 1)
     return Session(session_id, doc["account"], doc["csrf"], float(doc["started"]), doc.get("address") or "")
 
 

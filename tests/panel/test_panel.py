@@ -5,6 +5,7 @@ another account's objects answering 404 with nothing of theirs."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from decimal import Decimal
@@ -233,3 +234,16 @@ def test_a_reset_link_sets_a_new_password_once_and_ends_every_session(client: Te
     _, url = run("accounts", "reset-link", "acme")
     AccountToken.update(expires_at=utcnow() - dt.timedelta(seconds=1)).where(AccountToken.used_at.is_null()).execute()
     assert client.get(url.strip().removeprefix("http://127.0.0.1:8100")).status_code == 404  # expired after 1 hour
+
+
+def test_a_visitors_session_lives_an_hour_and_a_sellers_the_idle_time(client: TestClient) -> None:
+    import settings
+
+    make_seller("acme", "ana@acme.com.br")
+    client.get("/login")
+    visitor = client.cookies.get(COOKIE)
+    assert 0 < PANEL.redis.ttl(sessions.PREFIX + hashlib.sha256(visitor.encode()).hexdigest()) <= 3600
+    assert login(client, "ana@acme.com.br") == 303
+    seller = client.cookies.get(COOKIE)
+    ttl = PANEL.redis.ttl(sessions.PREFIX + hashlib.sha256(seller.encode()).hexdigest())
+    assert 3600 < ttl <= settings.SESSION_IDLE_SECONDS
