@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 
 FLUSH_KEY = "grimbots:pixel:flush:{pixel_id}"  # Meta's (as before other destinations); the others':
 FLUSH_KEY_OF = "grimbots:pixel:flush:{destination}:{pixel_id}"
-DESTINATIONS = tuple(AD_KINDS)
 BY_TOKEN = '"token" = {p}'
 # Meta refuses events older than 7 days; keep a margin so an event is never refused in flight.
 MAX_AGE = dt.timedelta(days=7) - dt.timedelta(minutes=10)
@@ -76,10 +75,6 @@ def targets(bot: BotConfig) -> dict[str, tuple[str, dict[str, str | None]]]:
             credentials = {credential: getattr(bot, key) or None for credential, key in kind.credentials.items()}
             out[name] = (str(getattr(bot, kind.target)), credentials)
     return out
-
-
-def tracks(bot: BotConfig | None, destination: str = "meta") -> bool:
-    return bot is not None and destination in targets(bot)
 
 
 # --- events: built and recorded inside their cause's transaction -------------------------------

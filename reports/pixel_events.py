@@ -18,7 +18,6 @@ from db.models import PixelEvent
 STATES = ("pending", "sending", "sent", "failed", "expired")
 NAMES = ("PageView", "ViewContent", "InitiateCheckout", "Purchase", "CompletePayment", "waiting_payment", "paid",
          "refunded")  # fmt: skip
-DESTINATIONS = ("meta", "tiktok", "utmify")
 VALUED = ("Purchase", "CompletePayment", "paid")
 MATCH_KEYS = {
     "fbc": "fbc",
