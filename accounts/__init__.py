@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from peewee import IntegrityError, fn
 
 from catalog.apply import bump_version
+from catalog.validate import SLUG
 from db import audit
 from db.database import transaction, utcnow
 from db.models import Account, Bot
 
-SLUG = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Deliberately loose (RFC 5321's lengths, one @, a dot in the domain): the address is proven by
 # the mail that reaches it, not by a pattern.
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")

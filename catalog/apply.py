@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from catalog.schema import BotConfig, ConfigError, ConfigFile
-from catalog.snapshot import selling_doc
+from catalog.schema import ConfigError, ConfigFile
+from catalog.snapshot import channel_settings, selling_doc
 from db import audit
 from db.database import transaction, utcnow
 from db.models import DEFAULT_ACCOUNT, Account, Bot, ConfigState, Gateway, Offer, Pool
-from gateways.channel_kinds import kind_of
 
 
 class _Audited:
@@ -40,16 +39,6 @@ class _Audited:
     def record(self, outcome: str, obj: str, before: Any, after: Any) -> None:
         audit.record(f"{obj.split()[0]} {outcome}", account=self.account, actor=self.actor, obj=obj, before=before,
                      after=after)  # fmt: skip
-
-
-def channel_settings(bot: BotConfig) -> dict[str, Any] | None:
-    """A WhatsApp bot's keys as stored (encrypted): its own, and Evolution's webhook secret."""
-    if bot.whatsapp is None:
-        return None
-    stored = bot.whatsapp.given()
-    if "webhook_secret" in kind_of(bot.channel).keys:  # Evolution's bearer secret
-        stored["webhook_secret"] = bot.webhook_secret
-    return stored
 
 
 def bump_version() -> None:

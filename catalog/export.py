@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from catalog.schema import BotConfig, FollowupConfig, GatewayConfig, OfferConfig, PoolConfig
-from catalog.snapshot import load_bots, load_gateways, load_pools
+from catalog.snapshot import channel_settings, load_bots, load_gateways, load_pools
 from db.models import Account, Bot, Gateway, Pool
-from gateways.channel_kinds import kind_of
 
 UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 
@@ -49,9 +48,7 @@ def bot_table(b: BotConfig) -> dict[str, Any]:
         table.update(token=b.token, username=b.username, webhook_secret=b.webhook_secret)
     else:
         table["channel"] = b.channel
-        table.update(b.whatsapp.given())
-        if "webhook_secret" in kind_of(b.channel).keys:
-            table["webhook_secret"] = b.webhook_secret
+        table.update(channel_settings(b) or {})
     table.update(_given(gateway=b.gateway_id, pixel_id=b.pixel_id, pixel_access_token=b.pixel_access_token,
                         pixel_test_event_code=b.pixel_test_event_code, utmify_token=b.utmify_token,
                         tiktok_pixel_code=b.tiktok_pixel_code, tiktok_access_token=b.tiktok_access_token))  # fmt: skip

@@ -58,6 +58,17 @@ def load_bots() -> dict[str, BotConfig]:
     return bots
 
 
+def channel_settings(bot: BotConfig) -> dict[str, Any] | None:
+    """A WhatsApp bot's keys as stored (encrypted), written in its file and checked by its webhook:
+    its own, and its webhook secret where its kind has one (Evolution's bearer secret)."""
+    if bot.whatsapp is None:
+        return None
+    stored = bot.whatsapp.given()
+    if "webhook_secret" in kind_of(bot.channel).keys:
+        stored["webhook_secret"] = bot.webhook_secret
+    return stored
+
+
 def selling_doc(bot: BotConfig) -> dict[str, Any]:
     """How a bot's bumps, upsells, downsells and reminders are stored on its row (`bot.selling`):
     offers by slug, delays in seconds."""

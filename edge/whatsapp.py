@@ -12,7 +12,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 import settings
 from actors import updates
+from catalog.snapshot import channel_settings
 from edge.webhooks import enqueue_then_ack, header, read_body, refused, respond
 from gateways.channel import ChannelKind, Malformed
 from gateways.channel_kinds import kind_of
@@ -28,11 +28,6 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/webhook/whatsapp/"
 ROUTE = "/webhook/whatsapp/{bot_id}"
-
-
-def _secrets(bot: Any) -> Mapping[str, Any]:
-    """The bot's keys its channel kind checks and reads a webhook with."""
-    return {"webhook_secret": bot.webhook_secret, **bot.whatsapp.given()}
 
 
 def _bot(edge: Any, bot_id: str) -> Any:
@@ -51,7 +46,7 @@ async def serve_whatsapp(edge: Any, bot_id: str, scope: Scope, receive: Receive,
         await respond(send, 413, f"body over {settings.EDGE_MAX_BODY_BYTES} bytes")
         return 413
     kind: ChannelKind = kind_of(bot.channel)
-    secrets = _secrets(bot)
+    secrets = channel_settings(bot) or {}  # what its kind checks and reads a webhook with
     if not kind.authentic(secrets, lambda name: header(scope, name), body):
         log.warning("whatsapp webhook refused bot=%s reason=authentication", bot_id)
         await respond(send, 401, kind.unauthentic)
