@@ -23,6 +23,7 @@ from catalog.export import bot_table
 from db import audit
 from db.database import db
 from panel.scope import NotFound, Scope
+from panel.shared import PANEL
 from reports import funnel as funnel_report
 
 RATE = "grimbots:api-rate:{account}:{minute}"
@@ -35,8 +36,6 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 def _scope(request: Request) -> Scope | Response:
     """The key's account, or the 401/429 to answer."""
-    from panel.app import PANEL
-
     header = request.headers.get("authorization", "")
     key = header[7:].strip() if header.lower().startswith("bearer ") else ""
     db.connect(reuse_if_open=True)
@@ -60,8 +59,6 @@ async def bots(request: Request) -> Response:
     scope = _scope(request)
     if not isinstance(scope, Scope):
         return scope
-    from panel.app import PANEL
-
     down = unhealthy(PANEL.redis)
     return JSONResponse([{"id": b.id, "channel": b.channel, **({"number": b.whatsapp.number} if b.whatsapp else
                                                               {"username": b.username}), "healthy": b.id not in down}

@@ -29,6 +29,7 @@ from db.database import db, init_db, transaction, utcnow
 from db.models import Account
 from panel import api
 from panel.scope import NotFound, Scope
+from panel.shared import PANEL
 
 COOKIE = "grimbots_session"
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"),
@@ -38,20 +39,6 @@ STATES = {"creating": "criando", "pending": "aguardando", "paid": "pago", "expir
           "failed": "falhou", "refunded": "reembolsado"}  # fmt: skip
 TEMPLATES.globals["STATES"] = STATES
 WRONG = "E-mail ou senha incorretos."  # the same words whether the account exists or not
-
-
-class Panel:
-    def __init__(self, client: redis.Redis | None = None) -> None:
-        self._client = client
-
-    @property
-    def redis(self) -> redis.Redis:
-        if self._client is None:
-            self._client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2)
-        return self._client
-
-
-PANEL = Panel()
 
 
 def _secure() -> bool:

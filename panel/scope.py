@@ -7,8 +7,8 @@ import datetime as dt
 from dataclasses import dataclass
 
 from catalog.schema import BotConfig
-from catalog.snapshot import load_bots
 from db.models import Account, AuditEntry, Bot
+from panel.shared import PANEL
 from reports import funnel as funnel_report
 from reports import payments as payments_report
 
@@ -29,13 +29,16 @@ class Scope:
         return sorted(b.id for b in Bot.select(Bot.id).where(Bot.account == self.account.id))
 
     def bots(self) -> list[BotConfig]:
-        mine = set(self.bot_ids())
-        return [b for bid, b in sorted(load_bots().items()) if bid in mine]
+        """The account's bots as the running platform serves them (the snapshot, reloaded when a
+        change bumped its version: one tiny query otherwise)."""
+        PANEL.catalog.refresh()
+        return [b for bid in self.bot_ids() if (b := PANEL.catalog.bot(bid)) is not None]
 
     def bot(self, bot_id: str) -> BotConfig:
         if bot_id not in self.bot_ids():
             raise NotFound(bot_id)
-        bot = load_bots().get(bot_id)
+        PANEL.catalog.refresh()
+        bot = PANEL.catalog.bot(bot_id)
         if bot is None:
             raise NotFound(bot_id)
         return bot
