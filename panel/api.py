@@ -105,21 +105,19 @@ def _unmasked(given: Any, stored: Any) -> Any:
     return given
 
 
-def _since(raw: str | None) -> dt.datetime | None:
-    if not raw:
-        return None
-    try:
-        return dt.datetime.fromisoformat(raw).replace(tzinfo=None)
-    except ValueError:
-        return dt.datetime(1, 1, 1)  # marker: refused below
+def _since(raw: str) -> dt.datetime:
+    """An ISO date or date-time as naive UTC (as the database keeps times); raises ValueError."""
+    value = dt.datetime.fromisoformat(raw)
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 async def charges(request: Request) -> Response:
     scope = _scope(request)
     if not isinstance(scope, Scope):
         return scope
-    since = _since(request.query_params.get("since"))
-    if since == dt.datetime(1, 1, 1):
+    try:
+        since = _since(raw) if (raw := request.query_params.get("since")) else None
+    except ValueError:
         return _error(422, "since: an ISO date or date-time such as 2026-12-01", key="since")
     try:
         rows = scope.charges(request.query_params.get("bot"), request.query_params.get("state"), limit=500,

@@ -122,9 +122,26 @@ def _enter(request: Request, old: sessions.Session, account: Account, to: str) -
     return response
 
 
-def _invalid_invite(request: Request, session: sessions.Session) -> Response:
-    return _render(request, "message.html", session, 404, title="Convite inválido",
-                   text="Este convite expirou ou já foi usado. Peça um novo à plataforma.")  # fmt: skip
+# A one-use link's kind → its form's page, and what an unknown, used or expired one says.
+LINK_PAGES = {
+    "invite": ("signup.html", "Convite inválido", "Este convite expirou ou já foi usado. Peça um novo à plataforma."),
+    "reset": ("reset.html", "Link inválido", "Este link expirou ou já foi usado. Peça um novo."),
+}
+
+
+def _invalid_link(request: Request, session: sessions.Session, kind: str) -> Response:
+    _, title, text = LINK_PAGES[kind]
+    return _render(request, "message.html", session, 404, title=title, text=text)
+
+
+def _link_page(request: Request, kind: str) -> Response:
+    """GET of a one-use link: its form, or why the link is no good."""
+    db.connect(reuse_if_open=True)
+    link = links.valid(kind, request.path_params["token"])
+    visitor = _visitor(request)
+    if link is None:
+        return _invalid_link(request, visitor, kind)
+    return _render(request, LINK_PAGES[kind][0], visitor, email=link.email)
 
 
 # --- login, logout -----------------------------------------------------------------------------
@@ -190,12 +207,7 @@ def _slug(account_id: int) -> str:
 
 
 async def signup_page(request: Request) -> Response:
-    db.connect(reuse_if_open=True)
-    link = links.valid("invite", request.path_params["token"])
-    visitor = _visitor(request)
-    if link is None:
-        return _invalid_invite(request, visitor)
-    return _render(request, "signup.html", visitor, email=link.email)
+    return _link_page(request, "invite")
 
 
 async def signup(request: Request) -> Response:
@@ -206,7 +218,7 @@ async def signup(request: Request) -> Response:
     db.connect(reuse_if_open=True)
     link = links.valid("invite", request.path_params["token"])
     if link is None:
-        return _invalid_invite(request, session)
+        return _invalid_link(request, session, "invite")
     slug, password = form.get("slug", "").strip(), form.get("password", "")
     problem = passwords.problem(password, link.email)
     if problem is None and password != form.get("confirm", ""):
@@ -232,18 +244,8 @@ async def signup(request: Request) -> Response:
 # --- password reset by a one-use link (1 hour) ------------------------------------------------------
 
 
-def _invalid_reset(request: Request, session: sessions.Session) -> Response:
-    return _render(request, "message.html", session, 404, title="Link inválido",
-                   text="Este link expirou ou já foi usado. Peça um novo.")  # fmt: skip
-
-
 async def reset_page(request: Request) -> Response:
-    db.connect(reuse_if_open=True)
-    visitor = _visitor(request)
-    link = links.valid("reset", request.path_params["token"])
-    if link is None:
-        return _invalid_reset(request, visitor)
-    return _render(request, "reset.html", visitor, email=link.email)
+    return _link_page(request, "reset")
 
 
 async def reset(request: Request) -> Response:
@@ -255,7 +257,7 @@ async def reset(request: Request) -> Response:
     link = links.valid("reset", request.path_params["token"])
     account = Account.get_or_none(Account.id == link.account_id) if link is not None else None  # type: ignore[attr-defined]
     if link is None or account is None:
-        return _invalid_reset(request, session)
+        return _invalid_link(request, session, "reset")
     password = form.get("password", "")
     problem = passwords.problem(password, account.email)
     if problem is None and password != form.get("confirm", ""):
@@ -265,7 +267,7 @@ async def reset(request: Request) -> Response:
     hashed = await run_in_threadpool(passwords.hashed, password)
     with transaction():
         if not links.use(link):
-            return _invalid_reset(request, session)
+            return _invalid_link(request, session, "reset")
         Account.update(password_hash=hashed, updated_at=utcnow()).where(Account.id == account.id).execute()
     sessions.end_all(PANEL.redis, account.id)  # whoever had the old password is out
     audit.record("password reset", account=account, actor=account.slug, session=session.tag,
