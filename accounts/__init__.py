@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from peewee import IntegrityError, fn
 
+from accounts import links
 from catalog.apply import bump_version
 from catalog.validate import SLUG
 from db import audit
@@ -66,6 +67,14 @@ def create(slug: str, email: str, *, role: str = "seller") -> Account:
             return Account.create(slug=slug, email=address, role=role)
         except IntegrityError:  # a concurrent create of the same slug or e-mail
             raise AccountError("slug", f"an account {slug!r} or with this e-mail exists already") from None
+
+
+def invite(email: str) -> str:
+    """A one-use sign-up link (7 days) for an e-mail no account has."""
+    address = normal_email(email)
+    if Account.select().where(Account.email == address).exists():
+        raise AccountError("email", "another account has this e-mail")
+    return links.url("invite", links.invite(address))
 
 
 def get(slug: str) -> Account:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -489,12 +491,20 @@ def export(slug: str) -> None:
     import accounts as store
     from catalog.export import document
 
-    with _database().connection_context():
-        try:
-            doc = document(store.get(slug))
-        except store.AccountError as exc:
-            raise click.ClickException(f"--account: {exc}") from None
+    with _database().connection_context(), _account_errors("--account: "):
+        doc = document(store.get(slug))
     click.echo(tomli_w.dumps(doc), nl=False)
+
+
+@contextmanager
+def _account_errors(key: str = "") -> Iterator[None]:
+    """An account operation refused (accounts.AccountError) is the command's error, naming the key."""
+    import accounts as store
+
+    try:
+        yield
+    except store.AccountError as exc:
+        raise click.ClickException(f"{key}{exc}") from None
 
 
 @cli.group(help="Seller accounts (CONTRACT §14): each owns its gateways, bots and pools; a configuration file names "
@@ -510,12 +520,9 @@ def accounts() -> None:
 def accounts_create(slug: str, email: str, operator: bool) -> None:
     import accounts as store
 
-    with _database().connection_context():
+    with _database().connection_context(), _account_errors():
         _migrate_quietly()
-        try:
-            account = store.create(slug, email, role="operator" if operator else "seller")
-        except store.AccountError as exc:
-            raise click.ClickException(str(exc)) from None
+        account = store.create(slug, email, role="operator" if operator else "seller")
     click.echo(f"created account {account.slug} ({account.role})")
 
 
@@ -524,19 +531,11 @@ def accounts_create(slug: str, email: str, operator: bool) -> None:
 @click.option("--email", required=True, help="Who is invited.")
 def accounts_invite(email: str) -> None:
     import accounts as store
-    from accounts import links
-    from db.models import Account
 
-    with _database().connection_context():
+    with _database().connection_context(), _account_errors():
         _migrate_quietly()
-        try:
-            address = store.normal_email(email)
-        except store.AccountError as exc:
-            raise click.ClickException(str(exc)) from None
-        if Account.select().where(Account.email == address).exists():
-            raise click.ClickException("email: another account has this e-mail")
-        token = links.invite(address)
-    click.echo(links.url("invite", token))
+        url = store.invite(email)
+    click.echo(url)
 
 
 @accounts.command("reset-link", help="Print a one-use link (valid 1 hour) where the account sets a new password; "
@@ -546,12 +545,8 @@ def accounts_reset_link(slug: str) -> None:
     import accounts as store
     from accounts import links
 
-    with _database().connection_context():
-        try:
-            account = store.get(slug)
-        except store.AccountError as exc:
-            raise click.ClickException(str(exc)) from None
-        token = links.reset(account)
+    with _database().connection_context(), _account_errors():
+        token = links.reset(store.get(slug))
     click.echo(links.url("reset", token))
 
 
@@ -562,12 +557,9 @@ def accounts_api_key(slug: str) -> None:
     import accounts as store
     from accounts import api_keys
 
-    with _database().connection_context():
+    with _database().connection_context(), _account_errors():
         _migrate_quietly()
-        try:
-            key = api_keys.create(store.get(slug))
-        except store.AccountError as exc:
-            raise click.ClickException(str(exc)) from None
+        key = api_keys.create(store.get(slug))
     click.echo(key)
 
 
@@ -589,11 +581,8 @@ def accounts_list(as_json: bool) -> None:
 def _set_state(slug: str, state: str, done: str) -> None:
     import accounts as store
 
-    with _database().connection_context():
-        try:
-            changed = store.set_state(slug, state)
-        except store.AccountError as exc:
-            raise click.ClickException(str(exc)) from None
+    with _database().connection_context(), _account_errors():
+        changed = store.set_state(slug, state)
     click.echo(f"account {slug} {done}" if changed else f"account {slug} was {state} already")
 
 
