@@ -65,17 +65,15 @@ PUSHINPAY_API_BASE = _env("PUSHINPAY_API_BASE", "https://api.pushinpay.com.br").
 WOOVI_API_BASE = _env("WOOVI_API_BASE", "https://api.woovi.com").rstrip("/")
 UTMIFY_API_BASE = _env("UTMIFY_API_BASE", "https://api.utmify.com.br").rstrip("/")
 TIKTOK_API_BASE = _env("TIKTOK_API_BASE", "https://business-api.tiktok.com").rstrip("/")
-# The dashboard process (CONTRACT §13): read-only, behind basic auth.
-DASH_HOST = _env("DASH_HOST", "127.0.0.1")
-DASH_PORT = _env_int("DASH_PORT", 8100)
-DASH_USER = _env("DASH_USER", "admin")
-DASH_PASSWORD = os.environ.get("DASH_PASSWORD", "").strip() or None
 # The seller panel (CONTRACT §14): accounts, sessions, pages. PANEL_BASE_URL is where sellers reach it
 # (invite and reset links point there); PANEL_SIGNUP: "invite" (an operator's link) or "open".
 PANEL_HOST = _env("PANEL_HOST", "127.0.0.1")
 PANEL_PORT = _env_int("PANEL_PORT", 8100)
 PANEL_BASE_URL = _env("PANEL_BASE_URL", f"http://{PANEL_HOST}:{PANEL_PORT}").rstrip("/")
 PANEL_SIGNUP = _env("PANEL_SIGNUP", "invite")
+# Mail to sellers (password reset links): smtp://[user:password@]host[:port] or smtps://...; unset: no mail.
+SMTP_URL = os.environ.get("SMTP_URL", "").strip() or None
+SMTP_FROM = _env("SMTP_FROM", "GrimBots <no-reply@localhost>")
 API_RATE_PER_MINUTE = _env_int("API_RATE_PER_MINUTE", 120)  # an account's requests to /api/v1, per minute
 SESSION_IDLE_SECONDS = _env_int("SESSION_IDLE_SECONDS", 12 * 3600)  # a session unused this long ends
 SESSION_MAX_SECONDS = _env_int("SESSION_MAX_SECONDS", 7 * 86400)  # and every session ends after this

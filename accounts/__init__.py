@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 from peewee import IntegrityError, fn
 
@@ -15,7 +16,8 @@ from catalog.apply import bump_version
 from catalog.validate import SLUG
 from db import audit
 from db.database import transaction, utcnow
-from db.models import Account, Bot
+from db.days import day_start, local_day
+from db.models import Account, Bot, Charge
 
 # Deliberately loose (RFC 5321's lengths, one @, a dot in the domain): the address is proven by
 # the mail that reaches it, not by a pattern.
@@ -39,10 +41,11 @@ class Summary:
     state: str
     bots: int
     created_at: str
+    revenue_month: str = "0.00"  # BRL paid and kept this month (the sellers' month, REPORT_TIMEZONE)
 
     def as_dict(self) -> dict[str, object]:
         return {"slug": self.slug, "email": self.email, "role": self.role, "state": self.state, "bots": self.bots,
-                "created_at": self.created_at}  # fmt: skip
+                "created_at": self.created_at, "revenue_month": self.revenue_month}  # fmt: skip
 
 
 def normal_email(email: str) -> str:
@@ -102,5 +105,10 @@ def set_state(slug: str, state: str, actor: str = "ops accounts") -> bool:
 def summaries() -> list[Summary]:
     rows = Bot.select(Bot.account, fn.COUNT(Bot.id)).group_by(Bot.account).tuples()
     counts: dict[int, int] = {int(row[0]): int(row[1]) for row in rows if row[0] is not None}  # type: ignore[index]
-    return [Summary(a.slug, a.email, a.role, a.state, counts.get(a.id, 0), a.created_at.isoformat(timespec="seconds"))
-            for a in Account.select().order_by(Account.slug)]  # fmt: skip
+    today = local_day(utcnow())
+    paid = (Charge.select(Bot.account, fn.SUM(Charge.paid_amount)).join(Bot, on=(Bot.id == Charge.bot_id))
+            .where((Charge.status == "paid") & (Charge.paid_at >= day_start(today.replace(day=1))))
+            .group_by(Bot.account).tuples())  # fmt: skip
+    revenue = {int(row[0]): Decimal(str(row[1] or 0)) for row in paid if row[0] is not None}  # type: ignore[index]
+    return [Summary(a.slug, a.email, a.role, a.state, counts.get(a.id, 0), a.created_at.isoformat(timespec="seconds"),
+                    f"{revenue.get(a.id, 0):.2f}") for a in Account.select().order_by(Account.slug)]  # fmt: skip

@@ -39,6 +39,7 @@ class Session:
     csrf: str
     started: float
     address: str
+    pending: int | None = None  # an account whose password was right, waiting for its second factor
 
     @property
     def tag(self) -> str:
@@ -51,9 +52,11 @@ def _idle(account: int | None) -> int:
     return idle if account is not None else min(idle, ANONYMOUS_SECONDS)
 
 
-def start(client: redis.Redis, account: int | None, address: str) -> Session:
-    session = Session(secrets.token_urlsafe(32), account, secrets.token_urlsafe(32), time.time(), address)
-    doc = json.dumps({"account": account, "csrf": session.csrf, "started": session.started, "address": address})
+def start(client: redis.Redis, account: int | None, address: str, pending: int | None = None) -> Session:
+    """A new session (a new id) of `account`, or an anonymous one (waiting for `pending`'s second factor)."""
+    session = Session(secrets.token_urlsafe(32), account, secrets.token_urlsafe(32), time.time(), address, pending)
+    doc = json.dumps({"account": account, "csrf": session.csrf, "started": session.started, "address": address,
+                      "pending": pending})  # fmt: skip
     pipe = client.pipeline()
     pipe.set(_key(session.id), doc, ex=_idle(account))
     if account is not None:
@@ -76,7 +79,21 @@ def get(client: redis.Redis, session_id: str | None) -> Session | None:
         end(client, session_id)
         return None
     client.expire(key, int(min(_idle(doc["account"]), left)) or 1)
-    return Session(session_id, doc["account"], doc["csrf"], float(doc["started"]), doc.get("address") or "")
+    return Session(session_id, doc["account"], doc["csrf"], float(doc["started"]), doc.get("address") or "",
+                   doc.get("pending"))  # fmt: skip
+
+
+def live(client: redis.Redis, account: int) -> list[tuple[str, float, str]]:
+    """The account's live sessions: (tag, started, address), the newest first."""
+    keys = [k.decode() if isinstance(k, bytes) else k for k in client.smembers(BY_ACCOUNT.format(account=account))]
+    out = []
+    for key, raw in zip(keys, client.mget(keys) if keys else [], strict=True):
+        if raw is None:
+            client.srem(BY_ACCOUNT.format(account=account), key)  # expired: forget it
+            continue
+        doc = json.loads(raw)
+        out.append((key[len(PREFIX) :][:12], float(doc["started"]), doc.get("address") or ""))
+    return sorted(out, key=lambda s: -s[1])
 
 
 def end(client: redis.Redis, session_id: str) -> None:

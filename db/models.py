@@ -49,6 +49,8 @@ class Account(BaseModel):
     role = CharField(max_length=16, default="seller")  # seller | operator
     state = CharField(max_length=16, default="active")  # active | suspended
     password_hash = CharField(max_length=255, null=True)  # Argon2id; none until the seller signs up
+    totp_secret = EncryptedField(null=True)  # the second factor (base32), when set up
+    totp_step = BigIntegerField(null=True)  # the last 30-second step whose code was used (each works once)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
@@ -64,6 +66,16 @@ class AccountToken(BaseModel):
     account = ForeignKeyField(Account, null=True, on_delete="CASCADE", column_name="account_id")
     created_at = DateTimeField(default=utcnow)
     expires_at = DateTimeField()
+    used_at = DateTimeField(null=True)
+
+
+class RecoveryCode(BaseModel):
+    """One-use codes that stand in for the second factor (shown once, kept as SHA-256)."""
+
+    id = AutoField()
+    account = ForeignKeyField(Account, on_delete="CASCADE", column_name="account_id")
+    code_hash = CharField(max_length=64, unique=True)
+    created_at = DateTimeField(default=utcnow)
     used_at = DateTimeField(null=True)
 
 
@@ -568,6 +580,6 @@ class ConfigState(BaseModel):
         table_name = "config_state"
 
 
-MODELS = [Account, AccountToken, ApiKey, AuditEntry, Gateway, Bot, Offer, Lead, Click, ClickDay, ProcessedUpdate,
-          OutboundMessage, Charge, Delivery, PaymentNotification, PixelEvent, BumpAnswer, Followup, DownsellMark,
+MODELS = [Account, AccountToken, ApiKey, RecoveryCode, AuditEntry, Gateway, Bot, Offer, Lead, Click, ClickDay,
+          ProcessedUpdate, OutboundMessage, Charge, Delivery, PaymentNotification, PixelEvent, BumpAnswer, Followup, DownsellMark,
           Subscription, Broadcast, BroadcastRecipient, Pool, ConfigState]  # fmt: skip

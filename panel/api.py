@@ -144,27 +144,7 @@ async def report(request: Request) -> Response:
         bots = [scope.bot(wanted).id] if wanted else scope.bot_ids()
     except NotFound:
         return _error(404, "not found")
-    merged: dict[str | None, dict[str, Any]] = {}
-    for bot_id in bots:
-        for row in funnel_report.report(by, bot=bot_id, since_days=int(days)):
-            _add(merged, row.as_dict(by), by)
-    return JSONResponse(list(merged.values()))
-
-
-def _add(merged: dict[str | None, dict[str, Any]], row: dict[str, Any], by: str) -> None:
-    """Rows of several bots with the same key (a day, a campaign) summed, as one bot's report."""
-    key = row[by]
-    if key not in merged:
-        merged[key] = row
-        return
-    into = merged[key]
-    for name in ("clicks", "starts", "charges", "paid"):
-        if row.get(name) is not None:
-            into[name] = (into.get(name) or 0) + row[name]
-    for name in ("revenue", "refunded"):
-        into[name] = str(Decimal(into[name]) + Decimal(row[name]))
-    clicks = into.get("clicks")
-    into["conversion"] = round(into["paid"] / clicks, 4) if clicks else None
+    return JSONResponse([row.as_dict(by) for row in funnel_report.report(by, since_days=int(days), bots=bots)])
 
 
 async def openapi(request: Request) -> Response:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from catalog.schema import BotConfig
-from db.models import Account, AuditEntry, Bot
+from db.models import Account, AuditEntry, Bot, Charge, Lead
 from panel.shared import PANEL
 from reports import funnel as funnel_report
 from reports import payments as payments_report
+from reports import selling as selling_report
 
 
 class NotFound(LookupError):
@@ -43,9 +45,15 @@ class Scope:
             raise NotFound(bot_id)
         return bot
 
-    def funnel(self, days: int) -> list[funnel_report.Row]:
-        mine = set(self.bot_ids())
-        return [row for row in funnel_report.report("bot", since_days=days) if row.key in mine]
+    def funnel(self, days: int, by: str = "bot", bot: str | None = None) -> list[funnel_report.Row]:
+        """The funnel of the account's bots (or of its `bot`) over its last `days`, grouped `by`."""
+        return funnel_report.report(by, since_days=days, bots=self._only(bot))
+
+    def over_time(self, by: str, days: int, bot: str | None = None) -> dict[str | None, list[funnel_report.Row]]:
+        return funnel_report.over_time(by, since_days=days, bots=self._only(bot))
+
+    def _only(self, bot: str | None) -> list[str]:
+        return [self.bot(bot).id] if bot else self.bot_ids()
 
     def charges(self, bot: str | None, state: str | None, limit: int = 100,
                 since: dt.datetime | None = None) -> list[payments_report.ChargeLine]:  # fmt: skip
@@ -53,6 +61,24 @@ class Scope:
             self.bot(bot)  # 404 when not this account's
         return payments_report.recent(bot=bot or None, status=state or None, since=since, limit=limit,
                                       bots=self.bot_ids())  # fmt: skip
+
+    def lead_of_charge(self, charge_id: int) -> Lead:
+        """The lead who made one of the account's charges."""
+        charge = Charge.get_or_none((Charge.id == charge_id) & Charge.bot_id.in_(self.bot_ids() or [""]))
+        lead = Lead.get_or_none(Lead.id == charge.lead_id) if charge is not None else None
+        if lead is None:
+            raise NotFound(str(charge_id))
+        return lead
+
+    def subscriptions(self, bot: str) -> dict[str, Any]:
+        rows = selling_report.subscription_totals(self.bot(bot).id)
+        return rows[0] if rows else {"active": 0, "ending_7d": 0, "renewals_30d": 0, "churned_30d": 0,
+                                     "churn_30d": 0.0, "mrr": "0.00"}  # fmt: skip
+
+    def broadcasts(self, bot: str) -> list[Any]:
+        from actors import broadcasts
+
+        return broadcasts.summaries(self.bot(bot).id)[:20]
 
     def audit(self, limit: int = 50) -> list[AuditEntry]:
         return list(AuditEntry.select().where(AuditEntry.account == self.account.id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
@@ -79,12 +80,17 @@ def window(since_days: int, now: dt.datetime | None = None) -> tuple[dt.date, dt
     return first, day_start(first)
 
 
-def _grouped(groups: list[str], bot: str | None, since_days: int, now: dt.datetime | None) -> dict[str, Any]:
-    """The funnel's counts keyed by one value per group in `groups` (each of GROUPS)."""
+def _grouped(groups: list[str], bot: str | None, since_days: int, now: dt.datetime | None,
+             bots: Sequence[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The funnel's counts keyed by one value per group in `groups` (each of GROUPS), of `bot`
+    alone or of the bots in `bots` (an account's) when given."""
     first_day, since = window(since_days, now)
     p, n = db.param, len(groups)
-    only = f' AND {{t}}."bot_id" = {p}' if bot else ""
-    extra = (bot,) if bot else ()
+    chosen = [bot] if bot else list(bots) if bots is not None else []
+    only = f' AND {{t}}."bot_id" IN ({", ".join([p] * len(chosen))})' if chosen else ""
+    if bots is not None and not chosen:
+        only = " AND 1 = 0"  # an account with no bots has no funnel
+    extra = tuple(chosen)
 
     def keys(table: str, column: str) -> str:
         return ", ".join(_key(g, table, column) for g in groups)
@@ -127,10 +133,12 @@ def _all_keys(counts: dict[str, Any]) -> list[tuple[str | None, ...]]:
     return sorted(found, key=lambda k: tuple((v is None, v or "") for v in k))
 
 
-def report(by: str = "bot", bot: str | None = None, since_days: int = 30, now: dt.datetime | None = None) -> list[Row]:
+def report(by: str = "bot", bot: str | None = None, since_days: int = 30, now: dt.datetime | None = None,
+           bots: Sequence[str] | None = None) -> list[Row]:  # fmt: skip
+    """The funnel grouped `by`, of one bot, of the bots in `bots` (an account's), or of every bot."""
     if by not in GROUPS:
         raise ValueError(f"--by: one of {', '.join(GROUPS)}")
-    counts = _grouped([by], bot, since_days, now)
+    counts = _grouped([by], bot, since_days, now, bots)
     names: dict[str | None, str | None] = {}
     if by == "offer":
         ids = [int(k[0]) for k in counts["charges"] if k[0] is not None]
@@ -139,13 +147,13 @@ def report(by: str = "bot", bot: str | None = None, since_days: int = 30, now: d
             for key in _all_keys(counts)]  # fmt: skip
 
 
-def over_time(by: str, bot: str | None = None, since_days: int = 30, now: dt.datetime | None = None
-              ) -> dict[str | None, list[Row]]:  # fmt: skip
+def over_time(by: str, bot: str | None = None, since_days: int = 30, now: dt.datetime | None = None,
+              bots: Sequence[str] | None = None) -> dict[str | None, list[Row]]:  # fmt: skip
     """Per value of `by` (utm_campaign, say), its funnel on each of the seller's days of the window
     (every day present, zeros included), oldest first."""
     if by not in GROUPS or by in ("day", "offer"):
         raise ValueError(f"by: one of bot, utm_source, utm_campaign, not {by!r}")
-    counts = _grouped([by, "day"], bot, since_days, now)
+    counts = _grouped([by, "day"], bot, since_days, now, bots)
     first_day, _ = window(since_days, now)
     days = [(first_day + dt.timedelta(days=i)).isoformat() for i in range(since_days)]
     values = sorted({k[0] for k in _all_keys(counts)}, key=lambda v: (v is None, v or ""))

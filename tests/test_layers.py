@@ -1,4 +1,4 @@
-"""The rooms' rules (docs/architecture.md): running services — the edge, the dashboard, the workers
+"""The rooms' rules (docs/architecture.md): running services — the edge, the panel, the workers
 and what they use — never import the operator's tooling in `ops/`; no module imports itself back
 through others; stages speak to channels, not to Telegram."""
 
@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICE_ROOMS = ("edge", "dash", "actors", "gateways", "catalog", "accounts", "reports", "db")
+SERVICE_ROOMS = ("edge", "panel", "actors", "gateways", "catalog", "accounts", "reports", "db")
 
 
 def imported(path: Path) -> set[str]:
@@ -26,11 +26,11 @@ def imported(path: Path) -> set[str]:
 # What each room may not import: the rooms above it (gateways talk to the outside and know nothing of
 # our storage or stages; the database layer knows no configuration, stage or service).
 BELOW = {
-    "gateways": ("db", "catalog", "accounts", "actors", "reports", "edge", "dash", "ops"),
-    "db": ("gateways", "catalog", "accounts", "actors", "reports", "edge", "dash", "ops"),
-    "catalog": ("accounts", "actors", "reports", "edge", "dash", "ops"),
-    "accounts": ("actors", "reports", "edge", "dash", "ops"),
-    "reports": ("actors", "edge", "dash", "ops"),
+    "gateways": ("db", "catalog", "accounts", "actors", "reports", "edge", "panel", "ops"),
+    "db": ("gateways", "catalog", "accounts", "actors", "reports", "edge", "panel", "ops"),
+    "catalog": ("accounts", "actors", "reports", "edge", "panel", "ops"),
+    "accounts": ("actors", "reports", "edge", "panel", "ops"),
+    "reports": ("actors", "edge", "panel", "ops"),
 }
 
 
@@ -57,7 +57,7 @@ PROJECT = (
     "actors",
     "catalog",
     "clicks",
-    "dash",
+    "panel",
     "db",
     "edge",
     "gateways",

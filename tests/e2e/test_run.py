@@ -28,19 +28,17 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 @pytest.mark.timeout(120)
 def test_sigterm_stops_everything_gracefully_and_a_dead_process_is_restarted(tmp_path: Path) -> None:
-    port, dash = free_port(), free_port()
-    env = {**os.environ, "EDGE_PORT": str(port), "DASH_PORT": str(dash), "DATABASE_URL": f"sqlite:///{tmp_path}/run.sqlite3",
+    port, panel = free_port(), free_port()
+    env = {**os.environ, "EDGE_PORT": str(port), "PANEL_PORT": str(panel), "DATABASE_URL": f"sqlite:///{tmp_path}/run.sqlite3",
            "GRIMBOTS_VAR_DIR": str(tmp_path / "var"), "CHAT_PROCESSES": "1", "PYTHONUNBUFFERED": "1"}  # fmt: skip
     log = (tmp_path / "run.log").open("wb")
     run = subprocess.Popen([str(ROOT / "ops" / "run")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200, 60, "the edge")
         wait_until(lambda: "chat started" in (tmp_path / "run.log").read_text(), 10, "the chat workers")
-        # The dashboard has a password of its own (generated on the first run): it runs, and asks for it.
-        password = (tmp_path / "var" / "dash_password").read_text().strip()
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{dash}/health").status_code == 200, 30, "the dashboard")
-        assert httpx.get(f"http://127.0.0.1:{dash}/").status_code == 401
-        assert httpx.get(f"http://127.0.0.1:{dash}/", auth=("admin", password)).status_code == 200
+        # The panel runs, and sends whoever is not logged in to its login page.
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{panel}/health").status_code == 200, 30, "the panel")
+        assert httpx.get(f"http://127.0.0.1:{panel}/").headers["location"].startswith("/login")
         everything = descendants(run.pid)
         assert len(everything) >= 8  # supervisor, web, four worker groups with their children, clock
 

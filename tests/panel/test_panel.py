@@ -202,13 +202,36 @@ def test_each_seller_sees_only_their_own_and_anothers_ids_answer_404(client: Tes
         assert "beta" not in answer.text.replace("/sales?bot=beta", "") and "77,70" not in answer.text, path
 
 
-def test_the_operator_sees_every_account(client: TestClient) -> None:
+def test_the_operator_sets_up_a_second_factor_then_sees_every_account_and_suspends_one(client: TestClient) -> None:
+    import pyotp
+
     make_seller("acme", "ana@acme.com.br")
     run("accounts", "create", "ops", "--email", "ops@grimbots.example", "--operator")
     Account.update(password_hash=passwords.hashed(PASSWORD)).where(Account.slug == "ops").execute()
     assert login(client, "ops@grimbots.example") == 303
+    first = client.get("/operator/accounts", follow_redirects=False)  # required for operators: set it up first
+    assert first.status_code == 303 and first.headers["location"] == "/account/2fa"
+    setup = client.get("/account/2fa").text
+    secret = re.search(r'data-secret="([A-Z2-7]{32})"', setup).group(1)  # type: ignore[union-attr]
+    before = client.cookies.get(COOKIE)
+    codes = client.post("/account/2fa", data={"csrf": csrf(setup), "secret": secret, "current": PASSWORD,
+                                              "code": pyotp.TOTP(secret).now()})  # fmt: skip
+    assert codes.status_code == 200 and len(re.findall(r"data-code=", codes.text)) == 10
+    assert client.cookies.get(COOKIE) != before  # a new session id after the second factor
     page = client.get("/operator/accounts")
     assert page.status_code == 200 and 'data-account="acme"' in page.text and 'data-account="ops"' in page.text
+    seller = TestClient(make_app(), base_url="http://127.0.0.1:8100")
+    assert login(seller, "ana@acme.com.br") == 303
+    done = client.post("/operator/accounts/acme/suspend", data={"csrf": csrf(page.text)}, follow_redirects=False)
+    assert done.status_code == 303 and Account.get(Account.slug == "acme").state == "suspended"
+    assert seller.get("/", follow_redirects=False).status_code == 303  # the seller's sessions ended
+    assert AuditEntry.select().where(AuditEntry.action == "account suspended").exists()
+    page = client.get("/operator/accounts").text
+    client.post("/operator/accounts/acme/resume", data={"csrf": csrf(page)})
+    assert Account.get(Account.slug == "acme").state == "active"
+    assert client.post("/operator/accounts/ops/suspend", data={"csrf": csrf(page)}).status_code == 422  # not oneself
+    system = client.get("/operator/system")
+    assert system.status_code == 200 and 'data-queue="updates"' in system.text
 
 
 def test_a_reset_link_sets_a_new_password_once_and_ends_every_session(client: TestClient) -> None:

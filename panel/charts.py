@@ -4,7 +4,7 @@ shows), so what is drawn can be read back exactly."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 
 COLORS = ("#4c78a8", "#72b7b2", "#f58518", "#54a24b", "#e45756")
@@ -14,7 +14,7 @@ def _attr(value: object) -> str:
     return escape(str(value), quote=True)
 
 
-def bars(title: str, labels: Sequence[str], series: dict[str, Sequence[float]], *, width: int = 720,
+def bars(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float]], *, width: int = 720,
          height: int = 220, money: bool = False) -> str:  # fmt: skip
     """Grouped bars: one group per label, one bar per series, with a legend."""
     names = list(series)
