@@ -581,5 +581,5 @@ class ConfigState(BaseModel):
 
 
 MODELS = [Account, AccountToken, ApiKey, RecoveryCode, AuditEntry, Gateway, Bot, Offer, Lead, Click, ClickDay,
-          ProcessedUpdate, OutboundMessage, Charge, Delivery, PaymentNotification, PixelEvent, BumpAnswer, Followup, DownsellMark,
-          Subscription, Broadcast, BroadcastRecipient, Pool, ConfigState]  # fmt: skip
+          ProcessedUpdate, OutboundMessage, Charge, Delivery, PaymentNotification, PixelEvent, BumpAnswer, Followup,
+          DownsellMark, Subscription, Broadcast, BroadcastRecipient, Pool, ConfigState]  # fmt: skip

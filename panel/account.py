@@ -40,7 +40,7 @@ def _fresh(scope: Scope) -> Account:
 def _context(session: sessions.Session, scope: Scope, **extra: Any) -> dict[str, Any]:
     account = _fresh(scope)
     keys = list(ApiKey.select().where(ApiKey.account == account.id).order_by(ApiKey.id.desc()))
-    live = [{"tag": tag, "started": dt.datetime.fromtimestamp(started, dt.UTC).strftime("%Y-%m-%d %H:%M"),
+    live = [{"tag": tag, "started": dt.datetime.fromtimestamp(started, dt.UTC).replace(tzinfo=None),
              "address": where, "this": tag == session.tag}
             for tag, started, where in sessions.live(PANEL.redis, account.id)]  # fmt: skip
     left = second_factor.recovery_codes_left(account) if account.totp_secret else 0

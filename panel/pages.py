@@ -110,8 +110,9 @@ async def sales_csv(request: Request, session: sessions.Session, scope: Scope) -
     writer = csv.writer(out)
     writer.writerow(["id", "bot", "offer", "amount", "paid_amount", "state", "delivery", "created_at", "paid_at"])
     for c in charges:
-        writer.writerow([c.id, c.bot, c.offer, c.amount, c.paid_amount or "", c.status, c.delivery or "", c.created_at,
-                         c.paid_at or ""])  # fmt: skip
+        paid = f"{Decimal(c.paid_amount):.2f}" if c.paid_amount is not None else ""
+        writer.writerow([c.id, c.bot, c.offer, f"{Decimal(c.amount):.2f}", paid, c.status, c.delivery or "",
+                         c.created_at, c.paid_at or ""])  # fmt: skip
     name = f"vendas-{scope.account.slug}-{dt.date.today().isoformat()}.csv"
     return Response(
         out.getvalue(),
@@ -130,12 +131,23 @@ async def sale(request: Request, session: sessions.Session, scope: Scope) -> Res
                   steps=journey(lead))  # fmt: skip
 
 
+# Why a channel refused a bot (actors/health.py keeps the provider's status), as the seller reads it.
+REFUSALS = {
+    401: "o token do bot foi recusado: ele foi trocado no BotFather, ou o bot foi apagado",
+    403: "o canal bloqueou o bot",
+    404: "o bot ou o número não existe mais no canal",
+    0: "o WhatsApp deste número está desconectado: leia o QR code de novo na Evolution API",
+}
+
+
 def _health(bot_id: str, down: dict[str, dict[str, Any]]) -> dict[str, Any]:
     sick = down.get(bot_id)
     if sick is None:
         return {"ok": True, "why": "respondendo normalmente"}
-    why = sick.get("description") or sick.get("status") or "o canal recusou as últimas mensagens"
-    return {"ok": False, "why": str(why), "since": sick.get("since")}
+    status = sick.get("status")
+    why = REFUSALS.get(status, "o canal recusou as últimas mensagens") if isinstance(status, int) else REFUSALS[403]
+    said = str(sick.get("description") or "")[:120]
+    return {"ok": False, "why": f"{why} ({said})" if said else why}
 
 
 @seller_page

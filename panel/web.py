@@ -7,6 +7,7 @@ account whose second factor is done, and a `NotFound` raised by its `Scope` answ
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -24,6 +25,7 @@ from accounts import sessions
 from catalog.schema import brl
 from clicks import client_ip
 from db.database import db
+from db.days import ZONE
 from db.models import Account
 from panel.scope import NotFound, Scope
 from panel.shared import PANEL
@@ -32,6 +34,18 @@ COOKIE = "grimbots_session"
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"),
                         autoescape=select_autoescape(["html"]))  # fmt: skip
 TEMPLATES.filters["brl"] = lambda value: brl(Decimal(str(value)))
+
+
+def when(value: dt.datetime | str | None) -> str:
+    """A stored (naive UTC) time, or its ISO text, as the seller reads it: DD/MM/YYYY HH:MM in
+    REPORT_TIMEZONE."""
+    if not value:
+        return "—"
+    at = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    return at.replace(tzinfo=dt.UTC).astimezone(ZONE).strftime("%d/%m/%Y %H:%M")
+
+
+TEMPLATES.filters["when"] = when
 STATES = {"creating": "criando", "pending": "aguardando", "paid": "pago", "expired": "expirado",
           "failed": "falhou", "refunded": "reembolsado"}  # fmt: skip
 DELIVERIES = {"pending": "pendente", "sent": "entregue", "failed": "falhou"}

@@ -46,7 +46,7 @@ def journey(lead: Lead) -> list[Step]:
         at = delivery.delivered_at or delivery.updated_at
         steps.append(Step(at, "delivery", delivery.state, {}, delivery.charge_id))
     for sub in Subscription.select().where(Subscription.lead_id == lead.id):
-        until = {"until": sub.ends_at.strftime("%Y-%m-%d %H:%M"), "renewals": str(sub.renewals)}
+        until = {"until": sub.ends_at.isoformat(timespec="seconds"), "renewals": str(sub.renewals)}
         steps.append(Step(sub.started_at, "subscription", sub.state, until))
     return sorted(steps, key=lambda s: s.at)
 

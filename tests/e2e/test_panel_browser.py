@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,19 +66,25 @@ def fill(driver: Any, **fields: str) -> None:
     driver.find_element(By.CSS_SELECTOR, "button.primary").click()
 
 
-@pytest.fixture
-def panel(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A running panel; its base URL."""
+@contextmanager
+def running_panel(where: Path, request: pytest.FixtureRequest, **env: str) -> Iterator[str]:
+    """A `python -m panel` process with these settings; its base URL."""
     from ops.procs import Platform
     from tests.conftest import logs_on_failure
 
     port = free_port()
-    (tmp_path / "panel").mkdir()
-    platform = Platform(tmp_path / "panel", PANEL_PORT=str(port), PANEL_BASE_URL=f"http://127.0.0.1:{port}")
+    where.mkdir()
+    platform = Platform(where, PANEL_PORT=str(port), PANEL_BASE_URL=f"http://127.0.0.1:{port}", **env)
     with logs_on_failure(platform, request):
         platform.spawn("panel", [sys.executable, "-m", "panel"])
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, 30, "the panel")
+        yield base
+
+
+@pytest.fixture
+def panel(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    with running_panel(tmp_path / "panel", request) as base:
         yield base
 
 
@@ -122,15 +129,25 @@ def test_a_seller_signs_up_sees_their_sale_arrive_and_another_seller_sees_none_o
         charge = Charge.get(Charge.status == "paid")
         amount = f"{charge.amount:.2f}".replace(".", ",")
         assert amount in browser.page_source
+        browser.find_element(By.CSS_SELECTOR, f'tr[data-charge="{charge.id}"] a').click()
+        wait_until(lambda: "Jornada do comprador" in browser.page_source, 10, "the sale's journey")
+        steps = [e.get_attribute("data-step") for e in browser.find_elements(By.CSS_SELECTOR, "tr[data-step]")]
+        assert steps[0] == "start" and "paid" in steps and "delivery" in steps, steps
+        shot(browser, "3b-journey")
         browser.get(panel + "/")
         assert 'data-bot="demo"' in browser.page_source and amount in browser.page_source
+        assert browser.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar")  # the charts, drawn without script
         shot(browser, "4-dashboard")
+        browser.get(panel + "/bots/demo?utm_source=facebook&utm_campaign=bf")
+        link = browser.find_element(By.ID, "tracked-link").get_attribute("value")
+        assert link.endswith("/r/demo?utm_source=facebook&utm_campaign=bf")
+        shot(browser, "4b-bot")
     browser.find_element(By.CSS_SELECTOR, "header form button").click()  # Sair
     wait_until(lambda: "Entrar no GrimBots" in browser.page_source, 10, "the login page")
     fill(browser, email="bia@outra.com.br", password=PASSWORD)
     wait_until(lambda: "Seu funil" in browser.page_source, 10, "the second seller's dashboard")
     shot(browser, "5-other-seller")
-    for path in ("/", "/sales", "/account"):
+    for path in ("/", "/sales", "/bots", "/account"):
         browser.get(panel + path)
         main = browser.find_element(By.TAG_NAME, "main").text
         assert "demo" not in main and amount not in main and "acme" not in main, path

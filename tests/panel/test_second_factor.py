@@ -52,7 +52,7 @@ def second_step(client: TestClient, code: str) -> int:  # noqa: F811
 
 
 def test_the_code_is_asked_after_the_password_and_works_once(seller: tuple[TestClient, str, list[str]]) -> None:
-    client, secret, _ = seller
+    _, secret, _ = seller
     fresh = TestClient(make_app(), base_url="http://127.0.0.1:8100")
     code = pyotp.TOTP(secret).at(time.time() + 30)  # the next step's (the setup spent the current one)
     assert second_step(fresh, "000000" if code != "000000" else "111111") == 401
@@ -76,11 +76,11 @@ def test_a_recovery_code_works_once(seller: tuple[TestClient, str, list[str]]) -
 
 
 def test_turning_it_off_asks_the_password_and_a_code(seller: tuple[TestClient, str, list[str]]) -> None:
-    client, secret, codes = seller
-    page = client.get("/account").text
-    wrong = client.post("/account/2fa/disable", data={"csrf": csrf(page), "current": "nope", "code": codes[1]})
+    http, _, codes = seller
+    page = http.get("/account").text
+    wrong = http.post("/account/2fa/disable", data={"csrf": csrf(page), "current": "nope", "code": codes[1]})
     assert wrong.status_code == 422 and Account.get(Account.slug == "acme").totp_secret
-    done = client.post("/account/2fa/disable", data={"csrf": csrf(page), "current": PASSWORD, "code": codes[1]},
+    done = http.post("/account/2fa/disable", data={"csrf": csrf(page), "current": PASSWORD, "code": codes[1]},
                        follow_redirects=False)  # fmt: skip
     assert done.status_code == 303 and Account.get(Account.slug == "acme").totp_secret is None
     assert login(TestClient(make_app(), base_url="http://127.0.0.1:8100"), EMAIL) == 303  # the password alone again
