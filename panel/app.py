@@ -61,6 +61,7 @@ def make_app(client: redis.Redis | None = None) -> Starlette:
         Route("/operator/accounts", operator.accounts_page, methods=get),
         Route("/operator/accounts/{slug}/suspend", operator.set_state, methods=post),
         Route("/operator/accounts/{slug}/resume", operator.set_state, methods=post),
+        Route("/operator/audit", operator.audit_log, methods=get),
         Route("/operator/system", operator.system, methods=get),
         *api.ROUTES,
     ])  # fmt: skip

@@ -1,5 +1,5 @@
 """The operator's pages: every account (state, bots, revenue this month) with suspend and resume,
-and the platform's health (queues and workers, as `ops queues` and `ops status` show them). For
+every account's audit log, and the platform's health (queues and workers, as `ops queues` and `ops status` show them). For
 any other account these routes do not exist (404)."""
 
 from __future__ import annotations
@@ -7,11 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from peewee import JOIN
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 import accounts
 from accounts import sessions
+from db.models import Account, AuditEntry
 from panel.scope import NotFound, Scope
 from panel.shared import PANEL
 from panel.web import address, render, seller_form, seller_page
@@ -57,6 +59,15 @@ def _system() -> dict[str, Any]:
     except redis.RedisError as exc:
         return {"error": type(exc).__name__, "queues": [], "workers": []}
     return {"error": None, "queues": stats, "workers": alive}
+
+
+@seller_page
+async def audit_log(request: Request, session: sessions.Session, scope: Scope) -> Response:
+    """Every account's audit log, newest first (200 entries)."""
+    _operator(scope, "audit")
+    entries = list(AuditEntry.select(AuditEntry, Account.slug).join(Account, JOIN.LEFT_OUTER)
+                   .order_by(AuditEntry.id.desc()).limit(200).objects())  # fmt: skip
+    return render(request, "operator_audit.html", session, account=scope.account, entries=entries)
 
 
 @seller_page

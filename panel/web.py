@@ -46,6 +46,31 @@ def when(value: dt.datetime | str | None) -> str:
 
 
 TEMPLATES.filters["when"] = when
+
+# The audit log's actions (English in the database, as the CLI shows them) as the seller reads them.
+ACTIONS = {
+    "login": "entrou", "login (second factor)": "entrou (com a verificação em duas etapas)",
+    "login failed": "tentativa de entrar com a senha errada", "second factor failed": "código de verificação errado",
+    "logout everywhere": "saiu de todos os dispositivos", "signup": "conta criada", "password changed": "senha trocada",
+    "password reset": "senha redefinida por link", "reset link mailed": "link de nova senha enviado por e-mail",
+    "e-mail changed": "e-mail trocado", "second factor enabled": "verificação em duas etapas ativada",
+    "second factor disabled": "verificação em duas etapas desligada",
+    "recovery code used": "código de recuperação usado", "recovery codes replaced": "novos códigos de recuperação",
+    "api key created": "chave da API criada", "api key revoked": "chave da API revogada",
+    "account suspended": "conta suspensa", "account resumed": "conta reativada",
+}  # fmt: skip
+OBJECTS = {"bot": "bot", "gateway": "gateway", "offer": "oferta", "pool": "pool"}
+OUTCOMES = {"created": "criado(a)", "updated": "alterado(a)", "deactivated": "desativado(a)"}
+
+
+def action(value: str) -> str:
+    if value in ACTIONS:
+        return ACTIONS[value]
+    kind, _, outcome = value.partition(" ")
+    return f"{OBJECTS[kind]} {OUTCOMES[outcome]}" if kind in OBJECTS and outcome in OUTCOMES else value
+
+
+TEMPLATES.filters["action"] = action
 STATES = {"creating": "criando", "pending": "aguardando", "paid": "pago", "expired": "expirado",
           "failed": "falhou", "refunded": "reembolsado"}  # fmt: skip
 DELIVERIES = {"pending": "pendente", "sent": "entregue", "failed": "falhou"}

@@ -139,6 +139,7 @@ WALK: dict[tuple[str, str], int] = {
     ("GET", "/operator/accounts"): 404,
     ("POST", "/operator/accounts/{slug}/suspend"): 404,
     ("POST", "/operator/accounts/{slug}/resume"): 404,
+    ("GET", "/operator/audit"): 404,
     ("GET", "/operator/system"): 404,
     ("POST", "/logout/everywhere"): 303,
     ("POST", "/logout"): 303,

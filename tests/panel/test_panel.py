@@ -230,6 +230,8 @@ def test_the_operator_sets_up_a_second_factor_then_sees_every_account_and_suspen
     client.post("/operator/accounts/acme/resume", data={"csrf": csrf(page)})
     assert Account.get(Account.slug == "acme").state == "active"
     assert client.post("/operator/accounts/ops/suspend", data={"csrf": csrf(page)}).status_code == 422  # not oneself
+    audit = client.get("/operator/audit").text
+    assert re.search(r'data-entry-account="acme"[^>]*>.*?conta suspensa', audit, re.S)  # every account's
     system = client.get("/operator/system")
     assert system.status_code == 200 and 'data-queue="updates"' in system.text
 
