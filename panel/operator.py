@@ -1,6 +1,6 @@
 """The operator's pages: every account (state, bots, revenue this month) with suspend and resume,
-every account's audit log, and the platform's health (queues and workers, as `ops queues` and `ops status` show them). For
-any other account these routes do not exist (404)."""
+every account's audit log, and the platform's health (queues and workers, as `ops queues` and
+`ops status` show them). For any other account these routes do not exist (404)."""
 
 from __future__ import annotations
 
