@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from catalog.schema import BotConfig
-from db.models import Account, AuditEntry, Bot, Charge, Lead
+from db.database import utcnow
+from db.models import Account, AuditEntry, Bot, Charge, Lead, Subscription
 from panel.shared import PANEL
 from reports import funnel as funnel_report
 from reports import payments as payments_report
@@ -71,9 +72,15 @@ class Scope:
         return lead
 
     def subscriptions(self, bot: str) -> dict[str, Any]:
-        rows = selling_report.subscription_totals(self.bot(bot).id)
-        return rows[0] if rows else {"active": 0, "ending_7d": 0, "renewals_30d": 0, "churned_30d": 0,
-                                     "churn_30d": 0.0, "mrr": "0.00"}  # fmt: skip
+        """`ops status`'s subscription totals of the bot, and how many active ones end within 7 days."""
+        bot_id = self.bot(bot).id
+        rows = selling_report.subscription_totals(bot_id)
+        totals = rows[0] if rows else {"active": 0, "renewals_30d": 0, "churned_30d": 0, "churn_30d": 0.0,
+                                       "mrr": "0.00"}  # fmt: skip
+        now = utcnow()
+        soon = Subscription.ends_at.between(now, now + dt.timedelta(days=7))
+        ending = Subscription.select().where((Subscription.bot_id == bot_id) & (Subscription.state == "active") & soon)
+        return {**totals, "ending_7d": ending.count()}
 
     def broadcasts(self, bot: str) -> list[Any]:
         from actors import broadcasts

@@ -46,6 +46,7 @@ def when(value: dt.datetime | str | None) -> str:
 
 
 TEMPLATES.filters["when"] = when
+TEMPLATES.filters["pct"] = lambda share: "—" if share is None else f"{share * 100:.1f}%".replace(".", ",")
 
 # The audit log's actions (English in the database, as the CLI shows them) as the seller reads them.
 ACTIONS = {

@@ -200,12 +200,12 @@ def _subscription_row(s: Any, now: dt.datetime) -> dict[str, Any]:
 
 
 def subscription_totals(bot: str | None = None) -> list[dict[str, Any]]:
-    """Per bot: active subscriptions (and those ending within 7 days unless renewed), renewals and
-    churn of the last 30 days, and monthly recurring revenue (each active subscription's price brought to 30 days)."""
+    """Per bot: active subscriptions, renewals and churn of the last 30 days, and monthly recurring
+    revenue (each active subscription's price brought to 30 days)."""
     from db.models import Offer, Subscription
 
     now = utcnow()
-    month_ago, week = now - dt.timedelta(days=30), now + dt.timedelta(days=7)
+    month_ago = now - dt.timedelta(days=30)
     result: dict[str, dict[str, Any]] = {}
     query = Subscription.select(Subscription, Offer.price, Offer.duration_seconds).join(
         Offer, on=(Offer.id == Subscription.offer_id)
@@ -213,11 +213,10 @@ def subscription_totals(bot: str | None = None) -> list[dict[str, Any]]:
     if bot:
         query = query.where(Subscription.bot_id == bot)
     for s in query.objects():
-        row = result.setdefault(s.bot_id, {"bot": s.bot_id, "active": 0, "ending_7d": 0, "renewals_30d": 0,
-                                           "churned_30d": 0, "mrr": Decimal("0.00")})  # fmt: skip
+        row = result.setdefault(s.bot_id, {"bot": s.bot_id, "active": 0, "renewals_30d": 0, "churned_30d": 0,
+                                           "mrr": Decimal("0.00")})  # fmt: skip
         if s.state == "active" and s.ends_at > now:
             row["active"] += 1
-            row["ending_7d"] += s.ends_at <= week
             price, seconds = s.price, s.duration_seconds  # type: ignore[attr-defined]  # from the joined offer
             if seconds:
                 row["mrr"] += (price * Decimal(30 * 86400) / Decimal(seconds)).quantize(Decimal("0.01"))
