@@ -80,6 +80,23 @@ def invite(email: str) -> str:
     return links.url("invite", links.invite(address))
 
 
+def set_email(slug: str, email: str, actor: str = "ops accounts", session: str | None = None,
+              address: str | None = None) -> bool:  # fmt: skip
+    """Give the account a (new) login e-mail (the `default` account, made by the migration, has none);
+    True when it changed. Audited."""
+    account, new = get(slug), normal_email(email)
+    if account.email == new:
+        return False
+    with transaction():
+        if Account.select().where((Account.email == new) & (Account.id != account.id)).exists():
+            raise AccountError("email", "another account has this e-mail")
+        Account.update(email=new, updated_at=utcnow()).where(Account.id == account.id).execute()
+        audit.record("e-mail changed", account=account, actor=actor, obj=f"account {slug}",
+                     before={"email": account.email}, after={"email": new}, session=session,
+                     address=address)  # fmt: skip
+    return True
+
+
 def get(slug: str) -> Account:
     account = Account.get_or_none(Account.slug == slug)
     if account is None:

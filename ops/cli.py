@@ -550,6 +550,19 @@ def accounts_reset_link(slug: str) -> None:
     click.echo(links.url("reset", token))
 
 
+@accounts.command("set-email", help="Give an account a new login e-mail (the `default` account, which holds what "
+                  "was configured before accounts, has none: set one, then send it a reset-link).")  # fmt: skip
+@click.argument("slug")
+@click.option("--email", required=True, help="The new login e-mail.")
+def accounts_set_email(slug: str, email: str) -> None:
+    import accounts as store
+
+    with _database().connection_context(), _account_errors():
+        _migrate_quietly()
+        changed = store.set_email(slug, email)
+    click.echo(f"account {slug}: e-mail set" if changed else f"account {slug} had this e-mail already")
+
+
 @accounts.command("api-key", help="Make a key to the HTTP API for the account and print it (once: only its hash "
                   "is kept).")  # fmt: skip
 @click.argument("slug")

@@ -92,12 +92,11 @@ async def change_email(request: Request, session: sessions.Session, scope: Scope
         new = accounts.normal_email(form.get("email", ""))
     except accounts.AccountError:
         return _refused(request, session, scope, "Digite um e-mail válido.", "email")
-    old = _fresh(scope).email
-    if new != old:
-        if Account.select().where((Account.email == new) & (Account.id != scope.account.id)).exists():
-            return _refused(request, session, scope, "Já existe uma conta com este e-mail.", "email")
-        Account.update(email=new, updated_at=utcnow()).where(Account.id == scope.account.id).execute()
-        _audit(request, session, scope, "e-mail changed", before={"email": old}, after={"email": new})
+    try:
+        accounts.set_email(scope.account.slug, new, actor=scope.account.slug, session=session.tag,
+                           address=address(request))  # fmt: skip
+    except accounts.AccountError:
+        return _refused(request, session, scope, "Já existe uma conta com este e-mail.", "email")
     return RedirectResponse("/account?saved=email", status_code=303)
 
 

@@ -52,6 +52,9 @@ def test_accounts_are_created_listed_suspended_and_resumed() -> None:
     assert run("accounts", "suspend", "acme") == (0, "account acme was suspended already\n")
     assert Account.get(Account.slug == "acme").state == "suspended"
     assert run("accounts", "resume", "acme") == (0, "account acme resumed\n")
+    assert run("accounts", "set-email", "acme", "--email", "ops@grimbots.example")[1].startswith("Error: email:")
+    assert run("accounts", "set-email", "acme", "--email", "Nova@Acme.com.br") == (0, "account acme: e-mail set\n")
+    assert Account.get(Account.slug == "acme").email == "nova@acme.com.br"
 
 
 @pytest.mark.parametrize(
@@ -63,6 +66,8 @@ def test_accounts_are_created_listed_suspended_and_resumed() -> None:
         (("create", "beta", "--email", "not-an-address"), "email: 'not-an-address' is not an e-mail address"),
         (("suspend", "nope"), "slug: no account 'nope'"),
         (("resume", "nope"), "slug: no account 'nope'"),
+        (("set-email", "nope", "--email", "a@b.com"), "slug: no account 'nope'"),
+        (("set-email", "acme", "--email", "nope"), "email: 'nope' is not an e-mail address"),
     ],
 )
 def test_account_commands_name_what_is_wrong_and_change_nothing(args: tuple[str, ...], message: str) -> None:
