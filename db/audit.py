@@ -11,13 +11,17 @@ from db.models import Account, AuditEntry
 
 # A value under a name holding one of these is a credential (or a PIX key: personal data).
 SECRET_NAMES = ("token", "secret", "password", "key", "app_id", "hash")
+MASK = "…"
+
+
+def is_secret(name: str) -> bool:
+    return any(s in name.lower() for s in SECRET_NAMES)
 
 
 def masked(value: Any) -> Any:
     """`value` with every secret's value replaced by its last four characters at most."""
     if isinstance(value, dict):
-        return {k: ("…" + str(v)[-4:] if v and any(s in k.lower() for s in SECRET_NAMES) else masked(v))
-                for k, v in value.items()}  # fmt: skip
+        return {k: (MASK + str(v)[-4:] if v and is_secret(k) else masked(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [masked(v) for v in value]
     if isinstance(value, Decimal):

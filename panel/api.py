@@ -19,15 +19,13 @@ import catalog
 import settings
 from accounts import api_keys
 from actors.health import unhealthy
-from catalog.export import bot_table
-from db import audit
+from catalog import edit
 from db.database import db
 from panel.scope import NotFound, Scope
 from panel.shared import PANEL
 from reports import funnel as funnel_report
 
 RATE = "grimbots:api-rate:{account}:{minute}"
-MASK = "…"
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -74,35 +72,22 @@ async def bot(request: Request) -> Response:
     except NotFound:
         return _error(404, "not found")
     if request.method == "GET":
-        return JSONResponse(audit.masked(bot_table(config)))
+        return JSONResponse(edit.masked(edit.bot(scope.account, config.id)))
     try:
         body = await request.json()
     except ValueError:
         return _error(400, "the body is not JSON")
     if not isinstance(body, dict):
         return _error(422, "the body must be a bot's table", key="")
-    stored = bot_table(config)
-    table = _unmasked(body, stored)
+    stored = edit.bot(scope.account, config.id) or {}
+    table = edit.unmasked(body, stored)
     table["id"] = config.id
     try:
-        known_gateways, known_bots = catalog.owned(scope.account)
-        parsed = catalog.parse({"account": scope.account.slug, "bots": [table]}, known_gateways, known_bots)
-        changes = catalog.apply(parsed, actor=f"{scope.account.slug} (api)")
+        changes = edit.save(scope.account, f"{scope.account.slug} (api)", bots=[table])
     except catalog.ConfigError as exc:
-        key = exc.key.removeprefix("bots[0].")
-        return _error(422, str(exc).replace("bots[0].", "", 1), key=key)
+        error = edit.relative(exc, "bots[0]")
+        return _error(422, str(error), key=error.key)
     return JSONResponse({"changes": changes})
-
-
-def _unmasked(given: Any, stored: Any) -> Any:
-    """A masked value sent back as it was read ("…abcd") stands for the stored one."""
-    if isinstance(given, dict) and isinstance(stored, dict):
-        return {k: _unmasked(v, stored.get(k)) for k, v in given.items()}
-    if isinstance(given, list) and isinstance(stored, list) and len(given) == len(stored):
-        return [_unmasked(g, s) for g, s in zip(given, stored, strict=True)]
-    if isinstance(given, str) and given.startswith(MASK) and isinstance(stored, str) and stored.endswith(given[1:]):
-        return stored
-    return given
 
 
 def _since(raw: str) -> dt.datetime:
