@@ -81,6 +81,25 @@ class Channels:
                             access_template=template)  # fmt: skip
 
 
+def standalone() -> Channels:
+    """Channels for a process that is no worker (the CLI's set-webhooks, the panel's new bot): its
+    own HTTP clients, with the settings' timeouts and hosts."""
+    from gateways import evolution, telegram, whatsapp_cloud
+
+    return Channels(
+        telegram.TelegramGateway(telegram.default_client(settings.TELEGRAM_TIMEOUT_SECONDS),
+                                 settings.TELEGRAM_API_BASE),
+        evolution.EvolutionGateway(evolution.default_client(settings.WHATSAPP_TIMEOUT_SECONDS)),
+        whatsapp_cloud.CloudGateway(whatsapp_cloud.default_client(settings.WHATSAPP_TIMEOUT_SECONDS),
+                                    settings.META_GRAPH_BASE, settings.META_API_VERSION),
+    )  # fmt: skip
+
+
+def webhook_url(bot: BotConfig) -> str:
+    """Where the bot's channel posts its updates: the edge's route for its kind."""
+    return f"{settings.PUBLIC_BASE_URL}/webhook/{kind_of(bot.channel).route}/{bot.id}"
+
+
 # A builder per kind of gateways/channel_kinds.py (tests/test_layers.py holds the two lists equal).
 BUILDERS: dict[str, Callable[[Channels, BotConfig], Channel]] = {
     "telegram": Channels._telegram,

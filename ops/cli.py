@@ -134,25 +134,17 @@ def apply(file: Path) -> None:
     "subscribed in Meta's app dashboard (the URL is printed).",
 )
 def set_webhooks() -> None:
-    from actors.channels import Channels
+    from actors.channels import standalone, webhook_url
     from catalog.snapshot import load_bots
-    from gateways import evolution, telegram, whatsapp_cloud
     from gateways.channel import ChannelError
-    from gateways.channel_kinds import kind_of
 
     database = _database()
     with database.connection_context():
         bots = load_bots()
-    channels = Channels(
-        telegram.TelegramGateway(telegram.default_client(settings.TELEGRAM_TIMEOUT_SECONDS),
-                                 settings.TELEGRAM_API_BASE),
-        evolution.EvolutionGateway(evolution.default_client(settings.WHATSAPP_TIMEOUT_SECONDS)),
-        whatsapp_cloud.CloudGateway(whatsapp_cloud.default_client(settings.WHATSAPP_TIMEOUT_SECONDS),
-                                    settings.META_GRAPH_BASE, settings.META_API_VERSION),
-    )  # fmt: skip
+    channels = standalone()
     failures = 0
     for bot in sorted(bots.values(), key=lambda b: b.id):
-        url = f"{settings.PUBLIC_BASE_URL}/webhook/{kind_of(bot.channel).route}/{bot.id}"
+        url = webhook_url(bot)
         try:
             done = channels.of(bot).set_webhook(url, bot.webhook_secret)
         except ChannelError as exc:

@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from db.database import init_db
-from panel import account, api, auth, operator, pages
+from panel import account, api, auth, operator, pages, shop
 from panel.shared import PANEL
 from panel.web import COOKIE, safe_next
 
@@ -48,7 +48,17 @@ def make_app(client: redis.Redis | None = None) -> Starlette:
         Route("/sales.csv", pages.sales_csv, methods=get),
         Route("/sales/{charge_id}", pages.sale, methods=get),
         Route("/bots", pages.bots, methods=get),
+        Route("/bots/new", shop.new_bot, methods=get),
+        Route("/bots/new", shop.create_bot, methods=post),
         Route("/bots/{bot_id}", pages.bot, methods=get),
+        Route("/bots/{bot_id}/edit", shop.bot_editor, methods=get),
+        Route("/bots/{bot_id}/edit", shop.save_bot, methods=post),
+        Route("/bots/{bot_id}/webhook", shop.set_webhook, methods=post),
+        Route("/gateways", shop.gateways, methods=get),
+        Route("/gateways/new", shop.new_gateway, methods=get),
+        Route("/gateways/new", shop.save_gateway, methods=post),
+        Route("/gateways/{gateway_id}", shop.gateway, methods=get),
+        Route("/gateways/{gateway_id}", shop.save_gateway, methods=post),
         Route("/account", account.page, methods=get),
         Route("/account/password", account.change_password, methods=post),
         Route("/account/email", account.change_email, methods=post),

@@ -7,9 +7,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+import settings
+from catalog import edit
 from catalog.schema import BotConfig
+from catalog.snapshot import load_bots
 from db.database import utcnow
-from db.models import Account, AuditEntry, Bot, Charge, Lead, Subscription
+from db.models import Account, AuditEntry, Bot, Charge, Gateway, Lead, Offer, Subscription
 from panel.shared import PANEL
 from reports import funnel as funnel_report
 from reports import payments as payments_report
@@ -62,6 +65,45 @@ class Scope:
             self.bot(bot)  # 404 when not this account's
         return payments_report.recent(bot=bot or None, status=state or None, since=since, limit=limit,
                                       bots=self.bot_ids())  # fmt: skip
+
+    @staticmethod
+    def bot_id_taken(bot_id: str) -> bool:
+        return bool(Bot.select().where(Bot.id == bot_id).exists())
+
+    def fresh_bot(self, bot_id: str) -> BotConfig:
+        """The account's bot as just saved (the process's snapshot may be a second behind)."""
+        self.bot(bot_id)
+        bot = load_bots().get(bot_id)
+        if bot is None:
+            raise NotFound(bot_id)
+        return bot
+
+    def offer_slugs(self, bot_id: str) -> set[str]:
+        """Every offer slug the bot ever had (a deactivated one's too: a new offer never takes it over)."""
+        return {o.slug for o in Offer.select(Offer.slug).where(Offer.bot == self.bot(bot_id).id)}
+
+    def gateways(self) -> list[dict[str, Any]]:
+        """The account's gateways as the file's tables (credentials in clear: never sent to a browser)."""
+        ids = [g.id for g in Gateway.select(Gateway.id).where(Gateway.account == self.account.id).order_by(Gateway.id)]
+        return [t for gid in ids if (t := edit.gateway(self.account, gid)) is not None]
+
+    def gateway(self, gateway_id: str) -> dict[str, Any]:
+        table = edit.gateway(self.account, gateway_id)
+        if table is None:
+            raise NotFound(gateway_id)
+        return table
+
+    @staticmethod
+    def gateway_exists(gateway_id: str) -> bool:
+        """Is the id taken (gateway ids are the platform's: the notification URL carries them)?"""
+        return bool(Gateway.select().where(Gateway.id == gateway_id).exists())
+
+    def bots_of_gateway(self, gateway_id: str) -> list[str]:
+        return [b.id for b in self.bots() if b.gateway_id == gateway_id]
+
+    @staticmethod
+    def notification_base() -> str:
+        return f"{settings.PUBLIC_BASE_URL}/webhook/payment"
 
     def lead_of_charge(self, charge_id: int) -> Lead:
         """The lead who made one of the account's charges."""

@@ -127,6 +127,16 @@ WALK: dict[tuple[str, str], int] = {
     ("GET", "/sales/{charge_id}"): 404,
     ("GET", "/bots"): 200,
     ("GET", "/bots/{bot_id}"): 404,
+    ("GET", "/bots/new"): 200,
+    ("POST", "/bots/new"): 422,  # no token given
+    ("GET", "/bots/{bot_id}/edit"): 404,
+    ("POST", "/bots/{bot_id}/edit"): 404,
+    ("POST", "/bots/{bot_id}/webhook"): 404,
+    ("GET", "/gateways"): 200,
+    ("GET", "/gateways/new"): 404,  # no kind asked
+    ("POST", "/gateways/new"): 404,
+    ("GET", "/gateways/{gateway_id}"): 404,
+    ("POST", "/gateways/{gateway_id}"): 404,
     ("GET", "/account"): 200,
     ("POST", "/account/password"): 422,
     ("POST", "/account/email"): 422,  # their e-mail is taken: refused, and nothing of theirs shown
@@ -151,7 +161,7 @@ def test_every_route_with_another_accounts_ids_answers_404_and_shows_nothing_of_
     beta = Account.get(Account.slug == "beta")
     theirs_key = api_keys.create(beta)
     prefix = theirs_key.split("_")[1]
-    ids = {"bot_id": "beta-bot", "charge_id": str(Charge.get(Charge.bot_id == "beta-bot").id), "slug": "beta",
+    ids = {"bot_id": "beta-bot", "gateway_id": "beta-main", "charge_id": str(Charge.get(Charge.bot_id == "beta-bot").id), "slug": "beta",
            "token": "their-token"}  # fmt: skip
     assert login(client, "ana@acme.com.br") == 303
     routes = [(m, r.path) for r in make_app().routes if isinstance(r, Route) and not r.path.startswith("/api/")

@@ -1,0 +1,389 @@
+"""The seller's shop, edited in the browser: gateways, bots (a new one by its token; its welcome,
+offers and checkout). Each form is turned into the file's table of its object and saved through
+`catalog.edit` — the file's validation and apply, as the HTTP API does — so a refusal names a key,
+shown beside the field it belongs to, and a save is live within CONFIG_POLL_SECONDS.
+
+Credentials are write-only: a form shows "definido (…abcd)" and an empty field keeps the stored
+value; nothing secret is ever sent back to the browser."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from accounts import sessions
+from actors.channels import standalone, webhook_url
+from catalog import ConfigError, edit
+from catalog.schema import brl
+from catalog.validate import SLUG
+from db.audit import is_secret
+from gateways.channel import ChannelError
+from gateways.payments.registry import OPTIONS
+from gateways.telegram import TelegramError
+from panel.scope import NotFound, Scope
+from panel.web import address, render, seller_form, seller_page
+
+log = logging.getLogger("grimbots.panel")
+SAVED = "Salvo — no ar em alguns segundos."
+
+# What each gateway kind is, and what each of its keys means, for a seller.
+KINDS = {
+    "sandbox": "Sandbox (testes: PIX estático, sem banco)",
+    "mercadopago": "Mercado Pago",
+    "pushinpay": "PushinPay",
+    "woovi": "Woovi (OpenPix)",
+}
+LABELS = {
+    "pix_key": "Chave PIX",
+    "merchant_name": "Nome do recebedor (até 25 letras)",
+    "merchant_city": "Cidade do recebedor (até 15 letras)",
+    "access_token": "Access token (produção)",
+    "payer_email": "E-mail do pagador (opcional)",
+    "api_token": "Token da API",
+    "app_id": "AppID",
+    "public_key": "Chave pública dos webhooks (opcional)",
+    "webhook_secret": "Segredo das notificações",
+}
+SECRET_HELP = {
+    "sandbox": "Assina as notificações do sandbox. Deixe em branco: a plataforma cria um.",
+    "mercadopago": 'A "assinatura secreta" dos webhooks, no painel do Mercado Pago (Suas integrações → Webhooks).',
+    "pushinpay": "O token que a PushinPay manda no cabeçalho x-pushinpay-token das notificações.",
+    "woovi": "Um segredo seu. A assinatura da Woovi é conferida com a chave pública.",
+}
+
+
+def _actor(request: Request, scope: Scope) -> str:
+    return f"{scope.account.slug} (panel, {address(request)})"
+
+
+def field_of(key: str) -> str:
+    """The form field a refusal's key names: `offers[1].price` → `offers-1-price`, `welcome.text` → `welcome-text`."""
+    return re.sub(r"[\[\].]+", "-", key).strip("-")
+
+
+def _write_only(value: str | None) -> str | None:
+    return f"definido (…{value[-4:]})" if value else None
+
+
+# --- gateways ------------------------------------------------------------------------------------
+
+
+@seller_page
+async def gateways(request: Request, session: sessions.Session, scope: Scope) -> Response:
+    rows = [{"id": g["id"], "kind": KINDS.get(g["kind"], g["kind"]), "bots": scope.bots_of_gateway(g["id"])}
+            for g in scope.gateways()]  # fmt: skip
+    return render(request, "gateways.html", session, account=scope.account, rows=rows, kinds=KINDS,
+                  saved=SAVED if request.query_params.get("saved") else None,
+                  notify_base=scope.notification_base())  # fmt: skip
+
+
+def _gateway_form(request: Request, session: sessions.Session, scope: Scope, table: dict[str, Any], *, new: bool,
+                  status: int = 200, error: ConfigError | None = None) -> Response:  # fmt: skip
+    kind = table["kind"]
+    fields = [{"name": name, "label": LABELS.get(name, name), "required": required, "secret": is_secret(name),
+               "value": "" if is_secret(name) else table.get(name, ""),
+               "stored": _write_only(table.get(name)) if is_secret(name) and not new else None}
+              for name, required in OPTIONS[kind].items()]  # fmt: skip
+    return render(request, "gateway.html", session, status, account=scope.account, table=table, new=new,
+                  kind_label=KINDS.get(kind, kind), fields=fields, secret_help=SECRET_HELP.get(kind, ""),
+                  secret_stored=None if new else _write_only(table.get("webhook_secret")),
+                  notify_url=f"{scope.notification_base()}/{table.get('id') or '{id}'}",
+                  error=pt(str(error).split(": ", 1)[-1]) if error else None,
+                  error_at=field_of(error.key) if error else None)  # fmt: skip
+
+
+@seller_page
+async def new_gateway(request: Request, session: sessions.Session, scope: Scope) -> Response:
+    kind = request.query_params.get("kind", "")
+    if kind not in OPTIONS:
+        raise NotFound(kind)
+    return _gateway_form(request, session, scope, {"kind": kind, "id": ""}, new=True)
+
+
+@seller_page
+async def gateway(request: Request, session: sessions.Session, scope: Scope) -> Response:
+    return _gateway_form(request, session, scope, scope.gateway(request.path_params["gateway_id"]), new=False)
+
+
+@seller_form
+async def save_gateway(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str]) -> Response:
+    gateway_id = request.path_params.get("gateway_id")
+    new = gateway_id is None
+    if new:
+        kind = form.get("kind", "")
+        if kind not in OPTIONS:
+            raise NotFound(kind)
+        stored: dict[str, Any] = {"kind": kind, "id": form.get("id", "").strip()}
+        if scope.gateway_exists(stored["id"]):
+            error = ConfigError("id", "já existe um gateway com este nome (escolha outro)")
+            return _gateway_form(request, session, scope, stored, new=True, status=422, error=error)
+    else:
+        stored = scope.gateway(str(gateway_id))
+    table = dict(stored)
+    for name in (*OPTIONS[table["kind"]], "webhook_secret"):
+        given = form.get(name, "").strip()
+        if given or not is_secret(name):  # an empty credential keeps the stored one
+            table[name] = given
+        if not table.get(name):
+            table.pop(name, None)
+    if new and not table.get("webhook_secret"):
+        table["webhook_secret"] = secrets.token_urlsafe(24)
+    try:
+        edit.save(scope.account, _actor(request, scope), gateways=[table])
+    except ConfigError as exc:
+        return _gateway_form(request, session, scope, table, new=new, status=422,
+                             error=edit.relative(exc, "gateways[0]"))  # fmt: skip
+    return RedirectResponse("/gateways?saved=1", status_code=303)
+
+
+def slug_from(text: str) -> str:
+    """A bot or gateway id from a name: letters, digits, - and _ only."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:64]
+    return slug if SLUG.match(slug) else ""
+
+
+# --- a new bot --------------------------------------------------------------------------------------
+
+WELCOME = "Olá! Escolha uma opção abaixo."  # the first welcome, edited on the next page
+
+
+@seller_page
+async def new_bot(request: Request, session: sessions.Session, scope: Scope) -> Response:
+    return render(request, "bot_new.html", session, account=scope.account, gateways=[g["id"] for g in scope.gateways()])
+
+
+def _telegram_bot(token: str) -> dict[str, Any]:
+    """getMe with the token: the bot's `username` and `first_name` (TelegramError when refused)."""
+    channels = standalone()
+    result = channels.telegram.call(token, "getMe", {})
+    return result if isinstance(result, dict) else {}
+
+
+@seller_form
+async def create_bot(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str]) -> Response:
+    """Telegram: the token is checked with getMe (the bot's name shown), a webhook secret made, the
+    bot saved with a first welcome, then setWebhook points Telegram at the edge."""
+    token, gateway_id = form.get("token", "").strip(), form.get("gateway", "")
+    gateways = [g["id"] for g in scope.gateways()]
+    context = {"account": scope.account, "gateways": gateways, "token_given": bool(token)}
+
+    def refused(message: str, at: str = "token") -> Response:
+        return render(request, "bot_new.html", session, 422, error=message, error_at=at, **context)
+
+    if not re.fullmatch(r"\d{5,16}:[A-Za-z0-9_-]{30,64}", token):
+        return refused("Cole o token que o BotFather deu (números, dois-pontos, letras).")
+    if gateway_id and gateway_id not in gateways:
+        raise NotFound(gateway_id)
+    try:
+        me = await run_in_threadpool(_telegram_bot, token)
+    except TelegramError as exc:
+        return refused(f"O Telegram recusou este token ({exc.description}). Confira no BotFather.")
+    username = str(me.get("username") or "")
+    bot_id = slug_from(username.lower().removesuffix("bot").rstrip("_-") or username) or "bot"
+    while scope.bot_id_taken(bot_id):
+        bot_id = f"{bot_id[:56]}-{secrets.token_hex(3)}"
+    table: dict[str, Any] = {"id": bot_id, "token": token, "username": username,
+                             "webhook_secret": secrets.token_urlsafe(24), "welcome": {"text": WELCOME}}  # fmt: skip
+    if gateway_id:
+        table["gateway"] = gateway_id
+    try:
+        edit.save(scope.account, _actor(request, scope), bots=[table])
+    except ConfigError as exc:
+        error = edit.relative(exc, "bots[0]")
+        if error.key == "token":
+            return refused("Este bot já está em outra conta da plataforma.")
+        return refused(str(error).split(": ", 1)[-1], field_of(error.key))
+    webhook = await run_in_threadpool(_set_webhook, scope, bot_id)
+    return RedirectResponse(f"/bots/{bot_id}/edit?created=1" + ("" if webhook else "&webhook=0"), status_code=303)
+
+
+def _set_webhook(scope: Scope, bot_id: str) -> bool:
+    bot = scope.fresh_bot(bot_id)
+    try:
+        standalone().of(bot).set_webhook(webhook_url(bot), bot.webhook_secret)
+    except ChannelError as exc:
+        log.warning("setWebhook failed bot=%s error=%s", bot_id, exc)
+        return False
+    return True
+
+
+@seller_form
+async def set_webhook(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str]) -> Response:
+    bot_id = scope.bot(request.path_params["bot_id"]).id
+    done = await run_in_threadpool(_set_webhook, scope, bot_id)
+    return RedirectResponse(f"/bots/{bot_id}/edit?webhook={int(done)}", status_code=303)
+
+
+# --- the bot editor: gateway, welcome, offers, checkout, tracking -------------------------------
+
+OFFER_FIELDS = ("label", "price", "delivery_link", "delivery_text", "delivery_chat_id", "duration")
+OFFER_FLAGS = ("join_by_request", "hidden")
+TRACKING = ("pixel_id", "pixel_access_token", "pixel_test_event_code", "tiktok_pixel_code", "tiktok_access_token",
+            "utmify_token")  # fmt: skip
+NEW_OFFERS = 1  # blank rows for new offers under the list
+
+
+def _offer_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [{"index": i, "id": o.get("id", ""), **{k: o.get(k, "") for k in OFFER_FIELDS},
+             **{k: bool(o.get(k)) for k in OFFER_FLAGS}} for i, o in enumerate(table.get("offers") or [])]  # fmt: skip
+    for row in rows:
+        row["price_text"] = _price_text(row["price"])
+    start = len(rows)
+    rows += [{"index": start + i, "id": "", **dict.fromkeys(OFFER_FIELDS, ""), **dict.fromkeys(OFFER_FLAGS, False)}
+             for i in range(NEW_OFFERS)]  # fmt: skip
+    for row in rows[start:]:
+        row["price_text"] = ""
+    return rows
+
+
+def _price_text(price: Any) -> str:
+    """A price as the seller writes it (19,90); what they typed when it is no price (to correct it)."""
+    try:
+        return brl(Decimal(str(price)))
+    except InvalidOperation:
+        return str(price)
+
+
+def _editor(request: Request, session: sessions.Session, scope: Scope, table: dict[str, Any], status: int = 200,
+            error: ConfigError | None = None, saved: str | None = None) -> Response:  # fmt: skip
+    config = scope.bot(table["id"])
+    tracking = {k: ("" if is_secret(k) else table.get(k, "")) for k in TRACKING}
+    stored = {k: _write_only(table.get(k)) for k in TRACKING if is_secret(k)}
+    notes = {"created": "Bot criado e ligado ao Telegram. Escreva as boas-vindas e as ofertas.",
+             "webhook-0": "O Telegram não aceitou o webhook agora. Tente \"Ligar ao Telegram de novo\"."}  # fmt: skip
+    shown = [notes[k] for k in ("created",) if request.query_params.get(k)]
+    if request.query_params.get("webhook") == "0":
+        shown.append(notes["webhook-0"])
+    return render(request, "bot_edit.html", session, status, account=scope.account, bot=config, table=table,
+                  offers=_offer_rows(table), gateways=[g["id"] for g in scope.gateways()], tracking=tracking,
+                  stored=stored, checkout=table.get("checkout") or {}, welcome=table.get("welcome") or {},
+                  notes=shown, saved=saved, error=pt(str(error).split(": ", 1)[-1]) if error else None,
+                  error_at=field_of(error.key) if error else None)  # fmt: skip
+
+
+@seller_page
+async def bot_editor(request: Request, session: sessions.Session, scope: Scope) -> Response:
+    bot_id = scope.bot(request.path_params["bot_id"]).id
+    table = edit.bot(scope.account, bot_id)
+    if table is None:
+        raise NotFound(bot_id)
+    return _editor(request, session, scope, table, saved=SAVED if request.query_params.get("saved") else None)
+
+
+def _number(value: str) -> int | str:
+    """A whole number from a form (as the file would have it), or the text for validation to refuse."""
+    text = value.strip()
+    return int(text) if re.fullmatch(r"-?\d{1,18}", text) else text
+
+
+def _offers_from(form: dict[str, str], stored: list[dict[str, Any]], taken: set[str]) -> list[dict[str, Any]]:
+    """The offers in the order of their positions; a removed one is left out (deactivated, never
+    deleted); a new row with a label becomes an offer with a slug made from it."""
+    rows: list[tuple[float, int, dict[str, Any]]] = []
+    index = 0
+    while f"offers-{index}-label" in form or f"offers-{index}-id" in form:
+        prefix = f"offers-{index}-"
+        slug = form.get(prefix + "id", "")
+        base = next((o for o in stored if o.get("id") == slug), {}) if slug else {}
+        label = form.get(prefix + "label", "").strip()
+        if form.get(prefix + "remove") or (not slug and not label):
+            index += 1
+            continue
+        offer = {k: v for k, v in base.items() if k not in (*OFFER_FIELDS, *OFFER_FLAGS)}  # e.g. its bump
+        if not slug:
+            slug = _new_slug(label, taken)
+            taken.add(slug)
+        offer["id"] = slug
+        for name in OFFER_FIELDS:
+            value = form.get(prefix + name, "").strip()
+            if name == "price":
+                value = value.replace("R$", "").strip().replace(".", "").replace(",", ".") if "," in value else value
+            if value:
+                offer[name] = _number(value) if name == "delivery_chat_id" else value
+        for name in OFFER_FLAGS:
+            if form.get(prefix + name):
+                offer[name] = True
+        position = form.get(prefix + "position", "").strip()
+        rows.append((float(position) if re.fullmatch(r"-?\d{1,6}", position) else index, index, offer))
+        index += 1
+    return [offer for _, _, offer in sorted(rows, key=lambda r: (r[0], r[1]))]
+
+
+def _new_slug(label: str, taken: set[str]) -> str:
+    base = (slug_from(label.lower()) or "oferta")[:56]
+    slug, n = base, 2
+    while slug in taken:
+        slug, n = f"{base}-{n}", n + 1
+    return slug
+
+
+@seller_form
+async def save_bot(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str]) -> Response:
+    bot_id = scope.bot(request.path_params["bot_id"]).id
+    stored = edit.bot(scope.account, bot_id)
+    if stored is None:
+        raise NotFound(bot_id)
+    table = dict(stored)
+    gateway_id = form.get("gateway", "")
+    if gateway_id:
+        scope.gateway(gateway_id)  # the account's, or 404
+        table["gateway"] = gateway_id
+    else:
+        table.pop("gateway", None)
+    welcome = {k: v for k in ("text", "media_url") if (v := form.get(f"welcome-{k}", "").strip())}
+    table["welcome"] = welcome
+    table["offers"] = _offers_from(form, list(stored.get("offers") or []), scope.offer_slugs(bot_id))
+    if not table["offers"]:
+        table.pop("offers")
+    table["checkout"] = {"expires_minutes": _number(form.get("checkout-expires_minutes", "30")),
+                         "send_qr": bool(form.get("checkout-send_qr"))}  # fmt: skip
+    for name in TRACKING:
+        given = form.get(name, "").strip()
+        if given or not is_secret(name):
+            table[name] = given
+        if not table.get(name) or form.get(f"{name}-clear"):
+            table.pop(name, None)
+    try:
+        edit.save(scope.account, _actor(request, scope), bots=[table])
+    except ConfigError as exc:
+        return _editor(request, session, scope, table, 422, edit.relative(exc, "bots[0]"))
+    return RedirectResponse(f"/bots/{bot_id}/edit?saved=1", status_code=303)
+
+
+# The catalog's refusals (CONTRACT's English, as `ops apply` prints them) as a seller reads them.
+PROBLEMS = [
+    (r"is required \(or welcome\.media_url\)", "Escreva o texto das boas-vindas (ou dê uma imagem)."),
+    (r"is required \(or delivery_chat_id\)", "Diga o que a oferta entrega: um link, ou o ID de um grupo/canal VIP."),
+    (r"give delivery_link or delivery_chat_id, not both", "Dê um link ou um grupo VIP, não os dois."),
+    (r"must be an integer chat id such as -100123", "O ID do grupo é um número como -1001234567890."),
+    (r"must be a decimal string such as \"19\.90\".*", "Escreva o preço como 19,90."),
+    (r"must be greater than zero", "O preço precisa ser maior que zero."),
+    (r"needs delivery_chat_id.*", "Uma assinatura precisa do ID do grupo/canal VIP."),
+    (r"must be at least 10 seconds", "A duração mínima é de 10 segundos."),
+    (r"must be at most 365 days", "A duração máxima é de 365 dias."),
+    (r"must be a duration.*", "Escreva a duração como 30d, 12h ou 90m."),
+    (r"must be a whole number of minutes from 5 to 10080", "O PIX vale de 5 a 10080 minutos."),
+    (r"is required for a bot with offers", "Escolha o gateway que recebe os pagamentos destas ofertas."),
+    (r"is required with pixel_id.*", "O pixel da Meta precisa do token da API de Conversões."),
+    (r"is required with pixel_access_token", "O token da API de Conversões precisa do ID do pixel."),
+    (r"is required with tiktok_access_token", "O token do TikTok precisa do código do pixel."),
+    (r"must be an http\(s\) URL", "Escreva um endereço que comece com https://"),
+    (r"must be at most (\d+) characters", r"Use no máximo \1 caracteres."),
+    (r"is required", "Preencha este campo."),
+    (r"must not be empty", "Preencha este campo."),
+]
+
+
+def pt(problem: str) -> str:
+    """The catalog's problem in Portuguese where it has a translation; as it is otherwise."""
+    for pattern, words in PROBLEMS:
+        if re.fullmatch(pattern, problem):
+            return re.sub(pattern, words, problem)
+    return problem

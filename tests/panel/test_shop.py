@@ -1,0 +1,105 @@
+"""The shop edited in the browser (issue: the seller panel): gateways with write-only credentials,
+the bot editor (welcome, offers, checkout, tracking) saving through the catalog's validation and
+apply, each refusal shown beside the field it names, in Portuguese, and nothing of it written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from starlette.testclient import TestClient
+
+from catalog.snapshot import load_bots, load_gateways
+from db.models import AuditEntry, Offer
+from tests.panel.forms import form_fields
+from tests.panel.test_panel import client, csrf, login, shops  # noqa: F401 - the fixture
+
+
+@pytest.fixture
+def acme(client: TestClient) -> Iterator[TestClient]:  # noqa: F811
+    shops()  # acme and beta, each a gateway, a bot and a paid sale
+    assert login(client, "ana@acme.com.br") == 303
+    yield client
+
+
+def test_a_gateway_is_connected_with_a_made_secret_and_its_credentials_never_come_back(acme: TestClient) -> None:
+    form = acme.get("/gateways/new", params={"kind": "sandbox"}).text
+    assert 'name="pix_key"' in form and 'name="merchant_city"' in form
+    too_long = acme.post("/gateways/new", data={"csrf": csrf(form), "kind": "sandbox", "id": "pix-acme",
+                                                "pix_key": "+5511987654321", "merchant_name": "A" * 30,
+                                                "merchant_city": "Sao Paulo"})  # fmt: skip
+    assert too_long.status_code == 422 and 'data-error-for="merchant_name"' in too_long.text
+    assert "pix-acme" not in load_gateways()
+    done = acme.post("/gateways/new", data={"csrf": csrf(form), "kind": "sandbox", "id": "pix-acme",
+                                            "pix_key": "+5511987654321", "merchant_name": "Acme",
+                                            "merchant_city": "Sao Paulo"}, follow_redirects=False)  # fmt: skip
+    assert done.status_code == 303
+    made = load_gateways()["pix-acme"]
+    assert len(made.webhook_secret) >= 24 and made.settings["pix_key"] == "+5511987654321"
+    page = acme.get("/gateways/pix-acme").text
+    assert "987654321" not in page and made.webhook_secret not in page and "…" in page  # write-only
+    kept = acme.post("/gateways/pix-acme", data={"csrf": csrf(page), "pix_key": "", "webhook_secret": "",
+                                                 "merchant_name": "Acme Ltda", "merchant_city": "Recife"})  # fmt: skip
+    assert kept.status_code == 200 and "Salvo" in kept.text
+    again = load_gateways()["pix-acme"]
+    assert again.settings["pix_key"] == "+5511987654321" and again.webhook_secret == made.webhook_secret
+    assert again.settings["merchant_city"] == "Recife"
+    taken = acme.post("/gateways/new", data={"csrf": csrf(form), "kind": "sandbox", "id": "beta-main",
+                                             "pix_key": "x@y.com", "merchant_name": "A", "merchant_city": "B"})  # fmt: skip
+    assert taken.status_code == 422 and 'data-error-for="id"' in taken.text
+    assert acme.get("/gateways/beta-main").status_code == 404
+    entry = AuditEntry.get(AuditEntry.object == "gateway pix-acme")
+    assert "987654321" not in str(entry.after)  # masked in the log
+
+
+def editor_form(page: str) -> dict[str, str]:
+    return form_fields(page, "/bots/acme-bot/edit")
+
+
+def test_the_bot_editor_saves_the_welcome_and_offers_and_shows_refusals_beside_their_fields(acme: TestClient) -> None:
+    page = acme.get("/bots/acme-bot/edit").text
+    form = editor_form(page)
+    assert form["offers-0-id"] == "vip" and form["gateway"] == "acme-main"
+    new = next(k.split("-")[1] for k, v in form.items() if k.endswith("-id") and k.startswith("offers-") and not v)
+    form.update({"welcome-text": "Bem-vindo à Acme!", f"offers-{new}-label": "Combo Ouro",
+                 f"offers-{new}-price": "1.234,50", f"offers-{new}-delivery_link": "https://acme.example/ouro",
+                 f"offers-{new}-position": "0"})  # fmt: skip
+    saved = acme.post("/bots/acme-bot/edit", data=form, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    bot = load_bots()["acme-bot"]
+    assert bot.welcome_text == "Bem-vindo à Acme!"
+    assert [o.slug for o in bot.offers][0] == "combo-ouro" and bot.offers[0].price == Decimal("1234.50")
+    page = acme.get("/bots/acme-bot/edit").text
+    assert "Salvo" in acme.get("/bots/acme-bot/edit?saved=1").text
+    form = editor_form(page)
+    form["offers-0-price"] = "dezenove"
+    refused = acme.post("/bots/acme-bot/edit", data=form)
+    assert refused.status_code == 422 and 'data-error-for="offers-0-price"' in refused.text
+    assert "Escreva o preço como 19,90." in refused.text
+    form["offers-0-price"] = "19,90"
+    form["offers-0-delivery_link"] = ""
+    refused = acme.post("/bots/acme-bot/edit", data=form)
+    assert 'data-error-for="offers-0-delivery_link"' in refused.text and "Diga o que a oferta entrega" in refused.text
+    form.update({"offers-0-delivery_link": "https://acme.example/ouro", "welcome-text": "", "welcome-media_url": ""})
+    assert 'data-error-for="welcome-text"' in acme.post("/bots/acme-bot/edit", data=form).text
+    assert load_bots()["acme-bot"].welcome_text == "Bem-vindo à Acme!"  # nothing of the refused saves written
+    form = editor_form(acme.get("/bots/acme-bot/edit").text)
+    form["offers-0-remove"] = "1"
+    assert acme.post("/bots/acme-bot/edit", data=form, follow_redirects=False).status_code == 303
+    assert "combo-ouro" not in [o.slug for o in load_bots()["acme-bot"].offers]
+    assert Offer.get(Offer.slug == "combo-ouro").active is False  # deactivated, never deleted
+
+
+def test_tracking_credentials_are_write_only(acme: TestClient) -> None:
+    form = editor_form(acme.get("/bots/acme-bot/edit").text)
+    form.update({"pixel_id": "123456", "pixel_access_token": "EAAB-secret-token-9876"})
+    assert acme.post("/bots/acme-bot/edit", data=form, follow_redirects=False).status_code == 303
+    page = acme.get("/bots/acme-bot/edit").text
+    assert "EAAB-secret-token-9876" not in page and "…9876" in page
+    form = editor_form(page)
+    form["pixel_access_token"] = ""  # empty keeps it
+    acme.post("/bots/acme-bot/edit", data=form)
+    assert load_bots()["acme-bot"].pixel_access_token == "EAAB-secret-token-9876"
+    assert acme.get("/bots/beta-bot/edit").status_code == 404
+    assert acme.post("/bots/beta-bot/edit", data={"csrf": form["csrf"]}).status_code == 404
