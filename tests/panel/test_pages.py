@@ -161,7 +161,8 @@ def test_every_route_with_another_accounts_ids_answers_404_and_shows_nothing_of_
     beta = Account.get(Account.slug == "beta")
     theirs_key = api_keys.create(beta)
     prefix = theirs_key.split("_")[1]
-    ids = {"bot_id": "beta-bot", "gateway_id": "beta-main", "charge_id": str(Charge.get(Charge.bot_id == "beta-bot").id), "slug": "beta",
+    charge = Charge.get(Charge.bot_id == "beta-bot").id
+    ids = {"bot_id": "beta-bot", "gateway_id": "beta-main", "charge_id": str(charge), "slug": "beta",
            "token": "their-token"}  # fmt: skip
     assert login(client, "ana@acme.com.br") == 303
     routes = [(m, r.path) for r in make_app().routes if isinstance(r, Route) and not r.path.startswith("/api/")

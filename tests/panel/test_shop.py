@@ -45,8 +45,9 @@ def test_a_gateway_is_connected_with_a_made_secret_and_its_credentials_never_com
     again = load_gateways()["pix-acme"]
     assert again.settings["pix_key"] == "+5511987654321" and again.webhook_secret == made.webhook_secret
     assert again.settings["merchant_city"] == "Recife"
-    taken = acme.post("/gateways/new", data={"csrf": csrf(form), "kind": "sandbox", "id": "beta-main",
-                                             "pix_key": "x@y.com", "merchant_name": "A", "merchant_city": "B"})  # fmt: skip
+    theirs = {"csrf": csrf(form), "kind": "sandbox", "id": "beta-main", "pix_key": "x@y.com", "merchant_name": "A",
+              "merchant_city": "B"}  # fmt: skip
+    taken = acme.post("/gateways/new", data=theirs)
     assert taken.status_code == 422 and 'data-error-for="id"' in taken.text
     assert acme.get("/gateways/beta-main").status_code == 404
     entry = AuditEntry.get(AuditEntry.object == "gateway pix-acme")
@@ -69,7 +70,7 @@ def test_the_bot_editor_saves_the_welcome_and_offers_and_shows_refusals_beside_t
     assert saved.status_code == 303, saved.text
     bot = load_bots()["acme-bot"]
     assert bot.welcome_text == "Bem-vindo à Acme!"
-    assert [o.slug for o in bot.offers][0] == "combo-ouro" and bot.offers[0].price == Decimal("1234.50")
+    assert bot.offers[0].slug == "combo-ouro" and bot.offers[0].price == Decimal("1234.50")
     page = acme.get("/bots/acme-bot/edit").text
     assert "Salvo" in acme.get("/bots/acme-bot/edit?saved=1").text
     form = editor_form(page)
