@@ -169,6 +169,12 @@ class Platform:
         args = [sys.executable, "-m", "ops.worker", "--queues", *queues]
         return self.spawn(name, [*args, "--processes", str(processes), "--threads", str(threads)])
 
+    def panel(self, port: int) -> Process:
+        """The seller panel (`python -m panel`) on 127.0.0.1:`port`, once it answers."""
+        process = self.spawn("panel", [sys.executable, "-m", "panel"])
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200, 30, "the panel")
+        return process
+
     def clock(self) -> Process:
         return self.spawn("clock", [sys.executable, "-m", "ops.clock"])
 

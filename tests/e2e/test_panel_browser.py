@@ -7,13 +7,11 @@ within seconds, and a second seller sees none of it. Each page is saved as a scr
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -76,10 +74,8 @@ def running_panel(where: Path, request: pytest.FixtureRequest, **env: str) -> It
     where.mkdir()
     platform = Platform(where, PANEL_PORT=str(port), PANEL_BASE_URL=f"http://127.0.0.1:{port}", **env)
     with logs_on_failure(platform, request):
-        platform.spawn("panel", [sys.executable, "-m", "panel"])
-        base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, 30, "the panel")
-        yield base
+        platform.panel(port)
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
