@@ -21,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from accounts import sessions
 from actors.channels import standalone, webhook_url
 from catalog import ConfigError, edit
-from catalog.schema import brl
+from catalog.schema import DEFAULT_TEXTS, brl
 from catalog.validate import SLUG
 from db.audit import is_secret
 from gateways.channel import ChannelError
@@ -63,6 +63,13 @@ def _actor(request: Request, scope: Scope) -> str:
     return f"{scope.account.slug} (panel, {address(request)})"
 
 
+def refusal(error: ConfigError | None) -> dict[str, str | None]:
+    """What a page shows of a refusal: the problem in Portuguese, and the field it goes beside."""
+    if error is None:
+        return {"error": None, "error_at": None}
+    return {"error": pt(str(error).split(": ", 1)[-1]), "error_at": field_of(error.key)}
+
+
 def field_of(key: str) -> str:
     """The form field a refusal's key names: `offers[1].price` → `offers-1-price`, `welcome.text` → `welcome-text`."""
     return re.sub(r"[\[\].]+", "-", key).strip("-")
@@ -95,8 +102,7 @@ def _gateway_form(request: Request, session: sessions.Session, scope: Scope, tab
                   kind_label=KINDS.get(kind, kind), fields=fields, secret_help=SECRET_HELP.get(kind, ""),
                   secret_stored=None if new else _write_only(table.get("webhook_secret")),
                   notify_url=f"{scope.notification_base()}/{table.get('id') or '{id}'}",
-                  error=pt(str(error).split(": ", 1)[-1]) if error else None,
-                  error_at=field_of(error.key) if error else None)  # fmt: skip
+                  **refusal(error))  # fmt: skip
 
 
 @seller_page
@@ -264,8 +270,7 @@ def _editor(request: Request, session: sessions.Session, scope: Scope, table: di
     return render(request, "bot_edit.html", session, status, account=scope.account, bot=config, table=table,
                   offers=_offer_rows(table), gateways=[g["id"] for g in scope.gateways()], tracking=tracking,
                   stored=stored, checkout=table.get("checkout") or {}, welcome=table.get("welcome") or {},
-                  notes=shown, saved=saved, error=pt(str(error).split(": ", 1)[-1]) if error else None,
-                  error_at=field_of(error.key) if error else None)  # fmt: skip
+                  notes=shown, saved=saved, **refusal(error))  # fmt: skip
 
 
 @seller_page
@@ -304,7 +309,7 @@ def _offers_from(form: dict[str, str], stored: list[dict[str, Any]], taken: set[
         for name in OFFER_FIELDS:
             value = form.get(prefix + name, "").strip()
             if name == "price":
-                value = value.replace("R$", "").strip().replace(".", "").replace(",", ".") if "," in value else value
+                value = _decimal_text(value)
             if value:
                 offer[name] = _number(value) if name == "delivery_chat_id" else value
         for name in OFFER_FLAGS:
@@ -364,6 +369,13 @@ PROBLEMS = [
     (r"give delivery_link or delivery_chat_id, not both", "Dê um link ou um grupo VIP, não os dois."),
     (r"must be an integer chat id such as -100123", "O ID do grupo é um número como -1001234567890."),
     (r"must be a decimal string such as \"19\.90\".*", "Escreva o preço como 19,90."),
+    (r"give discount_percent or price \(one of them\)", "Dê um desconto (%) ou um preço, um dos dois."),
+    (r"must be a whole number from 1 to 99", "Escreva um desconto de 1 a 99."),
+    (r"no offer '.*' in this bot's offers", "Escolha uma oferta deste bot."),
+    (r"an offer cannot be its own bump", "Uma oferta não pode ser o order bump dela mesma."),
+    (r"must contain \{code\}.*", "Deixe {code} no texto: é onde entra o código PIX."),
+    (r"must contain \{token\}.*", "Deixe {token} no texto: é onde entra o código do clique."),
+    (r"must be one of .*", "Escolha uma das opções."),
     (r"must be greater than zero", "O preço precisa ser maior que zero."),
     (r"needs delivery_chat_id.*", "Uma assinatura precisa do ID do grupo/canal VIP."),
     (r"must be at least 10 seconds", "A duração mínima é de 10 segundos."),
@@ -387,3 +399,150 @@ def pt(problem: str) -> str:
         if re.fullmatch(pattern, problem):
             return re.sub(pattern, words, problem)
     return problem
+
+
+# --- selling more: order bumps, upsells, downsells, subscription reminders; the bot's texts ----------
+
+FOLLOWUP_FIELDS = {
+    "upsells": ("after_offer", "delay", "text", "media_url", "offer"),
+    "downsells": ("when", "delay", "text", "media_url", "offer", "discount_percent", "price"),
+}
+NEW_FOLLOWUPS = 1
+
+
+def _followup_rows(table: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    fields = FOLLOWUP_FIELDS[kind]
+    rows = [{"index": i, **{k: str(f.get(k, "")) for k in fields}} for i, f in enumerate(table.get(kind) or [])]
+    rows += [{"index": len(rows) + i, **dict.fromkeys(fields, ""), "new": True} for i in range(NEW_FOLLOWUPS)]
+    for row in rows:
+        if row.get("price"):
+            row["price"] = _price_text(row["price"])
+    return rows
+
+
+def _selling_page(request: Request, session: sessions.Session, scope: Scope, table: dict[str, Any], status: int = 200,
+                  error: ConfigError | None = None, saved: str | None = None) -> Response:  # fmt: skip
+    config = scope.bot(table["id"])
+    offers = [{"id": o["id"], "label": o.get("label", o["id"]), "bump": o.get("bump", ""),
+               "texts": (table.get("bumps") or {}).get(o["id"], {})} for o in table.get("offers") or []]  # fmt: skip
+    reminders = ", ".join((table.get("subscriptions") or {}).get("remind_before", []))
+    return render(request, "bot_selling.html", session, status, account=scope.account, bot=config, offers=offers,
+                  upsells=_followup_rows(table, "upsells"), downsells=_followup_rows(table, "downsells"),
+                  reminders=reminders, saved=saved, **refusal(error))  # fmt: skip
+
+
+def _stored_bot(scope: Scope, bot_id: str) -> dict[str, Any]:
+    table = edit.bot(scope.account, scope.bot(bot_id).id)
+    if table is None:
+        raise NotFound(bot_id)
+    return table
+
+
+@seller_page
+async def selling(request: Request, session: sessions.Session, scope: Scope) -> Response:
+    table = _stored_bot(scope, request.path_params["bot_id"])
+    return _selling_page(request, session, scope, table, saved=SAVED if request.query_params.get("saved") else None)
+
+
+def _followups_from(form: dict[str, str], kind: str) -> list[dict[str, Any]]:
+    out, index = [], 0
+    while f"{kind}-{index}-text" in form:
+        prefix = f"{kind}-{index}-"
+        index += 1
+        row = {k: form.get(prefix + k, "").strip() for k in FOLLOWUP_FIELDS[kind]}
+        if form.get(prefix + "remove") or not (row["text"] or row["media_url"]):
+            continue
+        followup: dict[str, Any] = {k: v for k, v in row.items() if v}
+        if "discount_percent" in followup:
+            followup["discount_percent"] = _number(followup["discount_percent"])
+        if "price" in followup:
+            followup["price"] = _decimal_text(followup["price"])
+        out.append(followup)
+    return out
+
+
+def _decimal_text(value: str) -> str:
+    """A price typed the Brazilian way (1.234,50) as the file writes it (1234.50)."""
+    value = value.replace("R$", "").strip()
+    return value.replace(".", "").replace(",", ".") if "," in value else value
+
+
+@seller_form
+async def save_selling(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str]) -> Response:
+    table = _stored_bot(scope, request.path_params["bot_id"])
+    bumps: dict[str, dict[str, str]] = {}
+    for offer in table.get("offers") or []:
+        slug = offer["id"]
+        chosen = form.get(f"bump-{slug}", "")
+        if chosen:
+            offer["bump"] = chosen
+        else:
+            offer.pop("bump", None)
+        texts = {k: v for k in ("text", "accept", "decline") if (v := form.get(f"bumps-{slug}-{k}", "").strip())}
+        if texts:
+            bumps[slug] = texts
+    table["bumps"] = bumps
+    for kind in FOLLOWUP_FIELDS:
+        table[kind] = _followups_from(form, kind)
+    reminders = [r.strip() for r in form.get("subscriptions-remind_before", "").split(",") if r.strip()]
+    table["subscriptions"] = {"remind_before": reminders} if reminders else {}
+    for name in ("bumps", "upsells", "downsells", "subscriptions"):
+        if not table[name]:
+            table.pop(name)
+    try:
+        edit.save(scope.account, _actor(request, scope), bots=[table])
+    except ConfigError as exc:
+        return _selling_page(request, session, scope, table, 422, edit.relative(exc, "bots[0]"))
+    return RedirectResponse(f"/bots/{table['id']}/selling?saved=1", status_code=303)
+
+
+# What each of a bot's texts is for, as the seller reads it (keys: catalog.schema.DEFAULT_TEXTS).
+TEXTS = {
+    "pix": "A mensagem com o código PIX ({code}: o código; {amount}: o valor)",
+    "copy_button": "Botão que copia o código",
+    "check_button": 'Botão "já paguei"',
+    "payment_pending": 'Resposta do "já paguei" quando ainda não caiu',
+    "payment_confirmed": "Pagamento confirmado",
+    "charge_failed": "Quando o PIX não pôde ser gerado",
+    "charge_expired": "Quando o PIX expirou",
+    "bump": "Pergunta do order bump ({offer}, {amount})",
+    "bump_accept": "Botão que aceita o order bump",
+    "bump_decline": "Botão que recusa o order bump",
+    "followup_button": "Botão de upsell e downsell ({offer}, {amount})",
+    "broadcast_button": "Botão das transmissões ({offer}, {amount})",
+    "reminder_text": "Lembrete de assinatura ({days}: dias que faltam)",
+    "expired_text": "Assinatura vencida",
+    "renew_button": "Botão de renovar ({amount})",
+    "whatsapp_start": "WhatsApp: a primeira mensagem do link ({token}: o código do clique)",
+    "choose_hint": "WhatsApp: quando a resposta não escolhe nada",
+    "choices_button": "WhatsApp: botão que abre a lista de opções",
+    "unavailable": "Quando a loja está suspensa",
+}
+
+
+@seller_page
+async def texts(request: Request, session: sessions.Session, scope: Scope) -> Response:
+    table = _stored_bot(scope, request.path_params["bot_id"])
+    return _texts_page(request, session, scope, table, saved=SAVED if request.query_params.get("saved") else None)
+
+
+def _texts_page(request: Request, session: sessions.Session, scope: Scope, table: dict[str, Any], status: int = 200,
+                error: ConfigError | None = None, saved: str | None = None) -> Response:  # fmt: skip
+    rows = [{"name": name, "label": label, "value": (table.get("texts") or {}).get(name, ""),
+             "default": DEFAULT_TEXTS[name]} for name, label in TEXTS.items()]  # fmt: skip
+    return render(request, "bot_texts.html", session, status, account=scope.account, bot=scope.bot(table["id"]),
+                  rows=rows, saved=saved, **refusal(error))  # fmt: skip
+
+
+@seller_form
+async def save_texts(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str]) -> Response:
+    table = _stored_bot(scope, request.path_params["bot_id"])
+    given = {name: value for name in TEXTS if (value := form.get(f"texts-{name}", "").strip())}
+    table["texts"] = given
+    if not given:
+        table.pop("texts")
+    try:
+        edit.save(scope.account, _actor(request, scope), bots=[table])
+    except ConfigError as exc:
+        return _texts_page(request, session, scope, table, 422, edit.relative(exc, "bots[0]"))
+    return RedirectResponse(f"/bots/{table['id']}/texts?saved=1", status_code=303)

@@ -132,6 +132,10 @@ WALK: dict[tuple[str, str], int] = {
     ("GET", "/bots/{bot_id}/edit"): 404,
     ("POST", "/bots/{bot_id}/edit"): 404,
     ("POST", "/bots/{bot_id}/webhook"): 404,
+    ("GET", "/bots/{bot_id}/selling"): 404,
+    ("POST", "/bots/{bot_id}/selling"): 404,
+    ("GET", "/bots/{bot_id}/texts"): 404,
+    ("POST", "/bots/{bot_id}/texts"): 404,
     ("GET", "/gateways"): 200,
     ("GET", "/gateways/new"): 404,  # no kind asked
     ("POST", "/gateways/new"): 404,

@@ -4,6 +4,7 @@ apply, each refusal shown beside the field it names, in Portuguese, and nothing 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -104,3 +105,40 @@ def test_tracking_credentials_are_write_only(acme: TestClient) -> None:
     assert load_bots()["acme-bot"].pixel_access_token == "EAAB-secret-token-9876"
     assert acme.get("/bots/beta-bot/edit").status_code == 404
     assert acme.post("/bots/beta-bot/edit", data={"csrf": form["csrf"]}).status_code == 404
+
+
+def test_bumps_upsells_downsells_and_reminders_are_set_in_the_browser(acme: TestClient) -> None:
+    page = acme.get("/bots/acme-bot/selling").text
+    form = form_fields(page, "/bots/acme-bot/selling")
+    assert form["bump-vip"] == "pack"  # as the file set it
+    form.update({"bump-anual": "pack", "bumps-pack-text": "Leva o Pack também?", "downsells-2-when": "unpaid",
+                 "downsells-2-delay": "30m", "downsells-2-offer": "anual", "downsells-2-price": "99,90",
+                 "downsells-2-text": "Anual por R$ 99,90, só hoje", "subscriptions-remind_before": "3d, 1d"})  # fmt: skip
+    form.update({"upsells-0-remove": "1"})
+    saved = acme.post("/bots/acme-bot/selling", data=form, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    bot = load_bots()["acme-bot"]
+    assert {o.slug: o.bump for o in bot.offers}["anual"] == "pack" and bot.bumps["pack"].text == "Leva o Pack também?"
+    assert bot.upsells == () and len(bot.downsells) == 3 and bot.downsells[2].price == Decimal("99.90")
+    assert bot.remind_before == (3 * 86400, 86400)
+    form = form_fields(acme.get("/bots/acme-bot/selling").text, "/bots/acme-bot/selling")
+    form.update({"downsells-0-discount_percent": "150", "downsells-0-price": ""})
+    refused = acme.post("/bots/acme-bot/selling", data=form)
+    assert refused.status_code == 422 and 'data-error-for="downsells-0-discount_percent"' in refused.text
+    form.update({"downsells-0-discount_percent": "50", "subscriptions-remind_before": "amanhã"})
+    refused = acme.post("/bots/acme-bot/selling", data=form)
+    assert 'data-error-for="subscriptions-remind_before-0"' in refused.text, re.findall(
+        r"Não foi salvo: [^<]*", refused.text
+    )
+
+
+def test_the_bots_texts_fall_back_to_the_defaults(acme: TestClient) -> None:
+    page = acme.get("/bots/acme-bot/texts").text
+    form = form_fields(page, "/bots/acme-bot/texts")
+    form.update({"texts-payment_confirmed": "Oba! Pagamento confirmado.", "texts-pix": "Pague: sem código"})
+    refused = acme.post("/bots/acme-bot/texts", data=form)
+    assert refused.status_code == 422 and 'data-error-for="texts-pix"' in refused.text
+    form["texts-pix"] = ""
+    assert acme.post("/bots/acme-bot/texts", data=form, follow_redirects=False).status_code == 303
+    bot = load_bots()["acme-bot"]
+    assert bot.text("payment_confirmed") == "Oba! Pagamento confirmado." and "{code}" in bot.text("pix")
