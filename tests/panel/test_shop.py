@@ -4,7 +4,6 @@ apply, each refusal shown beside the field it names, in Portuguese, and nothing 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -127,9 +126,7 @@ def test_bumps_upsells_downsells_and_reminders_are_set_in_the_browser(acme: Test
     assert refused.status_code == 422 and 'data-error-for="downsells-0-discount_percent"' in refused.text
     form.update({"downsells-0-discount_percent": "50", "subscriptions-remind_before": "amanhã"})
     refused = acme.post("/bots/acme-bot/selling", data=form)
-    assert 'data-error-for="subscriptions-remind_before-0"' in refused.text, re.findall(
-        r"Não foi salvo: [^<]*", refused.text
-    )
+    assert 'data-error-for="subscriptions-remind_before-0"' in refused.text
 
 
 def test_the_bots_texts_fall_back_to_the_defaults(acme: TestClient) -> None:
