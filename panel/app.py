@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from db.database import init_db
-from panel import account, api, auth, operator, pages, shop
+from panel import account, api, auth, campaigns, operator, pages, shop
 from panel.shared import PANEL
 from panel.web import COOKIE, safe_next
 
@@ -63,6 +63,14 @@ def make_app(client: redis.Redis | None = None) -> Starlette:
         Route("/gateways/new", shop.save_gateway, methods=post),
         Route("/gateways/{gateway_id}", shop.gateway, methods=get),
         Route("/gateways/{gateway_id}", shop.save_gateway, methods=post),
+        Route("/pools", campaigns.pools, methods=get),
+        Route("/pools/new", campaigns.new_pool, methods=get),
+        Route("/pools/new", campaigns.save_pool, methods=post),
+        Route("/pools/{pool_id}", campaigns.pool, methods=get),
+        Route("/pools/{pool_id}", campaigns.save_pool, methods=post),
+        Route("/broadcasts", campaigns.broadcasts_page, methods=get),
+        Route("/broadcasts", campaigns.create_broadcast, methods=post),
+        Route("/broadcasts/{broadcast_id}/stop", campaigns.stop_broadcast, methods=post),
         Route("/account", account.page, methods=get),
         Route("/account/password", account.change_password, methods=post),
         Route("/account/email", account.change_email, methods=post),

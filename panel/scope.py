@@ -12,7 +12,7 @@ from catalog import edit
 from catalog.schema import BotConfig
 from catalog.snapshot import load_bots
 from db.database import utcnow
-from db.models import Account, AuditEntry, Bot, Charge, Gateway, Lead, Offer, Subscription
+from db.models import Account, AuditEntry, Bot, Broadcast, Charge, Gateway, Lead, Offer, Pool, Subscription
 from panel.shared import PANEL
 from reports import funnel as funnel_report
 from reports import payments as payments_report
@@ -128,6 +128,26 @@ class Scope:
         from actors import broadcasts
 
         return broadcasts.summaries(self.bot(bot).id)[:20]
+
+    def broadcast(self, raw_id: str) -> Broadcast:
+        row = Broadcast.get_or_none(Broadcast.id == int(raw_id)) if raw_id.isdigit() and len(raw_id) < 18 else None
+        if row is None or row.bot_id not in self.bot_ids():
+            raise NotFound(raw_id)
+        return row
+
+    def pools(self) -> list[dict[str, Any]]:
+        ids = [p.id for p in Pool.select(Pool.id).where(Pool.account == self.account.id).order_by(Pool.id)]
+        return [t for pid in ids if (t := edit.pool(self.account, pid)) is not None]
+
+    def pool(self, pool_id: str) -> dict[str, Any]:
+        table = edit.pool(self.account, pool_id)
+        if table is None:
+            raise NotFound(pool_id)
+        return table
+
+    @staticmethod
+    def pool_exists(pool_id: str) -> bool:
+        return bool(Pool.select().where(Pool.id == pool_id).exists())
 
     def audit(self, limit: int = 50) -> list[AuditEntry]:
         return list(AuditEntry.select().where(AuditEntry.account == self.account.id)

@@ -27,6 +27,7 @@ from db.audit import is_secret
 from gateways.channel import ChannelError
 from gateways.payments.registry import OPTIONS
 from gateways.telegram import TelegramError
+from panel.refusals import field_of, refusal
 from panel.scope import NotFound, Scope
 from panel.web import address, render, seller_form, seller_page
 
@@ -61,18 +62,6 @@ SECRET_HELP = {
 
 def _actor(request: Request, scope: Scope) -> str:
     return f"{scope.account.slug} (panel, {address(request)})"
-
-
-def refusal(error: ConfigError | None) -> dict[str, str | None]:
-    """What a page shows of a refusal: the problem in Portuguese, and the field it goes beside."""
-    if error is None:
-        return {"error": None, "error_at": None}
-    return {"error": pt(str(error).split(": ", 1)[-1]), "error_at": field_of(error.key)}
-
-
-def field_of(key: str) -> str:
-    """The form field a refusal's key names: `offers[1].price` → `offers-1-price`, `welcome.text` → `welcome-text`."""
-    return re.sub(r"[\[\].]+", "-", key).strip("-")
 
 
 def _write_only(value: str | None) -> str | None:
@@ -360,45 +349,6 @@ async def save_bot(request: Request, session: sessions.Session, scope: Scope, fo
     except ConfigError as exc:
         return _editor(request, session, scope, table, 422, edit.relative(exc, "bots[0]"))
     return RedirectResponse(f"/bots/{bot_id}/edit?saved=1", status_code=303)
-
-
-# The catalog's refusals (CONTRACT's English, as `ops apply` prints them) as a seller reads them.
-PROBLEMS = [
-    (r"is required \(or welcome\.media_url\)", "Escreva o texto das boas-vindas (ou dê uma imagem)."),
-    (r"is required \(or delivery_chat_id\)", "Diga o que a oferta entrega: um link, ou o ID de um grupo/canal VIP."),
-    (r"give delivery_link or delivery_chat_id, not both", "Dê um link ou um grupo VIP, não os dois."),
-    (r"must be an integer chat id such as -100123", "O ID do grupo é um número como -1001234567890."),
-    (r"must be a decimal string such as \"19\.90\".*", "Escreva o preço como 19,90."),
-    (r"give discount_percent or price \(one of them\)", "Dê um desconto (%) ou um preço, um dos dois."),
-    (r"must be a whole number from 1 to 99", "Escreva um desconto de 1 a 99."),
-    (r"no offer '.*' in this bot's offers", "Escolha uma oferta deste bot."),
-    (r"an offer cannot be its own bump", "Uma oferta não pode ser o order bump dela mesma."),
-    (r"must contain \{code\}.*", "Deixe {code} no texto: é onde entra o código PIX."),
-    (r"must contain \{token\}.*", "Deixe {token} no texto: é onde entra o código do clique."),
-    (r"must be one of .*", "Escolha uma das opções."),
-    (r"must be greater than zero", "O preço precisa ser maior que zero."),
-    (r"needs delivery_chat_id.*", "Uma assinatura precisa do ID do grupo/canal VIP."),
-    (r"must be at least 10 seconds", "A duração mínima é de 10 segundos."),
-    (r"must be at most 365 days", "A duração máxima é de 365 dias."),
-    (r"must be a duration.*", "Escreva a duração como 30d, 12h ou 90m."),
-    (r"must be a whole number of minutes from 5 to 10080", "O PIX vale de 5 a 10080 minutos."),
-    (r"is required for a bot with offers", "Escolha o gateway que recebe os pagamentos destas ofertas."),
-    (r"is required with pixel_id.*", "O pixel da Meta precisa do token da API de Conversões."),
-    (r"is required with pixel_access_token", "O token da API de Conversões precisa do ID do pixel."),
-    (r"is required with tiktok_access_token", "O token do TikTok precisa do código do pixel."),
-    (r"must be an http\(s\) URL", "Escreva um endereço que comece com https://"),
-    (r"must be at most (\d+) characters", r"Use no máximo \1 caracteres."),
-    (r"is required", "Preencha este campo."),
-    (r"must not be empty", "Preencha este campo."),
-]
-
-
-def pt(problem: str) -> str:
-    """The catalog's problem in Portuguese where it has a translation; as it is otherwise."""
-    for pattern, words in PROBLEMS:
-        if re.fullmatch(pattern, problem):
-            return re.sub(pattern, words, problem)
-    return problem
 
 
 # --- selling more: order bumps, upsells, downsells, subscription reminders; the bot's texts ----------

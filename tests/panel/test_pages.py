@@ -7,6 +7,7 @@ of the panel, called with another account's ids, answers 404 (or nothing of thei
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 from collections.abc import Iterator
@@ -17,7 +18,8 @@ from starlette.testclient import TestClient
 
 from accounts import api_keys, passwords
 from actors.health import UNHEALTHY, mark_unhealthy
-from db.models import Account, ApiKey, AuditEntry, Charge, Lead
+from db.database import utcnow
+from db.models import Account, ApiKey, AuditEntry, Broadcast, Charge, Lead, Pool
 from panel.app import PANEL, make_app
 from reports import funnel as report
 from tests.ops.test_report import data  # noqa: F401 - the fixture: bots demo and other, leads, clicks, charges
@@ -136,6 +138,14 @@ WALK: dict[tuple[str, str], int] = {
     ("POST", "/bots/{bot_id}/selling"): 404,
     ("GET", "/bots/{bot_id}/texts"): 404,
     ("POST", "/bots/{bot_id}/texts"): 404,
+    ("GET", "/pools"): 200,
+    ("GET", "/pools/new"): 200,
+    ("POST", "/pools/new"): 404,  # their bot in the pool
+    ("GET", "/pools/{pool_id}"): 404,
+    ("POST", "/pools/{pool_id}"): 404,
+    ("GET", "/broadcasts"): 404,  # ?bot=theirs
+    ("POST", "/broadcasts"): 404,
+    ("POST", "/broadcasts/{broadcast_id}/stop"): 404,
     ("GET", "/gateways"): 200,
     ("GET", "/gateways/new"): 404,  # no kind asked
     ("POST", "/gateways/new"): 404,
@@ -166,13 +176,17 @@ def test_every_route_with_another_accounts_ids_answers_404_and_shows_nothing_of_
     theirs_key = api_keys.create(beta)
     prefix = theirs_key.split("_")[1]
     charge = Charge.get(Charge.bot_id == "beta-bot").id
+    pool = Pool.create(id="beta-pool", account=beta, members=[["beta-bot", 1]])
+    broadcast = Broadcast.create(bot_id="beta-bot", segment="all", text="Oferta da Beta", state="scheduled",
+                                 starts_at=utcnow() + dt.timedelta(days=1))  # fmt: skip
     ids = {"bot_id": "beta-bot", "gateway_id": "beta-main", "charge_id": str(charge), "slug": "beta",
-           "token": "their-token"}  # fmt: skip
+           "token": "their-token", "pool_id": pool.id, "broadcast_id": str(broadcast.id)}  # fmt: skip
     assert login(client, "ana@acme.com.br") == 303
     routes = [(m, r.path) for r in make_app().routes if isinstance(r, Route) and not r.path.startswith("/api/")
               for m in sorted((r.methods or set()) - {"HEAD"})]  # fmt: skip
     assert sorted(routes) == sorted(WALK), "a route of the panel is missing from the walk (or gone from the app)"
-    form = {"bot": "beta-bot", "slug": "beta", "prefix": prefix, "email": "bia@beta.com.br", "current": PASSWORD,
+    form = {"bot": "beta-bot", "bots-0-bot": "beta-bot",
+            "slug": "beta", "prefix": prefix, "email": "bia@beta.com.br", "current": PASSWORD,
             "password": "x", "confirm": "y", "code": "000000", "secret": "beta", "next": "/"}  # fmt: skip
     for method, path in WALK:  # in order: the logouts last
         url = path.format(**ids)
@@ -187,4 +201,6 @@ def test_every_route_with_another_accounts_ids_answers_404_and_shows_nothing_of_
         assert "beta" not in body.replace('value="beta-bot"', ""), (method, path)
     assert Account.get(Account.slug == "beta").state == "active"
     assert ApiKey.get(ApiKey.prefix == prefix).revoked_at is None  # their key still works
+    assert Broadcast.get_by_id(broadcast.id).state == "scheduled" and Pool.get_by_id("beta-pool").members == [
+        ["beta-bot", 1]]  # fmt: skip
     assert Account.get(Account.slug == "acme").email == "ana@acme.com.br"
