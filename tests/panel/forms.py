@@ -10,7 +10,8 @@ from html.parser import HTMLParser
 class _Form(HTMLParser):
     def __init__(self, action: str) -> None:
         super().__init__(convert_charrefs=True)
-        self.action, self.inside, self.fields = action, False, {}
+        self.action, self.inside = action, False
+        self.fields: dict[str, str] = {}
         self._select: str | None = None
         self._first: str | None = None
         self._textarea: str | None = None
