@@ -22,7 +22,7 @@ from accounts import sessions
 from actors.channels import standalone, webhook_url
 from catalog import ConfigError, edit
 from catalog.schema import DEFAULT_TEXTS, brl
-from catalog.validate import SLUG
+from catalog.validate import SLUG, WHATSAPP_KEYS
 from db.audit import is_secret
 from gateways.channel import ChannelError
 from gateways.payments.registry import OPTIONS
@@ -251,15 +251,18 @@ def _editor(request: Request, session: sessions.Session, scope: Scope, table: di
     config = scope.bot(table["id"])
     tracking = {k: ("" if is_secret(k) else table.get(k, "")) for k in TRACKING}
     stored = {k: _write_only(table.get(k)) for k in TRACKING if is_secret(k)}
-    notes = {"created": "Bot criado e ligado ao Telegram. Escreva as boas-vindas e as ofertas.",
-             "webhook-0": "O Telegram não aceitou o webhook agora. Tente \"Ligar ao Telegram de novo\"."}  # fmt: skip
+    where = "Telegram" if config.channel == "telegram" else "WhatsApp"
+    notes = {"created": f"Bot criado e ligado ao {where}. Escreva as boas-vindas e as ofertas.",
+             "webhook-0": f"O {where} não aceitou o webhook agora. Tente \"Ligar de novo\"."}  # fmt: skip
     shown = [notes[k] for k in ("created",) if request.query_params.get(k)]
     if request.query_params.get("webhook") == "0":
         shown.append(notes["webhook-0"])
+    cloud = {"callback": webhook_url(config), "verify_token": table.get("verify_token")} if (
+        config.channel == "whatsapp_cloud") else None  # fmt: skip
     return render(request, "bot_edit.html", session, status, account=scope.account, bot=config, table=table,
-                  offers=_offer_rows(table), gateways=[g["id"] for g in scope.gateways()], tracking=tracking,
-                  stored=stored, checkout=table.get("checkout") or {}, welcome=table.get("welcome") or {},
-                  notes=shown, saved=saved, **refusal(error))  # fmt: skip
+                  cloud=cloud, offers=_offer_rows(table), gateways=[g["id"] for g in scope.gateways()],
+                  tracking=tracking, stored=stored, checkout=table.get("checkout") or {},
+                  welcome=table.get("welcome") or {}, notes=shown, saved=saved, **refusal(error))  # fmt: skip
 
 
 @seller_page
@@ -496,3 +499,78 @@ async def save_texts(request: Request, session: sessions.Session, scope: Scope, 
     except ConfigError as exc:
         return _texts_page(request, session, scope, table, 422, edit.relative(exc, "bots[0]"))
     return RedirectResponse(f"/bots/{table['id']}/texts?saved=1", status_code=303)
+
+
+# --- a new WhatsApp bot: Evolution API or the Cloud API ------------------------------------------
+
+WHATSAPP = {"evolution": "WhatsApp (Evolution API)", "whatsapp_cloud": "WhatsApp (API oficial da Meta)"}
+WHATSAPP_LABELS = {
+    "number": "Número do WhatsApp (só dígitos, com 55 e DDD)",
+    "evolution_url": "Endereço do servidor Evolution (https://...)",
+    "instance": "Nome da instância",
+    "apikey": "apikey da instância",
+    "webhook_secret": "Segredo do webhook (em branco: a plataforma cria um)",
+    "phone_number_id": "Phone number ID",
+    "waba_id": "WhatsApp Business Account ID",
+    "access_token": "Token de acesso (permanente)",
+    "app_secret": "App secret do app da Meta",
+    "verify_token": "Verify token (em branco: a plataforma cria um)",
+    "access_template": "Modelo aprovado para entregar fora da janela de 24 h (opcional)",
+    "access_template_language": "Idioma do modelo (ex.: pt_BR)",
+}
+MADE_SECRETS = ("webhook_secret", "verify_token")  # made by the platform when left blank
+
+
+def _whatsapp_fields(channel: str, given: dict[str, str]) -> list[dict[str, Any]]:
+    keys = {"number": True, **WHATSAPP_KEYS[channel]}
+    return [{"name": name, "label": WHATSAPP_LABELS.get(name, name), "secret": is_secret(name),
+             "required": required and name not in MADE_SECRETS,
+             "value": "" if is_secret(name) else given.get(name, "")} for name, required in keys.items()]  # fmt: skip
+
+
+def _whatsapp_page(request: Request, session: sessions.Session, scope: Scope, channel: str, form: dict[str, str],
+                   status: int = 200, error: ConfigError | None = None) -> Response:  # fmt: skip
+    return render(request, "bot_new_whatsapp.html", session, status, account=scope.account, channel=channel,
+                  channel_label=WHATSAPP[channel], fields=_whatsapp_fields(channel, form), form=form,
+                  gateways=[g["id"] for g in scope.gateways()], **refusal(error))  # fmt: skip
+
+
+@seller_page
+async def new_whatsapp_bot(request: Request, session: sessions.Session, scope: Scope) -> Response:
+    channel = request.query_params.get("channel", "")
+    if channel not in WHATSAPP:
+        raise NotFound(channel)
+    return _whatsapp_page(request, session, scope, channel, {})
+
+
+@seller_form
+async def create_whatsapp_bot(request: Request, session: sessions.Session, scope: Scope,
+                              form: dict[str, str]) -> Response:  # fmt: skip
+    """The number's keys saved (secrets the seller left blank made here); Evolution is then told
+    where to post (webhook/set); a Cloud number's page shows the callback URL and verify token to
+    paste at Meta."""
+    channel = form.get("channel", "")
+    if channel not in WHATSAPP:
+        raise NotFound(channel)
+    gateway_id = form.get("gateway", "")
+    if gateway_id:
+        scope.gateway(gateway_id)
+    bot_id = slug_from(form.get("id", "").strip())
+    if not bot_id or scope.bot_id_taken(bot_id):
+        error = ConfigError("id", "escolha outro nome (só letras, números, - e _; este já existe)")
+        return _whatsapp_page(request, session, scope, channel, form, 422, error)
+    table: dict[str, Any] = {"id": bot_id, "channel": channel, "welcome": {"text": WELCOME}}
+    for field in _whatsapp_fields(channel, form):
+        value = form.get(field["name"], "").strip()
+        if not value and field["name"] in MADE_SECRETS:
+            value = secrets.token_urlsafe(24)
+        if value:
+            table[field["name"]] = value
+    if gateway_id:
+        table["gateway"] = gateway_id
+    try:
+        edit.save(scope.account, _actor(request, scope), bots=[table])
+    except ConfigError as exc:
+        return _whatsapp_page(request, session, scope, channel, form, 422, edit.relative(exc, "bots[0]"))
+    webhook = await run_in_threadpool(_set_webhook, scope, bot_id) if channel == "evolution" else True
+    return RedirectResponse(f"/bots/{bot_id}/edit?created=1" + ("" if webhook else "&webhook=0"), status_code=303)

@@ -131,6 +131,8 @@ WALK: dict[tuple[str, str], int] = {
     ("GET", "/bots/{bot_id}"): 404,
     ("GET", "/bots/new"): 200,
     ("POST", "/bots/new"): 422,  # no token given
+    ("GET", "/bots/new/whatsapp"): 404,  # no channel asked
+    ("POST", "/bots/new/whatsapp"): 404,
     ("GET", "/bots/{bot_id}/edit"): 404,
     ("POST", "/bots/{bot_id}/edit"): 404,
     ("POST", "/bots/{bot_id}/webhook"): 404,

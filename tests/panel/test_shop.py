@@ -139,3 +139,22 @@ def test_the_bots_texts_fall_back_to_the_defaults(acme: TestClient) -> None:
     assert acme.post("/bots/acme-bot/texts", data=form, follow_redirects=False).status_code == 303
     bot = load_bots()["acme-bot"]
     assert bot.text("payment_confirmed") == "Oba! Pagamento confirmado." and "{code}" in bot.text("pix")
+
+
+def test_a_cloud_api_number_is_added_and_its_page_says_what_to_paste_at_meta(acme: TestClient) -> None:
+    page = acme.get("/bots/new/whatsapp", params={"channel": "whatsapp_cloud"}).text
+    form = form_fields(page, "/bots/new/whatsapp")
+    form.update({"id": "zap-acme", "number": "5511999990000", "phone_number_id": "1234567890",
+                 "waba_id": "987654321", "access_token": "EAAG-cloud-token-1111", "app_secret": "app-secret-2222",
+                 "gateway": "acme-main"})  # fmt: skip
+    bad = acme.post("/bots/new/whatsapp", data={**form, "number": "+55 11 9999"})
+    assert bad.status_code == 422 and 'data-error-for="number"' in bad.text
+    done = acme.post("/bots/new/whatsapp", data=form, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"].startswith("/bots/zap-acme/edit")
+    bot = load_bots()["zap-acme"]
+    assert bot.channel == "whatsapp_cloud" and bot.whatsapp is not None and len(bot.whatsapp.verify_token or "") >= 24
+    editor = acme.get("/bots/zap-acme/edit").text
+    assert "/webhook/whatsapp/zap-acme" in editor and bot.whatsapp.verify_token in editor
+    assert "EAAG-cloud-token-1111" not in editor and "app-secret-2222" not in editor
+    taken = acme.post("/bots/new/whatsapp", data=form)
+    assert taken.status_code == 422 and 'data-error-for="id"' in taken.text
