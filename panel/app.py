@@ -65,6 +65,7 @@ def make_app(client: redis.Redis | None = None) -> Starlette:
         Route("/gateways/new", shop.save_gateway, methods=post),
         Route("/gateways/{gateway_id}", shop.gateway, methods=get),
         Route("/gateways/{gateway_id}", shop.save_gateway, methods=post),
+        Route("/gateways/{gateway_id}/test", shop.test_gateway, methods=post),
         Route("/pools", campaigns.pools, methods=get),
         Route("/pools/new", campaigns.new_pool, methods=get),
         Route("/pools/new", campaigns.save_pool, methods=post),

@@ -25,10 +25,13 @@ from catalog.schema import DEFAULT_TEXTS, brl
 from catalog.validate import SLUG, WHATSAPP_KEYS
 from db.audit import is_secret
 from gateways.channel import ChannelError
+from gateways.payments import registry
+from gateways.payments.base import PaymentPermanent, PaymentTransient
 from gateways.payments.registry import OPTIONS
 from gateways.telegram import TelegramError
 from panel.refusals import field_of, refusal
 from panel.scope import NotFound, Scope
+from panel.shared import PANEL
 from panel.web import address, render, seller_form, seller_page
 
 log = logging.getLogger("grimbots.panel")
@@ -80,18 +83,22 @@ async def gateways(request: Request, session: sessions.Session, scope: Scope) ->
                   notify_base=scope.notification_base())  # fmt: skip
 
 
-def _gateway_form(request: Request, session: sessions.Session, scope: Scope, table: dict[str, Any], *, new: bool,
-                  status: int = 200, error: ConfigError | None = None) -> Response:  # fmt: skip
+def _gateway_context(scope: Scope, table: dict[str, Any], *, new: bool,
+                     error: ConfigError | None = None) -> dict[str, Any]:  # fmt: skip
     kind = table["kind"]
     fields = [{"name": name, "label": LABELS.get(name, name), "required": required, "secret": is_secret(name),
                "value": "" if is_secret(name) else table.get(name, ""),
                "stored": _write_only(table.get(name)) if is_secret(name) and not new else None}
               for name, required in OPTIONS[kind].items()]  # fmt: skip
-    return render(request, "gateway.html", session, status, account=scope.account, table=table, new=new,
-                  kind_label=KINDS.get(kind, kind), fields=fields, secret_help=SECRET_HELP.get(kind, ""),
-                  secret_stored=None if new else _write_only(table.get("webhook_secret")),
-                  notify_url=f"{scope.notification_base()}/{table.get('id') or '{id}'}",
-                  **refusal(error))  # fmt: skip
+    return {"account": scope.account, "table": table, "new": new, "kind_label": KINDS.get(kind, kind),
+            "fields": fields, "secret_help": SECRET_HELP.get(kind, ""),
+            "secret_stored": None if new else _write_only(table.get("webhook_secret")),
+            "notify_url": f"{scope.notification_base()}/{table.get('id') or '{id}'}", **refusal(error)}  # fmt: skip
+
+
+def _gateway_form(request: Request, session: sessions.Session, scope: Scope, table: dict[str, Any], *, new: bool,
+                  status: int = 200, error: ConfigError | None = None) -> Response:  # fmt: skip
+    return render(request, "gateway.html", session, status, **_gateway_context(scope, table, new=new, error=error))
 
 
 @seller_page
@@ -574,3 +581,39 @@ async def create_whatsapp_bot(request: Request, session: sessions.Session, scope
         return _whatsapp_page(request, session, scope, channel, form, 422, edit.relative(exc, "bots[0]"))
     webhook = await run_in_threadpool(_set_webhook, scope, bot_id) if channel == "evolution" else True
     return RedirectResponse(f"/bots/{bot_id}/edit?created=1" + ("" if webhook else "&webhook=0"), status_code=303)
+
+
+# --- "test connection": the gateway's cheapest authenticated call ---------------------------------
+
+PROBE_ID = "grimbots-connection-test"  # a charge no gateway has: asking for it proves the credentials
+
+
+def probe_gateway(table: dict[str, Any]) -> tuple[bool, str]:
+    """Ask the gateway for a charge that does not exist, with the seller's credentials: "not found"
+    means they were accepted; 401/403 that they were refused. (ok, what to tell the seller)."""
+    kind = table["kind"]
+    options = {k: v for k, v in table.items() if k in OPTIONS[kind]}
+    try:
+        adapter = registry.build(kind, gateway_id=table["id"], webhook_secret=table["webhook_secret"],
+                                 options=options, client=PANEL.payments, bank=PANEL.redis)  # fmt: skip
+        adapter.fetch_status(PROBE_ID)
+    except PaymentPermanent as exc:
+        if "credentials rejected" in str(exc):
+            status = str(exc).split("(")[-1].rstrip(")")
+            return False, f"O gateway recusou as credenciais ({status}). Confira e salve de novo."
+        if kind == "sandbox":
+            return True, "Sandbox pronto (ele não usa rede nem banco)."
+        return True, "Conectado: o gateway aceitou as credenciais."
+    except PaymentTransient as exc:
+        return False, f"O gateway não respondeu agora ({str(exc).split(': ', 1)[-1]}). Tente de novo em instantes."
+    except (ValueError, KeyError) as exc:
+        return False, f"Configuração incompleta ({type(exc).__name__})."
+    return True, "Conectado: o gateway aceitou as credenciais."
+
+
+@seller_form
+async def test_gateway(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str]) -> Response:
+    table = scope.gateway(request.path_params["gateway_id"])
+    ok, said = await run_in_threadpool(probe_gateway, table)
+    return render(request, "gateway.html", session, probe={"ok": ok, "said": said},
+                  **_gateway_context(scope, table, new=False))  # fmt: skip

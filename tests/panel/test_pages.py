@@ -153,6 +153,7 @@ WALK: dict[tuple[str, str], int] = {
     ("POST", "/gateways/new"): 404,
     ("GET", "/gateways/{gateway_id}"): 404,
     ("POST", "/gateways/{gateway_id}"): 404,
+    ("POST", "/gateways/{gateway_id}/test"): 404,
     ("GET", "/account"): 200,
     ("POST", "/account/password"): 422,
     ("POST", "/account/email"): 422,  # their e-mail is taken: refused, and nothing of theirs shown

@@ -158,3 +158,9 @@ def test_a_cloud_api_number_is_added_and_its_page_says_what_to_paste_at_meta(acm
     assert "EAAG-cloud-token-1111" not in editor and "app-secret-2222" not in editor
     taken = acme.post("/bots/new/whatsapp", data=form)
     assert taken.status_code == 422 and 'data-error-for="id"' in taken.text
+
+
+def test_the_sandbox_connection_test_says_it_is_ready(acme: TestClient) -> None:
+    page = acme.get("/gateways/acme-main").text
+    tested = acme.post("/gateways/acme-main/test", data={"csrf": csrf(page)})
+    assert tested.status_code == 200 and 'data-probe="ok"' in tested.text and "Sandbox pronto" in tested.text
