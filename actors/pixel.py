@@ -228,6 +228,23 @@ def refund(track: Tracking | None, charge: Charge, now: dt.datetime) -> None:
         record(track.bot, event, lead_id=charge.lead_id, charge_id=charge.id)
 
 
+def send_purchase_again(bot: BotConfig, charge: Charge, now: dt.datetime | None = None) -> int:
+    """A paid sale's Purchase, queued again for every destination the bot has now, under the same
+    `event_id` (`pur.{charge}`: an ad platform that got it the first time drops the repeat). Events
+    the bot did not have then are recorded with the sale's time; events older than a destination
+    takes (7 days) are not. Each target's flush is scheduled after the commit. How many events are
+    queued."""
+    now = now or utcnow()
+    if charge.status != "paid" or charge.paid_at is None or charge.paid_at < now - MAX_AGE:
+        return 0
+    with unit_of_work():
+        purchase(tracking(bot, charge.lead_id), charge, charge.paid_amount or charge.amount, charge.paid_at)
+        again = (PixelEvent.update(state="pending", attempts=0, error=None, next_attempt_at=now, claimed_at=None)
+                 .where((PixelEvent.charge_id == charge.id) & (PixelEvent.event_name == "Purchase")
+                        & (PixelEvent.state != "sending")).execute())  # fmt: skip
+    return int(again)
+
+
 # --- sending ---------------------------------------------------------------------------------
 
 

@@ -47,6 +47,7 @@ def make_app(client: redis.Redis | None = None) -> Starlette:
         Route("/sales", pages.sales, methods=get),
         Route("/sales.csv", pages.sales_csv, methods=get),
         Route("/sales/{charge_id}", pages.sale, methods=get),
+        Route("/sales/{charge_id}/purchase", pages.send_purchase_again, methods=post),
         Route("/bots", pages.bots, methods=get),
         Route("/bots/new", shop.new_bot, methods=get),
         Route("/bots/new", shop.create_bot, methods=post),

@@ -13,15 +13,18 @@ from urllib.parse import urlencode
 
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 import settings
 from accounts import sessions
+from actors import pixel
 from actors.health import unhealthy
+from db import audit
+from db.models import Charge, PixelEvent
 from panel.charts import bars
 from panel.scope import NotFound, Scope
 from panel.shared import PANEL
-from panel.web import STATES, render, seller_page
+from panel.web import STATES, address, render, seller_form, seller_page
 from reports import funnel as funnel_report
 from reports.journey import journey
 
@@ -121,14 +124,38 @@ async def sales_csv(request: Request, session: sessions.Session, scope: Scope) -
     )
 
 
-@seller_page
-async def sale(request: Request, session: sessions.Session, scope: Scope) -> Response:
+def _charge_id(request: Request) -> int:
     raw = request.path_params["charge_id"]
     if not raw.isdigit() or len(raw) > 18:
         raise NotFound(raw)
-    lead = scope.lead_of_charge(int(raw))
-    return render(request, "sale.html", session, account=scope.account, charge_id=int(raw), lead=lead,
-                  steps=journey(lead))  # fmt: skip
+    return int(raw)
+
+
+@seller_page
+async def sale(request: Request, session: sessions.Session, scope: Scope) -> Response:
+    charge_id = _charge_id(request)
+    lead = scope.lead_of_charge(charge_id)
+    charge = Charge.get_by_id(charge_id)
+    mine = (PixelEvent.charge_id == charge_id) & (PixelEvent.event_name == "Purchase")
+    events = list(PixelEvent.select().where(mine).order_by(PixelEvent.destination))
+    resent = request.query_params.get("resent")
+    return render(request, "sale.html", session, account=scope.account, charge_id=charge_id, lead=lead,
+                  charge=charge, steps=journey(lead), events=events,
+                  resent=int(resent) if resent and resent.isdigit() else None)  # fmt: skip
+
+
+@seller_form
+async def send_purchase_again(request: Request, session: sessions.Session, scope: Scope,
+                              form: dict[str, str]) -> Response:  # fmt: skip
+    """ "Send the Purchase again" for a sale an ad platform did not get: the same event_id, so a
+    platform that did get it drops the repeat."""
+    charge_id = _charge_id(request)
+    scope.lead_of_charge(charge_id)  # the account's, or 404
+    charge = Charge.get_by_id(charge_id)
+    queued = pixel.send_purchase_again(scope.bot(charge.bot_id), charge)
+    audit.record("purchase sent again", account=scope.account, actor=scope.account.slug, obj=f"charge {charge_id}",
+                 after={"events": queued}, session=session.tag, address=address(request))  # fmt: skip
+    return RedirectResponse(f"/sales/{charge_id}?resent={queued}", status_code=303)
 
 
 # Why a channel refused a bot (actors/health.py keeps the provider's status), as the seller reads it.

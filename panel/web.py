@@ -81,9 +81,11 @@ BROADCASTS = {"scheduled": "agendada", "running": "enviando", "done": "concluíd
               "failed": "falhou"}  # fmt: skip
 DETAILS = {"amount": "valor", "state": "situação", "paid": "valor pago", "until": "até", "renewals": "renovações",
            "pool": "pool"}  # fmt: skip
+EVENT_STATES = {"pending": "na fila", "sending": "enviando", "sent": "enviado", "failed": "recusado",
+                "expired": "velho demais (7 dias)"}  # fmt: skip
 WORDS = {**STATES, **DELIVERIES, "active": "ativa", "expired": "encerrada"}
-TEMPLATES.globals.update(STATES=STATES, DELIVERIES=DELIVERIES, STEPS=STEPS, BROADCASTS=BROADCASTS, DETAILS=DETAILS,
-                         WORDS=WORDS)  # fmt: skip
+TEMPLATES.globals.update(EVENT_STATES=EVENT_STATES, STATES=STATES, DELIVERIES=DELIVERIES, STEPS=STEPS,
+                         BROADCASTS=BROADCASTS, DETAILS=DETAILS, WORDS=WORDS)  # fmt: skip
 
 Page = Callable[[Request, sessions.Session, Scope], Awaitable[Response]]
 FormPage = Callable[[Request, sessions.Session, Scope, dict[str, str]], Awaitable[Response]]

@@ -127,6 +127,7 @@ WALK: dict[tuple[str, str], int] = {
     ("GET", "/sales"): 404,
     ("GET", "/sales.csv"): 404,
     ("GET", "/sales/{charge_id}"): 404,
+    ("POST", "/sales/{charge_id}/purchase"): 404,
     ("GET", "/bots"): 200,
     ("GET", "/bots/{bot_id}"): 404,
     ("GET", "/bots/new"): 200,

@@ -164,3 +164,23 @@ def test_the_sandbox_connection_test_says_it_is_ready(acme: TestClient) -> None:
     page = acme.get("/gateways/acme-main").text
     tested = acme.post("/gateways/acme-main/test", data={"csrf": csrf(page)})
     assert tested.status_code == 200 and 'data-probe="ok"' in tested.text and "Sandbox pronto" in tested.text
+
+
+def test_the_purchase_is_sent_again_under_the_same_event_id(acme: TestClient) -> None:
+    from db.models import Charge, PixelEvent
+
+    form = editor_form(acme.get("/bots/acme-bot/edit").text)
+    form.update({"pixel_id": "555000", "pixel_access_token": "EAAB-pixel-token"})
+    assert acme.post("/bots/acme-bot/edit", data=form, follow_redirects=False).status_code == 303
+    sale = Charge.get(Charge.bot_id == "acme-bot")
+    page = acme.get(f"/sales/{sale.id}").text
+    assert "Nenhum evento de compra" in page  # the bot had no pixel when it sold
+    sent = acme.post(f"/sales/{sale.id}/purchase", data={"csrf": csrf(page)})
+    assert 'data-resent="1"' in sent.text and 'data-event="meta"' in sent.text
+    [event] = PixelEvent.select().where(PixelEvent.charge_id == sale.id)
+    assert event.event_id == f"pur.{sale.id}" and event.event_name == "Purchase" and event.state == "pending"
+    PixelEvent.update(state="failed", attempts=5, error="rejected").execute()
+    acme.post(f"/sales/{sale.id}/purchase", data={"csrf": csrf(page)})
+    [again] = PixelEvent.select().where(PixelEvent.charge_id == sale.id)
+    assert (again.id, again.event_id, again.state, again.attempts) == (event.id, event.event_id, "pending", 0)
+    assert AuditEntry.select().where(AuditEntry.action == "purchase sent again").count() == 2
