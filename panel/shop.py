@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import tomllib
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import tomli_w
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -29,7 +32,7 @@ from gateways.payments import registry
 from gateways.payments.base import PaymentPermanent, PaymentTransient
 from gateways.payments.registry import OPTIONS
 from gateways.telegram import TelegramError
-from panel.refusals import field_of, refusal
+from panel.refusals import field_of, pt, refusal
 from panel.scope import NotFound, Scope
 from panel.shared import PANEL
 from panel.web import address, render, seller_form, seller_page
@@ -156,9 +159,22 @@ def slug_from(text: str) -> str:
 WELCOME = "Olá! Escolha uma opção abaixo."  # the first welcome, edited on the next page
 
 
+def _copy_of(scope: Scope, bot_id: str) -> dict[str, Any] | None:
+    """The funnel of the account's Telegram bot `bot_id` (what a duplicate starts from), or None."""
+    if not bot_id:
+        return None
+    source = _stored_bot(scope, bot_id)
+    if scope.bot(bot_id).channel != "telegram":
+        raise NotFound(bot_id)
+    return {k: v for k, v in source.items() if k not in ("id", "token", "username", "webhook_secret")}
+
+
 @seller_page
 async def new_bot(request: Request, session: sessions.Session, scope: Scope) -> Response:
-    return render(request, "bot_new.html", session, account=scope.account, gateways=[g["id"] for g in scope.gateways()])
+    copy_of = request.query_params.get("copy_of", "")
+    _copy_of(scope, copy_of)
+    return render(request, "bot_new.html", session, account=scope.account, copy_of=copy_of,
+                  gateways=[g["id"] for g in scope.gateways()])  # fmt: skip
 
 
 def _telegram_bot(token: str) -> dict[str, Any]:
@@ -171,10 +187,13 @@ def _telegram_bot(token: str) -> dict[str, Any]:
 @seller_form
 async def create_bot(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str]) -> Response:
     """Telegram: the token is checked with getMe (the bot's name shown), a webhook secret made, the
-    bot saved with a first welcome, then setWebhook points Telegram at the edge."""
+    bot saved with a first welcome (or, duplicating `copy_of`, that bot's whole funnel), then
+    setWebhook points Telegram at the edge."""
     token, gateway_id = form.get("token", "").strip(), form.get("gateway", "")
+    copy_of = form.get("copy_of", "")
+    base = _copy_of(scope, copy_of)
     gateways = [g["id"] for g in scope.gateways()]
-    context = {"account": scope.account, "gateways": gateways, "token_given": bool(token)}
+    context = {"account": scope.account, "gateways": gateways, "copy_of": copy_of}
 
     def refused(message: str, at: str = "token") -> Response:
         return render(request, "bot_new.html", session, 422, error=message, error_at=at, **context)
@@ -191,8 +210,8 @@ async def create_bot(request: Request, session: sessions.Session, scope: Scope, 
     bot_id = slug_from(username.lower().removesuffix("bot").rstrip("_-") or username) or "bot"
     while scope.bot_id_taken(bot_id):
         bot_id = f"{bot_id[:56]}-{secrets.token_hex(3)}"
-    table: dict[str, Any] = {"id": bot_id, "token": token, "username": username,
-                             "webhook_secret": secrets.token_urlsafe(24), "welcome": {"text": WELCOME}}  # fmt: skip
+    table: dict[str, Any] = {"welcome": {"text": WELCOME}, **(base or {}), "id": bot_id, "token": token,
+                             "username": username, "webhook_secret": secrets.token_urlsafe(24)}  # fmt: skip
     if gateway_id:
         table["gateway"] = gateway_id
     try:
@@ -201,7 +220,7 @@ async def create_bot(request: Request, session: sessions.Session, scope: Scope, 
         error = edit.relative(exc, "bots[0]")
         if error.key == "token":
             return refused("Este bot já está em outra conta da plataforma.")
-        return refused(str(error).split(": ", 1)[-1], field_of(error.key))
+        return refused(pt(str(error).split(": ", 1)[-1]), field_of(error.key))
     webhook = await run_in_threadpool(_set_webhook, scope, bot_id)
     return RedirectResponse(f"/bots/{bot_id}/edit?created=1" + ("" if webhook else "&webhook=0"), status_code=303)
 
@@ -254,7 +273,8 @@ def _price_text(price: Any) -> str:
 
 
 def _editor(request: Request, session: sessions.Session, scope: Scope, table: dict[str, Any], status: int = 200,
-            error: ConfigError | None = None, saved: str | None = None) -> Response:  # fmt: skip
+            error: ConfigError | None = None, saved: str | None = None,
+            problem: str | None = None) -> Response:  # fmt: skip
     config = scope.bot(table["id"])
     tracking = {k: ("" if is_secret(k) else table.get(k, "")) for k in TRACKING}
     stored = {k: _write_only(table.get(k)) for k in TRACKING if is_secret(k)}
@@ -269,7 +289,8 @@ def _editor(request: Request, session: sessions.Session, scope: Scope, table: di
     return render(request, "bot_edit.html", session, status, account=scope.account, bot=config, table=table,
                   cloud=cloud, offers=_offer_rows(table), gateways=[g["id"] for g in scope.gateways()],
                   tracking=tracking, stored=stored, checkout=table.get("checkout") or {},
-                  welcome=table.get("welcome") or {}, notes=shown, saved=saved, **refusal(error))  # fmt: skip
+                  welcome=table.get("welcome") or {}, notes=shown, saved=saved, import_problem=problem,
+                  **refusal(error))  # fmt: skip
 
 
 @seller_page
@@ -617,3 +638,58 @@ async def test_gateway(request: Request, session: sessions.Session, scope: Scope
     ok, said = await run_in_threadpool(probe_gateway, table)
     return render(request, "gateway.html", session, probe={"ok": ok, "said": said},
                   **_gateway_context(scope, table, new=False))  # fmt: skip
+
+
+# --- a bot's funnel as a file: exported, imported into another bot --------------------------------
+
+FUNNEL_KEYS = ("welcome", "checkout", "texts", "offers", "bumps", "upsells", "downsells", "subscriptions")
+FUNNEL_FILE_BYTES = 256 * 1024
+
+
+@seller_page
+async def export_funnel(request: Request, session: sessions.Session, scope: Scope) -> Response:
+    """The bot's funnel (welcome, offers, selling more, texts, checkout) as a TOML file, with no
+    credential: what "import" takes into this or another bot."""
+    table = _stored_bot(scope, request.path_params["bot_id"])
+    funnel = {k: table[k] for k in FUNNEL_KEYS if k in table}
+    name = f"funil-{table['id']}.toml"
+    return Response(
+        tomli_w.dumps(funnel),
+        media_type="application/toml; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+    )
+
+
+@seller_form
+async def import_funnel(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str]) -> Response:
+    """A funnel file replaces the bot's funnel (its channel, credentials and tracking stay), through
+    the same validation: a refusal names the key, and nothing is written."""
+    table = _stored_bot(scope, request.path_params["bot_id"])
+    posted = await request.form()  # already parsed (and its CSRF token checked) by seller_form
+    upload = posted.get("file")
+    try:
+        raw = await upload.read(FUNNEL_FILE_BYTES + 1) if isinstance(upload, UploadFile) else b""
+    finally:
+        await posted.close()
+    problem = None
+    funnel: dict[str, Any] = {}
+    if not raw or len(raw) > FUNNEL_FILE_BYTES:
+        problem = "Escolha o arquivo do funil (.toml, até 256 KB)."
+    else:
+        try:
+            funnel = tomllib.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            problem = f"Este arquivo não é um funil exportado pelo GrimBots ({type(exc).__name__})."
+        unknown = sorted(set(funnel) - set(FUNNEL_KEYS))
+        if problem is None and unknown:
+            problem = f"O arquivo tem chaves que um funil não tem: {', '.join(unknown)}."
+    if problem is None:
+        merged = {k: v for k, v in table.items() if k not in FUNNEL_KEYS} | funnel
+        try:
+            edit.save(scope.account, _actor(request, scope), bots=[merged])
+        except ConfigError as exc:
+            error = edit.relative(exc, "bots[0]")
+            problem = f"{error.key}: {pt(str(error).split(': ', 1)[-1])}"
+    if problem is not None:
+        return _editor(request, session, scope, table, 422, saved=None, problem=problem)
+    return RedirectResponse(f"/bots/{table['id']}/edit?saved=1", status_code=303)

@@ -133,6 +133,17 @@ def test_a_new_seller_sets_up_a_bot_in_the_browser_and_it_sells(platform: Runnin
     wait_until(lambda: "pago" in browser.page_source, 10, "the sale in Vendas")
     shot(browser, "shop-4-sale")
 
+    # The bot banned? Duplicate it: a new token, the same funnel, its own webhook.
+    browser.get(f"{platform.panel}/bots/fake/edit")
+    browser.find_element(By.LINK_TEXT, "Duplicar o bot").click()
+    browser.find_element(By.NAME, "token").send_keys(TOKEN.replace("123456789", "987654321"))
+    browser.find_element(By.CSS_SELECTOR, "button.primary").click()
+    wait_until(lambda: "Bot criado" in browser.page_source, 15, "the duplicate's editor")
+    copy = browser.current_url.split("/bots/")[1].split("/")[0]
+    assert copy.startswith("fake-") and "Oi! Aqui é a Loja da Ana" in browser.page_source
+    assert [h["url"] for h in platform.calls("setWebhook")][-1].endswith(f"/webhook/telegram/{copy}")
+    shot(browser, "shop-5-duplicate")
+
 
 def _try(check: Any) -> Any:
     try:

@@ -184,3 +184,28 @@ def test_the_purchase_is_sent_again_under_the_same_event_id(acme: TestClient) ->
     [again] = PixelEvent.select().where(PixelEvent.charge_id == sale.id)
     assert (again.id, again.event_id, again.state, again.attempts) == (event.id, event.event_id, "pending", 0)
     assert AuditEntry.select().where(AuditEntry.action == "purchase sent again").count() == 2
+
+
+def test_a_funnel_is_exported_and_imported_into_another_bot(acme: TestClient) -> None:
+    import tomllib
+
+    exported = acme.get("/bots/acme-bot/funnel.toml")
+    assert "attachment" in exported.headers["content-disposition"]
+    funnel = tomllib.loads(exported.text)
+    assert {"welcome", "offers"} <= set(funnel) and "token" not in exported.text and "400:ACME" not in exported.text
+    funnel["welcome"]["text"] = "Funil importado!"
+    import tomli_w
+
+    page = acme.get("/bots/acme-bot/edit").text
+    bad = acme.post("/bots/acme-bot/funnel", data={"csrf": csrf(page)},
+                    files={"file": ("f.toml", b'token = "x"\n', "application/toml")})  # fmt: skip
+    assert bad.status_code == 422 and "chaves que um funil não tem: token" in bad.text
+    broken = dict(funnel, offers=[dict(funnel["offers"][0], price="grátis")])
+    refused = acme.post("/bots/acme-bot/funnel", data={"csrf": csrf(page)},
+                        files={"file": ("f.toml", tomli_w.dumps(broken).encode(), "application/toml")})  # fmt: skip
+    assert refused.status_code == 422 and "offers[0].price: Escreva o preço" in refused.text
+    done = acme.post("/bots/acme-bot/funnel", data={"csrf": csrf(page)},
+                     files={"file": ("f.toml", tomli_w.dumps(funnel).encode(), "application/toml")},
+                     follow_redirects=False)  # fmt: skip
+    assert done.status_code == 303 and load_bots()["acme-bot"].welcome_text == "Funil importado!"
+    assert load_bots()["acme-bot"].token == "400:ACME"  # the credentials stay
