@@ -135,6 +135,9 @@ TRUSTED_PROXIES = _env("TRUSTED_PROXIES", "")
 # e.g. maxmemory 256mb + volatile-lru), so a flood of clicks can never fill the one that holds the
 # queues; unset, clicks share REDIS_URL under a ceiling of CLICK_MEMORY_MB of click data.
 CACHE_URL = os.environ.get("CACHE_URL", "").strip() or None
+# Sellers' uploaded images and videos (gateways/media.py): every machine that sends must read the
+# same directory (a network volume when there are several).
+MEDIA_DIR = Path(_env("MEDIA_DIR", str(VAR_DIR / "media")))
 CLICK_MEMORY_MB = _env_int("CLICK_MEMORY_MB", 256)
 # Clicks over these rates still reach the bot (302), untracked: no Redis write, no PageView.
 CLICKS_PER_IP_PER_MINUTE = _env_int("CLICKS_PER_IP_PER_MINUTE", 30)

@@ -78,7 +78,7 @@ class Channels:
         return CloudChannel(self.cloud, bot.id, wa.phone_number_id or "", wa.access_token or "",
                             rate=rate_of(bot), menu_button=bot.text("choices_button"),
                             last_message_at=last_message_at(bot.id), on_refused=self.on_refused,
-                            access_template=template)  # fmt: skip
+                            access_template=template, cache=self.cache)  # fmt: skip
 
 
 def standalone() -> Channels:

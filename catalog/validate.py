@@ -25,6 +25,7 @@ from catalog.schema import (
     discounted,
 )
 from gateways.channel_kinds import KINDS
+from gateways.media import REF as MEDIA_REF
 from gateways.payments.registry import OPTIONS
 from gateways.whatsapp_cloud import BUTTON_TITLE as CLOUD_BUTTON_TITLE
 from gateways.whatsapp_cloud import MAX_BUTTONS as CLOUD_MAX_BUTTONS
@@ -37,6 +38,9 @@ TELEGRAM_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{3,63}$")
 PRICE = re.compile(r"^\d{1,10}(\.\d{1,2})?$")
 URL = re.compile(r"^https?://\S+$")
+# A media: an http(s) URL, or an upload the platform keeps (gateways/media.py: media:{sha256}.{ext}).
+MEDIA = re.compile(rf"{URL.pattern}|{MEDIA_REF.pattern}")
+MEDIA_WHAT = "an http(s) URL (or media:<sha256>.<jpg|png|mp4>, an uploaded file)"
 
 GATEWAY_LIMITS = {"merchant_name": 25, "merchant_city": 15}
 # Each WhatsApp channel's own keys (True = required), besides number and rate_per_minute (CONTRACT §12).
@@ -203,7 +207,7 @@ def _selling(table: dict[str, Any], where: str, offers: list[OfferConfig]) -> _S
             after_offer=_offer_ref(up, "after_offer", at, slugs),
             delay_seconds=duration_seconds(up.get("delay", "0s"), f"{at}.delay"),
             text=_req(up, "text", at, max_len=1000),
-            media_url=_str(up, "media_url", at, required=False, pattern=URL, what="an http(s) URL"),
+            media_url=_str(up, "media_url", at, required=False, pattern=MEDIA, what=MEDIA_WHAT),
             offer=target,
             price=prices[target],
         ))  # fmt: skip
@@ -231,7 +235,7 @@ def _selling(table: dict[str, Any], where: str, offers: list[OfferConfig]) -> _S
             when=when,
             delay_seconds=duration_seconds(down["delay"], f"{at}.delay"),
             text=_req(down, "text", at, max_len=1000),
-            media_url=_str(down, "media_url", at, required=False, pattern=URL, what="an http(s) URL"),
+            media_url=_str(down, "media_url", at, required=False, pattern=MEDIA, what=MEDIA_WHAT),
             offer=target,
             price=price,
         ))  # fmt: skip
@@ -402,7 +406,7 @@ def _bot(table: dict[str, Any], where: str, gateway_ids: set[str]) -> BotConfig:
     welcome = _table(table.get("welcome", {}), f"{where}.welcome")
     _no_unknown(welcome, WELCOME_KEYS, f"{where}.welcome")
     text = _str(welcome, "text", f"{where}.welcome", required=False) or ""
-    media = _str(welcome, "media_url", f"{where}.welcome", required=False, pattern=URL, what="an http(s) URL")
+    media = _str(welcome, "media_url", f"{where}.welcome", required=False, pattern=MEDIA, what=MEDIA_WHAT)
     if not text.strip() and media is None:
         raise ConfigError(f"{where}.welcome.text", "is required (or welcome.media_url)")
     offers = [

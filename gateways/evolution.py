@@ -23,6 +23,7 @@ from urllib.parse import quote, urlparse
 
 import httpx
 
+from gateways import media
 from gateways.channel import (
     ChannelBlocked,
     ChannelDisconnected,
@@ -165,9 +166,16 @@ class EvolutionChannel:
         return [Request(key, "sendText", {"number": str(chat_id), "text": text})]
 
     def call(self, request: Request, chat_id: int) -> Any:
+        params = request.params
+        if media.is_ref(params.get("media")):  # a stored upload goes inline, as base64
+            try:
+                name, data, mimetype = media.load(str(params["media"]))
+            except media.MediaError as exc:
+                raise ChannelPermanent(request.method, str(exc)) from None
+            params = {**params, "media": base64.b64encode(data).decode(), "mimetype": mimetype, "fileName": name}
         try:
             return self.gateway.request(self.base_url, "POST", f"/message/{request.method}/{self._path}", self.apikey,
-                                        request.params)  # fmt: skip
+                                        params)  # fmt: skip
         except ChannelDisconnected as exc:  # unhealthy until a check (or Evolution's own update) finds it open
             if self.on_refused is not None:
                 self.on_refused(self.bot_id, 0, f"disconnected: {exc.description}")

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from gateways import media
 from gateways.channel import (
     CODE_SLOT,
     ChannelBlocked,
@@ -219,7 +220,7 @@ class TelegramChannel:
             return "sendPhoto", "photo", None, None, None
         url = message.media_url or ""
         method, field = media_method(url)
-        if not message.reuse_media or self.cache is None:
+        if not message.reuse_media or self.cache is None or media.is_ref(url):  # an upload: resolved by call
             return method, field, url, None, None
         key = FILE_IDS.format(bot_id=self.bot_id)
         raw = self.cache.hget(key, url)
@@ -278,7 +279,33 @@ class TelegramChannel:
         return [Request(key, "answerCallbackQuery", params, throttled=False)]
 
     def call(self, request: Request, chat_id: int) -> Any:
-        return self.gateway.call(self.token, request.method, request.params, request.files)
+        field = next((f for f in ("photo", "video") if media.is_ref(request.params.get(f))), None)
+        if field is None:
+            return self.gateway.call(self.token, request.method, request.params, request.files)
+        return self._call_with_upload(request, field)
+
+    def _call_with_upload(self, request: Request, field: str) -> Any:
+        """A stored upload (media:...): by the file_id Telegram gave back for it, else uploaded (and
+        its file_id kept). A file_id Telegram refuses is forgotten and the file uploaded again."""
+        ref = str(request.params[field])
+        key = FILE_IDS.format(bot_id=self.bot_id)
+        raw = self.cache.hget(key, ref) if self.cache is not None else None
+        cached = raw.decode() if isinstance(raw, bytes) else raw
+        if cached:
+            try:
+                return self.gateway.call(self.token, request.method, {**request.params, field: cached})
+            except TelegramPermanent:
+                self.cache.hdel(key, ref)
+        try:
+            upload = media.load(ref)
+        except media.MediaError as exc:
+            raise TelegramPermanent(request.method, str(exc)) from None
+        params = {k: v for k, v in request.params.items() if k != field}
+        result = self.gateway.call(self.token, request.method, params, {field: upload})
+        file_id = file_id_of(result)
+        if file_id and self.cache is not None:
+            self.cache.hset(key, ref, file_id)
+        return result
 
     def message_id(self, result: Any) -> int | None:
         value = result.get("message_id") if isinstance(result, dict) else None

@@ -17,11 +17,13 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
+from gateways import media
 from gateways.channel import (
     ChannelBlocked,
     ChannelKind,
@@ -44,6 +46,8 @@ from gateways.whatsapp import CAPTION_LIMIT, TEXT_LIMIT, click_token, number_of,
 log = logging.getLogger(__name__)
 
 SESSION_WINDOW = dt.timedelta(hours=24)
+MEDIA_IDS = "grimbots:wa:media_id:{bot_id}"  # a stored upload's Cloud media id, and when it was made
+MEDIA_ID_DAYS = 25  # Meta keeps an uploaded media 30 days
 BUTTON_TITLE = 20
 ROW_TITLE = 24
 MAX_BUTTONS = 3
@@ -120,7 +124,7 @@ class CloudChannel:
                  last_message_at: Callable[[int], dt.datetime | None] | None = None,
                  now: Callable[[], dt.datetime] | None = None,
                  on_refused: Callable[[str, int, str], None] | None = None,
-                 access_template: tuple[str, str] | None = None) -> None:  # fmt: skip
+                 access_template: tuple[str, str] | None = None, cache: Any = None) -> None:  # fmt: skip
         """`access_template`: (name, language) of the seller's approved template that carries a
         delivery as its one body parameter, for buyers outside the 24-hour window."""
         self.gateway, self.bot_id, self.phone_number_id = gateway, bot_id, phone_number_id
@@ -128,6 +132,7 @@ class CloudChannel:
         self.access_token, self.rate, self.menu_button = access_token, rate, menu_button
         self.last_message_at, self.on_refused = last_message_at, on_refused
         self.now = now or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        self.cache = cache  # Redis: the media ids of stored uploads
 
     def __repr__(self) -> str:  # never print the access token
         return f"CloudChannel(bot_id={self.bot_id!r})"
@@ -210,19 +215,41 @@ class CloudChannel:
             params = self._template(str(chat_id), request.template_text)
         try:
             if request.files:
-                name, data, mimetype = request.files["file"]
-                uploaded = self.gateway.request("POST", f"{self.phone_number_id}/media", self.access_token,
-                                                data={"messaging_product": "whatsapp", "type": mimetype},
-                                                files={"file": (name, data, mimetype)})  # fmt: skip
-                media_id = uploaded.get("id") if isinstance(uploaded, dict) else None
-                if not isinstance(media_id, str):
-                    raise ChannelTransient("media", "upload answered without an id")
-                params = {**params, "image": {"id": media_id}}
+                params = {**params, "image": {"id": self._upload(request.files["file"])}}
+            field = str(params.get("type") or "")
+            stored = params.get(field) if field in ("image", "video") else None
+            if isinstance(stored, dict) and media.is_ref(stored.get("link")):
+                params = {**params, field: self._stored_media(str(stored["link"]), stored)}
             return self.gateway.request("POST", f"{self.phone_number_id}/messages", self.access_token, json=params)
         except ChannelPermanent as exc:
             if exc.status == 401 and self.on_refused is not None:
                 self.on_refused(self.bot_id, 401, exc.description)
             raise
+
+    def _upload(self, file: tuple[str, bytes, str]) -> str:
+        name, data, mimetype = file
+        uploaded = self.gateway.request("POST", f"{self.phone_number_id}/media", self.access_token,
+                                        data={"messaging_product": "whatsapp", "type": mimetype},
+                                        files={"file": (name, data, mimetype)})  # fmt: skip
+        media_id = uploaded.get("id") if isinstance(uploaded, dict) else None
+        if not isinstance(media_id, str):
+            raise ChannelTransient("media", "upload answered without an id")
+        return media_id
+
+    def _stored_media(self, ref: str, given: dict[str, Any]) -> dict[str, Any]:
+        """A stored upload as the Cloud API's media object: its media id (uploaded once per number;
+        Meta keeps an id 30 days, so one older than MEDIA_ID_DAYS is uploaded again)."""
+        key = MEDIA_IDS.format(bot_id=self.bot_id)
+        raw = self.cache.hget(key, ref) if self.cache is not None else None
+        media_id, _, at = (raw.decode() if isinstance(raw, bytes) else raw or "").partition("|")
+        if not media_id or not at.isdigit() or time.time() - int(at) > MEDIA_ID_DAYS * 86400:
+            try:
+                media_id = self._upload(media.load(ref))
+            except media.MediaError as exc:
+                raise ChannelPermanent("media", str(exc)) from None
+            if self.cache is not None:
+                self.cache.hset(key, ref, f"{media_id}|{int(time.time())}")
+        return {**{k: v for k, v in given.items() if k != "link"}, "id": media_id}
 
     def message_id(self, result: Any) -> int | None:
         return None  # wamid strings: kept as provider_id

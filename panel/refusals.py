@@ -47,7 +47,7 @@ PROBLEMS = [
     (r"is required with pixel_id.*", "O pixel da Meta precisa do token da API de Conversões."),
     (r"is required with pixel_access_token", "O token da API de Conversões precisa do ID do pixel."),
     (r"is required with tiktok_access_token", "O token do TikTok precisa do código do pixel."),
-    (r"must be an http\(s\) URL", "Escreva um endereço que comece com https://"),
+    (r"must be an http\(s\) URL.*", "Escreva um endereço que comece com https:// (ou envie o arquivo)."),
     (r"must be at most (\d+) characters", r"Use no máximo \1 caracteres."),
     (r"is required", "Preencha este campo."),
     (r"must not be empty", "Preencha este campo."),

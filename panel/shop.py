@@ -27,6 +27,7 @@ from catalog import ConfigError, edit
 from catalog.schema import DEFAULT_TEXTS, brl
 from catalog.validate import SLUG, WHATSAPP_KEYS
 from db.audit import is_secret
+from gateways import media
 from gateways.channel import ChannelError
 from gateways.payments import registry
 from gateways.payments.base import PaymentPermanent, PaymentTransient
@@ -242,6 +243,27 @@ async def set_webhook(request: Request, session: sessions.Session, scope: Scope,
     return RedirectResponse(f"/bots/{bot_id}/edit?webhook={int(done)}", status_code=303)
 
 
+# --- uploads: a welcome's, a follow-up's image or video -------------------------------------------
+
+MEDIA_PROBLEMS = {"only JPEG or PNG images and MP4 videos": "Envie uma imagem JPEG ou PNG, ou um vídeo MP4.",
+                  "at most 5 MB for a image": "A imagem pode ter até 5 MB.",
+                  "at most 16 MB for a video": "O vídeo pode ter até 16 MB."}  # fmt: skip
+
+
+async def uploaded(request: Request, field: str) -> str | ConfigError | None:
+    """The reference of the file the form's `field` carries, once stored (media.store); None when
+    no file was chosen; a ConfigError naming the field when it is no image or video a channel takes."""
+    posted = await request.form()  # parsed once (seller_form checked its CSRF token)
+    upload = posted.get(field)
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        return None
+    data = await upload.read(media.LIMITS["mp4"] + 1)
+    try:
+        return await run_in_threadpool(media.store, data)
+    except media.MediaError as exc:
+        return ConfigError(field.replace("_file", "_url"), MEDIA_PROBLEMS.get(str(exc), str(exc)))
+
+
 # --- the bot editor: gateway, welcome, offers, checkout, tracking -------------------------------
 
 OFFER_FIELDS = ("label", "price", "delivery_link", "delivery_text", "delivery_chat_id", "duration")
@@ -363,6 +385,11 @@ async def save_bot(request: Request, session: sessions.Session, scope: Scope, fo
     else:
         table.pop("gateway", None)
     welcome = {k: v for k in ("text", "media_url") if (v := form.get(f"welcome-{k}", "").strip())}
+    upload = await uploaded(request, "welcome-media_file")
+    if isinstance(upload, ConfigError):
+        return _editor(request, session, scope, table, 422, upload)
+    if upload is not None:
+        welcome["media_url"] = upload
     table["welcome"] = welcome
     table["offers"] = _offers_from(form, list(stored.get("offers") or []), scope.offer_slugs(bot_id))
     if not table["offers"]:
@@ -665,12 +692,8 @@ async def import_funnel(request: Request, session: sessions.Session, scope: Scop
     """A funnel file replaces the bot's funnel (its channel, credentials and tracking stay), through
     the same validation: a refusal names the key, and nothing is written."""
     table = _stored_bot(scope, request.path_params["bot_id"])
-    posted = await request.form()  # already parsed (and its CSRF token checked) by seller_form
-    upload = posted.get("file")
-    try:
-        raw = await upload.read(FUNNEL_FILE_BYTES + 1) if isinstance(upload, UploadFile) else b""
-    finally:
-        await posted.close()
+    upload = (await request.form()).get("file")  # parsed (and its CSRF token checked) by seller_form
+    raw = await upload.read(FUNNEL_FILE_BYTES + 1) if isinstance(upload, UploadFile) else b""
     problem = None
     funnel: dict[str, Any] = {}
     if not raw or len(raw) > FUNNEL_FILE_BYTES:

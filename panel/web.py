@@ -213,5 +213,7 @@ def seller_form(handler: FormPage) -> Callable[[Request], Awaitable[Response]]:
             return await handler(request, session, scope, form)
         except NotFound:
             return not_found(request, session, scope.account)
+        finally:
+            await (await request.form()).close()  # a multipart form's uploads
 
     return endpoint

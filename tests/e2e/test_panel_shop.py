@@ -7,6 +7,7 @@ delivery. Screenshots: `var/screenshots/panel-shop-*.png`."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -25,6 +26,7 @@ from tests.e2e.test_panel_browser import CHROMIUM, DRIVER, PASSWORD, browser, fi
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver are not installed")
 TOKEN = "123456789:AAHfakeTokenForThePanelJourney_0123456"
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # the welcome's image, as a seller uploads it
 
 
 class Running:
@@ -51,7 +53,8 @@ def platform(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Running
         yield Running(f"http://127.0.0.1:{panel}", f"http://127.0.0.1:{edge}", f"http://127.0.0.1:{telegram}")
 
 
-def test_a_new_seller_sets_up_a_bot_in_the_browser_and_it_sells(platform: Running, browser: Any) -> None:  # noqa: F811
+def test_a_new_seller_sets_up_a_bot_in_the_browser_and_it_sells(platform: Running, browser: Any,  # noqa: F811
+                                                                tmp_path: Path) -> None:  # fmt: skip
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -84,6 +87,9 @@ def test_a_new_seller_sets_up_a_bot_in_the_browser_and_it_sells(platform: Runnin
     welcome = browser.find_element(By.ID, "welcome-text")
     welcome.clear()
     welcome.send_keys("Oi! Aqui é a Loja da Ana. Escolha o seu acesso:")
+    image = tmp_path / "capa.png"
+    image.write_bytes(PNG)
+    browser.find_element(By.ID, "welcome-media_file").send_keys(str(image))
     browser.find_element(By.ID, "offers-0-label").send_keys("VIP mensal")
     browser.find_element(By.ID, "offers-0-price").send_keys("19,90")
     browser.find_element(By.ID, "offers-0-delivery_link").send_keys("https://t.me/+LojaDaAnaVip")
@@ -104,12 +110,13 @@ def test_a_new_seller_sets_up_a_bot_in_the_browser_and_it_sells(platform: Runnin
 
     def welcomed() -> list[dict[str, Any]]:
         post(message={"message_id": 1, "date": int(time.time()), "text": "/start", "from": sender, "chat": chat})
-        return wait_until(lambda: [c for c in platform.calls("sendMessage") if c.get("chat_id") == buyer], 2,
+        return wait_until(lambda: [c for c in platform.calls("sendPhoto") if str(c.get("chat_id")) == str(buyer)], 2,
                           "a welcome")  # fmt: skip
 
     greeting = wait_until(lambda: _try(welcomed), 10, "the welcome served")[0]
     assert time.monotonic() - saved_at < 5 + 2  # served within seconds of the save (a /start a second)
-    assert "Loja da Ana" in greeting["text"]
+    assert "Loja da Ana" in greeting["caption"]
+    assert greeting["photo"]["sha256"] == hashlib.sha256(PNG).hexdigest()  # the uploaded image, by upload
     [button] = [b for row in greeting["reply_markup"]["inline_keyboard"] for b in row]
     assert "VIP mensal" in button["text"]
     post(callback_query={"id": "cb1", "from": sender, "message": {"message_id": 1, "chat": chat},

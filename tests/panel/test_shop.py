@@ -209,3 +209,24 @@ def test_a_funnel_is_exported_and_imported_into_another_bot(acme: TestClient) ->
                      follow_redirects=False)  # fmt: skip
     assert done.status_code == 303 and load_bots()["acme-bot"].welcome_text == "Funil importado!"
     assert load_bots()["acme-bot"].token == "400:ACME"  # the credentials stay
+
+
+def test_the_welcome_image_is_uploaded_checked_and_kept_by_its_hash(acme: TestClient) -> None:
+    from gateways import media
+
+    png = b"\x89PNG\r\n\x1a\n" + b"\x07" * 300
+    form = editor_form(acme.get("/bots/acme-bot/edit").text)
+    form["welcome-media_url"] = ""
+    bad = acme.post(
+        "/bots/acme-bot/edit", data=form, files={"welcome-media_file": ("foto.gif", b"GIF89a....", "image/gif")}
+    )
+    assert bad.status_code == 422 and 'data-error-for="welcome-media_url"' in bad.text and "JPEG ou PNG" in bad.text
+    done = acme.post("/bots/acme-bot/edit", data=form, files={"welcome-media_file": ("foto.png", png, "image/png")},
+                     follow_redirects=False)  # fmt: skip
+    assert done.status_code == 303
+    ref = load_bots()["acme-bot"].welcome_media_url or ""
+    assert media.is_ref(ref) and media.load(ref)[1] == png
+    kept = editor_form(acme.get("/bots/acme-bot/edit").text)
+    assert kept["welcome-media_url"] == ref  # saving again without a new file keeps it
+    acme.post("/bots/acme-bot/edit", data=kept)
+    assert load_bots()["acme-bot"].welcome_media_url == ref
