@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from db.database import init_db
-from panel import account, api, auth, campaigns, operator, pages, shop
+from panel import account, api, api_shop, auth, campaigns, operator, pages, shop
 from panel.shared import PANEL
 from panel.web import COOKIE, safe_next
 
@@ -92,4 +92,5 @@ def make_app(client: redis.Redis | None = None) -> Starlette:
         Route("/operator/audit", operator.audit_log, methods=get),
         Route("/operator/system", operator.system, methods=get),
         *api.ROUTES,
+        *api_shop.ROUTES,
     ])  # fmt: skip

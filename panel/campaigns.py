@@ -102,12 +102,13 @@ def _segment_of(form: dict[str, str]) -> str:
     return f"{name}={form.get('segment_value', '').strip()}" if name in ("utm_campaign", "utm_source") else name
 
 
-def _at(value: str) -> dt.datetime | None:
-    """A datetime-local of the form (the seller's time, REPORT_TIMEZONE) as naive UTC; None: now."""
+def at_of(value: str) -> dt.datetime | None:
+    """A date-time (without a zone: the seller's, REPORT_TIMEZONE) as naive UTC; None: now.
+    ValueError when it is no date-time."""
     if not value.strip():
         return None
-    local = dt.datetime.fromisoformat(value.strip()).replace(tzinfo=ZONE)
-    return local.astimezone(dt.UTC).replace(tzinfo=None)
+    given = dt.datetime.fromisoformat(value.strip())
+    return (given if given.tzinfo else given.replace(tzinfo=ZONE)).astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def _broadcasts_page(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str],
@@ -139,7 +140,7 @@ async def create_broadcast(request: Request, session: sessions.Session, scope: S
             broadcasts.parse_segment(segment)
             reach = broadcasts.preview(bot.id, segment)
             return _broadcasts_page(request, session, scope, form, reach=reach)
-        at = _at(form.get("at", ""))
+        at = at_of(form.get("at", ""))
         row = broadcasts.create(bot, segment, form.get("text", ""), media_url=form.get("media_url") or None,
                                 offer=form.get("offer") or None, at=at)  # fmt: skip
     except broadcasts.BroadcastError as exc:

@@ -185,28 +185,31 @@ def _telegram_bot(token: str) -> dict[str, Any]:
     return result if isinstance(result, dict) else {}
 
 
-@seller_form
-async def create_bot(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str]) -> Response:
-    """Telegram: the token is checked with getMe (the bot's name shown), a webhook secret made, the
-    bot saved with a first welcome (or, duplicating `copy_of`, that bot's whole funnel), then
-    setWebhook points Telegram at the edge."""
-    token, gateway_id = form.get("token", "").strip(), form.get("gateway", "")
-    copy_of = form.get("copy_of", "")
+class Refused(ValueError):
+    """A new bot refused: what to tell the seller, and the field it is about."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+TOKEN = re.compile(r"\d{5,16}:[A-Za-z0-9_-]{30,64}")
+
+
+def add_telegram_bot(scope: Scope, actor: str, token: str, gateway_id: str = "",
+                     copy_of: str = "") -> tuple[str, bool]:  # fmt: skip
+    """A Telegram bot from its token: checked with getMe, a webhook secret made, saved with a first
+    welcome (or, duplicating `copy_of`, that bot's whole funnel), then setWebhook. (its id, whether
+    Telegram took the webhook). Refused names the field; NotFound: another account's gateway or bot."""
     base = _copy_of(scope, copy_of)
-    gateways = [g["id"] for g in scope.gateways()]
-    context = {"account": scope.account, "gateways": gateways, "copy_of": copy_of}
-
-    def refused(message: str, at: str = "token") -> Response:
-        return render(request, "bot_new.html", session, 422, error=message, error_at=at, **context)
-
-    if not re.fullmatch(r"\d{5,16}:[A-Za-z0-9_-]{30,64}", token):
-        return refused("Cole o token que o BotFather deu (números, dois-pontos, letras).")
-    if gateway_id and gateway_id not in gateways:
-        raise NotFound(gateway_id)
+    if gateway_id:
+        scope.gateway(gateway_id)
+    if not TOKEN.fullmatch(token):
+        raise Refused("token", "Cole o token que o BotFather deu (números, dois-pontos, letras).")
     try:
-        me = await run_in_threadpool(_telegram_bot, token)
+        me = _telegram_bot(token)
     except TelegramError as exc:
-        return refused(f"O Telegram recusou este token ({exc.description}). Confira no BotFather.")
+        raise Refused("token", f"O Telegram recusou este token ({exc.description}). Confira no BotFather.") from None
     username = str(me.get("username") or "")
     bot_id = slug_from(username.lower().removesuffix("bot").rstrip("_-") or username) or "bot"
     while scope.bot_id_taken(bot_id):
@@ -215,14 +218,30 @@ async def create_bot(request: Request, session: sessions.Session, scope: Scope, 
                              "username": username, "webhook_secret": secrets.token_urlsafe(24)}  # fmt: skip
     if gateway_id:
         table["gateway"] = gateway_id
+    _save_new(scope, actor, table)
+    return bot_id, _set_webhook(scope, bot_id)
+
+
+def _save_new(scope: Scope, actor: str, table: dict[str, Any]) -> None:
     try:
-        edit.save(scope.account, _actor(request, scope), bots=[table])
+        edit.save(scope.account, actor, bots=[table])
     except ConfigError as exc:
         error = edit.relative(exc, "bots[0]")
         if error.key == "token":
-            return refused("Este bot já está em outra conta da plataforma.")
-        return refused(pt(str(error).split(": ", 1)[-1]), field_of(error.key))
-    webhook = await run_in_threadpool(_set_webhook, scope, bot_id)
+            raise Refused("token", "Este bot já está em outra conta da plataforma.") from None
+        raise Refused(field_of(error.key), pt(str(error).split(": ", 1)[-1])) from None
+
+
+@seller_form
+async def create_bot(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str]) -> Response:
+    copy_of = form.get("copy_of", "")
+    try:
+        token, gateway_id = form.get("token", "").strip(), form.get("gateway", "")
+        bot_id, webhook = await run_in_threadpool(add_telegram_bot, scope, _actor(request, scope), token, gateway_id,
+                                                  copy_of)  # fmt: skip
+    except Refused as exc:
+        return render(request, "bot_new.html", session, 422, account=scope.account, copy_of=copy_of,
+                      gateways=[g["id"] for g in scope.gateways()], error=str(exc), error_at=exc.field)  # fmt: skip
     return RedirectResponse(f"/bots/{bot_id}/edit?created=1" + ("" if webhook else "&webhook=0"), status_code=303)
 
 
@@ -598,36 +617,39 @@ async def new_whatsapp_bot(request: Request, session: sessions.Session, scope: S
     return _whatsapp_page(request, session, scope, channel, {})
 
 
-@seller_form
-async def create_whatsapp_bot(request: Request, session: sessions.Session, scope: Scope,
-                              form: dict[str, str]) -> Response:  # fmt: skip
-    """The number's keys saved (secrets the seller left blank made here); Evolution is then told
-    where to post (webhook/set); a Cloud number's page shows the callback URL and verify token to
-    paste at Meta."""
-    channel = form.get("channel", "")
+def add_whatsapp_bot(scope: Scope, actor: str, channel: str, given: dict[str, str],
+                     gateway_id: str = "") -> tuple[str, bool]:  # fmt: skip
+    """A WhatsApp number's bot: its keys saved (the secrets left blank made here); Evolution is
+    then told where to post (webhook/set). (its id, whether the webhook was taken)."""
     if channel not in WHATSAPP:
         raise NotFound(channel)
-    gateway_id = form.get("gateway", "")
     if gateway_id:
         scope.gateway(gateway_id)
-    bot_id = slug_from(form.get("id", "").strip())
+    bot_id = slug_from(given.get("id", "").strip())
     if not bot_id or scope.bot_id_taken(bot_id):
-        error = ConfigError("id", "escolha outro nome (só letras, números, - e _; este já existe)")
-        return _whatsapp_page(request, session, scope, channel, form, 422, error)
+        raise Refused("id", "Escolha outro nome (só letras, números, - e _; este já existe).")
     table: dict[str, Any] = {"id": bot_id, "channel": channel, "welcome": {"text": WELCOME}}
-    for field in _whatsapp_fields(channel, form):
-        value = form.get(field["name"], "").strip()
+    for field in _whatsapp_fields(channel, given):
+        value = str(given.get(field["name"], "")).strip()
         if not value and field["name"] in MADE_SECRETS:
             value = secrets.token_urlsafe(24)
         if value:
             table[field["name"]] = value
     if gateway_id:
         table["gateway"] = gateway_id
+    _save_new(scope, actor, table)
+    return bot_id, _set_webhook(scope, bot_id) if channel == "evolution" else True
+
+
+@seller_form
+async def create_whatsapp_bot(request: Request, session: sessions.Session, scope: Scope,
+                              form: dict[str, str]) -> Response:  # fmt: skip
+    channel = form.get("channel", "")
     try:
-        edit.save(scope.account, _actor(request, scope), bots=[table])
-    except ConfigError as exc:
-        return _whatsapp_page(request, session, scope, channel, form, 422, edit.relative(exc, "bots[0]"))
-    webhook = await run_in_threadpool(_set_webhook, scope, bot_id) if channel == "evolution" else True
+        bot_id, webhook = await run_in_threadpool(add_whatsapp_bot, scope, _actor(request, scope), channel, form,
+                                                  form.get("gateway", ""))  # fmt: skip
+    except Refused as exc:
+        return _whatsapp_page(request, session, scope, channel, form, 422, ConfigError(exc.field, str(exc)))
     return RedirectResponse(f"/bots/{bot_id}/edit?created=1" + ("" if webhook else "&webhook=0"), status_code=303)
 
 

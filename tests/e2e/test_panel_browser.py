@@ -19,6 +19,7 @@ from catalog.snapshot import load_bots
 from ops.cli import cli
 from ops.procs import free_port, wait_until
 from tests.actors.test_selling import selling_config
+from tests.conftest import failed
 from tests.e2e.test_selling import open_shop
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -35,7 +36,7 @@ def run(*args: str) -> str:
 
 
 @pytest.fixture
-def browser() -> Iterator[Any]:
+def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -46,6 +47,12 @@ def browser() -> Iterator[Any]:
     driver = webdriver.Chrome(service=Service(DRIVER or ""), options=options)
     driver.set_page_load_timeout(30)
     yield driver
+    if failed(request):  # what the seller would have seen when the test gave up
+        shot(driver, f"failed-{request.node.name}")
+        try:
+            print(f"--- browser at {driver.current_url} ---\n{driver.find_element('tag name', 'body').text[:3000]}")
+        except Exception as exc:  # noqa: BLE001 - a dead browser says nothing more
+            print(f"--- browser: {type(exc).__name__} ---")
     driver.quit()
 
 

@@ -65,21 +65,21 @@ def test_a_new_seller_sets_up_a_bot_in_the_browser_and_it_sells(platform: Runnin
     Account.update(password_hash=passwords.hashed(PASSWORD)).where(Account.slug == "loja").execute()
     browser.get(f"{platform.panel}/login")
     fill(browser, email="ana@loja.com.br", password=PASSWORD)
-    wait_until(lambda: "Seu funil" in browser.page_source, 10, "the dashboard")
+    wait_until(lambda: "Seu funil" in browser.page_source, 30, "the dashboard")
 
     browser.get(f"{platform.panel}/gateways")
     Select(browser.find_element(By.ID, "kind")).select_by_value("sandbox")
     browser.find_element(By.CSS_SELECTOR, "button.primary").click()
     fill(browser, id="pix-loja", pix_key="+5511987654321", merchant_name="Loja da Ana", merchant_city="Recife",
          webhook_secret="whsec-loja")  # fmt: skip
-    wait_until(lambda: 'data-gateway="pix-loja"' in browser.page_source, 10, "the gateway listed")
+    wait_until(lambda: 'data-gateway="pix-loja"' in browser.page_source, 30, "the gateway listed")
     shot(browser, "shop-1-gateway")
 
     browser.get(f"{platform.panel}/bots/new")
     browser.find_element(By.NAME, "token").send_keys(TOKEN)
     Select(browser.find_element(By.ID, "gateway")).select_by_value("pix-loja")
     browser.find_element(By.CSS_SELECTOR, "button.primary").click()
-    wait_until(lambda: "Bot criado" in browser.page_source, 15, "the new bot's editor")
+    wait_until(lambda: "Bot criado" in browser.page_source, 30, "the new bot's editor")
     [hook] = platform.calls("setWebhook")
     assert hook["url"] == f"{platform.edge}/webhook/telegram/fake" and "chat_join_request" in hook["allowed_updates"]
     secret = hook["secret_token"]
@@ -95,7 +95,7 @@ def test_a_new_seller_sets_up_a_bot_in_the_browser_and_it_sells(platform: Runnin
     browser.find_element(By.ID, "offers-0-delivery_link").send_keys("https://t.me/+LojaDaAnaVip")
     shot(browser, "shop-2-editor")
     browser.find_element(By.CSS_SELECTOR, "form.card button.primary").click()
-    wait_until(lambda: "Salvo" in browser.page_source, 10, "saved")
+    wait_until(lambda: "Salvo" in browser.page_source, 30, "saved")
     shot(browser, "shop-3-saved")
 
     buyer = 4242
@@ -157,3 +157,59 @@ def _try(check: Any) -> Any:
         return check()
     except AssertionError:  # not served yet (the edge does not know the bot) or no answer yet
         return None
+
+
+def test_the_same_shop_is_set_up_through_the_http_api_and_it_sells(platform: Running) -> None:
+    """The journey above without a browser: an account's API key, a gateway PUT, a bot POSTed by its
+    token, its welcome and offer PUT; then it sells."""
+    from accounts import passwords
+    from db.models import Account
+
+    run("accounts", "create", "loja", "--email", "ana@loja.com.br")
+    Account.update(password_hash=passwords.hashed(PASSWORD)).where(Account.slug == "loja").execute()
+    key = run("accounts", "api-key", "loja")
+    with httpx.Client(
+        base_url=f"{platform.panel}/api/v1", headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as api:
+        gateway = {"kind": "sandbox", "webhook_secret": "whsec-api", "pix_key": "+5511987654321",
+                   "merchant_name": "Loja API", "merchant_city": "Recife"}  # fmt: skip
+        assert api.put("/gateways/pix-api", json=gateway).status_code == 200
+        made = api.post("/bots", json={"token": TOKEN, "gateway": "pix-api"})
+        assert made.status_code == 201 and made.json() == {"id": "fake", "webhook": True}
+        [hook] = platform.calls("setWebhook")
+        table = api.get("/bots/fake").json()
+        assert table["token"].startswith("…")  # credentials never come back
+        table["welcome"] = {"text": "Loja API: escolha"}
+        table["offers"] = [{"id": "vip", "label": "VIP", "price": "9.90", "delivery_link": "https://t.me/+ApiVip"}]
+        assert api.put("/bots/fake", json=table).status_code == 200
+
+        buyer, update_id = 5151, iter(range(1, 1000))
+        sender, chat = {"id": buyer, "first_name": "Caio"}, {"id": buyer, "type": "private"}
+
+        def post(**fields: Any) -> None:
+            answer = httpx.post(f"{platform.edge}/webhook/telegram/fake", json={"update_id": next(update_id), **fields},
+                                headers={"X-Telegram-Bot-Api-Secret-Token": hook["secret_token"]})  # fmt: skip
+            assert answer.status_code == 200
+
+        def welcomed() -> list[dict[str, Any]]:
+            post(message={"message_id": 1, "date": int(time.time()), "text": "/start", "from": sender, "chat": chat})
+            return wait_until(lambda: [c for c in platform.calls("sendMessage") if c.get("chat_id") == buyer], 2, "hi")
+
+        greeting = wait_until(lambda: _try(welcomed), 10, "the welcome served")[0]
+        [button] = [b for row in greeting["reply_markup"]["inline_keyboard"] for b in row]
+        post(callback_query={"id": "cb", "from": sender, "message": {"message_id": 1, "chat": chat},
+                             "data": button["callback_data"]})  # fmt: skip
+        photo = wait_until(lambda: [p for p in platform.calls("sendPhoto") if "<code>" in p.get("caption", "")], 15,
+                           "the PIX code")[0]  # fmt: skip
+        fields = brcode.parse(re.search(r"<code>(.+?)</code>", photo["caption"]).group(1))  # type: ignore[union-attr]
+        body = json.dumps({"event": "charge.paid", "charge_id": brcode.parse_fields(fields["62"])["05"],
+                           "amount": fields["54"]}).encode()  # fmt: skip
+        httpx.post(
+            f"{platform.edge}/webhook/payment/pix-api",
+            content=body,
+            headers={"X-Sandbox-Signature": sign("whsec-api", body), "Content-Type": "application/json"},
+        )
+        wait_until(lambda: any("ApiVip" in (c.get("text") or "") for c in platform.calls("sendMessage")), 15,
+                   "the delivery")  # fmt: skip
+        [sale] = api.get("/charges").json()
+        assert (sale["bot"], sale["amount"], sale["state"]) == ("fake", "9.90", "paid")

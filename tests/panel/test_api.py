@@ -81,3 +81,61 @@ def test_over_the_rate_is_429(api: TestClient) -> None:
     answers = [api.get("/api/v1/bots").status_code for _ in range(settings.API_RATE_PER_MINUTE + 1)]
     assert answers.count(200) == settings.API_RATE_PER_MINUTE and answers[-1] == 429
     assert 0 < int(api.get("/api/v1/bots").headers["retry-after"]) <= 60
+
+
+def test_gateways_pools_broadcasts_media_and_purchases_through_the_api(api: TestClient) -> None:
+    from catalog.snapshot import load_gateways, load_pools
+    from db.models import Broadcast, Charge
+
+    [main] = api.get("/api/v1/gateways").json()
+    assert main["id"] == "acme-main" and main["webhook_secret"].startswith("…")
+    made = api.put("/api/v1/gateways/acme-pix", json={"kind": "sandbox", "webhook_secret": "whsec-acme-2",
+                                                      "pix_key": "+5511987654321", "merchant_name": "Acme",
+                                                      "merchant_city": "Recife"})  # fmt: skip
+    assert made.status_code == 200 and made.json()["changes"] == ["created gateway acme-pix"]
+    read = api.get("/api/v1/gateways/acme-pix").json()
+    assert read["pix_key"] == "…4321"
+    read["merchant_city"] = "Olinda"
+    assert api.put("/api/v1/gateways/acme-pix", json=read).status_code == 200  # masked values kept
+    assert load_gateways()["acme-pix"].settings["pix_key"] == "+5511987654321"
+    assert load_gateways()["acme-pix"].settings["merchant_city"] == "Olinda"
+    bad = api.put("/api/v1/gateways/acme-pix", json={**read, "merchant_name": "A" * 40})
+    assert bad.status_code == 422 and bad.json()["key"] == "merchant_name"
+    assert api.put("/api/v1/gateways/beta-main", json=read).status_code == 404  # another account's id
+    assert api.post("/api/v1/gateways/acme-pix/test").json()["ok"] is True
+
+    zap = api.post("/api/v1/bots", json={"channel": "whatsapp_cloud", "id": "acme-zap", "number": "5511999990000",
+                                         "phone_number_id": "123", "waba_id": "456", "access_token": "EAAG-1",
+                                         "app_secret": "s3cr3t"})  # fmt: skip
+    assert zap.status_code == 201 and zap.json()["id"] == "acme-zap"
+    assert api.post("/api/v1/bots", json={"token": "nope"}).json()["key"] == "token"
+
+    assert api.put("/api/v1/pools/acme-pool", json={"bots": [{"bot": "acme-bot", "weight": 2}]}).status_code == 200
+    assert load_pools()["acme-pool"].members == (("acme-bot", 2),)
+    assert api.put("/api/v1/pools/acme-pool", json={"bots": ["beta-bot"]}).status_code == 404
+
+    assert api.get("/api/v1/broadcasts/preview", params={"bot": "acme-bot", "segment": "all"}).json() == {"reach": 1}
+    refused = api.post("/api/v1/broadcasts", json={"bot": "acme-bot", "segment": "all", "text": ""})
+    assert refused.status_code == 422 and refused.json()["key"] == "text"
+    created = api.post("/api/v1/broadcasts", json={"bot": "acme-bot", "segment": "paid", "text": "Oi",
+                                                   "at": "2099-01-01T10:00"})  # fmt: skip
+    assert created.status_code == 201
+    broadcast_id = created.json()["id"]
+    assert Broadcast.get_by_id(broadcast_id).starts_at.hour == 13  # 10:00 in São Paulo
+    assert api.get(f"/api/v1/broadcasts/{broadcast_id}").json()["state"] == "scheduled"
+    assert api.post(f"/api/v1/broadcasts/{broadcast_id}/stop").json()["stopped"] is True
+    assert api.post("/api/v1/broadcasts", json={"bot": "beta-bot", "text": "x"}).status_code == 404
+
+    png = b"\x89PNG\r\n\x1a\n" + b"\x03" * 100
+    uploaded = api.post("/api/v1/media", content=png, headers={"Content-Type": "image/png"})
+    assert uploaded.status_code == 201 and uploaded.json()["media_url"].startswith("media:")
+    assert api.post("/api/v1/media", content=b"not an image").status_code == 422
+
+    sale = Charge.get(Charge.bot_id == "acme-bot").id
+    assert api.post(f"/api/v1/charges/{sale}/purchase").json() == {"queued": 0}  # the bot has no pixel
+    theirs = Charge.get(Charge.bot_id == "beta-bot").id
+    assert api.post(f"/api/v1/charges/{theirs}/purchase").status_code == 404
+    paths = api.get("/api/v1/openapi.json").json()["paths"]
+    assert {"post", "get"} <= set(paths["/api/v1/broadcasts"]) and "put" in paths["/api/v1/gateways/{id}"]
+    actions = {e.action for e in AuditEntry.select().where(AuditEntry.actor == "acme (api)")}
+    assert {"gateway created", "gateway updated", "pool created", "broadcast created"} <= actions
