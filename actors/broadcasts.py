@@ -46,6 +46,7 @@ from catalog.schema import BotConfig, brl
 from db import sql
 from db.database import db, json_text, transaction, utcnow
 from db.models import Broadcast, BroadcastRecipient, Lead, OutboundMessage
+from gateways import media
 from gateways.channel import ChannelGaveUp, ChannelTransient, Choice
 from gateways.channel_kinds import kind_of
 from gateways.text import utf16_length
@@ -141,7 +142,7 @@ def create(bot: BotConfig, segment: str, text: str, *, media_url: str | None = N
     limit = kind_of(bot.channel).text_limit
     if utf16_length(text) > limit:
         raise BroadcastError(f"--text: {utf16_length(text)} characters, a message takes at most {limit}")
-    if media_url is not None and not re.match(r"^https?://\S+$", media_url):
+    if media_url is not None and not (re.match(r"^https?://\S+$", media_url) or media.is_ref(media_url)):
         raise BroadcastError("--media-url: must be an http(s) URL")
     if paid and bot.whatsapp is not None:
         raise BroadcastError("--paid: paid broadcasts are Telegram's (allow_paid_broadcast); WhatsApp has none")

@@ -22,6 +22,7 @@ from db.days import ZONE
 from panel.refusals import refusal
 from panel.scope import Scope
 from panel.shared import PANEL
+from panel.shop import uploaded
 from panel.web import address, render, seller_form, seller_page
 
 SAVED = "Salvo — no ar em alguns segundos."
@@ -141,7 +142,11 @@ async def create_broadcast(request: Request, session: sessions.Session, scope: S
             reach = broadcasts.preview(bot.id, segment)
             return _broadcasts_page(request, session, scope, form, reach=reach)
         at = at_of(form.get("at", ""))
-        row = broadcasts.create(bot, segment, form.get("text", ""), media_url=form.get("media_url") or None,
+        upload = await uploaded(request, "media_file")
+        if isinstance(upload, ConfigError):
+            return _broadcasts_page(request, session, scope, form, 422, error=upload.args[0].split(": ", 1)[-1],
+                                    error_at="media_url")  # fmt: skip
+        row = broadcasts.create(bot, segment, form.get("text", ""), media_url=upload or form.get("media_url") or None,
                                 offer=form.get("offer") or None, at=at)  # fmt: skip
     except broadcasts.BroadcastError as exc:
         option, _, problem = str(exc).partition(": ")

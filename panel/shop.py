@@ -510,6 +510,14 @@ async def save_selling(request: Request, session: sessions.Session, scope: Scope
             bumps[slug] = texts
     table["bumps"] = bumps
     for kind in FOLLOWUP_FIELDS:
+        index = 0
+        while f"{kind}-{index}-text" in form:  # an uploaded image or video stands for the row's URL
+            upload = await uploaded(request, f"{kind}-{index}-media_file")
+            if isinstance(upload, ConfigError):
+                return _selling_page(request, session, scope, table, 422, upload)
+            if upload is not None:
+                form[f"{kind}-{index}-media_url"] = upload
+            index += 1
         table[kind] = _followups_from(form, kind)
     reminders = [r.strip() for r in form.get("subscriptions-remind_before", "").split(",") if r.strip()]
     table["subscriptions"] = {"remind_before": reminders} if reminders else {}

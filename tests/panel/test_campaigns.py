@@ -68,3 +68,24 @@ def test_a_broadcast_is_counted_sent_later_and_stopped(acme: TestClient) -> None
     assert Broadcast.get_by_id(row.id).state == "stopped"
     actions = {e.action for e in AuditEntry.select()}
     assert {"broadcast created", "broadcast stopped"} <= actions
+
+
+def test_a_broadcast_and_a_downsell_carry_an_uploaded_image(acme: TestClient) -> None:
+    from catalog.snapshot import load_bots
+    from gateways import media
+
+    jpeg = b"\xff\xd8\xff\xe0" + b"\x05" * 500
+    form = form_fields(acme.get("/broadcasts").text, "/broadcasts")
+    form.update({"segment": "all", "text": "Com foto", "action": "send"})
+    made = acme.post("/broadcasts", data=form, files={"media_file": ("f.jpg", jpeg, "image/jpeg")},
+                     follow_redirects=False)  # fmt: skip
+    assert made.status_code == 303
+    row = Broadcast.get(Broadcast.text == "Com foto")
+    assert media.is_ref(row.media_url) and media.load(row.media_url)[1] == jpeg
+    refused = acme.post("/broadcasts", data=form, files={"media_file": ("f.txt", b"hello", "text/plain")})
+    assert refused.status_code == 422 and 'data-error-for="media_url"' in refused.text
+    page = form_fields(acme.get("/bots/acme-bot/selling").text, "/bots/acme-bot/selling")
+    upload = {"downsells-0-media_file": ("d.jpg", jpeg, "image/jpeg")}
+    saved = acme.post("/bots/acme-bot/selling", data=page, files=upload, follow_redirects=False)
+    assert saved.status_code == 303
+    assert load_bots()["acme-bot"].downsells[0].media_url == row.media_url  # the same bytes: the same file
