@@ -30,8 +30,8 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # the welcome's image, as a 
 
 
 class Running:
-    def __init__(self, panel: str, edge: str, telegram: str) -> None:
-        self.panel, self.edge, self.telegram = panel, edge, telegram
+    def __init__(self, panel: str, edge: str, telegram: str, whatsapp: str) -> None:
+        self.panel, self.edge, self.telegram, self.whatsapp = panel, edge, telegram, whatsapp
 
     def calls(self, method: str) -> list[dict[str, Any]]:
         return [c["params"] for c in httpx.get(f"{self.telegram}/_calls").json() if c["method"] == method]
@@ -39,18 +39,20 @@ class Running:
 
 @pytest.fixture
 def platform(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Running]:
-    telegram, edge, panel = free_port(), free_port(), free_port()
+    telegram, edge, panel, whatsapp = free_port(), free_port(), free_port(), free_port()
     base = Platform(tmp_path, TELEGRAM_API_BASE=f"http://127.0.0.1:{telegram}", CONFIG_POLL_SECONDS="0.5",
                     PUBLIC_BASE_URL=f"http://127.0.0.1:{edge}", PANEL_PORT=str(panel),
                     PANEL_BASE_URL=f"http://127.0.0.1:{panel}")  # fmt: skip
     with logs_on_failure(base, request):
         base.fake_telegram(telegram)
+        base.fake_whatsapp(whatsapp)
         base.edge(edge)
         base.clock()
         base.worker("chat", queues=("updates", "funnel", "followups"), threads=4)
         base.worker("money", queues=("payments", "settle"), threads=4)
         base.panel(panel)
-        yield Running(f"http://127.0.0.1:{panel}", f"http://127.0.0.1:{edge}", f"http://127.0.0.1:{telegram}")
+        yield Running(f"http://127.0.0.1:{panel}", f"http://127.0.0.1:{edge}", f"http://127.0.0.1:{telegram}",
+                      f"http://127.0.0.1:{whatsapp}")  # fmt: skip
 
 
 def test_a_new_seller_sets_up_a_bot_in_the_browser_and_it_sells(platform: Running, browser: Any,  # noqa: F811
@@ -213,3 +215,36 @@ def test_the_same_shop_is_set_up_through_the_http_api_and_it_sells(platform: Run
                    "the delivery")  # fmt: skip
         [sale] = api.get("/charges").json()
         assert (sale["bot"], sale["amount"], sale["state"]) == ("fake", "9.90", "paid")
+
+
+def test_an_evolution_number_added_in_the_browser_answers_its_first_message(platform: Running, browser: Any) -> None:  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    from accounts import passwords
+    from db.models import Account
+
+    run("accounts", "create", "zapstore", "--email", "zap@loja.com.br")
+    Account.update(password_hash=passwords.hashed(PASSWORD)).where(Account.slug == "zapstore").execute()
+    browser.get(f"{platform.panel}/login")
+    fill(browser, email="zap@loja.com.br", password=PASSWORD)
+    wait_until(lambda: "Seu funil" in browser.page_source, 30, "the dashboard")
+    browser.get(f"{platform.panel}/bots/new/whatsapp?channel=evolution")
+    fill(browser, id="zap-loja", number="5511988887777", evolution_url=platform.whatsapp, instance="loja-zap",
+         apikey="EVO-KEY-123")  # fmt: skip
+    wait_until(lambda: "Bot criado" in browser.page_source, 30, "the new number's editor")
+    shot(browser, "shop-6-whatsapp")
+    welcome = browser.find_element(By.ID, "welcome-text")
+    welcome.clear()
+    welcome.send_keys("Olá! Loja no WhatsApp.")
+    browser.find_element(By.CSS_SELECTOR, "form.card button.primary").click()
+    wait_until(lambda: "Salvo" in browser.page_source, 30, "saved")
+
+    def answered() -> list[dict[str, Any]]:
+        said = httpx.post(f"{platform.whatsapp}/_say", json={"instance": "loja-zap", "from": "5511977776666",
+                                                              "text": "oi", "name": "Bia"}).json()  # fmt: skip
+        assert said["status"] == 200, said  # the webhook the platform set, with its bearer secret
+        return wait_until(lambda: [c for c in httpx.get(f"{platform.whatsapp}/_calls").json()
+                                   if "Loja no WhatsApp" in str(c["params"].get("text"))], 3, "the answer")  # fmt: skip
+
+    sent = wait_until(lambda: _try(answered), 15, "the first message answered")
+    assert sent[0]["params"]["number"] == "5511977776666"
