@@ -49,6 +49,7 @@ def make_app(client: redis.Redis | None = None) -> Starlette:
         Route("/sales/{charge_id}", pages.sale, methods=get),
         Route("/sales/{charge_id}/purchase", pages.send_purchase_again, methods=post),
         Route("/bots", pages.bots, methods=get),
+        Route("/media/{name}", pages.stored_media, methods=get),
         Route("/bots/new", shop.new_bot, methods=get),
         Route("/bots/new", shop.create_bot, methods=post),
         Route("/bots/new/whatsapp", shop.new_whatsapp_bot, methods=get),

@@ -21,6 +21,7 @@ from actors import pixel
 from actors.health import unhealthy
 from db import audit
 from db.models import Charge, PixelEvent
+from gateways import media
 from panel.charts import bars
 from panel.scope import NotFound, Scope
 from panel.shared import PANEL
@@ -165,6 +166,19 @@ REFUSALS = {
     404: "o bot ou o número não existe mais no canal",
     0: "o WhatsApp deste número está desconectado: leia o QR code de novo na Evolution API",
 }
+
+
+@seller_page
+async def stored_media(request: Request, session: sessions.Session, scope: Scope) -> Response:
+    """An upload the account's bots use, for the seller's own pages (the welcome's preview)."""
+    ref = f"media:{request.path_params['name']}"
+    if not media.is_ref(ref) or not scope.uses_media(ref):
+        raise NotFound(ref)
+    try:
+        _, data, mimetype = media.load(ref)
+    except media.MediaError:
+        raise NotFound(ref) from None
+    return Response(data, media_type=mimetype, headers={"Cache-Control": "private, max-age=86400"})
 
 
 def _health(bot_id: str, down: dict[str, dict[str, Any]]) -> dict[str, Any]:

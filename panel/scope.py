@@ -149,6 +149,14 @@ class Scope:
     def pool_exists(pool_id: str) -> bool:
         return bool(Pool.select().where(Pool.id == pool_id).exists())
 
+    def uses_media(self, ref: str) -> bool:
+        """Does one of the account's bots (its welcome, a follow-up) or broadcasts use this upload?"""
+        for bot in self.bots():
+            if ref in (bot.welcome_media_url, *(f.media_url for f in (*bot.upsells, *bot.downsells))):
+                return True
+        return bool(Broadcast.select().where((Broadcast.media_url == ref)
+                                             & Broadcast.bot_id.in_(self.bot_ids() or [""])).exists())  # fmt: skip
+
     def audit(self, limit: int = 50) -> list[AuditEntry]:
         return list(AuditEntry.select().where(AuditEntry.account == self.account.id)
                     .order_by(AuditEntry.id.desc()).limit(limit))  # fmt: skip

@@ -404,6 +404,8 @@ async def save_bot(request: Request, session: sessions.Session, scope: Scope, fo
     else:
         table.pop("gateway", None)
     welcome = {k: v for k in ("text", "media_url") if (v := form.get(f"welcome-{k}", "").strip())}
+    if form.get("welcome-media_remove"):
+        welcome.pop("media_url", None)
     upload = await uploaded(request, "welcome-media_file")
     if isinstance(upload, ConfigError):
         return _editor(request, session, scope, table, 422, upload)

@@ -20,6 +20,7 @@ from accounts import api_keys, passwords
 from actors.health import UNHEALTHY, mark_unhealthy
 from db.database import utcnow
 from db.models import Account, ApiKey, AuditEntry, Broadcast, Charge, Lead, Pool
+from gateways import media
 from panel.app import PANEL, make_app
 from reports import funnel as report
 from tests.ops.test_report import data  # noqa: F401 - the fixture: bots demo and other, leads, clicks, charges
@@ -129,6 +130,7 @@ WALK: dict[tuple[str, str], int] = {
     ("GET", "/sales/{charge_id}"): 404,
     ("POST", "/sales/{charge_id}/purchase"): 404,
     ("GET", "/bots"): 200,
+    ("GET", "/media/{name}"): 404,  # their upload
     ("GET", "/bots/{bot_id}"): 404,
     ("GET", "/bots/new"): 200,
     ("POST", "/bots/new"): 422,  # no token given
@@ -185,7 +187,10 @@ def test_every_route_with_another_accounts_ids_answers_404_and_shows_nothing_of_
     pool = Pool.create(id="beta-pool", account=beta, members=[["beta-bot", 1]])
     broadcast = Broadcast.create(bot_id="beta-bot", segment="all", text="Oferta da Beta", state="scheduled",
                                  starts_at=utcnow() + dt.timedelta(days=1))  # fmt: skip
-    ids = {"bot_id": "beta-bot", "gateway_id": "beta-main", "charge_id": str(charge), "slug": "beta",
+    theirs_media = media.store(b"\x89PNG\r\n\x1a\n" + b"beta" * 50)
+    Broadcast.update(media_url=theirs_media).where(Broadcast.id == broadcast.id).execute()
+    ids = {"name": theirs_media.removeprefix("media:"), "bot_id": "beta-bot", "gateway_id": "beta-main",
+           "charge_id": str(charge), "slug": "beta",
            "token": "their-token", "pool_id": pool.id, "broadcast_id": str(broadcast.id)}  # fmt: skip
     assert login(client, "ana@acme.com.br") == 303
     routes = [(m, r.path) for r in make_app().routes if isinstance(r, Route) and not r.path.startswith("/api/")

@@ -230,3 +230,19 @@ def test_the_welcome_image_is_uploaded_checked_and_kept_by_its_hash(acme: TestCl
     assert kept["welcome-media_url"] == ref  # saving again without a new file keeps it
     acme.post("/bots/acme-bot/edit", data=kept)
     assert load_bots()["acme-bot"].welcome_media_url == ref
+
+
+def test_the_seller_sees_their_uploaded_image_and_can_take_it_off(acme: TestClient) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"\x09" * 300
+    form = editor_form(acme.get("/bots/acme-bot/edit").text)
+    acme.post("/bots/acme-bot/edit", data=form, files={"welcome-media_file": ("capa.png", png, "image/png")})
+    ref = load_bots()["acme-bot"].welcome_media_url or ""
+    page = acme.get("/bots/acme-bot/edit").text
+    assert f'src="/media/{ref[6:]}"' in page
+    shown = acme.get(f"/media/{ref[6:]}")
+    assert shown.status_code == 200 and shown.content == png and shown.headers["content-type"] == "image/png"
+    form = editor_form(page)
+    form.update({"welcome-media_remove": "1", "welcome-text": "Só texto agora"})
+    acme.post("/bots/acme-bot/edit", data=form)
+    assert load_bots()["acme-bot"].welcome_media_url is None
+    assert acme.get(f"/media/{ref[6:]}").status_code == 404  # no bot of the account uses it any more
