@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,20 @@ from tests.e2e.test_panel_browser import CHROMIUM, DRIVER, PASSWORD, browser, fi
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver are not installed")
 TOKEN = "123456789:AAHfakeTokenForThePanelJourney_0123456"
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # the welcome's image, as a seller uploads it
+
+
+def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A real PNG of one colour (what a seller's image editor would save), made by hand."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+PNG = png(320, 160, (41, 86, 214))  # the welcome's image, as a seller uploads it
 
 
 class Running:
