@@ -6,7 +6,6 @@ the field), and both are in the audit log."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 from starlette.requests import Request
@@ -19,7 +18,7 @@ from actors.health import unhealthy
 from catalog import ConfigError, edit
 from db import audit
 from db.days import ZONE
-from panel.refusals import refusal
+from panel.refusals import BROADCAST_PROBLEMS, pt, refusal
 from panel.scope import Scope
 from panel.shared import PANEL
 from panel.shop import uploaded
@@ -150,7 +149,7 @@ async def create_broadcast(request: Request, session: sessions.Session, scope: S
                                 offer=form.get("offer") or None, at=at)  # fmt: skip
     except broadcasts.BroadcastError as exc:
         option, _, problem = str(exc).partition(": ")
-        return _broadcasts_page(request, session, scope, form, 422, error=_broadcast_problem(problem),
+        return _broadcasts_page(request, session, scope, form, 422, error=pt(problem, BROADCAST_PROBLEMS),
                                 error_at=OPTION_FIELDS.get(option))  # fmt: skip
     except ValueError:
         return _broadcasts_page(request, session, scope, form, 422, error="Escolha uma data e hora válidas.",
@@ -168,20 +167,3 @@ async def stop_broadcast(request: Request, session: sessions.Session, scope: Sco
         audit.record("broadcast stopped", account=scope.account, actor=_actor(request, scope),
                      obj=f"broadcast {row.id}", session=session.tag, address=address(request))  # fmt: skip
     return RedirectResponse(f"/broadcasts?bot={row.bot_id}", status_code=303)
-
-
-PROBLEMS = [
-    (r"must not be empty", "Escreva a mensagem."),
-    (r"(\d+) characters, a message takes at most (\d+)", r"A mensagem tem \1 caracteres; o máximo é \2."),
-    (r"must be an http\(s\) URL", "Escreva um endereço que comece com https://"),
-    (r".* is not a segment .*", "Escolha o público (e, para campanha ou origem, o valor)."),
-    (r"its account is suspended", "Sua conta está suspensa."),
-    (r"bot .* has no offer .*", "Escolha uma oferta deste bot."),
-]
-
-
-def _broadcast_problem(problem: str) -> str:
-    for pattern, words in PROBLEMS:
-        if re.fullmatch(pattern, problem):
-            return re.sub(pattern, words, problem)
-    return problem

@@ -54,9 +54,20 @@ PROBLEMS = [
 ]
 
 
-def pt(problem: str) -> str:
-    """The catalog's problem in Portuguese where it has a translation; as it is otherwise."""
-    for pattern, words in PROBLEMS:
+# `ops broadcast`'s refusals (actors.broadcasts.BroadcastError), as a seller reads them.
+BROADCAST_PROBLEMS = [
+    (r"must not be empty", "Escreva a mensagem."),
+    (r"(\d+) characters, a message takes at most (\d+)", r"A mensagem tem \1 caracteres; o máximo é \2."),
+    (r"must be an http\(s\) URL", "Escreva um endereço que comece com https://"),
+    (r".* is not a segment .*", "Escolha o público (e, para campanha ou origem, o valor)."),
+    (r"its account is suspended", "Sua conta está suspensa."),
+    (r"bot .* has no offer .*", "Escolha uma oferta deste bot."),
+]
+
+
+def pt(problem: str, table: list[tuple[str, str]] = PROBLEMS) -> str:
+    """A refusal in Portuguese where `table` has a translation (the catalog's by default); as it is otherwise."""
+    for pattern, words in table:
         if re.fullmatch(pattern, problem):
             return re.sub(pattern, words, problem)
     return problem

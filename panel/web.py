@@ -181,39 +181,40 @@ def _must_set_up(request: Request, scope: Scope) -> bool:
 
 
 def seller_page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
-    @wraps(handler)
-    async def endpoint(request: Request) -> Response:
-        current = logged_in(request)
-        if current is None:
-            return to_login(request)
-        session, scope = current
-        if _must_set_up(request, scope):
-            return RedirectResponse(SECOND_FACTOR_SETUP, status_code=303)
-        try:
-            return await handler(request, session, scope)
-        except NotFound:
-            return not_found(request, session, scope.account)
-
-    return endpoint
+    """A GET page of a logged-in account (see the module's docstring)."""
+    return wraps(handler)(_gated(handler))
 
 
 def seller_form(handler: FormPage) -> Callable[[Request], Awaitable[Response]]:
-    @wraps(handler)
+    """A POST of a logged-in account whose form carries the session's CSRF token (403 otherwise);
+    a multipart form's uploads are closed after it."""
+
+    async def checked(request: Request, session: sessions.Session, scope: Scope) -> Response:
+        form = await form_of(request, session)
+        if form is None:
+            return forbidden()
+        try:
+            return await handler(request, session, scope, form)
+        finally:
+            await (await request.form()).close()
+
+    return wraps(handler)(_gated(checked))
+
+
+def _gated(page: Page) -> Callable[[Request], Awaitable[Response]]:
+    """Logged in (else to the login page), an operator's second factor set up (else to its page),
+    another account's object (NotFound) answered 404."""
+
     async def endpoint(request: Request) -> Response:
         current = logged_in(request)
         if current is None:
             return to_login(request)
         session, scope = current
-        form = await form_of(request, session)
-        if form is None:
-            return forbidden()
         if _must_set_up(request, scope):
             return RedirectResponse(SECOND_FACTOR_SETUP, status_code=303)
         try:
-            return await handler(request, session, scope, form)
+            return await page(request, session, scope)
         except NotFound:
             return not_found(request, session, scope.account)
-        finally:
-            await (await request.form()).close()  # a multipart form's uploads
 
     return endpoint
