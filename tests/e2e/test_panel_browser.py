@@ -46,6 +46,7 @@ def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER or ""), options=options)
     driver.set_page_load_timeout(30)
+    driver.implicitly_wait(10)  # after a click the next page may still be loading: its fields are waited for
     yield driver
     if failed(request):  # what the seller would have seen when the test gave up
         shot(driver, f"failed-{request.node.name}")
