@@ -22,6 +22,7 @@ from panel import shop
 from panel.api import authorized, error
 from panel.campaigns import OPTION_FIELDS, at_of
 from panel.scope import NotFound, Scope
+from panel.web import in_thread
 
 Handler = Any
 
@@ -88,11 +89,11 @@ async def create_bot(request: Request, scope: Scope) -> Response:
     channel = given.get("channel", "telegram")
     try:
         if channel == "telegram":
-            bot_id, webhook = await run_in_threadpool(shop.add_telegram_bot, scope, _actor(scope),
+            bot_id, webhook = await in_thread(shop.add_telegram_bot, scope, _actor(scope),
                                                       given.get("token", ""), given.get("gateway", ""),
                                                       given.get("copy_of", ""))  # fmt: skip
         else:
-            bot_id, webhook = await run_in_threadpool(shop.add_whatsapp_bot, scope, _actor(scope), channel, given,
+            bot_id, webhook = await in_thread(shop.add_whatsapp_bot, scope, _actor(scope), channel, given,
                                                       given.get("gateway", ""))  # fmt: skip
     except shop.Refused as exc:
         return error(422, str(exc), key=exc.field.replace("-", "."))

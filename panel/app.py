@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import redis
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from db.database import init_db
+from db.database import db, init_db
 from panel import account, api, api_shop, auth, campaigns, operator, pages, shop
 from panel.shared import PANEL
 from panel.web import COOKIE, safe_next
@@ -21,6 +23,22 @@ __all__ = ["COOKIE", "PANEL", "make_app", "safe_next"]
 
 async def health(request: Request) -> Response:
     return PlainTextResponse("ok")
+
+
+class ReturnConnection:
+    """After each request, the database connection its thread took goes back to the pool (the
+    panel's handlers connect on first use; a process whose threads come and go would otherwise
+    hold one per thread until the pool is exhausted)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if scope["type"] == "http" and not db.is_closed():
+                db.close()
 
 
 def make_app(client: redis.Redis | None = None) -> Starlette:
@@ -94,4 +112,4 @@ def make_app(client: redis.Redis | None = None) -> Starlette:
         Route("/operator/system", operator.system, methods=get),
         *api.ROUTES,
         *api_shop.ROUTES,
-    ])  # fmt: skip
+    ], middleware=[Middleware(ReturnConnection)])  # fmt: skip

@@ -36,7 +36,7 @@ from gateways.telegram import TelegramError
 from panel.refusals import field_of, pt, refusal
 from panel.scope import NotFound, Scope
 from panel.shared import PANEL
-from panel.web import address, render, seller_form, seller_page
+from panel.web import address, in_thread, render, seller_form, seller_page
 
 log = logging.getLogger("grimbots.panel")
 SAVED = "Salvo — no ar em alguns segundos."
@@ -237,7 +237,7 @@ async def create_bot(request: Request, session: sessions.Session, scope: Scope, 
     copy_of = form.get("copy_of", "")
     try:
         token, gateway_id = form.get("token", "").strip(), form.get("gateway", "")
-        bot_id, webhook = await run_in_threadpool(add_telegram_bot, scope, _actor(request, scope), token, gateway_id,
+        bot_id, webhook = await in_thread(add_telegram_bot, scope, _actor(request, scope), token, gateway_id,
                                                   copy_of)  # fmt: skip
     except Refused as exc:
         return render(request, "bot_new.html", session, 422, account=scope.account, copy_of=copy_of,
@@ -258,7 +258,7 @@ def _set_webhook(scope: Scope, bot_id: str) -> bool:
 @seller_form
 async def set_webhook(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str]) -> Response:
     bot_id = scope.bot(request.path_params["bot_id"]).id
-    done = await run_in_threadpool(_set_webhook, scope, bot_id)
+    done = await in_thread(_set_webhook, scope, bot_id)
     return RedirectResponse(f"/bots/{bot_id}/edit?webhook={int(done)}", status_code=303)
 
 
@@ -656,7 +656,7 @@ async def create_whatsapp_bot(request: Request, session: sessions.Session, scope
                               form: dict[str, str]) -> Response:  # fmt: skip
     channel = form.get("channel", "")
     try:
-        bot_id, webhook = await run_in_threadpool(add_whatsapp_bot, scope, _actor(request, scope), channel, form,
+        bot_id, webhook = await in_thread(add_whatsapp_bot, scope, _actor(request, scope), channel, form,
                                                   form.get("gateway", ""))  # fmt: skip
     except Refused as exc:
         return _whatsapp_page(request, session, scope, channel, form, 422, ConfigError(exc.field, str(exc)))

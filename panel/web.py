@@ -13,10 +13,11 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
@@ -87,8 +88,23 @@ WORDS = {**STATES, **DELIVERIES, "active": "ativa", "expired": "encerrada"}
 TEMPLATES.globals.update(EVENT_STATES=EVENT_STATES, STATES=STATES, DELIVERIES=DELIVERIES, STEPS=STEPS,
                          BROADCASTS=BROADCASTS, DETAILS=DETAILS, WORDS=WORDS)  # fmt: skip
 
+T = TypeVar("T")
 Page = Callable[[Request, sessions.Session, Scope], Awaitable[Response]]
 FormPage = Callable[[Request, sessions.Session, Scope, dict[str, str]], Awaitable[Response]]
+
+
+async def in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run blocking work (a provider's HTTP call, the database) off the event loop; the database
+    connection that thread took goes back to the pool when it is done."""
+
+    def closing() -> T:
+        try:
+            return function(*args)
+        finally:
+            if not db.is_closed():
+                db.close()
+
+    return await run_in_threadpool(closing)
 
 
 def secure() -> bool:

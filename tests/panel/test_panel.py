@@ -272,3 +272,14 @@ def test_a_visitors_session_lives_an_hour_and_a_sellers_the_idle_time(client: Te
     seller = client.cookies.get(COOKIE)
     ttl = PANEL.redis.ttl(sessions.PREFIX + hashlib.sha256(seller.encode()).hexdigest())
     assert 3600 < ttl <= settings.SESSION_IDLE_SECONDS
+
+
+def test_every_request_gives_its_database_connection_back(client: TestClient) -> None:
+    """The panel's threads come and go (a test client's, the thread pool's): each request returns
+    the connection its thread took, or the pool (64) runs dry. Here: 80 clients, each on its own thread."""
+    from db.database import db
+
+    for _ in range(80):
+        with TestClient(make_app(), base_url="http://127.0.0.1:8100") as other:
+            assert other.get("/signup/no-such-invite").status_code == 404  # a page that reads the database
+    assert len(db._in_use) <= 2  # type: ignore[attr-defined]  # this thread's, at most
