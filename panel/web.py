@@ -89,6 +89,7 @@ TEMPLATES.globals.update(EVENT_STATES=EVENT_STATES, STATES=STATES, DELIVERIES=DE
                          BROADCASTS=BROADCASTS, DETAILS=DETAILS, WORDS=WORDS)  # fmt: skip
 
 T = TypeVar("T")
+MAX_FORM_BYTES = 20 * 1024 * 1024  # a form with the largest upload a channel takes (a 16 MB video), and room
 Page = Callable[[Request, sessions.Session, Scope], Awaitable[Response]]
 FormPage = Callable[[Request, sessions.Session, Scope, dict[str, str]], Awaitable[Response]]
 
@@ -206,6 +207,8 @@ def seller_form(handler: FormPage) -> Callable[[Request], Awaitable[Response]]:
     a multipart form's uploads are closed after it."""
 
     async def checked(request: Request, session: sessions.Session, scope: Scope) -> Response:
+        if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+            return PlainTextResponse("Arquivo grande demais: imagens até 5 MB, vídeos até 16 MB.", status_code=413)
         form = await form_of(request, session)
         if form is None:
             return forbidden()

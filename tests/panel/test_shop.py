@@ -246,3 +246,10 @@ def test_the_seller_sees_their_uploaded_image_and_can_take_it_off(acme: TestClie
     acme.post("/bots/acme-bot/edit", data=form)
     assert load_bots()["acme-bot"].welcome_media_url is None
     assert acme.get(f"/media/{ref[6:]}").status_code == 404  # no bot of the account uses it any more
+
+
+def test_a_form_larger_than_any_upload_is_refused_before_it_is_read(acme: TestClient) -> None:
+    page = acme.get("/bots/acme-bot/edit").text
+    big = acme.post("/bots/acme-bot/edit", data={"csrf": csrf(page)},
+                    files={"welcome-media_file": ("v.mp4", b"\x00" * (21 * 1024 * 1024), "video/mp4")})  # fmt: skip
+    assert big.status_code == 413 and "grande demais" in big.text
