@@ -20,7 +20,7 @@ from accounts import sessions
 from actors import pixel
 from actors.health import unhealthy
 from db import audit
-from db.models import Charge, PixelEvent
+from db.models import Charge, Offer, PixelEvent
 from gateways import media
 from panel.charts import bars
 from panel.scope import NotFound, Scope
@@ -100,7 +100,13 @@ async def sales(request: Request, session: sessions.Session, scope: Scope) -> Re
     chosen = _sales_filters(request, scope)
     charges = scope.charges(chosen["bot"], chosen["state"], limit=200, since=_since(chosen["days"]))
     return render(request, "sales.html", session, account=scope.account, charges=charges, bots=scope.bot_ids(),
-                  periods=PERIODS, query=urlencode(chosen), **chosen)  # fmt: skip
+                  periods=PERIODS, query=urlencode(chosen), labels=_labels(charges), **chosen)  # fmt: skip
+
+
+def _labels(charges: list[Any]) -> dict[int, str]:
+    """The offers' labels (what the seller named them) by id: sales read better than slugs."""
+    ids = {c.offer_id for c in charges}
+    return {o.id: o.label for o in Offer.select(Offer.id, Offer.label).where(Offer.id.in_(list(ids) or [0]))}
 
 
 CSV_ROWS = 100_000
@@ -112,10 +118,14 @@ async def sales_csv(request: Request, session: sessions.Session, scope: Scope) -
     charges = scope.charges(chosen["bot"], chosen["state"], limit=CSV_ROWS, since=_since(chosen["days"]))
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["id", "bot", "offer", "amount", "paid_amount", "state", "delivery", "created_at", "paid_at"])
+    writer.writerow(["id", "bot", "offer", "offer_label", "amount", "paid_amount", "state", "delivery", "created_at",
+                     "paid_at"])  # fmt: skip
+    labels = _labels(charges)
     for c in charges:
         paid = f"{Decimal(c.paid_amount):.2f}" if c.paid_amount is not None else ""
-        writer.writerow([c.id, c.bot, c.offer, f"{Decimal(c.amount):.2f}", paid, c.status, c.delivery or "",
+        label = labels.get(c.offer_id, "")
+        label = f"'{label}" if label[:1] in ("=", "+", "-", "@") else label  # a spreadsheet's formula, not ours
+        writer.writerow([c.id, c.bot, c.offer, label, f"{Decimal(c.amount):.2f}", paid, c.status, c.delivery or "",
                          c.created_at, c.paid_at or ""])  # fmt: skip
     name = f"vendas-{scope.account.slug}-{dt.date.today().isoformat()}.csv"
     return Response(
