@@ -58,7 +58,10 @@ def test_on_a_slow_window_marketing_is_paced_and_leaves_buyers_their_share(redis
         else:
             time.sleep(0.002)
     gaps = [b - a for a, b in itertools.pairwise(taken)]
-    assert len(taken) >= 9 and min(gaps) >= 0.09  # evenly paced (125 ms at Redis; our clock jitters), no burst
+    # Evenly paced: 125 ms apart at Redis. This process sees each take late by however long it waited
+    # for a core (40 ms seen on a loaded CI machine), so one gap may look that much shorter: the
+    # average holds the pace, the shortest only that nothing came in a burst.
+    assert len(taken) >= 9 and (taken[-1] - taken[0]) / len(gaps) >= 0.11 and min(gaps) >= 0.05
     assert max(sum(1 for t in taken if start <= t < start + 0.99) for start in taken) <= 8
     assert take(throttle, 1000, rate) == 0 and take(throttle, 1001, rate) == 0  # a buyer's two parts at once
     # an answer to a person (a hint) keeps out of the buyers' share but does not wait for the pace

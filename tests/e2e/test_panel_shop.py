@@ -28,6 +28,7 @@ from tests.e2e.test_panel_browser import CHROMIUM, DRIVER, PASSWORD, browser, fi
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver are not installed")
 TOKEN = "123456789:AAHfakeTokenForThePanelJourney_0123456"
+VIP_CHAT = -1001234567890
 
 
 def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
@@ -109,11 +110,29 @@ def test_a_new_seller_sets_up_a_bot_in_the_browser_and_it_sells(platform: Runnin
     browser.find_element(By.ID, "welcome-media_file").send_keys(str(image))
     browser.find_element(By.ID, "offers-0-label").send_keys("VIP mensal")
     browser.find_element(By.ID, "offers-0-price").send_keys("19,90")
-    browser.find_element(By.ID, "offers-0-delivery_link").send_keys("https://t.me/+LojaDaAnaVip")
+    browser.find_element(By.ID, "offers-0-delivery_chat_id").send_keys(str(VIP_CHAT))  # a 30-day subscription
+    browser.find_element(By.ID, "offers-0-duration").send_keys("30d")
     shot(browser, "shop-2-editor")
     browser.find_element(By.CSS_SELECTOR, "form.card button.primary").click()
     wait_until(lambda: "Salvo" in browser.page_source, 30, "saved")
+    # A second offer, hidden: sold only as the VIP's order bump.
+    browser.find_element(By.ID, "offers-1-label").send_keys("Pack extra")
+    browser.find_element(By.ID, "offers-1-price").send_keys("9,90")
+    browser.find_element(By.ID, "offers-1-delivery_link").send_keys("https://t.me/+PackExtra")
+    browser.find_element(By.NAME, "offers-1-hidden").click()
+    browser.find_element(By.CSS_SELECTOR, "form.card button.primary").click()
+    wait_until(lambda: "Salvo" in browser.page_source and "Pack extra" in browser.page_source, 30, "saved again")
     shot(browser, "shop-3-saved")
+    browser.find_element(By.LINK_TEXT, "Vender mais").click()
+    Select(browser.find_element(By.ID, "bump-vip-mensal")).select_by_value("pack-extra")
+    Select(browser.find_element(By.ID, "downsells-0-when")).select_by_value("unpaid")
+    Select(browser.find_element(By.ID, "downsells-0-offer")).select_by_value("vip-mensal")
+    browser.find_element(By.ID, "downsells-0-delay").send_keys("1h")
+    browser.find_element(By.ID, "downsells-0-discount_percent").send_keys("50")
+    browser.find_element(By.ID, "downsells-0-text").send_keys("Volte! O VIP pela metade do preço.")
+    browser.find_element(By.CSS_SELECTOR, "form.card button.primary").click()
+    wait_until(lambda: "Salvo" in browser.page_source, 30, "the selling saved")
+    shot(browser, "shop-3b-selling")
 
     buyer = 4242
     sender, chat = {"id": buyer, "first_name": "Bia"}, {"id": buyer, "type": "private"}
@@ -134,25 +153,34 @@ def test_a_new_seller_sets_up_a_bot_in_the_browser_and_it_sells(platform: Runnin
     assert time.monotonic() - saved_at < 5 + 2  # served within seconds of the save (a /start a second)
     assert "Loja da Ana" in greeting["caption"]
     assert greeting["photo"]["sha256"] == hashlib.sha256(PNG).hexdigest()  # the uploaded image, by upload
-    [button] = [b for row in greeting["reply_markup"]["inline_keyboard"] for b in row]
+    [button] = [b for row in greeting["reply_markup"]["inline_keyboard"] for b in row]  # the pack is hidden
     assert "VIP mensal" in button["text"]
     post(callback_query={"id": "cb1", "from": sender, "message": {"message_id": 1, "chat": chat},
                          "data": button["callback_data"]})  # fmt: skip
+    question = wait_until(lambda: [c for c in platform.calls("sendMessage") if "Pack extra" in (c.get("text") or "")],
+                          15, "the order bump's question")[0]  # fmt: skip
+    accept = question["reply_markup"]["inline_keyboard"][0][0]
+    post(callback_query={"id": "cb2", "from": sender, "message": {"message_id": 2, "chat": chat},
+                         "data": accept["callback_data"]})  # fmt: skip
     photo = wait_until(lambda: [p for p in platform.calls("sendPhoto") if "<code>" in p.get("caption", "")], 15,
                        "the PIX code")[0]  # fmt: skip
     code = re.search(r"<code>(.+?)</code>", photo["caption"]).group(1)  # type: ignore[union-attr]
     fields = brcode.parse(code)
-    assert fields["54"] == "19.90" and fields["59"] == "Loja da Ana"
+    assert fields["54"] == "29.80" and fields["59"] == "Loja da Ana"  # the VIP and its bump, in one code
     body = json.dumps({"event": "charge.paid", "charge_id": brcode.parse_fields(fields["62"])["05"],
-                       "amount": "19.90"}).encode()  # fmt: skip
+                       "amount": "29.80"}).encode()  # fmt: skip
     paid = httpx.post(
         f"{platform.edge}/webhook/payment/pix-loja",
         content=body,
         headers={"X-Sandbox-Signature": sign("whsec-loja", body), "Content-Type": "application/json"},
     )
     assert paid.status_code == 200
-    wait_until(lambda: any("LojaDaAnaVip" in (c.get("text") or "") for c in platform.calls("sendMessage")), 15,
-               "the delivery")  # fmt: skip
+    wait_until(lambda: any("PackExtra" in (c.get("text") or "") for c in platform.calls("sendMessage")), 15,
+               "the bump's delivery")  # fmt: skip
+    invite = wait_until(lambda: platform.calls("createChatInviteLink"), 15, "the VIP group's invite link")[0]
+    assert int(invite["chat_id"]) == VIP_CHAT
+    browser.get(f"{platform.panel}/bots/fake")
+    assert 'data-figure="active">1<' in browser.page_source  # the 30-day subscription
     browser.get(f"{platform.panel}/sales")
     wait_until(lambda: "pago" in browser.page_source, 10, "the sale in Vendas")
     shot(browser, "shop-4-sale")
@@ -165,6 +193,7 @@ def test_a_new_seller_sets_up_a_bot_in_the_browser_and_it_sells(platform: Runnin
     wait_until(lambda: "Bot criado" in browser.page_source, 15, "the duplicate's editor")
     copy = browser.current_url.split("/bots/")[1].split("/")[0]
     assert copy.startswith("fake-") and "Oi! Aqui é a Loja da Ana" in browser.page_source
+    assert "Pack extra" in browser.page_source  # the same offers
     assert [h["url"] for h in platform.calls("setWebhook")][-1].endswith(f"/webhook/telegram/{copy}")
     shot(browser, "shop-5-duplicate")
 
