@@ -29,6 +29,12 @@ PROBLEMS = [
     (r"must be a decimal string such as \"19\.90\".*", "Escreva o preço como 19,90."),
     (r"give discount_percent or price \(one of them\)", "Dê um desconto (%) ou um preço, um dos dois."),
     (r"must be a whole number from 1 to 99", "Escreva um desconto de 1 a 99."),
+    (r"must be a whole number from (\d+) to (\d+)", r"Escreva um número de \1 a \2."),
+    (
+        r"must be the WhatsApp number in digits.*",
+        "Escreva o número só com dígitos, com 55 e o DDD (ex.: 5511999999999).",
+    ),
+    (r"must be digits", "Use só dígitos."),
     (r"no offer '.*' in this bot's offers", "Escolha uma oferta deste bot."),
     (r"an offer cannot be its own bump", "Uma oferta não pode ser o order bump dela mesma."),
     (r"must contain \{code\}.*", "Deixe {code} no texto: é onde entra o código PIX."),

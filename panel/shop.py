@@ -748,3 +748,70 @@ async def import_funnel(request: Request, session: sessions.Session, scope: Scop
     if problem is not None:
         return _editor(request, session, scope, table, 422, saved=None, problem=problem)
     return RedirectResponse(f"/bots/{table['id']}/edit?saved=1", status_code=303)
+
+
+# --- the bot's channel: a new token, a WhatsApp number's keys and pace ------------------------------
+
+
+def _channel_fields(config: Any, table: dict[str, Any]) -> list[dict[str, Any]]:
+    if config.channel == "telegram":
+        return [{"name": "token", "label": "Novo token do BotFather (em branco: o mesmo)", "secret": True,
+                 "value": "", "stored": _write_only(table.get("token"))}]  # fmt: skip
+    keys = {"number": True, "rate_per_minute": False, **WHATSAPP_KEYS[config.channel]}
+    labels = {**WHATSAPP_LABELS, "rate_per_minute": "Mensagens por minuto deste número (1 a 6000)"}
+    return [{"name": name, "label": labels.get(name, name), "secret": is_secret(name),
+             "value": "" if is_secret(name) else str(table.get(name, "")),
+             "stored": _write_only(table.get(name)) if is_secret(name) else None} for name in keys]  # fmt: skip
+
+
+def _channel_page(request: Request, session: sessions.Session, scope: Scope, table: dict[str, Any], status: int = 200,
+                  error: ConfigError | None = None, saved: str | None = None) -> Response:  # fmt: skip
+    config = scope.bot(table["id"])
+    return render(request, "bot_channel.html", session, status, account=scope.account, bot=config,
+                  fields=_channel_fields(config, table), saved=saved, **refusal(error))  # fmt: skip
+
+
+@seller_page
+async def channel(request: Request, session: sessions.Session, scope: Scope) -> Response:
+    table = _stored_bot(scope, request.path_params["bot_id"])
+    return _channel_page(request, session, scope, table, saved=SAVED if request.query_params.get("saved") else None)
+
+
+def _save_channel(scope: Scope, actor: str, table: dict[str, Any], given: dict[str, str]) -> ConfigError | None:
+    """The channel's keys from the form (a credential left blank keeps the stored one); a new
+    Telegram token is checked with getMe first. Then saved, and the provider told the webhook."""
+    config = scope.bot(table["id"])
+    for field in _channel_fields(config, table):
+        value = given.get(field["name"], "").strip()
+        if field["secret"] and not value:
+            continue
+        if value or field["name"] in table:
+            table[field["name"]] = _number(value) if field["name"] == "rate_per_minute" and value else value
+        if not value:
+            table.pop(field["name"], None)
+    if config.channel == "telegram" and table["token"] != config.token:
+        if not TOKEN.fullmatch(table["token"]):
+            return ConfigError("token", "Cole o token que o BotFather deu (números, dois-pontos, letras).")
+        try:
+            table["username"] = str(_telegram_bot(table["token"]).get("username") or table["username"])
+        except TelegramError as exc:
+            return ConfigError("token", f"O Telegram recusou este token ({exc.description}).")
+    try:
+        edit.save(scope.account, actor, bots=[table])
+    except ConfigError as exc:
+        refused = edit.relative(exc, "bots[0]")
+        if refused.key == "token":
+            return ConfigError("token", "Este token é de um bot de outra conta da plataforma.")
+        return refused
+    if config.channel != "whatsapp_cloud":
+        _set_webhook(scope, table["id"])
+    return None
+
+
+@seller_form
+async def save_channel(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str]) -> Response:
+    table = _stored_bot(scope, request.path_params["bot_id"])
+    refused = await in_thread(_save_channel, scope, _actor(request, scope), table, form)
+    if refused is not None:
+        return _channel_page(request, session, scope, _stored_bot(scope, table["id"]), 422, refused)
+    return RedirectResponse(f"/bots/{table['id']}/channel?saved=1", status_code=303)

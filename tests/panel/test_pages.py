@@ -142,6 +142,8 @@ WALK: dict[tuple[str, str], int] = {
     ("GET", "/bots/{bot_id}/selling"): 404,
     ("POST", "/bots/{bot_id}/selling"): 404,
     ("GET", "/bots/{bot_id}/texts"): 404,
+    ("GET", "/bots/{bot_id}/channel"): 404,
+    ("POST", "/bots/{bot_id}/channel"): 404,
     ("GET", "/bots/{bot_id}/funnel.toml"): 404,
     ("POST", "/bots/{bot_id}/funnel"): 404,
     ("POST", "/bots/{bot_id}/texts"): 404,

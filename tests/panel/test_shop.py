@@ -253,3 +253,24 @@ def test_a_form_larger_than_any_upload_is_refused_before_it_is_read(acme: TestCl
     big = acme.post("/bots/acme-bot/edit", data={"csrf": csrf(page)},
                     files={"welcome-media_file": ("v.mp4", b"\x00" * (21 * 1024 * 1024), "video/mp4")})  # fmt: skip
     assert big.status_code == 413 and "grande demais" in big.text
+
+
+def test_a_whatsapp_numbers_keys_and_pace_are_changed_with_secrets_kept(acme: TestClient) -> None:
+    form = form_fields(acme.get("/bots/new/whatsapp", params={"channel": "whatsapp_cloud"}).text, "/bots/new/whatsapp")
+    form.update({"id": "zap-acme", "number": "5511999990000", "phone_number_id": "1234567890", "waba_id": "987654321",
+                 "access_token": "EAAG-cloud-token-1111", "app_secret": "app-secret-2222"})  # fmt: skip
+    assert acme.post("/bots/new/whatsapp", data=form, follow_redirects=False).status_code == 303
+    page = acme.get("/bots/zap-acme/channel").text
+    assert "EAAG-cloud-token-1111" not in page and "…1111" in page
+    change = form_fields(page, "/bots/zap-acme/channel")
+    change.update({"rate_per_minute": "40", "number": "5511999991111"})
+    assert acme.post("/bots/zap-acme/channel", data=change, follow_redirects=False).status_code == 303
+    bot = load_bots()["zap-acme"]
+    assert bot.whatsapp is not None and bot.whatsapp.number == "5511999991111" and bot.whatsapp.rate_per_minute == 40
+    assert bot.whatsapp.access_token == "EAAG-cloud-token-1111"  # a blank credential keeps the stored one
+    refused = acme.post("/bots/zap-acme/channel", data={**change, "rate_per_minute": "9000"})
+    assert refused.status_code == 422 and 'data-error-for="rate_per_minute"' in refused.text
+    bad = acme.post("/bots/acme-bot/channel", data={**form_fields(acme.get("/bots/acme-bot/channel").text,
+                                                                   "/bots/acme-bot/channel"), "token": "nope"})  # fmt: skip
+    assert bad.status_code == 422 and 'data-error-for="token"' in bad.text
+    assert load_bots()["acme-bot"].token == "400:ACME"
