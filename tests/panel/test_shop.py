@@ -270,7 +270,7 @@ def test_a_whatsapp_numbers_keys_and_pace_are_changed_with_secrets_kept(acme: Te
     assert bot.whatsapp.access_token == "EAAG-cloud-token-1111"  # a blank credential keeps the stored one
     refused = acme.post("/bots/zap-acme/channel", data={**change, "rate_per_minute": "9000"})
     assert refused.status_code == 422 and 'data-error-for="rate_per_minute"' in refused.text
-    bad = acme.post("/bots/acme-bot/channel", data={**form_fields(acme.get("/bots/acme-bot/channel").text,
-                                                                   "/bots/acme-bot/channel"), "token": "nope"})  # fmt: skip
+    telegram = form_fields(acme.get("/bots/acme-bot/channel").text, "/bots/acme-bot/channel")
+    bad = acme.post("/bots/acme-bot/channel", data={**telegram, "token": "nope"})
     assert bad.status_code == 422 and 'data-error-for="token"' in bad.text
     assert load_bots()["acme-bot"].token == "400:ACME"
