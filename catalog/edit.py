@@ -18,7 +18,7 @@ from catalog.validate import parse
 from db.audit import MASK, is_secret, masked
 from db.models import Account, Bot, Gateway, Pool
 
-__all__ = ["MASK", "bot", "gateway", "is_secret", "masked", "pool", "relative", "save", "unmasked"]
+__all__ = ["MASK", "bot", "gateway", "gateways", "is_secret", "masked", "pool", "pools", "relative", "save", "unmasked"]
 
 
 def unmasked(given: Any, stored: Any) -> Any:
@@ -32,30 +32,37 @@ def unmasked(given: Any, stored: Any) -> Any:
     return given
 
 
-def _owns(model: Any, object_id: str, account: Account) -> bool:
-    return bool(model.select().where((model.id == object_id) & (model.account == account.id)).exists())
-
-
 def bot(account: Account, bot_id: str) -> dict[str, Any] | None:
     """The account's bot as the file's table (credentials in clear: for the server only), or None."""
-    if not _owns(Bot, bot_id, account):
-        return None
-    config = load_bots().get(bot_id)
+    config = load_bots(_owned(Bot, account, [bot_id])).get(bot_id)
     return bot_table(config) if config is not None else None
 
 
 def gateway(account: Account, gateway_id: str) -> dict[str, Any] | None:
-    if not _owns(Gateway, gateway_id, account):
-        return None
-    config = load_gateways().get(gateway_id)
+    config = load_gateways(_owned(Gateway, account, [gateway_id])).get(gateway_id)
     return gateway_table(config) if config is not None else None
 
 
+def gateways(account: Account) -> list[dict[str, Any]]:
+    """Every gateway of the account, by id, as the file's tables (one read)."""
+    return [gateway_table(g) for _, g in sorted(load_gateways(_owned(Gateway, account)).items())]
+
+
 def pool(account: Account, pool_id: str) -> dict[str, Any] | None:
-    if not _owns(Pool, pool_id, account):
-        return None
-    config = load_pools().get(pool_id)
+    config = load_pools(_owned(Pool, account, [pool_id])).get(pool_id)
     return pool_table(config) if config is not None else None
+
+
+def pools(account: Account) -> list[dict[str, Any]]:
+    return [pool_table(p) for _, p in sorted(load_pools(_owned(Pool, account)).items())]
+
+
+def _owned(model: Any, account: Account, ids: list[str] | None = None) -> list[str]:
+    """The account's objects of `model` (among `ids`, when given)."""
+    query = model.select(model.id).where(model.account == account.id)
+    if ids is not None:
+        query = query.where(model.id.in_(ids))
+    return [row.id for row in query]
 
 
 def save(account: Account, actor: str, *, gateways: list[dict[str, Any]] | None = None,

@@ -80,9 +80,9 @@ def document(account: Account) -> dict[str, Any]:
     bot_ids = {b.id for b in Bot.select(Bot.id).where(Bot.account == account.id)}
     pool_ids = {p.id for p in Pool.select(Pool.id).where(Pool.account == account.id)}
     doc: dict[str, Any] = {"account": account.slug}
-    gateways = [gateway_table(g) for gid, g in sorted(load_gateways().items()) if gid in gateway_ids]
-    bots = [bot_table(b) for bid, b in sorted(load_bots().items()) if bid in bot_ids]
-    pools = [pool_table(p) for pid, p in sorted(load_pools().items()) if pid in pool_ids]
+    gateways = [gateway_table(g) for _, g in sorted(load_gateways(gateway_ids).items())]
+    bots = [bot_table(b) for _, b in sorted(load_bots(bot_ids).items())]
+    pools = [pool_table(p) for _, p in sorted(load_pools(pool_ids).items())]
     for name, tables in (("gateways", gateways), ("bots", bots), ("pools", pools)):
         if tables:
             doc[name] = tables

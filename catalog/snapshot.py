@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
@@ -15,21 +16,25 @@ from catalog.schema import BotConfig, Bump, FollowupConfig, GatewayConfig, Offer
 from db.models import Account, Bot, ConfigState, Gateway, Offer, Pool
 from gateways.channel_kinds import kind_of
 
-
-def load_gateways() -> dict[str, GatewayConfig]:
-    return {g.id: GatewayConfig(g.id, g.kind, g.webhook_secret, dict(g.settings or {})) for g in Gateway.select()}
+# Each loader reads every object, or with `ids` only those (an account's, one the panel edits).
 
 
-def load_bots() -> dict[str, BotConfig]:
+def load_gateways(ids: Collection[str] | None = None) -> dict[str, GatewayConfig]:
+    query = Gateway.select() if ids is None else Gateway.select().where(Gateway.id.in_(list(ids)))
+    return {g.id: GatewayConfig(g.id, g.kind, g.webhook_secret, dict(g.settings or {})) for g in query}
+
+
+def load_bots(ids: Collection[str] | None = None) -> dict[str, BotConfig]:
     offers: dict[str, list[OfferConfig]] = {}
-    for o in Offer.select().where(Offer.active).order_by(Offer.bot, Offer.position, Offer.id):
+    active = Offer.active if ids is None else Offer.active & Offer.bot.in_(list(ids))
+    for o in Offer.select().where(active).order_by(Offer.bot, Offer.position, Offer.id):
         offers.setdefault(o.bot_id, []).append(OfferConfig(  # type: ignore[attr-defined]  # peewee's FK id
             o.slug, o.label, o.price, o.delivery_text, o.delivery_link, o.delivery_chat_id, hidden=o.hidden,
             bump=o.bump_slug, duration_seconds=o.duration_seconds, join_by_request=o.join_by_request, id=o.id,
         ))  # fmt: skip
     suspended = {a.id for a in Account.select(Account.id).where(Account.state == "suspended")}
     bots: dict[str, BotConfig] = {}
-    for b in Bot.select():
+    for b in Bot.select() if ids is None else Bot.select().where(Bot.id.in_(list(ids))):
         own = tuple(offers.get(b.id, ()))
         selling = stored_selling(b.selling or {}, {o.slug: o for o in own})
         bots[b.id] = BotConfig(
@@ -106,8 +111,9 @@ def stored_selling(doc: dict[str, Any], offers: dict[str, OfferConfig]) -> dict[
     return {"bumps": bumps, "upsells": upsells, "downsells": downsells, "remind_before": remind, "texts": texts}
 
 
-def load_pools() -> dict[str, PoolConfig]:
-    return {p.id: PoolConfig(p.id, tuple((str(b), int(w)) for b, w in p.members or [])) for p in Pool.select()}
+def load_pools(ids: Collection[str] | None = None) -> dict[str, PoolConfig]:
+    query = Pool.select() if ids is None else Pool.select().where(Pool.id.in_(list(ids)))
+    return {p.id: PoolConfig(p.id, tuple((str(b), int(w)) for b, w in p.members or [])) for p in query}
 
 
 def current_version() -> int:

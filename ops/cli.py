@@ -613,7 +613,7 @@ def broadcast() -> None:
 def _bot_config(bot_id: str):  # type: ignore[no-untyped-def]
     from catalog.snapshot import load_bots
 
-    bot = load_bots().get(bot_id)
+    bot = load_bots([bot_id]).get(bot_id)
     if bot is None:
         raise click.ClickException(f"--bot: no bot {bot_id!r} (apply a configuration that has it first)")
     return bot

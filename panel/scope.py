@@ -73,7 +73,7 @@ class Scope:
     def fresh_bot(self, bot_id: str) -> BotConfig:
         """The account's bot as just saved (the process's snapshot may be a second behind)."""
         self.bot(bot_id)
-        bot = load_bots().get(bot_id)
+        bot = load_bots([bot_id]).get(bot_id)
         if bot is None:
             raise NotFound(bot_id)
         return bot
@@ -84,8 +84,7 @@ class Scope:
 
     def gateways(self) -> list[dict[str, Any]]:
         """The account's gateways as the file's tables (credentials in clear: never sent to a browser)."""
-        ids = [g.id for g in Gateway.select(Gateway.id).where(Gateway.account == self.account.id).order_by(Gateway.id)]
-        return [t for gid in ids if (t := edit.gateway(self.account, gid)) is not None]
+        return edit.gateways(self.account)
 
     def gateway(self, gateway_id: str) -> dict[str, Any]:
         table = edit.gateway(self.account, gateway_id)
@@ -136,8 +135,7 @@ class Scope:
         return row
 
     def pools(self) -> list[dict[str, Any]]:
-        ids = [p.id for p in Pool.select(Pool.id).where(Pool.account == self.account.id).order_by(Pool.id)]
-        return [t for pid in ids if (t := edit.pool(self.account, pid)) is not None]
+        return edit.pools(self.account)
 
     def pool(self, pool_id: str) -> dict[str, Any]:
         table = edit.pool(self.account, pool_id)

@@ -12,6 +12,7 @@ import logging
 import re
 import secrets
 import tomllib
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -75,6 +76,17 @@ def _write_only(value: str | None) -> str | None:
     return f"definido (…{value[-4:]})" if value else None
 
 
+def _merge(table: dict[str, Any], form: dict[str, str], names: Iterable[str]) -> None:
+    """The form's values of `names` into `table`: an empty credential keeps the stored one (they
+    are write-only); any other field left empty clears its key."""
+    for name in names:
+        value = form.get(name, "").strip()
+        if value:
+            table[name] = value
+        elif not is_secret(name):
+            table.pop(name, None)
+
+
 # --- gateways ------------------------------------------------------------------------------------
 
 
@@ -133,12 +145,7 @@ async def save_gateway(request: Request, session: sessions.Session, scope: Scope
     else:
         stored = scope.gateway(str(gateway_id))
     table = dict(stored)
-    for name in (*OPTIONS[table["kind"]], "webhook_secret"):
-        given = form.get(name, "").strip()
-        if given or not is_secret(name):  # an empty credential keeps the stored one
-            table[name] = given
-        if not table.get(name):
-            table.pop(name, None)
+    _merge(table, form, (*OPTIONS[table["kind"]], "webhook_secret"))
     if new and not table.get("webhook_secret"):
         table["webhook_secret"] = secrets.token_urlsafe(24)
     try:
@@ -336,10 +343,7 @@ def _editor(request: Request, session: sessions.Session, scope: Scope, table: di
 
 @seller_page
 async def bot_editor(request: Request, session: sessions.Session, scope: Scope) -> Response:
-    bot_id = scope.bot(request.path_params["bot_id"]).id
-    table = edit.bot(scope.account, bot_id)
-    if table is None:
-        raise NotFound(bot_id)
+    table = _stored_bot(scope, request.path_params["bot_id"])
     return _editor(request, session, scope, table, saved=SAVED if request.query_params.get("saved") else None)
 
 
@@ -392,11 +396,8 @@ def _new_slug(label: str, taken: set[str]) -> str:
 
 @seller_form
 async def save_bot(request: Request, session: sessions.Session, scope: Scope, form: dict[str, str]) -> Response:
-    bot_id = scope.bot(request.path_params["bot_id"]).id
-    stored = edit.bot(scope.account, bot_id)
-    if stored is None:
-        raise NotFound(bot_id)
-    table = dict(stored)
+    stored = _stored_bot(scope, request.path_params["bot_id"])
+    bot_id, table = stored["id"], dict(stored)
     gateway_id = form.get("gateway", "")
     if gateway_id:
         scope.gateway(gateway_id)  # the account's, or 404
@@ -417,11 +418,9 @@ async def save_bot(request: Request, session: sessions.Session, scope: Scope, fo
         table.pop("offers")
     table["checkout"] = {"expires_minutes": _number(form.get("checkout-expires_minutes", "30")),
                          "send_qr": bool(form.get("checkout-send_qr"))}  # fmt: skip
+    _merge(table, form, TRACKING)
     for name in TRACKING:
-        given = form.get(name, "").strip()
-        if given or not is_secret(name):
-            table[name] = given
-        if not table.get(name) or form.get(f"{name}-clear"):
+        if form.get(f"{name}-clear"):
             table.pop(name, None)
     try:
         edit.save(scope.account, _actor(request, scope), bots=[table])
@@ -781,14 +780,9 @@ def _save_channel(scope: Scope, actor: str, table: dict[str, Any], given: dict[s
     """The channel's keys from the form (a credential left blank keeps the stored one); a new
     Telegram token is checked with getMe first. Then saved, and the provider told the webhook."""
     config = scope.bot(table["id"])
-    for field in _channel_fields(config, table):
-        value = given.get(field["name"], "").strip()
-        if field["secret"] and not value:
-            continue
-        if value or field["name"] in table:
-            table[field["name"]] = _number(value) if field["name"] == "rate_per_minute" and value else value
-        if not value:
-            table.pop(field["name"], None)
+    _merge(table, given, [field["name"] for field in _channel_fields(config, table)])
+    if "rate_per_minute" in table:
+        table["rate_per_minute"] = _number(str(table["rate_per_minute"]))
     if config.channel == "telegram" and table["token"] != config.token:
         if not TOKEN.fullmatch(table["token"]):
             return ConfigError("token", "Cole o token que o BotFather deu (números, dois-pontos, letras).")
